@@ -1,0 +1,177 @@
+"""Settings, read from the environment and an optional ``.env`` file.
+
+Every setting is documented in ``docs/configuration.md``. Names follow ``AGENTKIT_*``; the
+seed project's names (``HETZNER_SERVER_IP``, ``HETZNER_SSH_USER``) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agentkit.errors import ConfigError
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """All agentkit settings. Construct directly to override, e.g. ``Settings(host=None)``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- where agents run ---------------------------------------------------------------
+    host: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_HOST", "HETZNER_SERVER_IP"),
+        description="SSH host that runs Docker. Unset: the local machine.",
+    )
+    ssh_user: str = Field(
+        default="root", validation_alias=_env("AGENTKIT_SSH_USER", "HETZNER_SSH_USER")
+    )
+    ssh_port: int = Field(default=22, validation_alias=_env("AGENTKIT_SSH_PORT"))
+    ssh_key: Path | None = Field(default=None, validation_alias=_env("AGENTKIT_SSH_KEY"))
+    known_hosts: Path | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_KNOWN_HOSTS"),
+        description="known_hosts file used to verify the host key. Default: ~/.ssh/known_hosts.",
+    )
+    ssh_trust_on_first_use: bool = Field(
+        default=False, validation_alias=_env("AGENTKIT_SSH_TRUST_ON_FIRST_USE")
+    )
+    ssh_connect_timeout: float = Field(
+        default=15.0, validation_alias=_env("AGENTKIT_SSH_CONNECT_TIMEOUT")
+    )
+    ssh_keepalive_interval: float = Field(
+        default=15.0, validation_alias=_env("AGENTKIT_SSH_KEEPALIVE_INTERVAL")
+    )
+    docker_socket: str = Field(
+        default="/var/run/docker.sock", validation_alias=_env("AGENTKIT_DOCKER_SOCKET")
+    )
+
+    # --- model ----------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_BASE_URL")
+    )
+    model: str = Field(default="claude-sonnet-4-5", validation_alias=_env("AGENTKIT_MODEL"))
+    max_tokens: int = Field(default=4096, validation_alias=_env("AGENTKIT_MAX_TOKENS"))
+    max_turns: int = Field(default=30, validation_alias=_env("AGENTKIT_MAX_TURNS"))
+    max_retries: int = Field(default=4, validation_alias=_env("AGENTKIT_MAX_RETRIES"))
+    tool_result_max_bytes: int = Field(
+        default=16_384, validation_alias=_env("AGENTKIT_TOOL_RESULT_MAX_BYTES")
+    )
+
+    # --- GitHub -------------------------------------------------------------------------
+    github_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("GITHUB_TOKEN", "GH_TOKEN")
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com", validation_alias=_env("AGENTKIT_GITHUB_API_URL")
+    )
+    github_owner: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_GITHUB_OWNER"),
+        description="Organisation to create repositories in. Unset: the token's user.",
+    )
+    git_author_name: str = Field(
+        default="agentkit", validation_alias=_env("AGENTKIT_GIT_AUTHOR_NAME")
+    )
+    git_author_email: str = Field(
+        default="agentkit@localhost", validation_alias=_env("AGENTKIT_GIT_AUTHOR_EMAIL")
+    )
+
+    # --- host layout and containers -------------------------------------------------------
+    root: str = Field(default="/opt/agentflow", validation_alias=_env("AGENTKIT_ROOT"))
+    image: str = Field(
+        default="agentflow-claude-code:latest", validation_alias=_env("AGENTKIT_IMAGE")
+    )
+    base_image: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_BASE_IMAGE"),
+        description="BASE_IMAGE build argument for the agent image. Unset: the Dockerfile's.",
+    )
+    container_network: str | None = Field(
+        default=None, validation_alias=_env("AGENTKIT_CONTAINER_NETWORK")
+    )
+    container_memory: str = Field(default="4g", validation_alias=_env("AGENTKIT_CONTAINER_MEMORY"))
+    container_cpus: float = Field(default=2.0, validation_alias=_env("AGENTKIT_CONTAINER_CPUS"))
+    container_pids: int = Field(default=200, validation_alias=_env("AGENTKIT_CONTAINER_PIDS"))
+    container_env_passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ANTHROPIC_BASE_URL"],
+        validation_alias=_env("AGENTKIT_CONTAINER_ENV"),
+        description="Host variables passed into agent containers (comma separated).",
+    )
+
+    # --- adapters -------------------------------------------------------------------------
+    discord_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=_env("DISCORD_WEBHOOK_URL")
+    )
+    discord_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("DISCORD_BOT_TOKEN")
+    )
+    discord_allowed_users: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("AGENTKIT_DISCORD_ALLOWED_USERS")
+    )
+    discord_allowed_roles: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("AGENTKIT_DISCORD_ALLOWED_ROLES")
+    )
+
+    @field_validator(
+        "container_env_passthrough",
+        "discord_allowed_users",
+        "discord_allowed_roles",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @property
+    def workspaces_root(self) -> str:
+        return f"{self.root.rstrip('/')}/workspaces"
+
+    @property
+    def runs_root(self) -> str:
+        return f"{self.root.rstrip('/')}/runs"
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.host)
+
+    def require_api_key(self) -> str:
+        """Return the Anthropic API key or raise a one-line actionable :class:`ConfigError`."""
+        if self.anthropic_api_key is None or not self.anthropic_api_key.get_secret_value():
+            raise ConfigError(
+                "ANTHROPIC_API_KEY is not set: export it or put it in .env "
+                "(see docs/configuration.md)"
+            )
+        return self.anthropic_api_key.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured, for redaction."""
+        out: list[str] = []
+        for value in (
+            self.anthropic_api_key,
+            self.github_token,
+            self.discord_webhook_url,
+            self.discord_bot_token,
+        ):
+            if value is not None and value.get_secret_value():
+                out.append(value.get_secret_value())
+        return out
