@@ -148,6 +148,16 @@ class Executor(abc.ABC):
     async def open_unix_connection(self, path: str) -> UnixConnection:
         """Open a byte stream to the unix socket ``path`` on the host (e.g. the Docker API)."""
 
+    @abc.abstractmethod
+    async def forward_unix_socket(self, path: str) -> str:
+        """Return a unix socket path *on this machine* that reaches ``path`` on the host.
+
+        Locally that is ``path`` itself; over SSH it is a local socket forwarded through the
+        persistent connection (each client connection becomes one multiplexed channel). HTTP
+        clients that want a socket path (aiodocker/aiohttp's ``UnixConnector``) use this.
+        The forward lives until :meth:`aclose`.
+        """
+
     async def exists(self, path: str) -> bool:
         """Whether ``path`` exists on the host."""
         result = await self.run(["test", "-e", path], idempotent=True)
