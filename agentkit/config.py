@@ -175,3 +175,17 @@ class Settings(BaseSettings):
             if value is not None and value.get_secret_value():
                 out.append(value.get_secret_value())
         return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """``Settings(**overrides)``, turning validation problems into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid settings ({problems}); see docs/configuration.md") from None

@@ -1,0 +1,101 @@
+"""`connect()`: wire settings -> executor -> services -> the twelve tools, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentkit.config import Settings
+from agentkit.errors import RuntimeUnavailable
+from agentkit.executors import make_executor
+from agentkit.executors.base import Executor
+from agentkit.redact import Redactor
+from agentkit.tools.base import ToolContext
+from agentkit.tools.toolset import Toolset
+
+logger = logging.getLogger("agentkit")
+
+if TYPE_CHECKING:
+    from agentkit.agent.loop import ToolBasedAgent
+    from agentkit.containers.service import AgentService
+    from agentkit.workspaces.service import WorkspaceService
+
+
+def default_tools() -> list[Any]:
+    """The twelve product tools: six for agents (containers), six for workspaces."""
+    from agentkit.tools.containers import container_tools
+    from agentkit.tools.workspaces import workspace_tools
+
+    return [*container_tools(), *workspace_tools()]
+
+
+@dataclass
+class Connection:
+    """What :func:`connect` yields: settings, the executor, services and the wired toolset."""
+
+    settings: Settings
+    executor: Executor
+    agents: AgentService
+    workspaces: WorkspaceService
+    toolset: Toolset
+
+    def agent(self, **options: Any) -> ToolBasedAgent:
+        """A :class:`ToolBasedAgent` over this connection's toolset, configured from settings.
+
+        Keyword options override the settings (``model=``, ``system=``, ``max_turns=``,
+        ``before_tool=``, ``client=``, ...).
+        """
+        from agentkit.agent.loop import ToolBasedAgent
+
+        return ToolBasedAgent.from_settings(self.toolset, self.settings, **options)
+
+
+@asynccontextmanager
+async def connect(
+    settings: Settings | None = None, *, reconcile: bool = True
+) -> AsyncIterator[Connection]:
+    """Connect to the configured host and yield a :class:`Connection`.
+
+    ``AGENTKIT_HOST`` unset means the local machine. On entry the agent service reconciles
+    runs left by earlier controllers (deadlines enforced, finished runs recorded) unless
+    ``reconcile=False``. Everything is closed on exit; running agents keep running.
+
+    Example::
+
+        async with agentkit.connect() as conn:
+            result = await conn.toolset.call("list_workspaces", {})
+            answer = await conn.agent().run("Spawn an agent that adds a README to demo")
+    """
+    from agentkit.containers.service import AgentService
+    from agentkit.workspaces.service import WorkspaceService
+
+    settings = settings or Settings()
+    executor = make_executor(settings)
+    async with executor:
+        agents = AgentService(executor, settings)
+        try:
+            if reconcile:
+                try:
+                    await agents.reconcile()
+                except RuntimeUnavailable as exc:
+                    # Workspace tools still work without Docker; agent tools will say why not.
+                    logger.warning("agent runs not reconciled: %s", exc)
+            workspaces = WorkspaceService(executor, settings, busy=agents.active_workspaces)
+            context = ToolContext(
+                settings=settings,
+                executor=executor,
+                agents=agents,
+                workspaces=workspaces,
+                redactor=Redactor(settings.secrets()),
+            )
+            toolset = Toolset(
+                default_tools(),
+                context=context,
+                max_result_bytes=settings.tool_result_max_bytes,
+            )
+            yield Connection(settings, executor, agents, workspaces, toolset)
+        finally:
+            await agents.aclose()
