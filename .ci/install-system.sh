@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the tests need: Docker engine, OpenSSH server, debootstrap (base image), git.
+set -euo pipefail
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v git >/dev/null || need+=(git)
+command -v ip >/dev/null || need+=(iproute2)
+command -v npm >/dev/null || need+=(nodejs npm)
+command -v ssh >/dev/null || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "system packages ok"

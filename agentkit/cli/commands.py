@@ -1,0 +1,157 @@
+"""The ``agentkit`` subcommands (except ``demo`` and ``doctor``, which have their own modules)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from agentkit.cli.render import EventRenderer
+from agentkit.config import load_settings
+from agentkit.connect import connect, default_tools
+from agentkit.tools.toolset import Toolset
+
+EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE = 0, 1, 2
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def tools(args: argparse.Namespace) -> int:
+    toolset = Toolset(default_tools())
+    if args.as_json:
+        _print_json(toolset.to_anthropic())
+        return EXIT_OK
+    for item in toolset:
+        params = ", ".join(item.input_schema.get("properties", {}))
+        flag = " [yellow](destructive)[/]" if item.destructive else ""
+        first_line = item.description.splitlines()[0]
+        out.print(f"[bold cyan]{item.name}[/]({params}){flag}\n    {first_line}")
+    return EXIT_OK
+
+
+async def call(args: argparse.Namespace) -> int:
+    try:
+        tool_input = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/] --json is not valid JSON: {exc}")
+        return EXIT_USAGE
+    names = Toolset(default_tools())
+    if args.tool not in names:
+        err.print(f"[red]error:[/] unknown tool {args.tool!r}; available: {', '.join(names.names)}")
+        return EXIT_USAGE
+    problems = names.validate(args.tool, tool_input)
+    if problems:
+        err.print(f"[red]error:[/] invalid input for {args.tool}:")
+        for problem in problems:
+            err.print(f"  - {problem}")
+        return EXIT_USAGE
+    async with connect(load_settings()) as conn:
+        result = await conn.toolset.call(args.tool, tool_input)
+    if args.output == "json":
+        _print_json({"is_error": result.is_error, "content": result.content, "data": result.data})
+    else:
+        (err if result.is_error else out).print(result.content, markup=False, soft_wrap=True)
+    return EXIT_TOOL_ERROR if result.is_error else EXIT_OK
+
+
+def _agent_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        options["model"] = args.model
+    if getattr(args, "system", None):
+        options["system"] = args.system
+    if getattr(args, "max_turns", None):
+        options["max_turns"] = args.max_turns
+    return options
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    settings.require_api_key()
+    renderer = EventRenderer(as_json=args.as_json)
+    async with connect(settings) as conn:
+        agent = conn.agent(**_agent_options(args))
+        failed = False
+        try:
+            async for event in agent.stream(args.prompt):
+                renderer(event)
+                failed = failed or type(event).__name__ == "ErrorEvent"
+        finally:
+            renderer.close()
+    return EXIT_TOOL_ERROR if failed else EXIT_OK
+
+
+async def chat(args: argparse.Namespace) -> int:
+    from agentkit.agent.conversation import Conversation
+
+    settings = load_settings()
+    settings.require_api_key()
+    renderer = EventRenderer()
+    conversation = Conversation()
+    async with connect(settings) as conn:
+        agent = conn.agent(**_agent_options(args))
+        out.print("[dim]agentkit chat — empty line or Ctrl-D to quit[/]")
+        while True:
+            try:
+                prompt = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                break
+            if not prompt.strip():
+                break
+            try:
+                async for event in agent.stream(prompt, conversation=conversation):
+                    renderer(event)
+            finally:
+                renderer.close()
+    return EXIT_OK
+
+
+async def logs(args: argparse.Namespace) -> int:
+    from agentkit.cli.logs import show_logs
+
+    async with connect(load_settings(), reconcile=False) as conn:
+        return await show_logs(conn, args.container_id, args.lines, args.follow, args.as_json)
+
+
+async def image(args: argparse.Namespace) -> int:
+    from agentkit.containers.docker import open_docker
+    from agentkit.containers.image import ensure_image
+    from agentkit.executors import make_executor
+
+    overrides: dict[str, Any] = {}
+    if args.base_image:
+        overrides["base_image"] = args.base_image
+    settings = load_settings(**overrides)
+
+    def progress(line: str) -> None:
+        if not args.as_json:
+            err.print(f"[dim]{line.rstrip()}[/]", markup=False, soft_wrap=True)
+
+    async with make_executor(settings) as executor:
+        docker = await open_docker(executor, settings)
+        try:
+            info = await ensure_image(docker, settings, force=args.force, progress=progress)
+        finally:
+            await docker.close()
+    if args.as_json:
+        _print_json(info)
+    else:
+        out.print(f"[green]image ready:[/] {info}")
+    return EXIT_OK
+
+
+async def mcp(args: argparse.Namespace) -> int:
+    from agentkit.adapters.mcp_server import serve_stdio
+
+    async with connect(load_settings()) as conn:
+        await serve_stdio(conn.toolset)
+    return EXIT_OK
