@@ -1,0 +1,81 @@
+"""Small helpers shared by the executors (argument checks, stream line splitting)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from agentkit.executors.base import StreamLine
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_argv(argv: Sequence[str]) -> list[str]:
+    """Validate an argv list: a non-empty sequence of ``str`` (not a shell string), no NULs."""
+    if isinstance(argv, str | bytes):
+        raise TypeError("argv must be a list of strings, not a shell string")
+    out = list(argv)
+    if not out:
+        raise ValueError("argv must not be empty")
+    for arg in out:
+        if not isinstance(arg, str):
+            raise TypeError(f"argv elements must be str, got {type(arg).__name__}")
+        if "\0" in arg:
+            raise ValueError("argv elements must not contain NUL bytes")
+    return out
+
+
+def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate environment names (shell identifiers) and values (str, no NUL)."""
+    if not env:
+        return {}
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ValueError(f"invalid environment variable name: {name!r}")
+        if not isinstance(value, str):
+            raise TypeError(f"environment value for {name} must be str")
+        if "\0" in value:
+            raise ValueError(f"environment value for {name} contains a NUL byte")
+        out[name] = value
+    return out
+
+
+def as_bytes(stdin: bytes | str | None) -> bytes | None:
+    if stdin is None:
+        return None
+    if isinstance(stdin, str):
+        return stdin.encode("utf-8")
+    return bytes(stdin)
+
+
+MAX_LINE = 1 << 20  # a "line" longer than this is yielded in pieces
+
+
+async def pump_lines(
+    read: Callable[[int], Awaitable[bytes]],
+    stream: str,
+    queue: asyncio.Queue[StreamLine | None],
+) -> None:
+    """Read chunks with ``read`` and put one :class:`StreamLine` per line, then ``None``."""
+    buf = b""
+    try:
+        while True:
+            chunk = await read(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while True:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    if len(buf) >= MAX_LINE:
+                        await queue.put(StreamLine(stream, buf))
+                        buf = b""
+                    break
+                await queue.put(StreamLine(stream, buf[: nl + 1]))
+                buf = buf[nl + 1 :]
+        if buf:
+            await queue.put(StreamLine(stream, buf))
+    finally:
+        queue.put_nowait(None)

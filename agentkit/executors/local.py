@@ -1,0 +1,205 @@
+"""LocalExecutor: the local machine, through asyncio subprocesses.
+
+Every command runs in its own session (``start_new_session=True``), so a timeout or an early
+close of :meth:`LocalExecutor.stream` kills the whole process group, not just the direct child.
+A program that does not exist gives exit status 127, one that cannot be executed 126, and a
+missing ``cwd`` exit status 1, the same as over SSH (where a shell reports them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from agentkit.errors import CommandFailed, CommandTimeout
+from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
+from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover - the group leader changed owner
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+class LocalExecutor(Executor):
+    """Run commands on this machine. Stateless; ``aclose`` kills commands still running."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.subprocess.Process] = set()
+
+    @property
+    def description(self) -> str:
+        return "local (this machine)"
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        *,
+        stdin: bool,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+    ) -> asyncio.subprocess.Process | CommandResult:
+        """Start ``argv``; a start failure becomes a result with the status a shell would give."""
+        full_env = None
+        if env:
+            full_env = dict(os.environ)
+            full_env.update(check_env(env))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - a stat, no I/O wait
+                return CommandResult(argv, 1, b"", f"cd: {cwd}: {exc.strerror}\n".encode())
+            status = 126 if isinstance(exc, PermissionError) else 127
+            reason = "permission denied" if status == 126 else "not found"
+            return CommandResult(argv, status, b"", f"{argv[0]}: {reason}\n".encode())
+        self._running.add(proc)
+        return proc
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the contract
+        check: bool = False,
+        idempotent: bool = False,
+    ) -> CommandResult:
+        args = check_argv(argv)
+        data = as_bytes(stdin)
+        start = time.monotonic()
+        proc = await self._spawn(args, stdin=data is not None, env=env, cwd=cwd)
+        if isinstance(proc, CommandResult):
+            result = proc
+        else:
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+            except TimeoutError:
+                _kill_group(proc)
+                await proc.wait()
+                raise CommandTimeout(args, timeout or 0.0) from None
+            finally:
+                if proc.returncode is None:  # cancelled
+                    _kill_group(proc)
+                self._running.discard(proc)
+            assert proc.returncode is not None
+            status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            result = CommandResult(args, status, out, err, time.monotonic() - start)
+        if check and result.exit_status != 0:
+            raise CommandFailed(result)
+        return result
+
+    async def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the contract
+    ) -> AsyncIterator[StreamLine | StreamExit]:
+        args = check_argv(argv)
+        start = time.monotonic()
+        proc = await self._spawn(args, stdin=False, env=env, cwd=cwd)
+        if isinstance(proc, CommandResult):
+            if proc.stderr:
+                yield StreamLine("stderr", proc.stderr)
+            yield StreamExit(proc.exit_status, 0.0)
+            return
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue()
+        pumps = [
+            asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
+            asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
+        ]
+        deadline = None if timeout is None else start + timeout
+        try:
+            open_streams = 2
+            while open_streams:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    raise CommandTimeout(args, timeout or 0.0) from None
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                code = await asyncio.wait_for(proc.wait(), remaining)
+            except TimeoutError:
+                raise CommandTimeout(args, timeout or 0.0) from None
+            status = code if code >= 0 else 128 - code
+            yield StreamExit(status, time.monotonic() - start)
+        finally:
+            _kill_group(proc)
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+            self._running.discard(proc)
+
+    async def read_file(self, path: str) -> bytes:
+        return await asyncio.to_thread(_read_file, path)
+
+    async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        await asyncio.to_thread(_write_file_atomic, path, bytes(data), mode)
+
+    async def open_unix_connection(self, path: str) -> UnixConnection:
+        reader, writer = await asyncio.open_unix_connection(path)
+        return UnixConnection(reader, writer, {"path": path})
+
+    async def forward_unix_socket(self, path: str) -> str:
+        return path
+
+    async def aclose(self) -> None:
+        for proc in list(self._running):
+            _kill_group(proc)
+        self._running.clear()
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_file_atomic(path: str, data: bytes, mode: int) -> None:
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
