@@ -1,0 +1,95 @@
+"""Settings: names, seed aliases, parsing, errors, and that every setting is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentkit.config import Settings, load_settings
+from agentkit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_names() -> list[str]:
+    names: list[str] = []
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        names.extend(getattr(alias, "choices", []) or [])
+    return [n for n in names if isinstance(n, str)]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in _env_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return monkeypatch
+
+
+def test_defaults_are_local_executor(clean_env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.host is None
+    assert not s.is_remote
+    assert s.root == "/opt/agentflow"
+    assert s.workspaces_root == "/opt/agentflow/workspaces"
+    assert s.image == "agentflow-claude-code:latest"
+
+
+def test_seed_aliases_are_accepted(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HETZNER_SERVER_IP", "203.0.113.7")
+    clean_env.setenv("HETZNER_SSH_USER", "deploy")
+    clean_env.setenv("GH_TOKEN", "ghp_" + "x" * 30)
+    s = Settings()
+    assert s.host == "203.0.113.7"
+    assert s.ssh_user == "deploy"
+    assert s.github_token is not None
+    assert s.github_token.get_secret_value() == "ghp_" + "x" * 30
+
+
+def test_primary_name_wins_over_alias(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENTKIT_HOST", "primary.example")
+    clean_env.setenv("HETZNER_SERVER_IP", "alias.example")
+    assert Settings().host == "primary.example"
+
+
+def test_comma_separated_lists(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENTKIT_CONTAINER_ENV", "ANTHROPIC_BASE_URL, HTTP_PROXY")
+    clean_env.setenv("AGENTKIT_DISCORD_ALLOWED_USERS", "12,34")
+    s = Settings()
+    assert s.container_env_passthrough == ["ANTHROPIC_BASE_URL", "HTTP_PROXY"]
+    assert s.discord_allowed_users == [12, 34]
+
+
+def test_dotenv_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("AGENTKIT_MODEL=claude-test\nAGENTKIT_SSH_PORT=2222\n")
+    s = Settings()
+    assert s.model == "claude-test"
+    assert s.ssh_port == 2222
+
+
+def test_missing_api_key_is_one_actionable_line(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings().require_api_key()
+    message = str(info.value)
+    assert "ANTHROPIC_API_KEY" in message
+    assert "\n" not in message
+
+
+def test_invalid_value_becomes_config_error(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENTKIT_SSH_PORT", "not-a-port")
+    with pytest.raises(ConfigError, match="ssh_port"):
+        load_settings()
+
+
+def test_secrets_are_listed_for_redaction(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+    clean_env.setenv("GITHUB_TOKEN", "ghp_secret_value_123")
+    assert set(Settings().secrets()) == {"sk-ant-secret-value", "ghp_secret_value_123"}
+
+
+def test_every_setting_is_documented() -> None:
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [name for name in _env_names() if f"`{name}`" not in reference]
+    assert not missing, f"document these settings in docs/configuration.md: {missing}"
