@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_BASE_IMAGE"),
         description="BASE_IMAGE build argument for the agent image. Unset: the Dockerfile's.",
     )
+    extra_ca_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_EXTRA_CA_DIR"),
+        description="Folder of extra CA certificates (*.crt, PEM) trusted inside the agent image.",
+    )
     container_network: str | None = Field(
         default=None, validation_alias=_env("AGENTKIT_CONTAINER_NETWORK")
     )
