@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     github_api_url: str = Field(
         default="https://api.github.com", validation_alias=_env("AGENTKIT_GITHUB_API_URL")
     )
+    github_url: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_GITHUB_URL"),
+        description=(
+            "Web/git base URL of GitHub (https://github.com, https://ghe.example.com). The git "
+            "token is only ever sent to this origin; owner/name clone shorthand expands here. "
+            "Unset: derived from AGENTKIT_GITHUB_API_URL."
+        ),
+    )
     github_owner: str | None = Field(
         default=None,
         validation_alias=_env("AGENTKIT_GITHUB_OWNER"),

@@ -1,0 +1,228 @@
+"""Git as argv through the executor: the same on this machine and over SSH.
+
+How the GitHub token reaches git
+--------------------------------
+Only through the process environment of network commands (``clone``, ``fetch``, ``push``):
+the executor's ``env=`` (never argv) carries ``AGENTKIT_GIT_TOKEN`` and
+``AGENTKIT_GIT_TOKEN_ORIGIN``, and a *constant* credential helper given with ``-c`` prints the
+token only when git asks for credentials for exactly that origin (``scheme://host[:port]``).
+No input is ever interpolated into the helper; the token is never in a URL, an argv, a file or
+``.git/config``, and every bit of git output that leaves this module goes through the Redactor.
+
+Hardening for repositories an agent could have tampered with
+------------------------------------------------------------
+Workspaces are written by agents running in containers, so git on the host never runs hooks
+(``core.hooksPath=/dev/null``), never an fsmonitor, never the ``ext::`` transport, ignores every
+other credential helper, and :meth:`Git.check_config` refuses a workspace whose ``.git/config``
+sets keys that run commands or redirect traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from agentkit.config import Settings
+from agentkit.errors import PermissionDeniedError, ToolError
+from agentkit.executors.base import CommandResult, Executor
+from agentkit.redact import Redactor
+from agentkit.workspaces.github import github_web_url
+
+logger = logging.getLogger("agentkit.workspaces.git")
+
+TOKEN_ENV = "AGENTKIT_GIT_TOKEN"  # noqa: S105 - a variable name, not a secret
+TOKEN_ORIGIN_ENV = "AGENTKIT_GIT_TOKEN_ORIGIN"  # noqa: S105
+
+#: The credential helper: a constant shell function (no input interpolated). Git runs it as
+#: ``sh -c '<helper> get'`` and writes ``protocol=...`` / ``host=...`` lines on its stdin.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; p=; h=; '
+    'while IFS== read -r k v; do case "$k" in protocol) p=$v;; host) h=$v;; esac; done; '
+    f'test -n "${TOKEN_ENV}" || return 0; '
+    f'test "$p://$h" = "${TOKEN_ORIGIN_ENV}" || return 0; '
+    "echo username=x-access-token; "
+    f"printf 'password=%s\\n' \"${TOKEN_ENV}\"; }}; f"
+)
+
+DEFAULT_TIMEOUT = 120.0
+NETWORK_TIMEOUT = 600.0
+
+# .git/config keys that make host-side git run a command, load more config, move the work tree
+# or send traffic (and credentials) elsewhere. An agent can write .git/config; we refuse these.
+_DANGEROUS_CONFIG = re.compile(
+    r"^(?:include\.|includeif\.|filter\.|diff\.[^.]+\.(?:textconv|command)$|merge\.[^.]+\.driver$"
+    r"|credential|url\.|http\.|core\.(?:fsmonitor|hookspath|sshcommand|askpass|gitproxy|worktree"
+    r"|pager|editor|alternaterefscommand)$|uploadpack\.|receivepack\.|sequence\.editor$"
+    r"|remote\.[^.]+\.(?:uploadpack|receivepack|proxy|vcs)$|gpg\.|commit\.gpgsign$"
+    r"|tag\.gpgsign$|protocol\.|ssh\.|diff\.external$|core\.attributesfile$)",
+    re.IGNORECASE,
+)
+
+
+class GitError(ToolError):
+    """A git command failed. ``stderr`` is already redacted."""
+
+    def __init__(self, message: str, *, stderr: str = "", exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True, slots=True)
+class GitOutput:
+    """A finished git command with redacted text output."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL (default ports dropped), else ``None``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname
+    port = parts.port
+    if port is not None and not (
+        (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
+    ):
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
+
+
+class Git:
+    """Runs git commands for workspaces through an executor."""
+
+    def __init__(self, executor: Executor, settings: Settings, redactor: Redactor) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.redactor = redactor
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        token = self.settings.github_token
+        if token is None or not token.get_secret_value():
+            return None
+        return token.get_secret_value()
+
+    def base_argv(self, cwd: str | None, *, auth: bool) -> list[str]:
+        argv = [
+            "git",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            "credential.helper=",
+        ]
+        if auth:
+            argv += ["-c", f"credential.helper={CREDENTIAL_HELPER}"]
+        if cwd is not None:
+            # Workspaces may be owned by the agent's uid; trust exactly this one directory.
+            argv += ["-c", f"safe.directory={cwd}"]
+        return argv
+
+    def env(self, *, auth: bool) -> dict[str, str]:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+            "GIT_EDITOR": "true",
+            "GIT_PAGER": "cat",
+            "LC_ALL": "C",
+            "LANGUAGE": "C",
+            "GIT_AUTHOR_NAME": self.settings.git_author_name,
+            "GIT_AUTHOR_EMAIL": self.settings.git_author_email,
+            "GIT_COMMITTER_NAME": self.settings.git_author_name,
+            "GIT_COMMITTER_EMAIL": self.settings.git_author_email,
+        }
+        token = self._token()
+        if auth and token:
+            env[TOKEN_ENV] = token
+            env[TOKEN_ORIGIN_ENV] = origin_of(github_web_url(self.settings)) or ""
+        return env
+
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: str | None = None,
+        auth: bool = False,
+        stdin: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed to the executor
+        check: bool = True,
+        what: str | None = None,
+    ) -> GitOutput:
+        """Run ``git <args>`` (in ``cwd``); with ``check`` a failure raises :class:`GitError`."""
+        argv = [*self.base_argv(cwd, auth=auth), *args]
+        if cwd is not None:
+            argv[1:1] = ["-C", cwd]
+        limit = timeout or (NETWORK_TIMEOUT if auth else DEFAULT_TIMEOUT)
+        logger.debug("git %s (cwd=%s)", " ".join(args[:3]), cwd)
+        result: CommandResult = await self.executor.run(
+            argv, env=self.env(auth=auth), stdin=stdin, timeout=limit
+        )
+        out = GitOutput(
+            exit_status=result.exit_status,
+            stdout=self.redactor.redact(result.stdout_text()),
+            stderr=self.redactor.redact(result.stderr_text()),
+        )
+        if check and not out.ok:
+            raise self.failure(out, what or f"git {args[0]}")
+        return out
+
+    def failure(self, out: GitOutput, what: str) -> GitError:
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        detail = "\n".join(lines[-6:]) or f"exit status {out.exit_status}"
+        return GitError(f"{what} failed: {detail}", stderr=out.stderr, exit_status=out.exit_status)
+
+    # --- checks ---------------------------------------------------------------------------
+
+    async def check_repository(self, path: str) -> None:
+        """Refuse a workspace whose ``.git`` is not a plain directory (a file or symlink can
+        point git at another repository on the host)."""
+        res = await self.executor.run(["test", "-d", f"{path}/.git"], idempotent=True)
+        link = await self.executor.run(["test", "-L", f"{path}/.git"], idempotent=True)
+        if res.exit_status != 0 or link.exit_status == 0:
+            raise ToolError(
+                f"{path} is not a git repository (no .git directory); re-create the workspace "
+                "or clone into a new one"
+            )
+
+    async def check_config(self, path: str) -> None:
+        """Refuse when ``.git/config`` sets keys that would run commands on the host or
+        redirect traffic (see module docs)."""
+        out = await self.run(["config", "--local", "--list", "--name-only"], cwd=path, check=False)
+        if not out.ok:
+            return  # no local config at all: nothing to refuse
+        bad = sorted({k for k in out.stdout.splitlines() if _DANGEROUS_CONFIG.match(k.strip())})
+        if bad:
+            raise PermissionDeniedError(
+                f"the workspace's .git/config sets {', '.join(bad)}, which could run commands "
+                "or send credentials elsewhere from the host; remove these settings (for "
+                f"example `git config --local --unset {bad[0]}` inside the workspace) and retry"
+            )
+
+    # --- helpers used by the service --------------------------------------------------------
+
+    async def current_branch(self, path: str) -> str | None:
+        out = await self.run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=path, check=False)
+        return out.stdout.strip() or None if out.ok else None
+
+    async def head(self, path: str) -> str | None:
+        out = await self.run(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=path, check=False)
+        return out.stdout.strip() or None if out.ok else None
+
+    async def remote_url(self, path: str, remote: str = "origin") -> str | None:
+        out = await self.run(["remote", "get-url", remote], cwd=path, check=False)
+        return out.stdout.strip() or None if out.ok else None

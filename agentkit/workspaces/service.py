@@ -1,0 +1,616 @@
+"""`WorkspaceService`: git workspaces under ``<AGENTKIT_ROOT>/workspaces`` on the executor's host.
+
+Usable without any LLM: the six workspace tools are thin wrappers around these methods. Every
+method validates the workspace name and confines the path under the root before touching the
+host; failures the caller can act on raise :class:`~agentkit.errors.ToolError` subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import posixpath
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from agentkit.config import Settings
+from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
+from agentkit.executors.base import Executor
+from agentkit.redact import Redactor, strip_url_credentials
+from agentkit.workspaces.git import Git, GitError, GitOutput, origin_of
+from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
+from agentkit.workspaces.names import (
+    InvalidNameError,
+    WorkspacePath,
+    is_valid_workspace_name,
+    normalize_root,
+    resolve_workspace,
+    validate_branch_name,
+    validate_rev,
+    validate_workspace_name,
+)
+
+logger = logging.getLogger("agentkit.workspaces")
+
+BusyProvider = Callable[[], Awaitable[set[str]]]
+
+_SHORTHAND = re.compile(r"(?P<owner>[A-Za-z0-9][A-Za-z0-9-]{0,38})/(?P<repo>[A-Za-z0-9._-]+)")
+_SCP_LIKE = re.compile(r"(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^\s]+)")
+_URL_FORMS = (
+    "an https URL (https://github.com/owner/repo.git), an ssh URL (git@github.com:owner/repo.git "
+    "or ssh://git@host/owner/repo.git) or owner/repo shorthand"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    hash: str
+    subject: str
+    age: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    """What :meth:`WorkspaceService.list` reports for one workspace."""
+
+    name: str
+    path: str
+    branch: str | None = None
+    remote: str | None = None
+    dirty: bool | None = None
+    changed_files: int = 0
+    last_commit: CommitInfo | None = None
+    agent_running: bool | None = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    name: str
+    branch: str
+    remote: str
+    committed: bool
+    pushed: bool
+    up_to_date: bool
+    commit: CommitInfo | None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BranchResult:
+    name: str
+    branch: str
+    from_ref: str | None
+    head: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoURL:
+    """A clone URL accepted by :func:`parse_repo_url`, and the workspace name it suggests."""
+
+    url: str
+    default_name: str
+    uses_token: bool
+
+
+def parse_repo_url(value: str, github_url: str) -> RepoURL:
+    """Accept https/http/ssh/git URLs, ``user@host:path`` and ``owner/repo`` shorthand.
+
+    Local paths, ``file://`` and transports like ``ext::`` are refused (they would read the
+    host's files or run commands); so are credentials inside the URL (use GITHUB_TOKEN).
+    """
+    url = value.strip()
+    if not url or re.search(r"[\x00-\x20\x7f]", url):
+        raise ToolError(f"repo_url must be {_URL_FORMS}, without spaces")
+    if url.startswith("-"):
+        raise ToolError(f"repo_url may not start with '-'; give {_URL_FORMS}")
+    token_origin = origin_of(github_url)
+    shorthand = _SHORTHAND.fullmatch(url)
+    if shorthand:
+        repo = shorthand.group("repo")
+        suffix = "" if repo.endswith(".git") else ".git"
+        url = f"{github_url.rstrip('/')}/{shorthand.group('owner')}/{repo}{suffix}"
+    scp = _SCP_LIKE.fullmatch(url)
+    if scp and "://" not in url:
+        path = scp.group("path")
+        return RepoURL(url, _default_name(path, value), uses_token=False)
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+        raise ToolError(
+            f"repo_url {strip_url_credentials(value)!r} is not supported: give {_URL_FORMS}. "
+            "Local paths, file:// and other transports are refused."
+        )
+    if parts.password is not None or (parts.username and parts.scheme in ("https", "http")):
+        raise ToolError(
+            "repo_url contains credentials; remove them. The GitHub token is taken from "
+            "GITHUB_TOKEN and handed to git without ever entering a URL."
+        )
+    uses_token = token_origin is not None and origin_of(url) == token_origin
+    return RepoURL(url, _default_name(parts.path, value), uses_token=uses_token)
+
+
+def _default_name(path: str, original: str) -> str:
+    last = path.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    if last.endswith(".git"):
+        last = last[: -len(".git")]
+    if not is_valid_workspace_name(last):
+        raise InvalidNameError(
+            f"cannot derive a workspace name from {strip_url_credentials(original)!r}; "
+            "pass workspace_name explicitly"
+        )
+    return last
+
+
+class WorkspaceService:
+    """Clone, create, list, push, branch and delete git workspaces on the executor's host.
+
+    Args:
+        executor: the host (local or SSH) where workspaces live and git runs.
+        settings: root, GitHub token/URLs/owner and git identity.
+        busy: async provider of the host paths of workspaces an agent is working in now
+            (``AgentService.active_workspaces``); ``None``: no agents are tracked.
+        http_client: optional shared ``httpx.AsyncClient`` for the GitHub REST API.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        settings: Settings,
+        *,
+        busy: BusyProvider | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.root = normalize_root(settings.workspaces_root)
+        self.redactor = redactor or Redactor(settings.secrets())
+        self.git = Git(executor, settings, self.redactor)
+        self.github = GitHubClient(settings, http_client=http_client, redactor=self.redactor)
+        self._busy = busy
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def resolve(self, name_or_path: str) -> WorkspacePath:
+        """Validate a workspace name (or a ``workspace_path`` under the root) and confine it."""
+        return resolve_workspace(self.root, name_or_path)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _existing(self, name: str) -> WorkspacePath:
+        ws = self.resolve(name)
+        if not await self.executor.exists(ws.path):
+            raise NotFoundError(
+                f"workspace {ws.name!r} does not exist; call list_workspaces to see the "
+                "workspaces, or create_workspace / clone_repo to make it"
+            )
+        return ws
+
+    async def _ensure_absent(self, ws: WorkspacePath) -> None:
+        if await self.executor.exists(ws.path):
+            raise ConflictError(
+                f"workspace {ws.name!r} already exists at {ws.path}; choose another name, "
+                "or delete_workspace it first"
+            )
+
+    async def _remove(self, path: str) -> None:
+        await self.executor.run(["rm", "-rf", "--one-file-system", "--", path])
+
+    async def busy_paths(self) -> set[str]:
+        """Normalized host paths with an agent working in them (raises if unknown)."""
+        if self._busy is None:
+            return set()
+        return {posixpath.normpath(p) for p in await self._busy()}
+
+    def _is_busy(self, ws: WorkspacePath, busy: set[str]) -> bool:
+        return any(p == ws.path or p.startswith(ws.path + "/") for p in busy)
+
+    async def _last_commit(self, path: str) -> CommitInfo | None:
+        out = await self.git.run(
+            ["log", "-1", "--format=%H%x1f%s%x1f%cr%x1f%ct"], cwd=path, check=False
+        )
+        fields = out.stdout.strip().split("\x1f")
+        if not out.ok or len(fields) != 4:
+            return None
+        return CommitInfo(fields[0], fields[1], fields[2], int(fields[3] or 0))
+
+    # --- info / list --------------------------------------------------------------------------
+
+    async def info(self, name: str, *, busy: set[str] | None = None) -> WorkspaceInfo:
+        """Branch, remote, dirty state, last commit and agent status of one workspace."""
+        ws = self.resolve(name)
+        running: bool | None
+        if busy is None:
+            try:
+                busy = await self.busy_paths()
+            except Exception as exc:
+                logger.warning("cannot tell which workspaces are busy: %s", exc)
+                busy = None
+        running = None if busy is None else self._is_busy(ws, busy)
+        try:
+            await self.git.check_repository(ws.path)
+        except ToolError:
+            return WorkspaceInfo(
+                ws.name, ws.path, agent_running=running, error="not a git repository"
+            )
+        status, commit, remote = await asyncio.gather(
+            self.git.run(
+                ["--no-optional-locks", "status", "--porcelain=v2", "--branch"],
+                cwd=ws.path,
+                check=False,
+            ),
+            self._last_commit(ws.path),
+            self.git.remote_url(ws.path),
+        )
+        if not status.ok:
+            return WorkspaceInfo(
+                ws.name,
+                ws.path,
+                agent_running=running,
+                error=self.git.failure(status, "git status").args[0],
+            )
+        branch: str | None = None
+        changed = 0
+        for line in status.stdout.splitlines():
+            if line.startswith("# branch.head "):
+                head = line[len("# branch.head ") :].strip()
+                branch = None if head == "(detached)" else head
+            elif line and not line.startswith("#"):
+                changed += 1
+        return WorkspaceInfo(
+            name=ws.name,
+            path=ws.path,
+            branch=branch,
+            remote=strip_url_credentials(remote) if remote else None,
+            dirty=changed > 0,
+            changed_files=changed,
+            last_commit=commit,
+            agent_running=running,
+        )
+
+    async def list(self) -> builtins.list[WorkspaceInfo]:
+        """Every workspace under the root, sorted by name."""
+        out = await self.executor.run(
+            ["find", self.root, "-mindepth", "1", "-maxdepth", "1", "-type", "d"],
+            idempotent=True,
+        )
+        if not out.ok:
+            if not await self.executor.exists(self.root):
+                return []
+            raise ToolError(
+                f"cannot list {self.root}: {self.redactor.redact(out.stderr_text().strip())}"
+            )
+        names = sorted(
+            name
+            for name in (posixpath.basename(p) for p in out.stdout_text().splitlines())
+            if is_valid_workspace_name(name)
+        )
+        busy: set[str] | None
+        try:
+            busy = await self.busy_paths()
+        except Exception as exc:
+            logger.warning("cannot tell which workspaces are busy: %s", exc)
+            busy = None
+        limit = asyncio.Semaphore(8)
+
+        async def one(name: str) -> WorkspaceInfo:
+            async with limit:
+                return await self.info(name, busy=busy)
+
+        return builtins.list(await asyncio.gather(*(one(n) for n in names)))
+
+    # --- clone / create -----------------------------------------------------------------------
+
+    async def clone(
+        self,
+        repo_url: str,
+        workspace_name: str | None = None,
+        *,
+        branch: str | None = None,
+        depth: int | None = None,
+    ) -> WorkspaceInfo:
+        """Clone ``repo_url`` into a new workspace (name defaults from the URL)."""
+        web = github_web_url(self.settings)
+        repo = parse_repo_url(repo_url, web)
+        name = validate_workspace_name(workspace_name or repo.default_name)
+        if branch is not None:
+            validate_branch_name(branch)
+        if depth is not None and depth < 1:
+            raise ToolError("depth must be at least 1")
+        ws = self.resolve(name)
+        async with self._lock(ws.name):
+            await self._ensure_absent(ws)
+            await self.executor.makedirs(self.root)
+            args = ["clone", "--origin", "origin", "--no-recurse-submodules"]
+            if depth is not None:
+                args += ["--depth", str(depth)]
+            if branch is not None:
+                args += ["--branch", branch]
+            args += ["--", repo.url, ws.path]
+            out = await self.git.run(args, auth=repo.uses_token, check=False)
+            if not out.ok:
+                await self._remove(ws.path)
+                raise self._clone_error(out, repo, web, branch)
+        logger.info("cloned %s into workspace %s", strip_url_credentials(repo.url), ws.name)
+        return await self.info(ws.name)
+
+    def _clone_error(
+        self, out: GitOutput, repo: RepoURL, web: str, branch: str | None
+    ) -> ToolError:
+        text = out.stderr.lower()
+        shown = strip_url_credentials(repo.url)
+        if branch and "remote branch" in text and "not found" in text:
+            return NotFoundError(f"branch {branch!r} does not exist in {shown}")
+        if any(
+            s in text for s in ("authentication failed", "could not read username", "403", "401")
+        ):
+            if repo.uses_token:
+                why = "GitHub rejected GITHUB_TOKEN for it; check the token can read the repo"
+            else:
+                why = (
+                    f"it needs credentials; a token is only sent to {web} "
+                    "(set GITHUB_TOKEN, and AGENTKIT_GITHUB_URL for another GitHub)"
+                )
+            return PermissionDeniedError(f"cannot clone {shown}: {why}")
+        if "not found" in text or "does not appear to be a git repository" in text:
+            return NotFoundError(
+                f"repository {shown} was not found (or is private and the token cannot see it)"
+            )
+        return self.git.failure(out, f"git clone {shown}")
+
+    async def create(
+        self,
+        workspace_name: str,
+        *,
+        create_github_repo: bool = False,
+        repo_visibility: str = "private",
+    ) -> tuple[WorkspaceInfo, CreatedRepo | None]:
+        """``git init`` a new workspace (branch ``main``); optionally create + link a GitHub repo.
+
+        The GitHub repository is created first: if that fails, nothing is made on the host.
+        """
+        ws = self.resolve(validate_workspace_name(workspace_name))
+        async with self._lock(ws.name):
+            await self._ensure_absent(ws)
+            created: CreatedRepo | None = None
+            if create_github_repo:
+                created = await self.github.create_repo(
+                    ws.name, visibility=repo_visibility, owner=self.settings.github_owner
+                )
+            try:
+                await self.executor.makedirs(self.root)
+                await self.git.run(["init", "--quiet", "--initial-branch=main", ws.path])
+                if created is not None:
+                    await self.git.run(["remote", "add", "origin", created.clone_url], cwd=ws.path)
+            except BaseException as exc:
+                await asyncio.shield(self._remove(ws.path))
+                if created is not None and isinstance(exc, ToolError):
+                    raise ToolError(
+                        f"{exc} (the GitHub repository {created.full_name} was created; "
+                        "clone it with clone_repo or delete it on GitHub)"
+                    ) from exc
+                raise
+        logger.info("created workspace %s", ws.name)
+        return await self.info(ws.name), created
+
+    # --- push ---------------------------------------------------------------------------------
+
+    async def push(
+        self, workspace_name: str, commit_message: str, *, branch: str | None = None
+    ) -> PushResult:
+        """Stage everything, commit (if anything changed) and push to ``origin`` with upstream."""
+        if not commit_message.strip():
+            raise ToolError("commit_message must not be empty")
+        ws = await self._existing(workspace_name)
+        async with self._lock(ws.name):
+            await self.git.check_repository(ws.path)
+            await self.git.check_config(ws.path)
+            remote = await self.git.remote_url(ws.path)
+            if not remote:
+                raise ToolError(
+                    f"workspace {ws.name!r} has no remote 'origin' to push to; create it with "
+                    "create_workspace(create_github_repo=true) or clone_repo"
+                )
+            shown_remote = strip_url_credentials(remote)
+            current = await self.git.current_branch(ws.path)
+            target = branch or current
+            if target is None:
+                raise ToolError(
+                    f"workspace {ws.name!r} is not on a branch (detached HEAD); pass branch= "
+                    "or create_branch first"
+                )
+            validate_branch_name(target)
+            warnings: list[str] = []
+            try:
+                if self._is_busy(ws, await self.busy_paths()):
+                    warnings.append("an agent is still working in this workspace")
+            except Exception as exc:
+                logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
+
+            await self.git.run(["add", "--all"], cwd=ws.path)
+            staged = await self.git.run(["diff", "--cached", "--quiet"], cwd=ws.path, check=False)
+            committed = False
+            if staged.exit_status == 1:
+                await self.git.run(
+                    ["commit", "--quiet", "--no-verify", "--file=-"],
+                    cwd=ws.path,
+                    stdin=commit_message,
+                )
+                committed = True
+            elif not staged.ok:
+                raise self.git.failure(staged, "git diff")
+            commit = await self._last_commit(ws.path)
+            if commit is None:
+                raise ToolError(
+                    f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
+                )
+            uses_token = origin_of(remote) is not None
+            out = await self.git.run(
+                ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
+                cwd=ws.path,
+                auth=uses_token,
+                check=False,
+            )
+            if not out.ok:
+                raise self._push_error(out, ws, target, shown_remote, commit, committed)
+        up_to_date = "[up to date]" in out.stdout
+        return PushResult(
+            name=ws.name,
+            branch=target,
+            remote=shown_remote,
+            committed=committed,
+            pushed=not up_to_date,
+            up_to_date=up_to_date,
+            commit=commit,
+            warnings=warnings,
+        )
+
+    def _push_error(
+        self,
+        out: GitOutput,
+        ws: WorkspacePath,
+        branch: str,
+        remote: str,
+        commit: CommitInfo,
+        committed: bool,
+    ) -> ToolError:
+        text = f"{out.stdout}\n{out.stderr}"
+        low = text.lower()
+        saved = f" Your commit {commit.hash[:12]} is saved in the workspace." if committed else ""
+        if "non-fast-forward" in low or "fetch first" in low:
+            return ConflictError(
+                f"push to {branch!r} of {remote} was rejected: the remote branch has commits "
+                f"the workspace does not have (non-fast-forward).{saved} Have an agent run "
+                f"`git pull --rebase origin {branch}` in workspace {ws.name!r} and resolve any "
+                "conflicts, or push to a new branch with branch='...'."
+            )
+        if (
+            "protected branch" in low
+            or "gh006" in low
+            or "remote rejected" in low
+            or ("declined" in low)
+        ):
+            reason = next((ln.strip() for ln in text.splitlines() if "rejected" in ln.lower()), "")
+            return PermissionDeniedError(
+                f"the remote refused the push to {branch!r} (protected branch or server "
+                f"rule: {reason or 'declined'}).{saved} Push to another branch "
+                "(branch='agent/...') and open a pull request."
+            )
+        if any(
+            s in low for s in ("authentication failed", "could not read username", "403", "401")
+        ):
+            return PermissionDeniedError(
+                f"{remote} rejected the push credentials.{saved} Check that GITHUB_TOKEN is "
+                "set and can push to this repository (scope 'repo'); it is only sent to "
+                f"{github_web_url(self.settings)}."
+            )
+        error = self.git.failure(out, f"git push to {remote}")
+        return GitError(f"{error}{saved}", stderr=error.stderr, exit_status=error.exit_status)
+
+    # --- branches -----------------------------------------------------------------------------
+
+    async def create_branch(
+        self, workspace_name: str, branch_name: str, *, from_ref: str | None = None
+    ) -> BranchResult:
+        """Create ``branch_name`` (at ``from_ref`` or HEAD) and switch the workspace to it."""
+        validate_branch_name(branch_name)
+        if from_ref is not None:
+            validate_rev(from_ref, what="from_ref")
+        ws = await self._existing(workspace_name)
+        async with self._lock(ws.name):
+            await self.git.check_repository(ws.path)
+            await self.git.check_config(ws.path)
+            exists = await self.git.run(
+                ["show-ref", "--verify", "--quiet", f"refs/heads/{branch_name}"],
+                cwd=ws.path,
+                check=False,
+            )
+            if exists.ok:
+                raise ConflictError(
+                    f"branch {branch_name!r} already exists in workspace {ws.name!r}; "
+                    "pick another name"
+                )
+            args = ["switch", "--quiet", "--create", branch_name]
+            if from_ref is not None:
+                resolved = await self.git.run(
+                    [
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        "--end-of-options",
+                        f"{from_ref}^{{commit}}",
+                    ],
+                    cwd=ws.path,
+                    check=False,
+                )
+                if not resolved.ok:
+                    raise NotFoundError(
+                        f"from_ref {from_ref!r} is not a branch, tag or commit in workspace "
+                        f"{ws.name!r}"
+                    )
+                args.append(resolved.stdout.strip())
+            out = await self.git.run(args, cwd=ws.path, check=False)
+            if not out.ok:
+                if "would be overwritten" in out.stderr:
+                    raise ConflictError(
+                        f"cannot switch workspace {ws.name!r} to {from_ref!r}: uncommitted "
+                        "changes would be overwritten; push them first or create the branch "
+                        "without from_ref"
+                    )
+                raise self.git.failure(out, f"git switch --create {branch_name}")
+            head = await self.git.head(ws.path)
+        return BranchResult(ws.name, branch_name, from_ref, head)
+
+    # --- delete -------------------------------------------------------------------------------
+
+    async def delete(self, workspace_name: str) -> WorkspacePath:
+        """Remove a workspace directory; refused while an agent is working in it."""
+        ws = await self._existing(workspace_name)
+        async with self._lock(ws.name):
+            try:
+                busy = await self.busy_paths()
+            except Exception as exc:
+                raise ConflictError(
+                    f"cannot check whether an agent is working in {ws.name!r} ({exc}); not "
+                    "deleting it"
+                ) from None
+            if self._is_busy(ws, busy):
+                raise ConflictError(
+                    f"workspace {ws.name!r} is in use: an agent is working in it now. Wait for "
+                    "it (wait_for_claude_agent) or stop it (stop_claude_agent), then delete."
+                )
+            real = await self.executor.run(
+                ["realpath", "-e", "--", self.root, ws.path], idempotent=True
+            )
+            lines = real.stdout_text().splitlines()
+            if not real.ok or len(lines) != 2 or lines[1] != posixpath.join(lines[0], ws.name):
+                raise PermissionDeniedError(
+                    f"refusing to delete {ws.path}: it does not resolve to a directory directly "
+                    f"under {self.root} (is it a symlink?)"
+                )
+            out = await self.executor.run(["rm", "-rf", "--one-file-system", "--", lines[1]])
+            if not out.ok:
+                raise ToolError(
+                    f"could not delete workspace {ws.name!r}: "
+                    f"{self.redactor.redact(out.stderr_text().strip())[-500:]}"
+                )
+        logger.info("deleted workspace %s", ws.name)
+        return ws
