@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from agentkit.agent.events import RunResult
     from agentkit.executors.base import CommandResult
 
 
@@ -52,7 +53,14 @@ class ModelError(AgentkitError):
 
 
 class MaxTurnsExceeded(AgentkitError):  # noqa: N818 - reads better at the call site
-    """The agent loop reached ``max_turns`` without the model finishing."""
+    """The agent loop reached ``max_turns`` without the model finishing.
+
+    ``result`` holds the run so far (``max_turns_reached=True``) when the loop raised it.
+    """
+
+    def __init__(self, message: str, result: RunResult | None = None) -> None:
+        self.result = result
+        super().__init__(message)
 
 
 # --- executors ------------------------------------------------------------------------------
