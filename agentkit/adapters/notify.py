@@ -114,8 +114,10 @@ def embed_messages(
         fields_size -= len(dropped["name"]) + len(dropped["value"])
     first_budget = min(EMBED_DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - len(title) - fields_size)
     payloads: list[Payload] = []
-    chunks = split_text(description, max(first_budget, 1)) if description else [""]
-    first, rest = chunks[0], "\n".join(chunks[1:])
+    first = split_text(description, max(first_budget, 1))[0] if description else ""
+    rest = description[len(first) :]
+    if rest[:1] in ("\n", " "):
+        rest = rest[1:]
     embed: dict[str, Any] = {"title": title, "color": color}
     if first:
         embed["description"] = first

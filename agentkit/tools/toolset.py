@@ -124,6 +124,22 @@ class Toolset:
             for t in self
         ]
 
+    def to_mcp(self) -> list[dict[str, Any]]:
+        """Tool definitions in MCP's ``tools/list`` shape (same schema, plain dicts).
+
+        ``destructive`` tools carry ``annotations.destructiveHint``. Validate into
+        ``mcp.types.Tool`` with ``mcp.types.Tool.model_validate(d)`` when the SDK is needed.
+        """
+        return [
+            {
+                "name": t.name,
+                "description": t.description,
+                "inputSchema": t.input_schema,
+                "annotations": {"destructiveHint": t.destructive},
+            }
+            for t in self
+        ]
+
     # --- calling ----------------------------------------------------------------------------
 
     def validate(self, name: str, tool_input: Any) -> list[str]:

@@ -1,0 +1,53 @@
+"""Small toolsets for the adapter tests (importable by subprocesses as tests.adapter_toolsets)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from agentkit import ToolResult, Toolset, tool
+from agentkit.errors import NotFoundError
+
+#: what the destructive tool did, for tests in this process
+DELETED: list[str] = []
+
+
+@tool
+async def add(a: int, b: int = 1) -> str:
+    """Add two integers.
+
+    Args:
+        a: first number.
+        b: second number.
+    """
+    return str(a + b)
+
+
+@tool
+async def lookup(key: str, mode: Literal["short", "long"] = "short") -> ToolResult:
+    """Look a key up and return structured data.
+
+    Args:
+        key: what to look up.
+        mode: how much to say.
+    """
+    if key == "missing":
+        raise NotFoundError(f"no entry named {key!r}")
+    return ToolResult(f"{key} found", data={"key": key, "mode": mode, "size": len(key)})
+
+
+@tool(destructive=True)
+async def delete_thing(name: str) -> str:
+    """Delete a thing permanently.
+
+    Args:
+        name: the thing to delete.
+    """
+    DELETED.append(name)
+    return f"deleted {name}"
+
+
+def make_toolset() -> Toolset:
+    return Toolset([add, lookup, delete_thing])
+
+
+toolset = make_toolset()
