@@ -1,3 +1,5 @@
 """Shared fixtures. Helpers that tests import live in ``tests/support.py``."""
 
 from __future__ import annotations
+
+pytest_plugins = ["tests.sshd"]

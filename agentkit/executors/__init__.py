@@ -19,6 +19,7 @@ from agentkit.executors.base import (
     UnixConnection,
 )
 from agentkit.executors.local import LocalExecutor
+from agentkit.executors.ssh import SSHExecutor
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
@@ -27,6 +28,7 @@ __all__ = [
     "CommandResult",
     "Executor",
     "LocalExecutor",
+    "SSHExecutor",
     "StreamExit",
     "StreamLine",
     "UnixConnection",
@@ -44,5 +46,5 @@ def make_executor(settings: Settings | None = None) -> Executor:
 
         settings = Settings()
     if settings.host:
-        raise NotImplementedError("SSHExecutor lands in the next commit")
+        return SSHExecutor(settings)
     return LocalExecutor()

@@ -1,0 +1,585 @@
+"""SSHExecutor: a host reached over one persistent asyncssh connection.
+
+* One connection, shared: every ``run``/``stream`` is a channel, SFTP and unix-socket channels
+  ride on it too. A trivial command runs right after connecting (sshd turns on TCP_NODELAY only
+  after the first session; without it forwarded channels see 40 ms stalls).
+* Keepalive every ``ssh_keepalive_interval`` seconds. When the connection drops, the *next* call
+  reconnects (tenacity, bounded exponential backoff). A call in flight when it dropped fails with
+  :class:`ExecutorConnectionError`, unless ``idempotent=True``: then it runs once more on the new
+  connection.
+* Host keys are checked against ``settings.known_hosts`` (default ``~/.ssh/known_hosts``). An
+  unknown or changed key is refused with a message saying how to add it; trust-on-first-use only
+  when ``ssh_trust_on_first_use`` is set, and then the key is appended to that file (a *changed*
+  key is refused even then).
+* The remote command line is ``exec`` + ``shlex.join(argv)``: every argument arrives byte-exact.
+* ``env`` values never enter a command line: they travel on the channel's stdin, in front of the
+  caller's stdin, and a constant ``sh`` prologue (:data:`PROLOGUE`) reads them with the ``read``
+  builtin, exports them and ``exec``\\ s the program, which inherits the rest of stdin.
+* On timeout (or an early close of ``stream``) the remote process group is killed with an SSH
+  ``signal`` request (sshd ``killpg``\\ s the session) and the channel is closed.
+
+Exceptions are mapped in :mod:`agentkit.executors._errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shlex
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import asyncssh
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from agentkit.config import Settings
+from agentkit.errors import AgentkitError, CommandFailed, CommandTimeout, ExecutorConnectionError
+from agentkit.executors._errors import SSHErrorContext, is_connection_failure, map_ssh_error
+from agentkit.executors._sshstreams import LocalForwardProtocol, PeerSession, StreamSession
+from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
+from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
+
+T = TypeVar("T")
+
+#: The constant ``sh -c`` script used when a call has ``env`` or ``cwd``. Its arguments are the
+#: working directory ("" for none) and then argv. stdin starts with a header: a line with the
+#: number of variables, then per variable its name, the number of lines of its value, and those
+#: lines. ``read`` reads a pipe byte by byte, so the program gets exactly the rest of stdin.
+PROLOGUE = r"""if [ -n "$1" ]; then cd -- "$1" || exit 1; fi; shift
+__agentkit_nl='
+'
+IFS= read -r __agentkit_n || exit 125
+while [ "$__agentkit_n" -gt 0 ]; do
+  IFS= read -r __agentkit_name || exit 125
+  IFS= read -r __agentkit_k || exit 125
+  IFS= read -r __agentkit_v || exit 125
+  while [ "$__agentkit_k" -gt 1 ]; do
+    IFS= read -r __agentkit_l || exit 125
+    __agentkit_v="$__agentkit_v$__agentkit_nl$__agentkit_l"
+    __agentkit_k=$((__agentkit_k - 1))
+  done
+  export "$__agentkit_name=$__agentkit_v"
+  __agentkit_n=$((__agentkit_n - 1))
+done
+unset __agentkit_nl __agentkit_n __agentkit_name __agentkit_k __agentkit_v __agentkit_l
+exec "$@"
+"""
+
+
+#: Printed on stderr by the login shell before it ``exec``\ s: the remote pid, which is also the
+#: process group sshd created for the session (killed on timeout). Stripped from the output.
+PID_MARKER = b"\x1eagentkit-pid="
+_PID_PREFIX = 'printf "\\036agentkit-pid=%s\\n" "$$" >&2; exec '
+
+
+def build_command(argv: list[str], env: dict[str, str], cwd: str | None) -> tuple[bytes, bytes]:
+    """The remote command line and the stdin header carrying ``env``.
+
+    Exposed for tests: the command line never contains an ``env`` value.
+    """
+    if not env and cwd is None:
+        return _encode(_PID_PREFIX + shlex.join(argv)), b""
+    command = _PID_PREFIX + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
+    header = [str(len(env))]
+    for name, value in env.items():
+        if name.startswith("__agentkit_"):
+            raise ValueError(f"environment variable name {name!r} is reserved")
+        lines = value.split("\n")
+        header += [name, str(len(lines)), *lines]
+    return _encode(command), _encode("\n".join(header) + "\n")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _status(proc: asyncssh.SSHClientProcess[bytes]) -> int | None:
+    code = proc.returncode
+    if code is None:
+        return None
+    return code if code >= 0 else 128 - code
+
+
+async def _read_pid(proc: asyncssh.SSHClientProcess[bytes]) -> tuple[int | None, bytes]:
+    """Read stderr up to the pid marker; return the pid and whatever stderr came before it."""
+    early = b""
+    while True:
+        line = await proc.stderr.readline()
+        if not line:
+            return None, early
+        if line.startswith(PID_MARKER):
+            try:
+                return int(line[len(PID_MARKER) :].strip()), early
+            except ValueError:
+                return None, early
+        early += line
+
+
+class _Dropped(Exception):
+    """Internal: the connection went away during a call."""
+
+
+class _HostKeys:
+    """Host key policy: known_hosts file, optional trust-on-first-use that records the key."""
+
+    def __init__(self, path: Path, tofu: bool) -> None:
+        self.path = path
+        self.tofu = tofu
+        self.changed = False
+
+    def load(self) -> asyncssh.SSHKnownHosts:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            text = ""
+        return asyncssh.import_known_hosts(text)
+
+    def validate(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        """Called by asyncssh for a key not in known_hosts: trust it (TOFU) or refuse."""
+        known = self.load().match(host, addr, port)
+        has_entries = bool(known[0]) or bool(known[1])
+        self.changed = has_entries
+        if has_entries or not self.tofu:
+            return False
+        self.record(host, port, key)
+        return True
+
+    def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
+        hostspec = host if port == 22 else f"[{host}]:{port}"
+        keytype, blob = key.export_public_key("openssh").decode().split()[:2]
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(f"{hostspec} {keytype} {blob}\n")
+
+
+class _Client(asyncssh.SSHClient):
+    def __init__(self, keys: _HostKeys) -> None:
+        self._keys = keys
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        return self._keys.validate(host, addr, port, key)
+
+
+class SSHExecutor(Executor):
+    """Run commands on ``settings.host`` over one persistent SSH connection."""
+
+    kind = "ssh"
+
+    def __init__(self, settings: Settings, *, reconnect_attempts: int = 4) -> None:
+        if not settings.host:
+            raise ValueError("SSHExecutor needs settings.host (AGENTKIT_HOST)")
+        self.settings = settings
+        self.host = settings.host
+        self.port = settings.ssh_port
+        self.user = settings.ssh_user
+        self.known_hosts = Path(settings.known_hosts or Path.home() / ".ssh" / "known_hosts")
+        self._keys = _HostKeys(self.known_hosts, settings.ssh_trust_on_first_use)
+        self._reconnect_attempts = max(1, reconnect_attempts)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._forward_dir: str | None = None
+        self._forwards: dict[str, tuple[str, asyncio.Server]] = {}
+        self._forward_tasks: set[asyncio.Task[None]] = set()
+        self._procs: set[asyncssh.SSHClientProcess[bytes]] = set()
+        self._kill_tasks: set[asyncio.Task[None]] = set()
+        #: connections made so far (1 after the first connect; grows on reconnects)
+        self.connections_made = 0
+
+    @property
+    def description(self) -> str:
+        return f"ssh {self.user}@{self.host}:{self.port}"
+
+    def _ctx(self, path: str | None = None) -> SSHErrorContext:
+        return SSHErrorContext(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            known_hosts=str(self.known_hosts),
+            key_changed=self._keys.changed,
+            path=path,
+        )
+
+    # --- connection ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self._connection()
+
+    def _alive(self, conn: asyncssh.SSHClientConnection | None) -> bool:
+        return conn is not None and not conn.is_closed()
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        conn = self._conn
+        if conn is not None and self._alive(conn):
+            return conn
+        async with self._lock:
+            if self._closed:
+                raise ExecutorConnectionError(f"{self.description}: executor is closed")
+            conn = self._conn
+            if conn is not None and self._alive(conn):
+                return conn
+            self._conn = None
+            self._sftp = None
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self._reconnect_attempts),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                retry=retry_if_exception(_transient),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        conn = await self._connect_once()
+            except Exception as exc:
+                raise map_ssh_error(exc, self._ctx()) from exc
+            assert conn is not None
+            self._conn = conn
+            self.connections_made += 1
+            return conn
+
+    async def _connect_once(self) -> asyncssh.SSHClientConnection:
+        s = self.settings
+        options: dict[str, Any] = {}
+        if s.ssh_key is not None:
+            options["client_keys"] = [str(s.ssh_key)]
+        self._keys.changed = False
+        conn = await asyncssh.connect(
+            self.host,
+            self.port,
+            username=self.user,
+            known_hosts=self._keys.load(),
+            client_factory=lambda: _Client(self._keys),
+            connect_timeout=s.ssh_connect_timeout,
+            keepalive_interval=s.ssh_keepalive_interval,
+            keepalive_count_max=3,
+            config=None,
+            **options,
+        )
+        try:
+            # sshd enables TCP_NODELAY once a session ran; forwarded channels stall without it
+            await asyncio.wait_for(conn.run("true", check=False), s.ssh_connect_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _call(
+        self,
+        op: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+        *,
+        idempotent: bool,
+        path: str | None = None,
+    ) -> T:
+        """Run ``op`` on the live connection; reconnect/retry per the idempotency rules."""
+        for attempt in (1, 2):
+            conn = await self._connection()
+            try:
+                return await op(conn)
+            except AgentkitError:
+                raise
+            except _Dropped as exc:
+                failure: BaseException = exc.__cause__ or exc
+            except (asyncssh.Error, OSError) as exc:
+                if not (is_connection_failure(exc) or not self._alive(conn)):
+                    raise map_ssh_error(exc, self._ctx(path)) from exc
+                failure = exc
+            if idempotent and attempt == 1:
+                continue
+            raise ExecutorConnectionError(
+                f"{self.description}: connection lost during the call ({failure or 'closed'});"
+                " it was not retried because it is not marked idempotent"
+                if not idempotent
+                else f"{self.description}: connection lost twice during the call ({failure})"
+            ) from failure
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the contract
+        check: bool = False,
+        idempotent: bool = False,
+    ) -> CommandResult:
+        args = check_argv(argv)
+        command, header = build_command(args, check_env(env), cwd)
+        payload = header + (as_bytes(stdin) or b"")
+
+        async def op(conn: asyncssh.SSHClientConnection) -> CommandResult:
+            start = time.monotonic()
+            proc = await self._start(conn, command)
+            pgid: int | None = None
+            try:
+                if payload:
+                    proc.stdin.write(payload)
+                proc.stdin.write_eof()
+                async with asyncio.timeout(timeout):
+                    pgid, early = await _read_pid(proc)
+                    out, err = await proc.communicate()
+            except TimeoutError:
+                await self._kill(conn, proc, pgid)
+                raise CommandTimeout(args, timeout or 0.0) from None
+            except (asyncssh.Error, OSError) as exc:
+                self._kill_soon(conn, proc, pgid)
+                if conn.is_closed() or is_connection_failure(exc):
+                    raise _Dropped() from exc
+                raise
+            except BaseException:
+                self._kill_soon(conn, proc, pgid)
+                raise
+            finally:
+                self._procs.discard(proc)
+            status = _status(proc)
+            if status is None:
+                raise _Dropped() from asyncssh.ConnectionLost("channel closed without a status")
+            return CommandResult(args, status, out, early + err, time.monotonic() - start)
+
+        result = await self._call(op, idempotent=idempotent)
+        if check and result.exit_status != 0:
+            raise CommandFailed(result)
+        return result
+
+    async def _start(
+        self, conn: asyncssh.SSHClientConnection, command: bytes
+    ) -> asyncssh.SSHClientProcess[bytes]:
+        try:
+            proc = await conn.create_process(cast(str, command), encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            if conn.is_closed() or is_connection_failure(exc):
+                raise _Dropped() from exc
+            raise
+        self._procs.add(proc)
+        return proc
+
+    async def _kill(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        proc: asyncssh.SSHClientProcess[bytes],
+        pgid: int | None,
+    ) -> None:
+        """Kill the remote process group and close the channel.
+
+        sshd runs each session in its own process group (the login shell's pid, which ``exec``
+        keeps), so ``kill -KILL -- -PGID`` on a second channel takes the program and its
+        children. (The SSH ``signal`` request is ignored by sshd for root sessions.)
+        """
+        if proc.returncode is None and pgid is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    conn.run(f"kill -KILL -- -{int(pgid)}", check=False),
+                    self.settings.ssh_connect_timeout,
+                )
+        with contextlib.suppress(Exception):
+            proc.close()
+
+    def _kill_soon(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        proc: asyncssh.SSHClientProcess[bytes],
+        pgid: int | None,
+    ) -> None:
+        """:meth:`_kill` from a place that cannot wait (cancellation)."""
+        task = asyncio.get_running_loop().create_task(self._kill(conn, proc, pgid))
+        self._kill_tasks.add(task)
+        task.add_done_callback(self._kill_tasks.discard)
+
+    async def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the contract
+    ) -> AsyncIterator[StreamLine | StreamExit]:
+        args = check_argv(argv)
+        command, header = build_command(args, check_env(env), cwd)
+        start = time.monotonic()
+        conn = await self._connection()
+        try:
+            proc = await self._start(conn, command)
+        except _Dropped as exc:
+            raise map_ssh_error(exc.__cause__ or exc, self._ctx()) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise map_ssh_error(exc, self._ctx()) from exc
+        if header:
+            proc.stdin.write(header)
+        proc.stdin.write_eof()
+        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue()
+        pumps: list[asyncio.Task[None]] = []
+        deadline = None if timeout is None else start + timeout
+        pgid: int | None = None
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    pgid, early = await _read_pid(proc)
+            except TimeoutError:
+                raise CommandTimeout(args, timeout or 0.0) from None
+            if early:
+                for line in early.splitlines(keepends=True):
+                    yield StreamLine("stderr", line)
+            pumps = [
+                asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
+                asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
+            ]
+            open_streams = 2
+            while open_streams:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    raise CommandTimeout(args, timeout or 0.0) from None
+                if item is None:
+                    open_streams -= 1
+                else:
+                    yield item
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(proc.wait_closed(), remaining)
+            except TimeoutError:
+                raise CommandTimeout(args, timeout or 0.0) from None
+            status = _status(proc)
+            if status is None:
+                raise ExecutorConnectionError(
+                    f"{self.description}: connection lost while streaming {args[0]!r}"
+                )
+            yield StreamExit(status, time.monotonic() - start)
+        finally:
+            await self._kill(conn, proc, pgid)
+            self._procs.discard(proc)
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    # --- files (SFTP on the same connection) -------------------------------------------
+
+    async def _sftp_client(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+        if self._sftp is None or self._sftp_conn is not conn:
+            self._sftp = await conn.start_sftp_client()
+            self._sftp_conn = conn
+        return self._sftp
+
+    async def read_file(self, path: str) -> bytes:
+        async def op(conn: asyncssh.SSHClientConnection) -> bytes:
+            sftp = await self._sftp_client(conn)
+            async with sftp.open(path, "rb") as f:
+                return cast(bytes, await f.read())
+
+        return await self._call(op, idempotent=True, path=path)
+
+    async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        payload = bytes(data)
+
+        async def op(conn: asyncssh.SSHClientConnection) -> None:
+            sftp = await self._sftp_client(conn)
+            attrs = asyncssh.SFTPAttrs(permissions=0o600)
+            try:
+                async with sftp.open(tmp, "wb", attrs) as f:
+                    await f.write(payload)
+                await sftp.chmod(tmp, mode)
+                await sftp.posix_rename(tmp, path)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await sftp.remove(tmp)
+                raise
+
+        await self._call(op, idempotent=True, path=path)
+
+    # --- unix sockets ------------------------------------------------------------------
+
+    async def open_unix_connection(self, path: str) -> UnixConnection:
+        loop = asyncio.get_running_loop()
+
+        async def op(conn: asyncssh.SSHClientConnection) -> UnixConnection:
+            reader = asyncio.StreamReader(loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            session = StreamSession(protocol)
+            await conn.create_unix_connection(lambda: session, path)
+            assert session.transport is not None
+            writer = asyncio.StreamWriter(session.transport, protocol, reader, loop)
+            return UnixConnection(reader, writer, {"path": path, "host": self.host})
+
+        return await self._call(op, idempotent=True, path=path)
+
+    async def forward_unix_socket(self, path: str) -> str:
+        if path in self._forwards:
+            return self._forwards[path][0]
+        if self._closed:
+            raise ExecutorConnectionError(f"{self.description}: executor is closed")
+        await self._connection()  # fail early (bad host key, auth) rather than per client
+        if self._forward_dir is None:
+            self._forward_dir = tempfile.mkdtemp(prefix="agentkit-fwd-")
+        local = os.path.join(self._forward_dir, f"{len(self._forwards)}.sock")
+        loop = asyncio.get_running_loop()
+
+        async def open_channel(
+            factory: Callable[[], PeerSession],
+        ) -> asyncssh.SSHUNIXChannel[bytes]:
+            async def op(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHUNIXChannel[bytes]:
+                chan, _ = await conn.create_unix_connection(factory, path)
+                return chan
+
+            return await self._call(op, idempotent=True, path=path)
+
+        server = await loop.create_unix_server(
+            lambda: LocalForwardProtocol(open_channel, self._forward_tasks), local
+        )
+        os.chmod(local, 0o600)
+        self._forwards[path] = (local, server)
+        return local
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for proc in list(self._procs):
+            with contextlib.suppress(Exception):
+                proc.close()
+        self._procs.clear()
+        if self._kill_tasks:
+            await asyncio.gather(*self._kill_tasks, return_exceptions=True)
+        for _local, server in self._forwards.values():
+            server.close()
+        for task in list(self._forward_tasks):
+            task.cancel()
+        self._forwards.clear()
+        if self._forward_dir is not None:
+            with contextlib.suppress(OSError):
+                for name in os.listdir(self._forward_dir):
+                    os.unlink(os.path.join(self._forward_dir, name))
+                os.rmdir(self._forward_dir)
+            self._forward_dir = None
+        conn, self._conn = self._conn, None
+        self._sftp = None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await conn.wait_closed()
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connect errors worth another attempt (not host key or auth problems)."""
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable | asyncssh.PermissionDenied):
+        return False
+    return isinstance(exc, OSError | asyncssh.ConnectionLost | asyncssh.DisconnectError)
