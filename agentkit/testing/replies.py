@@ -28,6 +28,7 @@ __all__ = [
     "block",
     "delay",
     "error",
+    "from_json",
     "message",
     "new_id",
     "pause_turn",
@@ -365,3 +366,36 @@ def _reply(
         usage=dict(usage_) if usage_ is not None else usage(),
         delay=delay_,
     )
+
+
+def from_json(data: Mapping[str, Any]) -> Reply:
+    """A reply from its JSON form (used by ``python -m agentkit.testing``).
+
+    Forms: ``{"text": "..."}``, ``{"tool_use": {"name": ..., "input": {...}, "id": ...}}``,
+    ``{"content": [<form or raw block>, ...]}``, ``{"error": 529, "message": "..."}``; each may
+    add ``stop_reason``, ``usage`` (partial is fine) and ``delay`` (seconds).
+    """
+    if "error" in data:
+        return error(int(data["error"]), data.get("message"), delay=float(data.get("delay", 0)))
+    if "text" in data:
+        base = text(str(data["text"]))
+    elif "tool_use" in data:
+        spec = data["tool_use"]
+        base = tool_use(str(spec["name"]), spec.get("input") or {}, id=spec.get("id"))
+    elif "content" in data:
+        parts = [
+            from_json(item)
+            if ("text" in item and "type" not in item) or "tool_use" in item
+            else block(item)
+            for item in data["content"]
+        ]
+        base = message(*parts)
+    else:
+        raise ValueError(f"cannot read a reply from {dict(data)!r}")
+    if "usage" in data:
+        base = base.with_usage(**{k: int(v) for k, v in data["usage"].items()})
+    if data.get("stop_reason"):
+        base = base.with_stop_reason(str(data["stop_reason"]))
+    if data.get("delay"):
+        base = base.delayed(float(data["delay"]))
+    return base
