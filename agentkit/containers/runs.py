@@ -1,0 +1,188 @@
+"""Run records: what an agent was asked, what it printed and how it ended, kept on the host.
+
+Layout under ``settings.runs_root`` (``AGENTKIT_ROOT/runs``), one directory per agent::
+
+    runs/<container_id>/          mode 0700
+        meta.json                 id, task preview, workspace, created, deadline, image, limits
+        task.txt                  the task, byte-exact
+        output.jsonl              Claude Code's stream-json (stdout), secrets redacted
+        stderr.log                the container's stderr (last 64 KiB)
+        stop.json                 written *before* agentkit stops a container: {"reason", "at"}
+        result.json               the final record (one JSON line); its presence means "finished"
+
+Everything goes through the executor, so records live on the host that runs the containers and
+outlive both the container (removed once its output is safe here) and the controller process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from agentkit.errors import CommandFailed
+from agentkit.executors.base import Executor
+
+__all__ = ["RunStore"]
+
+META, TASK, OUTPUT, STDERR, STOP, RESULT = (
+    "meta.json",
+    "task.txt",
+    "output.jsonl",
+    "stderr.log",
+    "stop.json",
+    "result.json",
+)
+
+
+def _dumps(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+class RunStore:
+    """Reads and writes run records through an executor. Ids are validated by the caller."""
+
+    def __init__(self, executor: Executor, root: str) -> None:
+        self.executor = executor
+        self.root = root.rstrip("/") or "/"
+
+    def path(self, run_id: str, name: str | None = None) -> str:
+        if "/" in run_id or run_id in ("", ".", ".."):
+            raise ValueError(f"invalid run id {run_id!r}")
+        base = f"{self.root}/{run_id}"
+        return f"{base}/{name}" if name else base
+
+    async def create(self, run_id: str, meta: Mapping[str, Any], task: str) -> None:
+        """Create the record directory with ``meta.json`` and ``task.txt`` (private to the user)."""
+        await self.executor.makedirs(self.root, mode=0o700)
+        await self.executor.run(
+            ["mkdir", "-m", "700", "--", self.path(run_id)], check=True, idempotent=False
+        )
+        await self.executor.write_file(self.path(run_id, TASK), task.encode("utf-8"), mode=0o600)
+        await self.executor.write_file(self.path(run_id, META), _dumps(meta), mode=0o600)
+
+    async def _read(self, run_id: str, name: str) -> bytes | None:
+        try:
+            return await self.executor.read_file(self.path(run_id, name))
+        except FileNotFoundError:
+            return None
+
+    async def _read_json(self, run_id: str, name: str) -> dict[str, Any] | None:
+        raw = await self._read(run_id, name)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def exists(self, run_id: str) -> bool:
+        return await self.executor.exists(self.path(run_id, META))
+
+    async def read_meta(self, run_id: str) -> dict[str, Any] | None:
+        return await self._read_json(run_id, META)
+
+    async def read_task(self, run_id: str) -> str | None:
+        raw = await self._read(run_id, TASK)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    async def write_output(self, run_id: str, data: bytes) -> None:
+        """Replace the whole stream-json output (atomic)."""
+        await self.executor.write_file(self.path(run_id, OUTPUT), data, mode=0o600)
+
+    async def append_output(self, run_id: str, data: bytes) -> None:
+        """Append to the output without rewriting it (``dd oflag=append``, argv only)."""
+        if not data:
+            return
+        await self.executor.run(
+            [
+                "dd",
+                f"of={self.path(run_id, OUTPUT)}",
+                "oflag=append",
+                "conv=notrunc",
+                "status=none",
+            ],
+            stdin=data,
+            check=True,
+        )
+
+    async def read_output(self, run_id: str) -> bytes:
+        return await self._read(run_id, OUTPUT) or b""
+
+    async def write_stderr(self, run_id: str, data: bytes) -> None:
+        await self.executor.write_file(self.path(run_id, STDERR), data, mode=0o600)
+
+    async def read_stderr(self, run_id: str) -> bytes:
+        return await self._read(run_id, STDERR) or b""
+
+    async def mark_stop(self, run_id: str, reason: str) -> None:
+        """Record why agentkit is about to stop the container (``stopped`` / ``timed_out``)."""
+        await self.executor.write_file(
+            self.path(run_id, STOP), _dumps({"reason": reason, "at": time.time()}), mode=0o600
+        )
+
+    async def read_stop(self, run_id: str) -> dict[str, Any] | None:
+        return await self._read_json(run_id, STOP)
+
+    async def write_result(self, run_id: str, result: Mapping[str, Any]) -> None:
+        await self.executor.write_file(self.path(run_id, RESULT), _dumps(result), mode=0o600)
+
+    async def read_result(self, run_id: str) -> dict[str, Any] | None:
+        return await self._read_json(run_id, RESULT)
+
+    async def list_ids(self) -> list[str]:
+        """Every record directory name (unordered)."""
+        result = await self.executor.run(
+            [
+                "find",
+                self.root,
+                "-mindepth",
+                "1",
+                "-maxdepth",
+                "1",
+                "-type",
+                "d",
+                "-printf",
+                "%f\\n",
+            ],
+            idempotent=True,
+        )
+        if not result.ok:
+            return []
+        return [line for line in result.stdout_text().splitlines() if line]
+
+    async def read_results(self) -> list[dict[str, Any]]:
+        """Every finished record's ``result.json`` in ONE command (each file is one JSON line)."""
+        result = await self.executor.run(
+            [
+                "find",
+                self.root,
+                "-mindepth",
+                "2",
+                "-maxdepth",
+                "2",
+                "-name",
+                RESULT,
+                "-exec",
+                "cat",
+                "--",
+                "{}",
+                "+",
+            ],
+            idempotent=True,
+        )
+        if not result.ok and not result.stdout:
+            if await self.executor.exists(self.root):
+                raise CommandFailed(result)
+            return []
+        out: list[dict[str, Any]] = []
+        for line in result.stdout.splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                out.append(data)
+        return out

@@ -1,0 +1,985 @@
+"""`AgentService`: spawn, watch, stop and wait for Claude Code agents in hardened containers.
+
+The service holds the logic behind the six agent tools and is usable without any LLM. It talks
+to the host only through its executor (run records) and a :class:`ContainerRuntime` (Docker
+Engine API over the executor's forwarded socket).
+
+Lifecycle of one agent::
+
+    spawn -> record created (meta, task) -> container created + started -> followed:
+      logs (follow) -> stream-json persisted to the record, summary kept in memory
+      exit noticed (logs EOF + wait API) -> state decided -> result.json written
+      -> container removed (its output is safe in the record)
+
+The deadline is enforced three ways: inside the container (the entrypoint runs ``timeout``),
+by the follower's timer while a controller runs, and by :meth:`AgentService.reconcile` whenever
+a service starts (so a controller that died never leaves an agent running past its deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+import secrets
+import string
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Self
+
+from agentkit.containers.runs import RunStore
+from agentkit.containers.runtime import (
+    STDERR,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    DockerRuntime,
+    Mount,
+    parse_memory,
+)
+from agentkit.containers.streamjson import RunSummary, parse_line, render_events
+from agentkit.errors import (
+    AgentkitError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+    ToolError,
+)
+from agentkit.redact import Redactor
+
+if TYPE_CHECKING:
+    import aiodocker
+
+    from agentkit.config import Settings
+    from agentkit.executors.base import Executor
+
+__all__ = [
+    "ID_PATTERN",
+    "LABEL_MANAGED_BY",
+    "AgentOutput",
+    "AgentService",
+    "AgentState",
+    "AgentStatus",
+    "WaitResult",
+    "decide_state",
+    "new_agent_id",
+    "validate_agent_id",
+]
+
+logger = logging.getLogger("agentkit.agents")
+
+ID_PATTERN = re.compile(r"^claude-agent-\d{13}-[a-z0-9]{6}$")
+LABEL_PREFIX = "agentkit."
+LABEL_MANAGED_BY = "agentkit.managed-by"
+MANAGED_BY = "agentkit"
+OUR_LABELS: dict[str, str | None] = {LABEL_MANAGED_BY: MANAGED_BY}
+AGENT_UID = "1001:1001"
+WORKSPACE_TARGET = "/workspace"
+TASK_LABEL_CHARS = 200
+MAX_TASK_BYTES = 100_000  # one env string may be at most 128 KiB on Linux
+DEADLINE_GRACE = 1.5  # seconds the in-container `timeout` gets before the controller stops it
+STOP_GRACE = 1.0  # SIGTERM -> SIGKILL for stop (init forwards SIGTERM, so this rarely matters)
+TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
+STDERR_BYTES = 64 * 1024
+LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
+
+
+class AgentState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"
+    OOM_KILLED = "oom_killed"
+
+
+def new_agent_id(now_ms: int | None = None) -> str:
+    """``claude-agent-<ms>-<6 random [a-z0-9]>``."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    alphabet = string.ascii_lowercase + string.digits
+    return f"claude-agent-{ms:013d}-{''.join(secrets.choice(alphabet) for _ in range(6))}"
+
+
+def validate_agent_id(container_id: str) -> str:
+    """Return the id if it has our shape; otherwise refuse without touching the engine."""
+    candidate = container_id.strip() if isinstance(container_id, str) else ""
+    if not ID_PATTERN.fullmatch(candidate):
+        raise PermissionDeniedError(
+            f"{container_id!r} is not an agent started by agentkit: only its own agents can be "
+            "inspected, read or stopped. Agent ids look like claude-agent-1764240000000-a1b2c3; "
+            "list_claude_agents shows them."
+        )
+    return candidate
+
+
+def decide_state(
+    *,
+    exit_code: int | None,
+    oom_killed: bool,
+    stop_reason: str | None,
+    finished_at: float | None,
+    deadline: float | None,
+    result_is_error: bool | None,
+) -> AgentState:
+    """The final state of an agent from what the engine and the record say."""
+    if stop_reason == AgentState.STOPPED:
+        return AgentState.STOPPED
+    if stop_reason == AgentState.TIMED_OUT:
+        return AgentState.TIMED_OUT
+    if oom_killed and exit_code != 0:
+        return AgentState.OOM_KILLED
+    if exit_code == 124:  # the entrypoint's `timeout` fired at the deadline
+        return AgentState.TIMED_OUT
+    if (
+        exit_code in (137, 143)
+        and deadline is not None
+        and finished_at is not None
+        and finished_at >= deadline - 1.0
+    ):
+        return AgentState.TIMED_OUT
+    if exit_code == 0 and not result_is_error:
+        return AgentState.SUCCEEDED
+    return AgentState.FAILED
+
+
+@dataclass(slots=True)
+class AgentStatus:
+    """What ``get_claude_status`` reports. ``to_dict()`` is the structured form."""
+
+    id: str
+    state: AgentState
+    exit_code: int | None = None
+    created: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    deadline: float | None = None
+    workspace: str | None = None
+    task: str | None = None
+    turns: int | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    last_text: str | None = None
+    result_text: str | None = None
+    is_error: bool | None = None
+    oom_killed: bool = False
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != AgentState.RUNNING
+
+    @property
+    def elapsed_s(self) -> float | None:
+        start = self.started_at or self.created
+        if start is None:
+            return None
+        end = self.finished_at if self.finished and self.finished_at else time.time()
+        return max(end - start, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": str(self.state),
+            "exit_code": self.exit_code,
+            "created": self.created,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "deadline": self.deadline,
+            "elapsed_s": round(self.elapsed_s, 3) if self.elapsed_s is not None else None,
+            "workspace": self.workspace,
+            "task": self.task,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "session_id": self.session_id,
+            "last_text": self.last_text,
+            "result_text": self.result_text,
+            "is_error": self.is_error,
+            "oom_killed": self.oom_killed,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> AgentStatus:
+        def num(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        state = data.get("state")
+        return cls(
+            id=str(data.get("id")),
+            state=AgentState(state)
+            if isinstance(state, str) and state in AgentState._value2member_map_
+            else AgentState.FAILED,
+            exit_code=data.get("exit_code"),
+            created=num("created"),
+            started_at=num("started_at"),
+            finished_at=num("finished_at"),
+            deadline=num("deadline"),
+            workspace=data.get("workspace"),
+            task=data.get("task"),
+            turns=data.get("turns"),
+            cost_usd=num("cost_usd"),
+            session_id=data.get("session_id"),
+            last_text=data.get("last_text"),
+            result_text=data.get("result_text"),
+            is_error=data.get("is_error"),
+            oom_killed=bool(data.get("oom_killed")),
+            error=data.get("error"),
+        )
+
+
+@dataclass(slots=True)
+class WaitResult:
+    status: AgentStatus
+    timed_out: bool
+
+
+@dataclass(slots=True)
+class AgentOutput:
+    id: str
+    state: AgentState
+    text: str
+    events: int
+
+
+@dataclass(slots=True)
+class _Run:
+    """One agent this service follows (in memory only; the record is the truth)."""
+
+    id: str
+    labels: dict[str, str]
+    summary: RunSummary = field(default_factory=RunSummary)
+    tail: deque[str] = field(default_factory=deque)
+    tail_bytes: int = 0
+    lines: int = 0
+    stderr: bytearray = field(default_factory=bytearray)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    final: AgentStatus | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return _float(self.labels.get("agentkit.deadline"))
+
+    def add_line(self, line: str) -> None:
+        self.summary.add_line(line)
+        self.lines += 1
+        self.tail.append(line)
+        self.tail_bytes += len(line)
+        while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
+            self.tail_bytes -= len(self.tail.popleft())
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class AgentService:
+    """Claude Code agents in containers on the executor's host.
+
+    Args:
+        executor: the host (local or SSH). Must stay open while the service is used.
+        settings: image, limits, network, roots, secrets.
+        docker: an open aiodocker client to reuse; ``None`` opens one over the executor.
+        runtime: a :class:`ContainerRuntime` to use instead of Docker (the cluster seam).
+
+    Use ``async with AgentService(...) as agents`` or call :meth:`aclose`. The first call
+    connects and runs :meth:`reconcile` once.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        settings: Settings,
+        docker: aiodocker.Docker | None = None,
+        *,
+        runtime: ContainerRuntime | None = None,
+    ) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.store = RunStore(executor, settings.runs_root)
+        self.redactor = Redactor(settings.secrets())
+        self._docker = docker
+        self._runtime = runtime
+        self._owns_runtime = runtime is None and docker is None
+        self._runs: dict[str, _Run] = {}
+        self._finals: dict[str, AgentStatus] = {}
+        self._start_lock = asyncio.Lock()
+        self._final_locks: dict[str, asyncio.Lock] = {}
+        self._started = False
+        self._image_ok: set[str] = set()
+        self._closed = False
+        self._last_reconcile: dict[str, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def runtime(self) -> ContainerRuntime:
+        """The container runtime, connected on first use."""
+        if self._runtime is None:
+            if self._docker is None:
+                from agentkit.containers.docker import open_docker
+
+                self._docker = await open_docker(self.executor, self.settings)
+            self._runtime = DockerRuntime(self._docker, socket=self.settings.docker_socket)
+        return self._runtime
+
+    async def start(self) -> None:
+        """Connect and reconcile once (every public method calls this)."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.runtime()
+            self._started = True
+            await self._reconcile()
+
+    async def aclose(self) -> None:
+        """Stop following agents (they keep running; deadlines still hold) and disconnect."""
+        self._closed = True
+        tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._runs.clear()
+        if self._runtime is not None and self._owns_runtime:
+            await self._runtime.aclose()
+        self._runtime = None
+        if self._owns_runtime:
+            self._docker = None
+
+    # --- spawn ----------------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        task: str,
+        workspace_path: str,
+        timeout_ms: int = 600_000,
+        *,
+        image: str | None = None,
+        command: Sequence[str] | None = None,
+        entrypoint: Sequence[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> AgentStatus:
+        """Start a Claude Code agent on ``task`` in ``workspace_path`` with a deadline.
+
+        ``image``/``command``/``entrypoint``/``extra_env`` are low-level overrides for tests and
+        operators (never exposed to the model); by default the image's entrypoint runs Claude
+        Code on the task.
+        """
+        await self.start()
+        self._check_task(task)
+        if not isinstance(timeout_ms, int) or not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
+            raise ToolError(
+                f"timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} milliseconds"
+            )
+        runtime = await self.runtime()
+        image = image or self.settings.image
+        await self._ensure_image(runtime, image)
+        workspace = await self.prepare_workspace(workspace_path)
+
+        run_id = new_agent_id()
+        created = time.time()
+        deadline = created + timeout_ms / 1000
+        labels = {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            "agentkit.task": task[:TASK_LABEL_CHARS],
+            "agentkit.deadline": f"{deadline:.3f}",
+            "agentkit.workspace": workspace,
+            "agentkit.created": f"{created:.3f}",
+            "agentkit.timeout-ms": str(timeout_ms),
+        }
+        env = self._container_env(task, deadline)
+        if extra_env:
+            env.update(extra_env)
+        spec = ContainerSpec(
+            name=run_id,
+            image=image,
+            labels=labels,
+            env=env,
+            mounts=(Mount(workspace, WORKSPACE_TARGET),),
+            command=tuple(command) if command is not None else None,
+            entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+            workdir=WORKSPACE_TARGET,
+            user=AGENT_UID,
+            memory_bytes=parse_memory(self.settings.container_memory),
+            nano_cpus=int(self.settings.container_cpus * 1e9),
+            pids_limit=self.settings.container_pids,
+            network=self.settings.container_network,
+            init=True,
+        )
+        meta = {
+            "id": run_id,
+            "task": task[:TASK_LABEL_CHARS],
+            "workspace": workspace,
+            "created": created,
+            "deadline": deadline,
+            "timeout_ms": timeout_ms,
+            "image": image,
+            "runtime": getattr(runtime, "name", "?"),
+            "limits": {
+                "memory": self.settings.container_memory,
+                "cpus": self.settings.container_cpus,
+                "pids": self.settings.container_pids,
+            },
+            "network": self.settings.container_network or "bridge",
+        }
+        await self.store.create(run_id, meta, task)
+        try:
+            await runtime.create(spec)
+            await runtime.start(run_id)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await runtime.remove(run_id, force=True)
+            with contextlib.suppress(Exception):
+                await self.store.write_result(
+                    run_id,
+                    {
+                        **meta,
+                        "state": str(AgentState.FAILED),
+                        "finished_at": time.time(),
+                        "error": f"could not start: {self.redactor.redact(str(exc))}",
+                    },
+                )
+            raise
+        run = self._attach(run_id, labels)
+        return self._running_status(run, started_at=created)
+
+    def _check_task(self, task: str) -> None:
+        if not isinstance(task, str) or not task.strip():
+            raise ToolError("task is empty: describe what the agent should do")
+        if "\x00" in task:
+            raise ToolError("task contains a NUL character, which cannot be passed to an agent")
+        if len(task.encode("utf-8")) > MAX_TASK_BYTES:
+            raise ToolError(
+                f"task is longer than {MAX_TASK_BYTES} bytes: put the details in a file in the "
+                "workspace and refer to it"
+            )
+
+    def _container_env(self, task: str, deadline: float) -> dict[str, str]:
+        """The create request's Env: secrets and pass-through values never reach any argv."""
+        env: dict[str, str] = {}
+        key = self.settings.anthropic_api_key
+        if key is not None and key.get_secret_value():
+            env["ANTHROPIC_API_KEY"] = key.get_secret_value()
+        for name in self.settings.container_env_passthrough:
+            value: str | None = None
+            if name == "ANTHROPIC_BASE_URL":
+                value = self.settings.anthropic_base_url
+            value = value or os.environ.get(name)
+            if value:
+                env[name] = value
+        env["AGENTKIT_TASK"] = task
+        env["AGENTKIT_DEADLINE"] = str(math.ceil(deadline))
+        return env
+
+    async def _ensure_image(self, runtime: ContainerRuntime, image: str) -> None:
+        if image in self._image_ok:
+            return
+        if not await runtime.image_exists(image):
+            if image != self.settings.image or not isinstance(runtime, DockerRuntime):
+                raise ToolError(f"image {image} does not exist on the host")
+            from agentkit.containers.image import ensure_image
+
+            logger.info("agent image %s is missing: building it (first use)", image)
+            await ensure_image(runtime.docker, self.settings)
+        self._image_ok.add(image)
+
+    async def prepare_workspace(self, workspace_path: str) -> str:
+        """Resolve ``workspace_path`` on the host, confined under the workspaces root.
+
+        A relative path is taken relative to the root. The directory is created if missing and
+        handed to the agent user (uid 1001). Anything outside the root is refused.
+        """
+        root = self.settings.workspaces_root
+        if not isinstance(workspace_path, str) or not workspace_path.strip():
+            raise ToolError(
+                f"workspace_path is empty: give a workspace name or a path under {root}"
+            )
+        if "\x00" in workspace_path or "\n" in workspace_path:
+            raise ToolError("workspace_path contains a control character")
+        raw = workspace_path.strip()
+        candidate = raw if raw.startswith("/") else f"{root}/{raw}"
+        await self.executor.makedirs(root)
+        real_root = await self._realpath(root)
+        real = await self._realpath(candidate)
+        self._confine(real, real_root, workspace_path)
+        await self.executor.makedirs(real)
+        real = await self._realpath(real)  # again: a symlink could have been swapped in
+        self._confine(real, real_root, workspace_path)
+        chown = await self.executor.run(["chown", "-R", AGENT_UID, "--", real])
+        if not chown.ok:
+            raise ConfigError(
+                f"cannot hand {real} to the agent user {AGENT_UID}: "
+                f"{chown.stderr_text().strip()[-300:]} (the host user must be root or own it)"
+            )
+        return real
+
+    async def _realpath(self, path: str) -> str:
+        result = await self.executor.run(["realpath", "-m", "--", path], idempotent=True)
+        if not result.ok or not result.stdout_text().strip():
+            raise ToolError(f"cannot resolve path {path!r} on the host")
+        return result.stdout_text().strip()
+
+    @staticmethod
+    def _confine(real: str, real_root: str, given: str) -> None:
+        if real_root in ("", "/") or not real.startswith(real_root.rstrip("/") + "/"):
+            raise PermissionDeniedError(
+                f"workspace_path {given!r} resolves to {real}, outside the workspaces root "
+                f"{real_root}: use a workspace name (see list_workspaces) or a path under it"
+            )
+
+    # --- following ------------------------------------------------------------------------------
+
+    def _attach(self, run_id: str, labels: Mapping[str, str]) -> _Run:
+        run = self._runs.get(run_id)
+        if run is not None and run.task is not None and not run.task.done():
+            return run
+        run = _Run(run_id, dict(labels))
+        self._runs[run_id] = run
+        run.task = asyncio.create_task(self._follow(run), name=f"follow {run_id}")
+        return run
+
+    async def _follow(self, run: _Run) -> None:
+        runtime = await self.runtime()
+        guard = asyncio.create_task(self._deadline_guard(run), name=f"deadline {run.id}")
+        pending = bytearray()
+        wrote_any = False
+        wakeup = asyncio.Event()
+        stream_done = False
+
+        async def writer() -> None:
+            nonlocal wrote_any
+            while True:
+                await wakeup.wait()
+                wakeup.clear()
+                if pending:
+                    chunk = bytes(pending)
+                    del pending[:]
+                    if wrote_any:
+                        await self.store.append_output(run.id, chunk)
+                    else:
+                        await self.store.write_output(run.id, chunk)
+                        wrote_any = True
+                if stream_done and not pending:
+                    return
+                await asyncio.sleep(0.2)  # coalesce bursts into one write
+
+        writer_task = asyncio.create_task(writer(), name=f"persist {run.id}")
+        complete = False
+        partial = b""
+        try:
+            try:
+                async for chunk in runtime.logs(run.id, follow=True):
+                    if chunk.stream == STDERR:
+                        run.stderr.extend(chunk.data)
+                        if len(run.stderr) > STDERR_BYTES:
+                            del run.stderr[: len(run.stderr) - STDERR_BYTES]
+                        continue
+                    data = partial + chunk.data
+                    *lines, partial = data.split(b"\n")
+                    for raw in lines:
+                        self._take_line(run, raw, pending)
+                    wakeup.set()
+                complete = True
+            except AgentkitError as exc:
+                logger.warning("following %s broke (%s); will re-read its logs", run.id, exc)
+            if partial:
+                self._take_line(run, partial, pending)
+            exit_code = await runtime.wait(run.id)
+            stream_done = True
+            wakeup.set()
+            await writer_task
+            if not wrote_any:
+                await self.store.write_output(run.id, b"")
+            await self._finalize(run, exit_code=exit_code, complete=complete)
+        finally:
+            guard.cancel()
+            if not writer_task.done():
+                writer_task.cancel()
+
+    def _take_line(self, run: _Run, raw: bytes, pending: bytearray) -> None:
+        line = self.redactor.redact(raw.decode("utf-8", "replace")).rstrip("\r")
+        pending.extend(line.encode("utf-8") + b"\n")
+        run.add_line(line)
+
+    async def _deadline_guard(self, run: _Run) -> None:
+        deadline = run.deadline
+        if deadline is None:
+            return
+        await asyncio.sleep(max(deadline + DEADLINE_GRACE - time.time(), 0))
+        if run.done.is_set():
+            return
+        logger.info("agent %s passed its deadline: stopping it", run.id)
+        await self._stop_container(run.id, AgentState.TIMED_OUT)
+
+    async def _stop_container(self, run_id: str, reason: AgentState) -> None:
+        if await self.store.read_stop(run_id) is None:
+            await self.store.mark_stop(run_id, str(reason))
+        await (await self.runtime()).stop(run_id, grace=STOP_GRACE)
+
+    async def _finalize(
+        self,
+        run: _Run | None,
+        *,
+        run_id: str | None = None,
+        exit_code: int | None = None,
+        complete: bool = True,
+    ) -> AgentStatus:
+        """Write the final record for an exited container, then remove the container."""
+        rid = run.id if run is not None else str(run_id)
+        lock = self._final_locks.setdefault(rid, asyncio.Lock())
+        async with lock:
+            if rid in self._finals:
+                return self._finals[rid]
+            existing = await self.store.read_result(rid)
+            if existing is not None:  # another controller finished it first
+                status = AgentStatus.from_record(existing)
+                return self._remember_final(run, status)
+            runtime = await self.runtime()
+            info: ContainerInfo | None
+            try:
+                info = await runtime.inspect(rid)
+            except NotFoundError:
+                info = None
+            meta = await self.store.read_meta(rid) or {}
+            if run is None or not complete:
+                run = run or _Run(rid, dict(info.labels) if info else {})
+                if info is not None:
+                    await self._reread_output(run)
+            stop = await self.store.read_stop(rid)
+            summary = run.summary
+            res = summary.result
+            if info is not None and exit_code is None:
+                exit_code = info.exit_code
+            state = decide_state(
+                exit_code=exit_code,
+                oom_killed=bool(info and info.oom_killed),
+                stop_reason=stop.get("reason") if stop else None,
+                finished_at=info.finished_at if info else None,
+                deadline=_float(meta.get("deadline")) or run.deadline,
+                result_is_error=res.is_error if res else None,
+            )
+            err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
+            error = None
+            if info is None:
+                error = "the container disappeared before its result was recorded"
+            elif state != AgentState.SUCCEEDED:
+                error = (summary.last_error or err_text[-500:] or info.error) or None
+            data = summary.to_dict()
+            record = {
+                **meta,
+                "id": rid,
+                "state": str(state),
+                "exit_code": exit_code,
+                "oom_killed": bool(info and info.oom_killed),
+                "started_at": info.started_at if info else None,
+                "finished_at": (info.finished_at if info else None) or time.time(),
+                "turns": data["turns"],
+                "cost_usd": data["cost_usd"],
+                "session_id": data["session_id"],
+                "last_text": data["last_text"],
+                "result_text": data["result_text"],
+                "is_error": data["is_error"],
+                "api_retries": data["api_retries"],
+                "stop_reason": stop.get("reason") if stop else None,
+                "error": self.redactor.redact(error) if error else None,
+                "output_lines": run.lines,
+            }
+            if err_text:
+                await self.store.write_stderr(rid, self.redactor.redact(err_text).encode())
+            await self.store.write_result(rid, record)
+            status = self._remember_final(run, AgentStatus.from_record(record))
+        # The output is safe in the record: the container can go.
+        if info is not None:
+            try:
+                await runtime.remove(rid, force=True)
+            except AgentkitError as exc:
+                logger.warning("could not remove finished container %s: %s", rid, exc)
+        return status
+
+    def _remember_final(self, run: _Run | None, status: AgentStatus) -> AgentStatus:
+        self._finals[status.id] = status
+        if run is not None:
+            run.final = status
+            run.done.set()
+        live = self._runs.get(status.id)
+        if live is not None:
+            live.final = status
+            live.done.set()
+        return status
+
+    async def _reread_output(self, run: _Run) -> None:
+        """Rebuild the whole output from the engine (after a broken follow or a restart)."""
+        runtime = await self.runtime()
+        run.summary = RunSummary()
+        run.tail.clear()
+        run.tail_bytes = run.lines = 0
+        run.stderr.clear()
+        out = bytearray()
+        partial = b""
+        async for chunk in runtime.logs(run.id, follow=False):
+            if chunk.stream == STDERR:
+                run.stderr.extend(chunk.data)
+                continue
+            *lines, partial = (partial + chunk.data).split(b"\n")
+            for raw in lines:
+                self._take_line(run, raw, out)
+        if partial:
+            self._take_line(run, partial, out)
+        del run.stderr[: max(len(run.stderr) - STDERR_BYTES, 0)]
+        await self.store.write_output(run.id, bytes(out))
+
+    # --- queries --------------------------------------------------------------------------------
+
+    async def _own(self, container_id: str) -> tuple[str, ContainerInfo | None]:
+        """Validate the id; return the container if it exists (ours), else ``None``."""
+        run_id = validate_agent_id(container_id)
+        await self.start()
+        try:
+            info = await (await self.runtime()).inspect(run_id)
+        except NotFoundError:
+            return run_id, None
+        if info.labels.get(LABEL_MANAGED_BY) != MANAGED_BY or info.name != run_id:
+            raise PermissionDeniedError(
+                f"container {run_id} was not created by agentkit: refusing to touch it"
+            )
+        return run_id, info
+
+    async def _final(self, run_id: str) -> AgentStatus | None:
+        status = self._finals.get(run_id)
+        if status is not None:
+            return status
+        data = await self.store.read_result(run_id)
+        if data is None:
+            return None
+        status = AgentStatus.from_record(data)
+        self._finals[run_id] = status
+        return status
+
+    def _running_status(
+        self, run: _Run, *, info: ContainerInfo | None = None, started_at: float | None = None
+    ) -> AgentStatus:
+        labels = run.labels
+        data = run.summary.to_dict()
+        return AgentStatus(
+            id=run.id,
+            state=AgentState.RUNNING,
+            created=_float(labels.get("agentkit.created")),
+            started_at=(info.started_at if info else None) or started_at,
+            deadline=run.deadline,
+            workspace=labels.get("agentkit.workspace"),
+            task=labels.get("agentkit.task"),
+            turns=data["turns"],
+            cost_usd=data["cost_usd"],
+            session_id=data["session_id"],
+            last_text=data["last_text"],
+            error=data["last_error"],
+        )
+
+    async def status(self, container_id: str) -> AgentStatus:
+        """State, exit code, times, turns, cost, session id and last text of one agent."""
+        run_id = validate_agent_id(container_id)
+        final = self._finals.get(run_id)
+        if final is not None:
+            return final
+        run_id, info = await self._own(run_id)
+        if info is None:
+            final = await self._final(run_id)
+            if final is None:
+                raise NotFoundError(
+                    f"no agent {run_id} on this host (neither a container nor a run record); "
+                    "list_claude_agents shows the known ones"
+                )
+            return final
+        if info.running:
+            run = self._attach(run_id, info.labels)
+            return self._running_status(run, info=info)
+        # exited: wait for our follower to record it, or record it now
+        live = self._runs.get(run_id)
+        if live is not None and live.task is not None and not live.task.done():
+            await live.done.wait()
+            if live.final is not None:
+                return live.final
+        return await self._finalize(None, run_id=run_id)
+
+    async def output(self, container_id: str, lines: int = 100) -> AgentOutput:
+        """The last ``lines`` events rendered for a reader (bounded), from memory or the record."""
+        if lines < 1:
+            raise ToolError("lines must be at least 1")
+        status = await self.status(container_id)
+        run = self._runs.get(status.id)
+        if run is not None and not status.finished:
+            source = list(run.tail)
+            total = run.lines
+        else:
+            raw = await self.store.read_output(status.id)
+            source = raw.decode("utf-8", "replace").splitlines()
+            total = len(source)
+        events = [e for line in source[-max(lines * 3, lines + 50) :] for e in parse_line(line)]
+        text = render_events(events, lines=lines, max_bytes=12_000)
+        if status.finished and status.error and status.state != AgentState.SUCCEEDED:
+            text += f"\n[{status.state}] {status.error}"
+        return AgentOutput(status.id, status.state, self.redactor.redact(text), total)
+
+    async def stop(self, container_id: str) -> AgentStatus:
+        """Stop a running agent (SIGTERM via init, SIGKILL after 1 s); its state is ``stopped``."""
+        run_id, info = await self._own(container_id)
+        if info is None or not info.running:
+            status = await self.status(run_id)
+            return status
+        run = self._attach(run_id, info.labels)
+        await self._stop_container(run_id, AgentState.STOPPED)
+        await run.done.wait()
+        return run.final or await self.status(run_id)
+
+    async def wait(self, container_id: str, timeout_ms: int = 600_000) -> WaitResult:
+        """Wait until the agent finishes (event-driven) or ``timeout_ms`` passes.
+
+        On timeout the agent keeps running and ``timed_out`` is true.
+        """
+        status = await self.status(container_id)
+        if status.finished:
+            return WaitResult(status, timed_out=False)
+        run = self._runs[status.id]
+        try:
+            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
+                await run.done.wait()
+        except TimeoutError:
+            return WaitResult(await self.status(status.id), timed_out=True)
+        return WaitResult(run.final or await self.status(status.id), timed_out=False)
+
+    async def list(self) -> list[AgentStatus]:
+        """Running agents (one Engine API call) and finished runs from the records, newest first."""
+        await self.start()
+        runtime = await self.runtime()
+        containers, records = await asyncio.gather(
+            runtime.list(OUR_LABELS), self.store.read_results()
+        )
+        out: dict[str, AgentStatus] = {}
+        for data in records:
+            status = AgentStatus.from_record(data)
+            if ID_PATTERN.fullmatch(status.id):
+                out[status.id] = self._finals.setdefault(status.id, status)
+        for info in containers:
+            if not ID_PATTERN.fullmatch(info.name) or info.name in out:
+                continue
+            if info.running:
+                run = self._attach(info.name, info.labels)
+                out[info.name] = self._running_status(run, info=info)
+            else:
+                # exited but not yet recorded: record it in the background
+                live = self._runs.get(info.name)
+                if live is None or live.task is None or live.task.done():
+                    self._background_finalize(info.name)
+                out[info.name] = AgentStatus(
+                    id=info.name,
+                    state=AgentState.RUNNING,
+                    exit_code=info.exit_code,
+                    created=_float(info.labels.get("agentkit.created")),
+                    deadline=_float(info.labels.get("agentkit.deadline")),
+                    workspace=info.labels.get("agentkit.workspace"),
+                    task=info.labels.get("agentkit.task"),
+                    error="exited; recording its result",
+                )
+        return sorted(out.values(), key=lambda s: s.created or 0.0, reverse=True)
+
+    async def active_workspaces(self) -> set[str]:
+        """Host paths of workspaces with a running agent (one Engine API call)."""
+        await self.start()
+        containers = await (await self.runtime()).list(OUR_LABELS)
+        return {
+            info.labels["agentkit.workspace"]
+            for info in containers
+            if info.running and info.labels.get("agentkit.workspace")
+        }
+
+    def _background_finalize(self, run_id: str) -> None:
+        async def go() -> None:
+            try:
+                await self._finalize(None, run_id=run_id)
+            except AgentkitError as exc:
+                logger.warning("could not record finished agent %s: %s", run_id, exc)
+
+        task = asyncio.create_task(go(), name=f"finalize {run_id}")
+        self._runs.setdefault(run_id, _Run(run_id, {})).task = task
+
+    # --- reconcile ------------------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, int]:
+        """Bring records and containers in line (runs once on start; safe to call again).
+
+        * running agents past their deadline are stopped and recorded ``timed_out``;
+        * other running agents are followed (output persisted, deadline timer armed);
+        * exited agents are recorded and their containers removed;
+        * records whose container vanished without a result are closed as ``failed``.
+        """
+        if not self._started:
+            await self.start()
+            return self._last_reconcile
+        return await self._reconcile()
+
+    async def _reconcile(self) -> dict[str, int]:
+        runtime = await self.runtime()
+        report = {"followed": 0, "timed_out": 0, "finalized": 0, "lost": 0}
+        containers = await runtime.list(OUR_LABELS)
+        names = set()
+        now = time.time()
+        finalize: list[str] = []
+        for info in containers:
+            if not ID_PATTERN.fullmatch(info.name):
+                continue
+            names.add(info.name)
+            if info.running:
+                run = self._attach(info.name, info.labels)
+                report["followed"] += 1
+                deadline = run.deadline
+                if deadline is not None and now >= deadline + DEADLINE_GRACE:
+                    await self._stop_container(info.name, AgentState.TIMED_OUT)
+                    report["timed_out"] += 1
+            else:
+                finalize.append(info.name)
+        for run_id in finalize:
+            await self._finalize(None, run_id=run_id)
+            report["finalized"] += 1
+        # records without a result and without a container: the controller died before start
+        ids = await self.store.list_ids()
+        done = {str(d.get("id")) for d in await self.store.read_results()}
+        for run_id in ids:
+            if not ID_PATTERN.fullmatch(run_id) or run_id in names or run_id in done:
+                continue
+            meta = await self.store.read_meta(run_id)
+            created = _float(meta.get("created")) if meta else None
+            if meta is None or created is None or now - created < LOST_AFTER:
+                continue  # possibly being spawned right now by another controller
+            await self.store.write_result(
+                run_id,
+                {
+                    **meta,
+                    "state": str(AgentState.FAILED),
+                    "finished_at": time.time(),
+                    "error": "the container was lost before its result was recorded",
+                },
+            )
+            report["lost"] += 1
+        self._last_reconcile = report
+        return report
