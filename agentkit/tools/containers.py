@@ -1,0 +1,199 @@
+"""The six agent tools. Thin: parse args, call one AgentService method, render for the model.
+
+Each result carries ``data=`` (the structured form) for programmatic callers (CLI ``--json``,
+MCP structured content); the model reads only ``content``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agentkit.containers.service import AgentState, AgentStatus
+from agentkit.tools.base import Tool, ToolContext, ToolResult, tool
+
+MAX_LINES = 2000
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 120:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _clip(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _status_text(status: AgentStatus, *, detail: bool = True) -> str:
+    parts = [f"Agent {status.id}: {status.state}"]
+    if status.exit_code is not None and status.finished:
+        parts.append(f"exit code {status.exit_code}")
+    parts.append(f"elapsed {_duration(status.elapsed_s)}")
+    if status.turns is not None:
+        parts.append(f"{status.turns} turns")
+    if status.cost_usd is not None:
+        parts.append(f"cost ${status.cost_usd:.4f}")
+    lines = [", ".join(parts) + "."]
+    if status.state == AgentState.RUNNING and status.deadline:
+        lines.append(f"Deadline in {_duration(max(status.deadline - time.time(), 0))}.")
+    if detail:
+        if status.session_id:
+            lines.append(f"Session id: {status.session_id}")
+        if status.workspace:
+            lines.append(f"Workspace: {status.workspace}")
+        if status.task:
+            lines.append(f"Task: {_clip(status.task, 200)}")
+        if status.result_text:
+            lines.append(f"Result: {_clip(status.result_text, 1500)}")
+        elif status.last_text:
+            lines.append(f"Last message: {_clip(status.last_text, 800)}")
+        if status.error and status.state != AgentState.SUCCEEDED:
+            lines.append(f"Error: {_clip(status.error, 600)}")
+    return "\n".join(lines)
+
+
+@tool
+async def spawn_claude_agent(
+    ctx: ToolContext,
+    task: str,
+    workspace_path: str,
+    timeout: int = 600000,  # noqa: ASYNC109 - public parameter name
+) -> ToolResult:
+    """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
+
+    The agent runs headless with full permissions inside its container, which sees only the
+    given workspace (mounted at /workspace). It returns at once with the agent's container id;
+    follow it with wait_for_claude_agent (blocks until done), get_claude_status or
+    get_claude_output. The agent is stopped automatically at its deadline.
+
+    Args:
+        task: complete instructions for the agent, self-contained: it sees nothing of this
+            conversation, only the task text and the workspace files.
+        workspace_path: a workspace name (see list_workspaces) or a path under the workspaces
+            root on the agent host; created if missing.
+        timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
+    """
+    status = await ctx.require_agents().spawn(task, workspace_path, timeout)
+    return ToolResult(
+        f"Spawned agent {status.id} in {status.workspace} (deadline in "
+        f"{_duration(timeout / 1000)}). Use wait_for_claude_agent with this container_id to "
+        "get its result.",
+        data=status.to_dict(),
+    )
+
+
+@tool
+async def get_claude_status(ctx: ToolContext, container_id: str) -> ToolResult:
+    """Report an agent's state (running, succeeded, failed, timed_out, stopped, oom_killed),
+    exit code, elapsed time, turns, cost in USD, session id and its last message or result.
+
+    Works for running and finished agents, also after the container is gone.
+
+    Args:
+        container_id: the id returned by spawn_claude_agent (claude-agent-<ms>-<suffix>).
+    """
+    status = await ctx.require_agents().status(container_id)
+    return ToolResult(_status_text(status), data=status.to_dict())
+
+
+@tool(truncation_hint="Ask for fewer lines.")
+async def get_claude_output(
+    ctx: ToolContext,
+    container_id: str,
+    lines: int = 100,
+) -> ToolResult:
+    """Show what an agent has done so far: the last events of its session rendered as text
+    (what it said, which tools it ran with short inputs, tool errors, the final result).
+
+    Args:
+        container_id: the id returned by spawn_claude_agent.
+        lines: how many of the most recent events to show, 1 to 2000 (default 100).
+    """
+    lines = min(lines, MAX_LINES)
+    out = await ctx.require_agents().output(container_id, lines)
+    header = f"Agent {out.id} ({out.state}), last {lines} of {out.events} output events:"
+    body = out.text or "(no output yet)"
+    return ToolResult(
+        f"{header}\n{body}",
+        data={"id": out.id, "state": str(out.state), "events": out.events, "text": out.text},
+    )
+
+
+@tool(destructive=True)
+async def stop_claude_agent(ctx: ToolContext, container_id: str) -> ToolResult:
+    """Stop a running agent now. Its work so far stays in the workspace and its output stays
+    readable; its state becomes "stopped". Stopping a finished agent changes nothing.
+
+    Args:
+        container_id: the id returned by spawn_claude_agent.
+    """
+    status = await ctx.require_agents().stop(container_id)
+    return ToolResult(_status_text(status, detail=False), data=status.to_dict())
+
+
+@tool
+async def list_claude_agents(ctx: ToolContext) -> ToolResult:
+    """List agents on the host, running and finished, newest first, with state, age, cost
+    and task."""
+    agents = await ctx.require_agents().list()
+    if not agents:
+        return ToolResult("No agents yet. Start one with spawn_claude_agent.", data=[])
+    running = sum(1 for a in agents if a.state == AgentState.RUNNING)
+    lines = [f"{len(agents)} agents ({running} running), newest first:"]
+    now = time.time()
+    for agent in agents[:100]:
+        age = _duration(now - agent.created) if agent.created else "?"
+        cost = f", ${agent.cost_usd:.4f}" if agent.cost_usd is not None else ""
+        lines.append(f"- {agent.id} {agent.state}, {age} ago{cost}: {_clip(agent.task, 80)}")
+    if len(agents) > 100:
+        lines.append(f"(... {len(agents) - 100} older agents not shown)")
+    data: list[dict[str, Any]] = [a.to_dict() for a in agents]
+    return ToolResult("\n".join(lines), data=data)
+
+
+@tool
+async def wait_for_claude_agent(
+    ctx: ToolContext,
+    container_id: str,
+    timeout: int = 600000,  # noqa: ASYNC109 - public parameter name
+) -> ToolResult:
+    """Wait until an agent finishes and return its final result: state, summary text, cost,
+    turns and session id. If the wait times out the agent keeps running; wait again or stop it.
+
+    Args:
+        container_id: the id returned by spawn_claude_agent.
+        timeout: how long to wait in milliseconds (default 600000 = 10 minutes).
+    """
+    waited = await ctx.require_agents().wait(container_id, timeout)
+    status = waited.status
+    data = {**status.to_dict(), "wait_timed_out": waited.timed_out}
+    if waited.timed_out:
+        return ToolResult(
+            f"Still running after waiting {_duration(timeout / 1000)}.\n"
+            + _status_text(status)
+            + "\nWait again, read get_claude_output, or stop_claude_agent.",
+            data=data,
+        )
+    return ToolResult(_status_text(status), data=data)
+
+
+def container_tools() -> list[Tool[Any]]:
+    """The six agent tools, in their public order."""
+    return [
+        spawn_claude_agent,
+        get_claude_status,
+        get_claude_output,
+        stop_claude_agent,
+        list_claude_agents,
+        wait_for_claude_agent,
+    ]
