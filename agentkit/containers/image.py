@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
-import aiohttp
+from aiodocker.exceptions import DockerError, DockerStreamError
 
 from agentkit.config import Settings
-from agentkit.errors import ImageBuildError, RuntimeUnavailable
+from agentkit.containers.docker import docker_errors, open_docker
+from agentkit.errors import ImageBuildError, NotFoundError, RuntimeUnavailable
 
 #: label on the image holding the sha256 of the build inputs
 INPUTS_HASH_LABEL = "agentkit.inputs-hash"
@@ -187,6 +188,16 @@ def build_args(settings: Settings, overrides: Mapping[str, str] | None = None) -
     return args
 
 
+def dockerfile_default(name: str, sources: BuildSources | None = None) -> str | None:
+    """The default value of ``ARG name=...`` in the Dockerfile (e.g. ``CLAUDE_CODE_VERSION``)."""
+    src = sources or find_build_sources()
+    for line in src.dockerfile.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().removeprefix("ARG ").partition("=")
+        if line.strip().startswith("ARG ") and sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
 # --- building -----------------------------------------------------------------------------------
 
 
@@ -206,6 +217,27 @@ class ImageInfo:
     @property
     def size_mb(self) -> float:
         return self.size / 1_000_000
+
+    def summary(self) -> str:
+        state = f"built in {self.duration:.1f}s" if self.built else "up to date"
+        return (
+            f"{self.tag}: {state}; id {self.id[:19]}; {self.size_mb:.0f} MB; "
+            f"claude-code {self.claude_code_version or '?'}; inputs {self.inputs_hash[:12]}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "id": self.id,
+            "inputs_hash": self.inputs_hash,
+            "size": self.size,
+            "built": self.built,
+            "claude_code_version": self.claude_code_version,
+            "duration": round(self.duration, 3),
+        }
+
+    def __str__(self) -> str:
+        return self.summary()
 
 
 class ImageBuilder:
@@ -235,13 +267,10 @@ class ImageBuilder:
     async def inspect(self) -> ImageInfo | None:
         """The image currently tagged ``settings.image``, or ``None`` if there is none."""
         try:
-            data = await self._docker.images.inspect(self.tag)
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise RuntimeUnavailable(f"Docker Engine error inspecting {self.tag}: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise _unavailable(exc) from exc
+            with docker_errors(f"inspect image {self.tag}", self._settings.docker_socket):
+                data = await self._docker.images.inspect(self.tag)
+        except NotFoundError:
+            return None
         return _info(self.tag, data, built=False)
 
     async def ensure(self, *, force: bool = False) -> ImageInfo:
@@ -271,7 +300,23 @@ class ImageBuilder:
         started = time.monotonic()
         archive = await asyncio.to_thread(context.tar)
         step = _StepLog()
-        image_id: str | None = None
+        try:
+            with docker_errors(f"build image {self.tag}", self._settings.docker_socket):
+                await self._stream_build(context, digest, archive, step)
+        except ImageBuildError as exc:
+            step.tail_flush()
+            raise ImageBuildError(
+                f"building {self.tag} failed at {step.current or 'the start'}: {exc.args[0]}",
+                log="\n".join([*step.lines, exc.log]).strip(),
+            ) from exc.__cause__
+        await self._emit(f"built {self.tag} in {time.monotonic() - started:.1f}s")
+        with docker_errors(f"inspect image {self.tag}", self._settings.docker_socket):
+            data = await self._docker.images.inspect(self.tag)
+        return _info(self.tag, data, built=True, duration=time.monotonic() - started)
+
+    async def _stream_build(
+        self, context: BuildContext, digest: str, archive: bytes, step: _StepLog
+    ) -> None:
         try:
             stream = self._docker.images.build(
                 fileobj=io.BytesIO(archive),
@@ -285,24 +330,16 @@ class ImageBuilder:
                 stream=True,
             )
             async for item in stream:
-                image_id = _aux_id(item) or image_id
                 for line in step.feed(item):
                     await self._emit(line)
-        except aiodocker.DockerError as exc:
-            message = getattr(exc, "message", str(exc))
-            step.tail_flush()
-            raise ImageBuildError(
-                f"building {self.tag} failed at {step.current or 'the start'}: {message}",
-                log="\n".join([*step.lines, message]).strip(),
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise _unavailable(exc) from exc
-        await self._emit(f"built {self.tag} in {time.monotonic() - started:.1f}s")
-        data = await self._docker.images.inspect(self.tag)
-        info = _info(self.tag, data, built=True, duration=time.monotonic() - started)
-        if image_id and not info.id.endswith(image_id.removeprefix("sha256:")):
-            await self._emit(f"note: tag {self.tag} now points at {info.id}, not {image_id}")
-        return info
+        except DockerStreamError as exc:
+            # A failing step: the message is the step's error, the log its output.
+            raise ImageBuildError(str(exc.message), log=str(exc.message)) from exc
+        except DockerError as exc:
+            if exc.status == 900:  # cannot connect: docker_errors makes it RuntimeUnavailable
+                raise
+            # The engine refused the build before running a step (bad Dockerfile, bad args).
+            raise ImageBuildError(str(exc.message).strip(), log=str(exc.message)) from exc
 
 
 async def ensure_image(
@@ -320,30 +357,17 @@ async def ensure_image(
 
 # --- helpers ------------------------------------------------------------------------------------
 
-_locks: dict[str, asyncio.Lock] = {}
+_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
 
 def _lock_for(tag: str) -> asyncio.Lock:
-    # One build per tag at a time within a process; concurrent ensure() calls wait and then
-    # find the fresh image up to date.
-    lock = _locks.get(tag)
+    # One build per tag at a time within a process (per event loop: a lock is bound to one);
+    # concurrent ensure() calls wait, then find the fresh image up to date.
+    key = (id(asyncio.get_running_loop()), tag)
+    lock = _locks.get(key)
     if lock is None:
-        lock = _locks[tag] = asyncio.Lock()
+        lock = _locks[key] = asyncio.Lock()
     return lock
-
-
-def _unavailable(exc: BaseException) -> RuntimeUnavailable:
-    return RuntimeUnavailable(
-        f"cannot reach the Docker Engine ({exc}); start dockerd (e.g. `systemctl start docker`) "
-        "and check AGENTKIT_DOCKER_SOCKET"
-    )
-
-
-def _aux_id(item: Mapping[str, Any]) -> str | None:
-    aux = item.get("aux")
-    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
-        return str(aux["ID"])
-    return None
 
 
 def _info(tag: str, data: Mapping[str, Any], *, built: bool, duration: float = 0.0) -> ImageInfo:
@@ -409,9 +433,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--force", action="store_true", help="build even if up to date")
     parser.add_argument("--quiet", action="store_true", help="print only the result")
-    parser.add_argument(
-        "--docker-url", default=None, help="Engine URL (default: unix://AGENTKIT_DOCKER_SOCKET)"
-    )
     return parser.parse_args(argv)
 
 
@@ -437,25 +458,24 @@ async def _main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(line, flush=True)
 
-    docker = aiodocker.Docker(url=args.docker_url or f"unix://{settings.docker_socket}")
+    from agentkit.executors import make_executor
+
     try:
-        info = await ensure_image(
-            docker, settings, force=args.force, progress=show, buildargs=extra
-        )
+        async with make_executor(settings) as executor:
+            docker = await open_docker(executor, settings)
+            try:
+                info = await ensure_image(
+                    docker, settings, force=args.force, progress=show, buildargs=extra
+                )
+            finally:
+                await docker.close()
     except ImageBuildError as exc:
         print(f"error: {exc}\n--- failing step output ---\n{exc.log}", file=sys.stderr)
         return 1
     except RuntimeUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await docker.close()
-    state = "built" if info.built else "up to date"
-    print(
-        f"{info.tag}: {state}; id {info.id[:19]}; {info.size_mb:.0f} MB; "
-        f"claude-code {info.claude_code_version}; inputs {info.inputs_hash[:12]}"
-        + (f"; {info.duration:.1f}s" if info.built else "")
-    )
+    print(info.summary())
     return 0
 
 
