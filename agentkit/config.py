@@ -141,11 +141,37 @@ class Settings(BaseSettings):
     discord_allowed_roles: Annotated[list[int], NoDecode] = Field(
         default_factory=list, validation_alias=_env("AGENTKIT_DISCORD_ALLOWED_ROLES")
     )
+    discord_channels: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("AGENTKIT_DISCORD_CHANNELS"),
+        description="Channel ids where the bot answers every message (elsewhere: mention or DM).",
+    )
+    discord_approval_timeout: float = Field(
+        default=300.0,
+        validation_alias=_env("AGENTKIT_DISCORD_APPROVAL_TIMEOUT"),
+        description="Seconds to wait for an approval of a destructive tool before declining it.",
+    )
+    elevenlabs_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("ELEVENLABS_API_KEY"),
+        description="ElevenLabs API key for the voice adapter (private agents need it).",
+    )
+    elevenlabs_agent_id: str | None = Field(
+        default=None,
+        validation_alias=_env("ELEVENLABS_AGENT_ID"),
+        description="ElevenLabs conversational-AI agent id for the voice adapter.",
+    )
+    voice_max_chars: int = Field(
+        default=300,
+        validation_alias=_env("AGENTKIT_VOICE_MAX_CHARS"),
+        description="Longest tool answer (characters) spoken by the voice adapter.",
+    )
 
     @field_validator(
         "container_env_passthrough",
         "discord_allowed_users",
         "discord_allowed_roles",
+        "discord_channels",
         mode="before",
     )
     @classmethod
@@ -185,6 +211,7 @@ class Settings(BaseSettings):
             self.github_token,
             self.discord_webhook_url,
             self.discord_bot_token,
+            self.elevenlabs_api_key,
         ):
             if value is not None and value.get_secret_value():
                 out.append(value.get_secret_value())

@@ -1,0 +1,146 @@
+"""The discord.py glue: fakes stand in for Discord's objects (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytest.importorskip("discord", reason="the discord extra is not installed")
+
+import discord
+
+from agentkit import Settings, ToolCall
+from agentkit.adapters.chat_session import AccessPolicy, Author
+from agentkit.adapters.discord_bot import (
+    NO_MENTIONS,
+    ApprovalView,
+    DiscordChannel,
+    author_of,
+    build_bot,
+)
+from agentkit.errors import ConfigError
+
+ALLOWED = SimpleNamespace(id=111, roles=[], display_name="alice")
+ROLE_HOLDER = SimpleNamespace(id=222, roles=[SimpleNamespace(id=900)], display_name="bob")
+STRANGER = SimpleNamespace(id=666, roles=[SimpleNamespace(id=1)], display_name="mallory")
+POLICY = AccessPolicy([111], [900])
+
+
+@dataclass
+class FakeSentMessage:
+    content: str
+    view: Any = None
+    edits: list[dict[str, Any]] = field(default_factory=list)
+
+    async def edit(self, **kwargs: Any) -> None:
+        self.edits.append(kwargs)
+
+
+@dataclass
+class FakeMessageable:
+    sent: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    last: FakeSentMessage | None = None
+
+    async def send(self, content: Any = None, **kwargs: Any) -> FakeSentMessage:
+        self.sent.append((content, kwargs))
+        self.last = FakeSentMessage(content, kwargs.get("view"))
+        return self.last
+
+
+@dataclass
+class FakeResponse:
+    calls: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+
+    async def send_message(self, content: Any = None, **kwargs: Any) -> None:
+        self.calls.append(("send_message", content, kwargs))
+
+    async def edit_message(self, **kwargs: Any) -> None:
+        self.calls.append(("edit_message", None, kwargs))
+
+
+def interaction(user: Any) -> Any:
+    return SimpleNamespace(
+        user=user, response=FakeResponse(), message=SimpleNamespace(content="Run it?")
+    )
+
+
+def test_author_of_reads_user_id_and_guild_roles() -> None:
+    assert author_of(ROLE_HOLDER) == Author(222, frozenset({900}), "bob")
+    assert author_of(SimpleNamespace(id=5, display_name="dm-user")).role_ids == frozenset()
+
+
+async def test_sends_never_ping_and_files_are_attached() -> None:
+    target = FakeMessageable()
+    channel = DiscordChannel(target, POLICY)
+    reply = await channel.send("hello @everyone")
+    await reply.edit("edited")
+    await channel.send_file("answer.md", b"long text")
+    assert target.sent[0][1]["allowed_mentions"] is NO_MENTIONS
+    assert target.last is not None
+    (file_kwargs,) = [kw for _, kw in target.sent if "file" in kw]
+    attached = file_kwargs["file"]
+    assert isinstance(attached, discord.File)
+    assert attached.filename == "answer.md"
+    assert attached.fp.read() == b"long text"
+
+
+async def test_only_allowed_people_can_press_the_approval_buttons() -> None:
+    target = FakeMessageable()
+    channel = DiscordChannel(target, POLICY)
+    call = ToolCall(id="t1", name="delete_workspace", input={"workspace_name": "demo"})
+    pending = asyncio.create_task(channel.ask_approval(call, "Delete demo?", Author(111)))
+    await asyncio.sleep(0)
+    assert target.last is not None
+    view = target.last.view
+    assert isinstance(view, ApprovalView)
+
+    stranger = interaction(STRANGER)
+    assert await view.interaction_check(stranger) is False
+    assert stranger.response.calls[0][2] == {"ephemeral": True}
+    assert not pending.done()
+
+    member = interaction(ROLE_HOLDER)
+    assert await view.interaction_check(member) is True
+    await view.deny.callback(member)
+    assert await pending is False
+    ((kind, _, kwargs),) = member.response.calls
+    assert kind == "edit_message"
+    assert "Denied by bob" in kwargs["content"]
+
+
+async def test_approve_button_approves() -> None:
+    target = FakeMessageable()
+    channel = DiscordChannel(target, POLICY)
+    call = ToolCall(id="t1", name="push_workspace", input={})
+    pending = asyncio.create_task(channel.ask_approval(call, "Push?", Author(111)))
+    await asyncio.sleep(0)
+    assert target.last is not None
+    await target.last.view.approve.callback(interaction(ALLOWED))
+    assert await pending is True
+
+
+async def test_an_expired_approval_is_marked_on_the_message() -> None:
+    target = FakeMessageable()
+    channel = DiscordChannel(target, POLICY)
+    call = ToolCall(id="t1", name="stop_claude_agent", input={})
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(channel.ask_approval(call, "Stop?", Author(111)), 0.05)
+    assert target.last is not None
+    assert "No answer" in target.last.edits[-1]["content"]
+
+
+async def test_bot_refuses_to_start_with_an_empty_allowlist() -> None:
+    with pytest.raises(ConfigError, match="ALLOWED_USERS"):
+        build_bot(lambda: None, Settings(discord_allowed_users="", discord_allowed_roles=""))  # type: ignore[arg-type,return-value]
+    bot = build_bot(
+        lambda: None,  # type: ignore[arg-type,return-value]
+        Settings(discord_allowed_users="111", discord_channels="42"),
+    )
+    assert bot.channel_ids == frozenset({42})
+    assert bot.intents.message_content
+    assert bot.sessions.policy.allows(Author(111))
+    await bot.close()
