@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any, Self
 
 import anthropic
@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_MODEL", "Prompt", "ToolBasedAgent"]
 
 logger = logging.getLogger("agentkit.agent")
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4
 _UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
@@ -201,14 +201,15 @@ class ToolBasedAgent:
             if conv is not None:
                 await stack.enter_async_context(conv.lock)
             history = list(conv.messages) if conv is not None else []
-            async for event in self._run(prompt, history, conv):
+            events = await stack.enter_async_context(aclosing(self._run(prompt, history, conv)))
+            async for event in events:
                 yield event
 
     # --- the loop -------------------------------------------------------------------------
 
     async def _run(
         self, prompt: Prompt, messages: list[dict[str, Any]], conv: Conversation | None
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         start_len = len(messages)
         before = list(messages)  # _append_user replaces, never mutates, a trailing message
         _append_user(messages, _prompt_content(prompt))
@@ -235,11 +236,12 @@ class ToolBasedAgent:
                 request_messages = self._mark_cache(messages, prev_mark)
                 prev_mark = len(messages) - 1
                 message: anthropic.types.Message | None = None
-                async for item in self._request(request_messages, tools, system, turn):
-                    if isinstance(item, TextDelta):
-                        yield item
-                    else:
-                        message = item
+                async with aclosing(self._request(request_messages, tools, system, turn)) as items:
+                    async for item in items:
+                        if isinstance(item, TextDelta):
+                            yield item
+                        else:
+                            message = item
                 assert message is not None
                 turn_usage = Usage()
                 turn_usage.add(message.usage)
@@ -271,8 +273,9 @@ class ToolBasedAgent:
                         results = [ToolResult.error(note)] * len(calls)
                     else:
                         results = [None] * len(calls)
-                        async for event in self._run_tools(calls, results, turn):
-                            yield event
+                        async with aclosing(self._run_tools(calls, results, turn)) as running:
+                            async for event in running:
+                                yield event
                     messages.append(_tool_results_message(calls, results))
                     commit()
                     yield TurnFinished(turn, stop_reason, turn_usage)
@@ -328,7 +331,7 @@ class ToolBasedAgent:
         tools: list[dict[str, Any]],
         system: Any,
         turn: int,
-    ) -> AsyncIterator[TextDelta | anthropic.types.Message]:
+    ) -> AsyncGenerator[TextDelta | anthropic.types.Message, None]:
         """One streamed model request: live text deltas, then the final message."""
         params: dict[str, Any] = {
             "model": self.model,
@@ -353,7 +356,7 @@ class ToolBasedAgent:
 
     async def _run_tools(
         self, calls: list[ToolCall], results: list[ToolResult | None], turn: int
-    ) -> AsyncIterator[ToolResultEvent]:
+    ) -> AsyncGenerator[ToolResultEvent, None]:
         """Run all calls concurrently; yield each result as it completes (cancel on exit)."""
         queue: asyncio.Queue[tuple[int, ToolResult | BaseException, float]] = asyncio.Queue()
 
