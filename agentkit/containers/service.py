@@ -565,7 +565,7 @@ class AgentService:
         pending = bytearray()
         wrote_any = False
         wakeup = asyncio.Event()
-        stream_done = False
+        finished = asyncio.Event()
 
         async def writer() -> None:
             nonlocal wrote_any
@@ -580,9 +580,11 @@ class AgentService:
                     else:
                         await self.store.write_output(run.id, chunk)
                         wrote_any = True
-                if stream_done and not pending:
+                if finished.is_set() and not pending:
                     return
-                await asyncio.sleep(0.2)  # coalesce bursts into one write
+                # coalesce bursts into one write, but never delay the end of the run
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), 0.2)
 
         writer_task = asyncio.create_task(writer(), name=f"persist {run.id}")
         complete = False
@@ -606,7 +608,7 @@ class AgentService:
             if partial:
                 self._take_line(run, partial, pending)
             exit_code = await runtime.wait(run.id)
-            stream_done = True
+            finished.set()
             wakeup.set()
             await writer_task
             if not wrote_any:

@@ -1,0 +1,203 @@
+"""Agent service units: ids, states, the hardened create request, run records, confinement.
+
+No Docker needed: the create body is checked as JSON, records and workspaces go through a real
+LocalExecutor on a temporary root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agentkit.config import Settings
+from agentkit.containers.runs import RunStore
+from agentkit.containers.runtime import (
+    ContainerSpec,
+    DockerRuntime,
+    Mount,
+    _parse_time,
+    parse_memory,
+)
+from agentkit.containers.service import (
+    AgentService,
+    AgentState,
+    AgentStatus,
+    decide_state,
+    new_agent_id,
+    validate_agent_id,
+)
+from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
+from agentkit.executors.local import LocalExecutor
+
+
+def test_ids_have_the_public_shape_and_are_unique() -> None:
+    ids = {new_agent_id() for _ in range(200)}
+    assert len(ids) == 200
+    for agent_id in ids:
+        assert validate_agent_id(agent_id) == agent_id
+    assert new_agent_id(1764240000000).startswith("claude-agent-1764240000000-")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "nginx",
+        "claude-agent-1-abcdef",
+        "claude-agent-1764240000000-ABCDEF",
+        "claude-agent-1764240000000-abcdef/../x",
+        "claude-agent-1764240000000-abcdefg",
+        "4f2a9c1b2d3e",
+        "claude-agent-1764240000000-abc def",
+    ],
+)
+def test_foreign_ids_are_refused_without_touching_docker(bad: str) -> None:
+    with pytest.raises(PermissionDeniedError, match="not an agent started by agentkit"):
+        validate_agent_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"exit_code": 0}, AgentState.SUCCEEDED),
+        ({"exit_code": 0, "result_is_error": True}, AgentState.FAILED),
+        ({"exit_code": 1}, AgentState.FAILED),
+        ({"exit_code": 124}, AgentState.TIMED_OUT),
+        ({"exit_code": 137, "oom_killed": True}, AgentState.OOM_KILLED),
+        ({"exit_code": 137}, AgentState.FAILED),
+        ({"exit_code": 137, "finished_at": 100.0, "deadline": 100.5}, AgentState.TIMED_OUT),
+        ({"exit_code": 143, "stop_reason": "stopped"}, AgentState.STOPPED),
+        ({"exit_code": 0, "stop_reason": "timed_out"}, AgentState.TIMED_OUT),
+        ({"exit_code": 0, "oom_killed": True}, AgentState.SUCCEEDED),
+    ],
+)
+def test_decide_state(kwargs: dict[str, object], expected: AgentState) -> None:
+    args: dict[str, object] = {
+        "exit_code": None,
+        "oom_killed": False,
+        "stop_reason": None,
+        "finished_at": None,
+        "deadline": None,
+        "result_is_error": None,
+    }
+    args.update(kwargs)
+    assert decide_state(**args) == expected  # type: ignore[arg-type]
+
+
+def test_create_body_is_hardened() -> None:
+    spec = ContainerSpec(
+        name="claude-agent-1764240000000-abcdef",
+        image="img:1",
+        labels={"agentkit.managed-by": "agentkit"},
+        env={"ANTHROPIC_API_KEY": "sk-ant-secret", "AGENTKIT_TASK": "a=b\nc"},
+        mounts=(Mount("/opt/agentflow/workspaces/w", "/workspace"),),
+        memory_bytes=parse_memory("4g"),
+        nano_cpus=2_000_000_000,
+        pids_limit=200,
+    )
+    body = DockerRuntime.create_body(spec)
+    host = body["HostConfig"]
+    assert body["User"] == "1001:1001"
+    assert body["OpenStdin"] is False
+    assert body["AttachStdin"] is False
+    assert body["Tty"] is False
+    assert "Cmd" not in body  # the image's entrypoint runs; the task never is an argument
+    assert body["Env"] == ["ANTHROPIC_API_KEY=sk-ant-secret", "AGENTKIT_TASK=a=b\nc"]
+    assert host["Init"] is True
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["CapAdd"] == []
+    assert host["Privileged"] is False
+    assert host["Memory"] == 4 << 30
+    assert host["MemorySwap"] == 4 << 30
+    assert host["NanoCpus"] == 2_000_000_000
+    assert host["PidsLimit"] == 200
+    assert host["NetworkMode"] == "bridge"
+    assert host["Mounts"] == [
+        {
+            "Type": "bind",
+            "Source": "/opt/agentflow/workspaces/w",
+            "Target": "/workspace",
+            "ReadOnly": False,
+        }
+    ]
+    assert "Binds" not in host
+
+
+def test_parse_memory_and_times() -> None:
+    assert parse_memory("512m") == 512 << 20
+    assert parse_memory("64MiB") == 64 << 20
+    assert parse_memory("1.5g") == int(1.5 * (1 << 30))
+    assert parse_memory(1234) == 1234
+    with pytest.raises(ConfigError, match="AGENTKIT_CONTAINER_MEMORY"):
+        parse_memory("lots")
+    assert _parse_time("0001-01-01T00:00:00Z") is None
+    assert _parse_time("2026-11-27T14:04:36.123456789Z") == pytest.approx(1795788276.123456)
+    assert _parse_time("garbage") is None
+
+
+async def test_run_record_round_trip(tmp_path: Path) -> None:
+    async with LocalExecutor() as executor:
+        store = RunStore(executor, str(tmp_path / "runs"))
+        run_id = new_agent_id()
+        task = "tricky 'task' $(x) `y` \\ \n\t ünï 🚀\n\n"
+        await store.create(run_id, {"id": run_id, "created": 1.0}, task)
+        assert await store.read_task(run_id) == task
+        assert (await store.read_meta(run_id)) == {"id": run_id, "created": 1.0}
+        assert await store.read_result(run_id) is None
+        await store.write_output(run_id, b'{"a": 1}\n')
+        await store.append_output(run_id, b'{"b": 2}\n')
+        await store.append_output(run_id, b"")
+        assert await store.read_output(run_id) == b'{"a": 1}\n{"b": 2}\n'
+        await store.mark_stop(run_id, "stopped")
+        assert (await store.read_stop(run_id) or {})["reason"] == "stopped"
+        await store.write_result(run_id, {"id": run_id, "state": "succeeded", "created": 1.0})
+        other = new_agent_id()
+        await store.create(other, {"id": other}, "t")
+        assert sorted(await store.list_ids()) == sorted([run_id, other])
+        assert [r["id"] for r in await store.read_results()] == [run_id]
+        status = AgentStatus.from_record((await store.read_result(run_id)) or {})
+        assert status.state == AgentState.SUCCEEDED
+        mode = os.stat(store.path(run_id)).st_mode & 0o777
+        assert mode == 0o700
+        assert os.stat(store.path(run_id, "task.txt")).st_mode & 0o777 == 0o600
+        with pytest.raises(ValueError, match="invalid run id"):
+            store.path("../etc")
+        # an empty or missing root lists nothing
+        empty = RunStore(executor, str(tmp_path / "nothing"))
+        assert await empty.read_results() == []
+        assert await empty.list_ids() == []
+
+
+async def test_workspace_is_confined_under_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    settings = Settings(root=str(root))
+    (tmp_path / "outside").mkdir()
+    async with LocalExecutor() as executor:
+        service = AgentService(executor, settings)
+        path = await service.prepare_workspace("proj")
+        assert path == str(root / "workspaces" / "proj")
+        assert os.path.isdir(path)
+        if os.geteuid() == 0:
+            assert os.stat(path).st_uid == 1001
+        nested = await service.prepare_workspace(str(root / "workspaces" / "a" / "b"))
+        assert nested.endswith("/workspaces/a/b")
+        os.symlink(tmp_path / "outside", root / "workspaces" / "escape")
+        for bad in (
+            "../../outside",
+            "/etc",
+            str(tmp_path / "outside"),
+            "escape",
+            "escape/sub",
+            str(root / "workspaces"),
+            ".",
+            os.path.expanduser("~/.ssh"),
+        ):
+            with pytest.raises(PermissionDeniedError, match="outside the workspaces root"):
+                await service.prepare_workspace(bad)
+        for bad in ("", "  ", "a\x00b", "a\nb"):
+            with pytest.raises(ToolError):
+                await service.prepare_workspace(bad)
+        assert not (tmp_path / "outside" / "sub").exists()
