@@ -196,7 +196,7 @@ class ToolBasedAgent:
         then the same exception is raised. Cancellation propagates (running tools are
         cancelled) without an ``ErrorEvent``.
         """
-        conv = conversation or self.conversation
+        conv = conversation if conversation is not None else self.conversation
         async with AsyncExitStack() as stack:
             if conv is not None:
                 await stack.enter_async_context(conv.lock)
