@@ -1,0 +1,123 @@
+"""ElevenLabs client tools: our tools run through the SDK's own ``ClientTools`` registry."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("elevenlabs", reason="the voice extra is not installed")
+
+from elevenlabs.conversational_ai.conversation import ClientTools
+
+from agentkit import Toolset, tool
+from agentkit.adapters.voice import (
+    client_tool_configs,
+    register_voice_tools,
+    speech_summary,
+)
+from tests.adapter_toolsets import make_toolset
+
+SEEN_LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
+@tool
+async def where_am_i() -> str:
+    """Report which event loop ran the tool."""
+    SEEN_LOOPS.append(asyncio.get_running_loop())
+    return "Here.\n- one\n- two\n- three\n- four\n- five"
+
+
+async def execute(client_tools: ClientTools, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Drive a call the way the SDK's Conversation does: execute_tool + a response callback."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    def callback(response: dict[str, Any]) -> None:  # called on the SDK's loop thread
+        loop.call_soon_threadsafe(answer.set_result, response)
+
+    client_tools.execute_tool(name, params, callback)
+    return await asyncio.wait_for(answer, 10)
+
+
+@pytest.fixture
+def client_tools() -> Any:
+    registry = ClientTools()  # the SDK runs handlers on its own loop in its own thread
+    registry.start()
+    yield registry
+    registry.stop()
+
+
+async def test_registered_tools_run_on_the_toolset_loop_via_the_sdk_registry(
+    client_tools: ClientTools,
+) -> None:
+    SEEN_LOOPS.clear()
+    toolset = Toolset([*make_toolset(), where_am_i])
+    returned = register_voice_tools(toolset, client_tools, max_sentences=3)
+    assert returned is client_tools
+    assert set(client_tools.tools) == set(toolset.names)
+
+    ok = await execute(client_tools, "lookup", {"tool_call_id": "call-1", "key": "abc"})
+    assert ok == {
+        "type": "client_tool_result",
+        "tool_call_id": "call-1",
+        "result": "abc found.",
+        "is_error": False,
+    }
+    here = await execute(client_tools, "where_am_i", {"tool_call_id": "call-2"})
+    # the SDK ran the handler on its thread; the tool itself ran on this (the home) loop
+    assert [asyncio.get_running_loop()] == SEEN_LOOPS
+    assert threading.current_thread() is threading.main_thread()
+    assert here["result"] == "Here. one. two. And more."
+
+
+async def test_errors_and_invalid_arguments_come_back_as_error_results(
+    client_tools: ClientTools,
+) -> None:
+    register_voice_tools(make_toolset(), client_tools)
+    missing = await execute(client_tools, "lookup", {"tool_call_id": "c3", "key": "missing"})
+    assert missing["is_error"] is True
+    assert missing["tool_call_id"] == "c3"
+    assert "no entry named" in missing["result"]
+    invalid = await execute(client_tools, "add", {"tool_call_id": "c4", "a": "many"})
+    assert invalid["is_error"] is True
+    assert "Invalid input for tool add" in invalid["result"]
+
+
+async def test_handlers_on_the_home_loop_are_awaited_directly() -> None:
+    SEEN_LOOPS.clear()
+    registry = ClientTools(loop=asyncio.get_running_loop())
+    registry.start()
+    register_voice_tools(Toolset([where_am_i]), registry, names=["where_am_i"])
+    response = await execute(registry, "where_am_i", {"tool_call_id": "c5"})
+    registry.stop()
+    assert response["is_error"] is False
+    assert [asyncio.get_running_loop()] == SEEN_LOOPS
+
+
+def test_registering_an_unknown_tool_fails() -> None:
+    with pytest.raises(ValueError, match="unknown tool"):
+        register_voice_tools(make_toolset(), ClientTools(), names=["nope"])
+
+
+def test_speech_summary_is_short_and_plain() -> None:
+    text = "## Result\n**Done**. See `main.py` and [the docs](https://x.y).\n```\ncode\n```\nBye"
+    assert speech_summary(text) == "Result. Done. See main.py and the docs. And more."
+    long = speech_summary("word " * 400, max_chars=120)
+    assert len(long) <= 120
+    assert long.endswith("And more.")
+    assert speech_summary("") == ""
+
+
+def test_client_tool_configs_follow_the_schema() -> None:
+    configs = {c["name"]: c for c in client_tool_configs(make_toolset())}
+    lookup = configs["lookup"]
+    assert lookup["type"] == "client"
+    assert lookup["expects_response"] is True
+    assert lookup["parameters"]["required"] == ["key"]
+    mode = lookup["parameters"]["properties"]["mode"]
+    assert mode["enum"] == ["short", "long"]
+    assert "Default: short" in mode["description"]
+    assert configs["add"]["parameters"]["properties"]["a"]["type"] == "integer"
