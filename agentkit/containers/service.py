@@ -367,6 +367,16 @@ class AgentService:
         if self._owns_runtime:
             self._docker = None
 
+    async def settle(self) -> None:
+        """Wait for the background work of finished agents (container removal) to complete.
+
+        ``wait`` returns as soon as the result is recorded; removal follows right after.
+        """
+        tasks = [r.task for r in self._runs.values() if r.task and r.done.is_set()]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     # --- spawn ----------------------------------------------------------------------------------
 
     async def spawn(
