@@ -642,3 +642,60 @@ async def test_builds_only_when_inputs_change(docker: aiodocker.Docker, tmp_path
         assert forced.inputs_hash == third.inputs_hash
     finally:
         await _remove_image(docker, tag)
+
+
+# --- settings.json in force: the real CLI, scripted turns -----------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.image
+async def test_settings_deny_rules_hold_under_bypass_permissions(
+    docker: aiodocker.Docker, agent_image: ImageInfo
+) -> None:
+    """Full autonomy, except what settings.json denies: reading ~/.ssh and dumping the env."""
+    from agentkit.testing import ScriptedAnthropicServer
+    from agentkit.testing import replies as reply
+    from agentkit.testing.scripts import ClaudeCodeScript
+
+    script = ClaudeCodeScript(
+        [
+            reply.tool_use("Read", {"file_path": "/home/claude/.ssh/id_test"}),
+            reply.tool_use("Bash", {"command": "printenv", "description": "dump env"}),
+            reply.tool_use("Bash", {"command": "echo allowed-$((6*7))", "description": "echo"}),
+            reply.text("Done."),
+        ]
+    )
+    async with ScriptedAnthropicServer(script) as server:
+        setup = (
+            "mkdir -p ~/.ssh && echo SECRET-KEY-MATERIAL > ~/.ssh/id_test && "
+            "exec /usr/local/bin/agent-entrypoint"
+        )
+        code, out, err = await _run(
+            docker,
+            agent_image.tag,
+            ["-c", setup],
+            entrypoint=["/bin/sh"],
+            env={
+                "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+                "ANTHROPIC_BASE_URL": server.url,
+                "CLAUDE_CODE_MAX_RETRIES": "0",
+                "AGENTKIT_TASK": "probe the permissions",
+                "AGENTKIT_SECRET_PROBE": "ENV-SECRET-VALUE",
+            },
+            network_mode="host",
+            timeout=120,
+        )
+    assert code == 0, err
+    assert script.remaining == 0, out[-2000:]
+    results = [req.tool_results()[0] for req in script.main_requests[1:]]
+    read, env, echo = (json.dumps(r.get("content")) for r in results)
+    assert results[0].get("is_error") is True
+    assert "SECRET-KEY-MATERIAL" not in read
+    assert "denied" in read
+    assert results[1].get("is_error") is True
+    assert "ENV-SECRET-VALUE" not in env
+    assert "denied" in env
+    assert "allowed-42" in echo
+    assert not results[2].get("is_error")
+    assert "SECRET-KEY-MATERIAL" not in out
+    assert "ENV-SECRET-VALUE" not in out
