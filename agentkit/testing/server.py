@@ -23,18 +23,21 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
 from agentkit.testing.replies import Reply, new_id
-from agentkit.testing.replies import text as text_reply
 
-__all__ = ["Handler", "RecordedRequest", "ScriptedAnthropicServer"]
+if TYPE_CHECKING:
+    import anthropic
+    import httpx2
+
+__all__ = ["Answer", "Handler", "RecordedRequest", "ScriptedAnthropicServer"]
 
 REDACTED = "[REDACTED]"
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization", "proxy-authorization", "cookie"})
@@ -315,38 +318,102 @@ class ScriptedAnthropicServer:
 
     # --- HTTP -------------------------------------------------------------------------------
 
+    # --- socket-free use -------------------------------------------------------------------
+
+    def transport(self) -> httpx2.AsyncBaseTransport:
+        """An ``httpx2`` transport answering from this script in-process (no socket, no start).
+
+        The anthropic SDK (2.x) sends through ``httpx2``; pass
+        ``http_client=httpx2.AsyncClient(transport=server.transport())`` or use
+        :meth:`client`.
+        """
+        import httpx2
+
+        async def handle(request: httpx2.Request) -> httpx2.Response:
+            answer = await self.answer(
+                request.method,
+                request.url.path,
+                dict(request.url.params),
+                dict(request.headers),
+                await request.aread(),
+            )
+            content: Any = answer.body
+            if answer.chunks is not None:
+                content = _paced(answer.chunks, answer.chunk_delay)
+            return httpx2.Response(answer.status, headers=answer.headers, content=content)
+
+        return httpx2.MockTransport(handle)
+
+    def client(self, **options: Any) -> anthropic.AsyncAnthropic:
+        """An ``AsyncAnthropic`` wired to :meth:`transport` (unit tests without a socket)."""
+        import anthropic
+        import httpx2
+
+        options.setdefault("api_key", "test")
+        options.setdefault("base_url", "http://scripted-anthropic.invalid")
+        return anthropic.AsyncAnthropic(
+            http_client=httpx2.AsyncClient(transport=self.transport()), **options
+        )
+
+    # --- HTTP -------------------------------------------------------------------------------
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
+        answer = await self.answer(
+            request.method,
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            await request.read(),
+        )
+        if answer.chunks is None:
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        response = web.StreamResponse(status=answer.status, headers=answer.headers)
+        await response.prepare(request)
+        if answer.chunk_delay > 0:
+            for chunk in answer.chunks:
+                await response.write(chunk)
+                await asyncio.sleep(answer.chunk_delay)
+        else:
+            await response.write(b"".join(answer.chunks))
+        await response.write_eof()
+        return response
+
+    async def answer(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: Mapping[str, str],
+        raw: bytes,
+    ) -> Answer:
+        """Record one request and compute the response (shared by the socket and transport)."""
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-        headers = {
-            k.lower(): (REDACTED if k.lower() in _SECRET_HEADERS else v)
-            for k, v in request.headers.items()
+        safe_headers = {
+            k.lower(): (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()
         }
         with self._lock:
             recorded = RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=headers,
+                method=method,
+                path=path,
+                query=query,
+                headers=safe_headers,
                 body=body,
                 index=len(self.requests),
             )
             self.requests.append(recorded)
-        path = request.path.rstrip("/") or "/"
-        if path in ("/", "/api/hello") and request.method in ("GET", "HEAD"):
-            return web.json_response({"status": "ok", "server": "agentkit.testing"})
-        if path == "/v1/messages" and request.method == "POST":
-            return await self._messages(request, recorded)
-        if path == "/v1/messages/count_tokens" and request.method == "POST":
-            return web.json_response({"input_tokens": _estimate_tokens(recorded.json)})
-        return _error_response(
-            404, "not_found_error", f"{request.method} {request.path} is not scripted"
-        )
+        route = path.rstrip("/") or "/"
+        if route in ("/", "/api/hello") and method in ("GET", "HEAD"):
+            return _json(200, {"status": "ok", "server": "agentkit.testing"})
+        if route == "/v1/messages" and method == "POST":
+            return await self._messages(recorded)
+        if route == "/v1/messages/count_tokens" and method == "POST":
+            return _json(200, {"input_tokens": _estimate_tokens(recorded.json)})
+        return _error(404, "not_found_error", f"{method} {path} is not scripted")
 
     async def _next_reply(self, recorded: RecordedRequest) -> Reply | None:
         if self.handler is not None:
@@ -364,76 +431,86 @@ class ScriptedAnthropicServer:
                 return self._script.popleft()
         return self.default
 
-    async def _messages(
-        self, request: web.Request, recorded: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _messages(self, recorded: RecordedRequest) -> Answer:
         if not isinstance(recorded.body, dict) or "messages" not in recorded.body:
-            return _error_response(400, "invalid_request_error", "messages: field required")
+            return _error(400, "invalid_request_error", "messages: field required")
         try:
-            answer = await self._next_reply(recorded)
+            reply = await self._next_reply(recorded)
         except Exception as exc:
-            return _error_response(
+            return _error(
                 400, "invalid_request_error", f"scripted handler raised {type(exc).__name__}: {exc}"
             )
-        if answer is None:
+        if reply is None:
             message = (
                 f"agentkit.testing: the script has no reply left for request #{recorded.index} "
                 f"(last user text: {recorded.last_user_text()[:200]!r})"
             )
             self.errors.append(message)
-            return _error_response(400, "invalid_request_error", message)
-        if answer.delay > 0:
-            await asyncio.sleep(answer.delay)
+            return _error(400, "invalid_request_error", message)
+        if reply.delay > 0:
+            await asyncio.sleep(reply.delay)
         request_id = new_id("req")
-        if answer.is_error:
-            body = answer.error_body(request_id)
-            return web.json_response(
-                body,
-                status=answer.status,
-                headers={
-                    "request-id": request_id,
-                    "x-should-retry": _should_retry(answer),
-                    **answer.headers,
-                },
+        if reply.is_error:
+            answer = _json(reply.status, reply.error_body(request_id))
+            answer.headers.update(
+                {"request-id": request_id, "x-should-retry": _should_retry(reply), **reply.headers}
             )
+            return answer
         model = recorded.model or "claude-scripted"
-        headers = {"request-id": request_id, **answer.headers}
         if not recorded.stream:
-            return web.json_response(answer.message(model), headers=headers)
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-                **headers,
-            },
-        )
-        await response.prepare(request)
+            answer = _json(200, reply.message(model))
+            answer.headers.update({"request-id": request_id, **reply.headers})
+            return answer
         chunks = [
-            f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
-            for event in answer.sse_events(model)
+            f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+            for event in reply.sse_events(model)
         ]
-        if answer.chunk_delay > 0:
-            for chunk in chunks:
-                await response.write(chunk.encode("utf-8"))
-                await asyncio.sleep(answer.chunk_delay)
-        else:
-            await response.write("".join(chunks).encode("utf-8"))
-        await response.write_eof()
-        return response
+        headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            "cache-control": "no-cache",
+            "request-id": request_id,
+            **reply.headers,
+        }
+        return Answer(200, headers, chunks=chunks, chunk_delay=reply.chunk_delay)
+
+
+@dataclass(slots=True)
+class Answer:
+    """A computed HTTP response: a whole ``body``, or SSE ``chunks`` paced by ``chunk_delay``."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    chunks: list[bytes] | None = None
+    chunk_delay: float = 0.0
+
+
+async def _paced(chunks: list[bytes], delay: float) -> AsyncIterator[bytes]:
+    if delay <= 0:
+        yield b"".join(chunks)
+        return
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(delay)
+
+
+def _json(status: int, data: Any) -> Answer:
+    body = json.dumps(data, ensure_ascii=False).encode()
+    return Answer(status, {"content-type": "application/json"}, body=body)
 
 
 def _should_retry(answer: Reply) -> str:
     return "true" if answer.status in (408, 409, 429) or answer.status >= 500 else "false"
 
 
-def _error_response(status: int, kind: str, message: str) -> web.Response:
+def _error(status: int, kind: str, message: str) -> Answer:
     request_id = new_id("req")
-    return web.json_response(
+    answer = _json(
+        status,
         {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id},
-        status=status,
-        headers={"request-id": request_id},
     )
+    answer.headers["request-id"] = request_id
+    return answer
 
 
 def _estimate_tokens(body: dict[str, Any]) -> int:
@@ -441,7 +518,3 @@ def _estimate_tokens(body: dict[str, Any]) -> int:
     size = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("system", "")))
     size += len(json.dumps(body.get("tools", [])))
     return max(1, size // 4)
-
-
-# Default answer for requests no script line was meant for.
-DEFAULT_SIDE_REPLY = text_reply("ok")
