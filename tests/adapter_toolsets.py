@@ -51,3 +51,22 @@ def make_toolset() -> Toolset:
 
 
 toolset = make_toolset()
+
+
+def twelve_tools() -> Toolset:
+    """The product's twelve tools, wired to workspaces on this machine (``AGENTKIT_ROOT``).
+
+    No Docker: the agent tools are listed but only workspace tools are meant to be called.
+    """
+    from agentkit import Settings
+    from agentkit.executors.local import LocalExecutor
+    from agentkit.tools.base import ToolContext
+    from agentkit.tools.containers import container_tools
+    from agentkit.tools.workspaces import workspace_tools
+    from agentkit.workspaces.service import WorkspaceService
+
+    settings = Settings()
+    executor = LocalExecutor()
+    workspaces = WorkspaceService(executor, settings)
+    context = ToolContext(settings=settings, executor=executor, workspaces=workspaces)
+    return Toolset([*container_tools(), *workspace_tools()], context=context)

@@ -92,3 +92,54 @@ def test_load_toolset_rejects_what_is_not_a_toolset() -> None:
         load_toolset("tests.adapter_toolsets:DELETED")
     with pytest.raises(ConfigError, match="module:attr"):
         load_toolset("tests.adapter_toolsets")
+
+
+TWELVE = {
+    "spawn_claude_agent",
+    "get_claude_status",
+    "get_claude_output",
+    "stop_claude_agent",
+    "list_claude_agents",
+    "wait_for_claude_agent",
+    "clone_repo",
+    "create_workspace",
+    "list_workspaces",
+    "push_workspace",
+    "create_branch",
+    "delete_workspace",
+}
+
+
+async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
+    tmp_path: Path,
+) -> None:
+    from tests.adapter_toolsets import twelve_tools
+
+    expected = twelve_tools()
+    root = tmp_path / "agentkit-root"
+    (root / "workspaces").mkdir(parents=True)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-m",
+            "agentkit.adapters.mcp_server",
+            "--toolset",
+            "tests.adapter_toolsets:twelve_tools",
+        ],
+        cwd=str(ROOT),
+        env={"PYTHONPATH": str(ROOT), "AGENTKIT_ROOT": str(root), "AGENTKIT_HOST": ""},
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+        await client.initialize()
+        listed = (await client.list_tools()).tools
+        empty = await client.call_tool("list_workspaces", {})
+        bad_name = await client.call_tool("delete_workspace", {"workspace_name": "../etc"})
+    assert {t.name for t in listed} == TWELVE
+    for mcp_tool in listed:
+        assert mcp_tool.input_schema == expected[mcp_tool.name].input_schema
+    destructive = {t.name for t in listed if t.annotations and t.annotations.destructive_hint}
+    assert destructive == {t.name for t in expected if t.destructive}
+    assert not empty.is_error
+    assert "No workspaces yet" in empty.content[0].text  # type: ignore[union-attr]
+    assert empty.structured_content == {"root": str(root / "workspaces"), "workspaces": []}
+    assert bad_name.is_error
