@@ -1,0 +1,238 @@
+"""Workspace names, path confinement, git branch names and clone URLs (pure Python, plus git
+itself as the oracle for branch names)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentkit.errors import PermissionDeniedError, ToolError
+from agentkit.workspaces.names import (
+    InvalidNameError,
+    branch_name_problem,
+    resolve_workspace,
+    validate_branch_name,
+    validate_rev,
+    validate_workspace_name,
+)
+from agentkit.workspaces.service import parse_repo_url
+from tests.gitserver import git_available
+from tests.support import require
+
+ROOT = "/opt/agentflow/workspaces"
+
+BAD_NAMES = [
+    "",
+    ".",
+    "..",
+    ".git",
+    ".hidden",
+    "../x",
+    "a/b",
+    "a\\b",
+    "/etc",
+    "-rf",
+    "--help",
+    "x" * 101,
+    "x" * 300,
+    "my project",
+    "tab\tname",
+    "new\nline",
+    "name;rm",
+    "$(id)",
+    "\uff4dain",  # fullwidth m
+    "\u0430pp",  # Cyrillic a
+    "café",
+    "~",
+    "a*b",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_workspace_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidNameError) as info:
+        validate_workspace_name(name)
+    assert "letters, digits" in str(info.value) or "path separator" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["a", "my-project", "My_Project.v2", "_x", "0", "x" * 100])
+def test_good_workspace_names(name: str) -> None:
+    assert validate_workspace_name(name) == name
+    assert resolve_workspace(ROOT, name).path == f"{ROOT}/{name}"
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("demo", "demo"),
+        (f"{ROOT}/demo", "demo"),
+        (f"{ROOT}/demo/", "demo"),
+        (f"{ROOT}//demo", "demo"),
+        ("  demo  ", "demo"),
+    ],
+)
+def test_seed_style_workspace_paths_inside_the_root_are_accepted(value: str, name: str) -> None:
+    ws = resolve_workspace(ROOT + "/", value)
+    assert (ws.name, ws.path, ws.root) == (name, f"{ROOT}/{name}", ROOT)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/etc",
+        "/etc/passwd",
+        ROOT,
+        f"{ROOT}/",
+        f"{ROOT}/../workspaces/demo",
+        f"{ROOT}/demo/../../etc",
+        f"{ROOT}/demo/sub",
+        "/opt/agentflow/workspaces-evil/demo",
+        "/opt/agentflow",
+        f"{ROOT}/.git",
+        f"{ROOT}/-rf",
+    ],
+)
+def test_paths_outside_or_deeper_than_the_root_are_refused(value: str) -> None:
+    with pytest.raises((PermissionDeniedError, InvalidNameError)) as info:
+        resolve_workspace(ROOT, value)
+    assert str(info.value)
+
+
+def test_relative_root_is_refused() -> None:
+    with pytest.raises(ToolError):
+        resolve_workspace("relative/root", "demo")
+
+
+# --- branch names -------------------------------------------------------------------------------
+
+BAD_BRANCHES = [
+    "",
+    "-x",
+    "HEAD",
+    "@",
+    "a b",
+    "a..b",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[b",
+    "a\\b",
+    "a@{1}",
+    "/a",
+    "a/",
+    "a//b",
+    "a.",
+    "a.lock",
+    "x/.hidden",
+    "x/y.lock/z",
+    "tab\tx",
+    "del\x7f",
+    "b" * 201,
+]
+
+
+@pytest.mark.parametrize("name", BAD_BRANCHES)
+def test_bad_branch_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_branch_name(name)
+
+
+@pytest.mark.parametrize("name", ["main", "feature/login", "fix-1.2", "a@b", "x/HEAD", "ünï"])
+def test_good_branch_names(name: str) -> None:
+    assert validate_branch_name(name) == name
+
+
+def _git_accepts(name: str) -> bool:
+    proc = subprocess.run(
+        ["git", "check-ref-format", "--branch", name], capture_output=True, check=False
+    )
+    return proc.returncode == 0
+
+
+@pytest.mark.parametrize("name", [b for b in BAD_BRANCHES if b not in ("@", "b" * 201)])
+def test_git_agrees_with_the_refusals(name: str) -> None:
+    require(git_available(), "git")
+    if "\x7f" in name or "\t" in name:
+        pytest.skip("argv carries it, but keep the oracle to printable names")
+    assert not _git_accepts(name)
+
+
+_branch_alphabet = st.sampled_from([*list("ab.-/_@{}~^:?*[\\ .lock"), "HEAD", ".lock", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_branch_alphabet, min_size=1, max_size=8).map("".join))
+def test_whatever_we_accept_git_accepts(name: str) -> None:
+    """Our rules may be stricter than git's, never looser (git is the oracle)."""
+    if branch_name_problem(name) is None:
+        assert _git_accepts(name), name
+
+
+@pytest.mark.parametrize("rev", ["-x", "", "a b", "--upload-pack=evil", "x" * 300])
+def test_bad_revisions_are_refused(rev: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_rev(rev)
+
+
+# --- clone URLs ---------------------------------------------------------------------------------
+
+GH = "https://github.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "url", "name", "token"),
+    [
+        ("octo/hello", f"{GH}/octo/hello.git", "hello", True),
+        ("octo/hello.git", f"{GH}/octo/hello.git", "hello", True),
+        (f"{GH}/octo/hello", f"{GH}/octo/hello", "hello", True),
+        (f"{GH}/octo/hello.git/", f"{GH}/octo/hello.git/", "hello", True),
+        ("git@github.com:octo/hello.git", "git@github.com:octo/hello.git", "hello", False),
+        (
+            "ssh://git@github.com/octo/hello.git",
+            "ssh://git@github.com/octo/hello.git",
+            "hello",
+            False,
+        ),
+        ("https://gitlab.com/g/sub/proj.git", "https://gitlab.com/g/sub/proj.git", "proj", False),
+    ],
+)
+def test_repo_urls(value: str, url: str, name: str, token: bool) -> None:
+    parsed = parse_repo_url(value, GH)
+    assert (parsed.url, parsed.default_name, parsed.uses_token) == (url, name, token)
+
+
+def test_token_only_for_the_configured_origin() -> None:
+    assert parse_repo_url("http://127.0.0.1:8080/a/b.git", "http://127.0.0.1:8080").uses_token
+    assert not parse_repo_url("http://127.0.0.1:8081/a/b.git", "http://127.0.0.1:8080").uses_token
+    assert not parse_repo_url("http://github.com/a/b.git", GH).uses_token  # scheme differs
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/etc",
+        "/root/secret-repo",
+        "../x",
+        "file:///etc",
+        "ext::sh -c touch% /tmp/pwned",
+        "ext::sh",
+        "fd::17",
+        "-uhelp",
+        "--upload-pack=touch /tmp/pwned",
+        "https://user:pw@github.com/a/b.git",
+        "https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/a/b.git",
+        "",
+        "a b/c",
+        "ftp://example.com/x.git",
+    ],
+)
+def test_unsupported_or_dangerous_urls_are_refused(value: str) -> None:
+    with pytest.raises(ToolError) as info:
+        parse_repo_url(value, GH)
+    assert "ghp_abc" not in str(info.value)
+    assert ":pw@" not in str(info.value)
