@@ -50,7 +50,9 @@ class ChannelTransport(asyncio.Transport):
         self._chan.pause_reading()
 
     def resume_reading(self) -> None:
-        self._chan.resume_reading()
+        # asyncio transports deliver resumed data from the loop, never inside this call:
+        # StreamReader creates its waiter only after calling resume_reading()
+        asyncio.get_running_loop().call_soon(self._chan.resume_reading)
 
     def is_reading(self) -> bool:
         return True
