@@ -236,3 +236,25 @@ def test_unsupported_or_dangerous_urls_are_refused(value: str) -> None:
         parse_repo_url(value, GH)
     assert "ghp_abc" not in str(info.value)
     assert ":pw@" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "auth"),
+    [
+        ("fatal: Authentication failed for 'http://127.0.0.1:44015/a/b.git/'", True),
+        (
+            "fatal: could not read Username for 'https://github.com': terminal prompts disabled",
+            True,
+        ),
+        ("fatal: unable to access 'https://x/': The requested URL returned error: 403", True),
+        ("remote: Permission to acme/x.git denied to bot.", True),
+        ("remote: Repository not found.\nfatal: repository 'http://127.0.0.1:44015/a.git/'", False),
+        ("fatal: unable to access 'http://127.0.0.1:40301/x/': Failed to connect", False),
+    ],
+)
+def test_auth_failures_are_recognised_without_matching_port_numbers(
+    stderr: str, auth: bool
+) -> None:
+    from agentkit.workspaces.service import _auth_failed
+
+    assert _auth_failed(stderr) is auth

@@ -157,6 +157,18 @@ def _default_name(path: str, original: str) -> str:
     return last
 
 
+_AUTH_FAILED = re.compile(
+    r"authentication failed|could not read (?:username|password)|invalid username or password"
+    r"|(?:error|http)[: ]+40[13]\b|permission to \S+ denied",
+    re.IGNORECASE,
+)
+
+
+def _auth_failed(text: str) -> bool:
+    """Whether git's error output says the server refused (or wanted) credentials."""
+    return _AUTH_FAILED.search(text) is not None
+
+
 class WorkspaceService:
     """Clone, create, list, push, branch and delete git workspaces on the executor's host.
 
@@ -359,9 +371,7 @@ class WorkspaceService:
         shown = strip_url_credentials(repo.url)
         if branch and "remote branch" in text and "not found" in text:
             return NotFoundError(f"branch {branch!r} does not exist in {shown}")
-        if any(
-            s in text for s in ("authentication failed", "could not read username", "403", "401")
-        ):
+        if _auth_failed(text):
             if repo.uses_token:
                 why = "GitHub rejected GITHUB_TOKEN for it; check the token can read the repo"
             else:
@@ -514,9 +524,7 @@ class WorkspaceService:
                 f"rule: {reason or 'declined'}).{saved} Push to another branch "
                 "(branch='agent/...') and open a pull request."
             )
-        if any(
-            s in low for s in ("authentication failed", "could not read username", "403", "401")
-        ):
+        if _auth_failed(low):
             return PermissionDeniedError(
                 f"{remote} rejected the push credentials.{saved} Check that GITHUB_TOKEN is "
                 "set and can push to this repository (scope 'repo'); it is only sent to "
