@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import aiodocker
+import aiodocker.exceptions
 
 DOCKER_SOCKET = os.environ.get("AGENTKIT_DOCKER_SOCKET", "/var/run/docker.sock")
 AGENT_IMAGE = os.environ.get("AGENTKIT_IMAGE", "agentflow-claude-code:latest")
@@ -71,3 +72,19 @@ def host_cmdlines() -> str:
         except OSError:
             continue
     return "\n".join(parts)
+
+
+async def remove_containers_of_root(root: str) -> int:
+    """Force-remove the containers a test's agentkit root created (cleanup after failures)."""
+    import json
+
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        filters = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
+        rows = await docker.containers.list(all=True, filters=filters)
+        for container in rows:
+            try:
+                await container.delete(force=True)
+            except aiodocker.exceptions.DockerError as exc:
+                if exc.status not in (404, 409):  # gone, or being removed already
+                    raise
+        return len(rows)

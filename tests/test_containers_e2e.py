@@ -12,7 +12,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from tests.containers_support import (
     docker_ok,
     host_cmdlines,
     image_ok,
+    remove_containers_of_root,
 )
 from tests.support import require
 
@@ -72,6 +73,13 @@ def host(
         return sshd.settings(root=root, **kw)  # type: ignore[no-any-return]
 
     return executor, make_ssh
+
+
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _cleanup(tmp_path: Path) -> AsyncIterator[None]:
+    yield
+    if await docker_ok():
+        await remove_containers_of_root(str(tmp_path / "root"))
 
 
 def _texts(request_json: dict[str, Any]) -> list[str]:

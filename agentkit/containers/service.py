@@ -78,7 +78,7 @@ ID_PATTERN = re.compile(r"^claude-agent-\d{13}-[a-z0-9]{6}$")
 LABEL_PREFIX = "agentkit."
 LABEL_MANAGED_BY = "agentkit.managed-by"
 MANAGED_BY = "agentkit"
-OUR_LABELS: dict[str, str | None] = {LABEL_MANAGED_BY: MANAGED_BY}
+LABEL_ROOT = "agentkit.root"
 AGENT_UID = "1001:1001"
 WORKSPACE_TARGET = "/workspace"
 TASK_LABEL_CHARS = 200
@@ -320,6 +320,12 @@ class AgentService:
         self._image_ok: set[str] = set()
         self._closed = False
         self._last_reconcile: dict[str, int] = {}
+        # One engine may serve several agentkit roots (tests, users): each service manages
+        # only the containers of its own root, whose records it holds.
+        self.labels: dict[str, str | None] = {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_ROOT: settings.root,
+        }
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -412,6 +418,7 @@ class AgentService:
         deadline = created + timeout_ms / 1000
         labels = {
             LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_ROOT: self.settings.root,
             "agentkit.task": task[:TASK_LABEL_CHARS],
             "agentkit.deadline": f"{deadline:.3f}",
             "agentkit.workspace": workspace,
@@ -775,6 +782,11 @@ class AgentService:
             raise PermissionDeniedError(
                 f"container {run_id} was not created by agentkit: refusing to touch it"
             )
+        if info.labels.get(LABEL_ROOT) != self.settings.root:
+            raise PermissionDeniedError(
+                f"agent {run_id} belongs to another agentkit root "
+                f"({info.labels.get(LABEL_ROOT)!r}, not {self.settings.root!r}): use that one"
+            )
         return run_id, info
 
     async def _final(self, run_id: str) -> AgentStatus | None:
@@ -885,7 +897,7 @@ class AgentService:
         await self.start()
         runtime = await self.runtime()
         containers, records = await asyncio.gather(
-            runtime.list(OUR_LABELS), self.store.read_results()
+            runtime.list(self.labels), self.store.read_results()
         )
         out: dict[str, AgentStatus] = {}
         for data in records:
@@ -918,7 +930,7 @@ class AgentService:
     async def active_workspaces(self) -> set[str]:
         """Host paths of workspaces with a running agent (one Engine API call)."""
         await self.start()
-        containers = await (await self.runtime()).list(OUR_LABELS)
+        containers = await (await self.runtime()).list(self.labels)
         return {
             info.labels["agentkit.workspace"]
             for info in containers
@@ -952,8 +964,8 @@ class AgentService:
 
     async def _reconcile(self) -> dict[str, int]:
         runtime = await self.runtime()
-        report = {"followed": 0, "timed_out": 0, "finalized": 0, "lost": 0}
-        containers = await runtime.list(OUR_LABELS)
+        report = {"followed": 0, "timed_out": 0, "finalized": 0, "lost": 0, "errors": 0}
+        containers = await runtime.list(self.labels)
         names = set()
         now = time.time()
         finalize: list[str] = []
@@ -966,13 +978,21 @@ class AgentService:
                 report["followed"] += 1
                 deadline = run.deadline
                 if deadline is not None and now >= deadline + DEADLINE_GRACE:
-                    await self._stop_container(info.name, AgentState.TIMED_OUT)
-                    report["timed_out"] += 1
+                    try:
+                        await self._stop_container(info.name, AgentState.TIMED_OUT)
+                        report["timed_out"] += 1
+                    except (AgentkitError, OSError) as exc:
+                        logger.warning("could not stop overdue agent %s: %s", info.name, exc)
+                        report["errors"] += 1
             else:
                 finalize.append(info.name)
         for run_id in finalize:
-            await self._finalize(None, run_id=run_id)
-            report["finalized"] += 1
+            try:
+                await self._finalize(None, run_id=run_id)
+                report["finalized"] += 1
+            except (AgentkitError, OSError) as exc:
+                logger.warning("could not record finished agent %s: %s", run_id, exc)
+                report["errors"] += 1
         # records without a result and without a container: the controller died before start
         ids = await self.store.list_ids()
         done = {str(d.get("id")) for d in await self.store.read_results()}

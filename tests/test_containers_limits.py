@@ -1,0 +1,148 @@
+"""Limits, controller-side deadline enforcement and ownership, on a real dockerd.
+
+These use the plain base image with a shell command (``AgentService.spawn(command=...)``, a
+low-level override never exposed to the model), so they run in a fraction of a second each and
+do not need the Claude Code image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import pytest
+import pytest_asyncio
+
+from agentkit.config import Settings
+from agentkit.containers.service import AgentService, AgentState, new_agent_id
+from agentkit.errors import NotFoundError, PermissionDeniedError
+from agentkit.executors.local import LocalExecutor
+from agentkit.tools.base import ToolContext
+from agentkit.tools.containers import container_tools
+from agentkit.tools.toolset import Toolset
+from tests.containers_support import (
+    BASE_IMAGE,
+    DOCKER_SOCKET,
+    docker_ok,
+    image_ok,
+    remove_containers_of_root,
+)
+from tests.support import require
+
+pytestmark = [pytest.mark.docker]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def base_image() -> str:
+    require(await docker_ok(), "dockerd (/var/run/docker.sock)")
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE} (.ci/build-images.sh)")
+    return BASE_IMAGE
+
+
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _cleanup(tmp_path: Path) -> AsyncIterator[None]:
+    yield
+    if os.path.exists(DOCKER_SOCKET):
+        await remove_containers_of_root(str(tmp_path / "root"))
+
+
+def _settings(tmp_path: Path, image: str, **kw: object) -> Settings:
+    return Settings(
+        host=None,
+        root=str(tmp_path / "root"),
+        image=image,
+        anthropic_api_key="sk-ant-test-" + secrets.token_hex(8),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_fork_bomb_is_held_at_the_pids_limit(base_image: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, base_image, container_pids=48)
+    bomb = "b() { b | b & }; b; exec sleep 600"
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        spawned = await agents.spawn("fork bomb", "bomb", 4000, command=["sh", "-c", bomb])
+        await asyncio.sleep(1.5)
+        runtime = await agents.runtime()
+        docker = runtime.docker  # type: ignore[attr-defined]
+        stats = await docker._query_json(f"containers/{spawned.id}/stats", params={"stream": "0"})
+        assert stats["pids_stats"]["current"] <= 48, stats["pids_stats"]
+        # the host stays healthy: it still runs commands promptly
+        started = time.monotonic()
+        assert (await executor.run(["true"])).ok
+        assert time.monotonic() - started < 2.0
+        # no in-container timeout here: the controller's deadline guard ends it
+        waited = await agents.wait(spawned.id, 20_000)
+        assert waited.status.state == AgentState.TIMED_OUT, waited.status
+        # the bomb did run into the limit (dash reports each refused fork)
+        assert b"Cannot fork" in await agents.store.read_stderr(spawned.id)
+
+
+async def test_memory_hog_ends_oom_killed(base_image: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, base_image, container_memory="48m")
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        spawned = await agents.spawn(
+            "memory hog", "hog", 30_000, command=["sh", "-c", "tail /dev/zero"]
+        )
+        waited = await agents.wait(spawned.id, 30_000)
+        assert waited.status.state == AgentState.OOM_KILLED, waited.status
+        assert waited.status.oom_killed is True
+        assert waited.status.exit_code == 137
+
+
+async def test_reconcile_enforces_deadlines_without_any_in_container_timeout(
+    base_image: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, base_image)
+    async with LocalExecutor() as executor:
+        first = AgentService(executor, settings)
+        spawned = await first.spawn("sleeper", "sleepy", 1000, command=["sleep", "600"])
+        await first.aclose()  # controller gone before the deadline
+        await asyncio.sleep(3.0)
+        second = AgentService(executor, settings)
+        try:
+            report = await second.reconcile()  # the first call connects and reconciles
+            assert report["timed_out"] == 1, report
+            waited = await second.wait(spawned.id, 10_000)
+            assert waited.status.state == AgentState.TIMED_OUT
+            assert (await second.store.read_stop(spawned.id) or {}).get("reason") == "timed_out"
+        finally:
+            await second.aclose()
+
+
+async def test_only_our_containers_can_be_touched(base_image: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, base_image)
+    foreign_name = new_agent_id()  # our id shape, but created without our label
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        foreign = await docker.containers.create(
+            {"Image": base_image, "Cmd": ["sleep", "60"], "Labels": {"test": "foreign"}},
+            name=foreign_name,
+        )
+        await foreign.start()
+        try:
+            async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+                toolset = Toolset(
+                    container_tools(),
+                    context=ToolContext(settings=settings, executor=executor, agents=agents),
+                )
+                for call in (agents.status, agents.stop, agents.output):
+                    with pytest.raises(PermissionDeniedError, match="not created by agentkit"):
+                        await call(foreign_name)
+                with pytest.raises(PermissionDeniedError):
+                    await agents.wait(foreign_name, 10)
+                for name in ("get_claude_status", "stop_claude_agent", "get_claude_output"):
+                    for cid in (foreign_name, foreign.id, "nginx", foreign.id[:12]):
+                        result = await toolset.call(name, {"container_id": cid})
+                        assert result.is_error
+                        assert "agentkit" in result.content
+                assert foreign_name not in [a.id for a in await agents.list()]
+                with pytest.raises(NotFoundError, match="list_claude_agents"):
+                    await agents.status(new_agent_id())
+            info = await foreign.show()
+            assert info["State"]["Running"] is True  # untouched
+        finally:
+            await foreign.delete(force=True)
