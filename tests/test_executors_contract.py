@@ -349,7 +349,7 @@ async def test_forward_unix_socket(executor: Executor, tmp_path: Path) -> None:
         if executor.kind == "local":
             assert local == path
         clients = [await asyncio.open_unix_connection(local) for _ in range(3)]
-        for i, (reader, writer) in enumerate(clients):
+        for i, (_reader, writer) in enumerate(clients):
             writer.write(f"hello {i}\n".encode())
             await writer.drain()
         for i, (reader, writer) in enumerate(clients):
