@@ -143,7 +143,7 @@ async def image(args: argparse.Namespace) -> int:
         finally:
             await docker.close()
     if args.as_json:
-        _print_json(info)
+        _print_json(info.to_dict())
     else:
         out.print(f"[green]image ready:[/] {info}")
     return EXIT_OK

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="the whole path offline: scripted model, real container, real Claude Code"
     )
-    demo.add_argument("--keep", action="store_true", help="keep the demo workspace afterwards")
+    demo.add_argument("--clean", action="store_true", help="delete the demo workspace afterwards")
     _json_flag(demo)
 
     tools = sub.add_parser("tools", help="list the tools and their schemas")
