@@ -164,3 +164,28 @@ async def test_from_settings_uses_key_url_model_and_limits() -> None:
     assert client.max_retries == 2
     # the key is registered for redaction of tool results
     assert toolset.context.redactor.redact("key sk-ant-from-settings-123") == "key [REDACTED]"
+
+
+async def test_missing_key_without_a_client_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no credentials file either
+    agent = ToolBasedAgent(Toolset([ping]))
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY is not set"):
+        await agent.run("x")
+
+
+def test_default_client_from_environment_works_across_run_sync_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ScriptedAnthropicServer([reply.text("one"), reply.text("two")])
+    with server.start_in_thread() as running:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-key-123456")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", running.url)
+        agent = ToolBasedAgent(Toolset([ping]), max_retries=0)
+        # each run_sync has its own event loop; the agent makes a client per loop
+        assert agent.run_sync("a").text == "one"
+        assert agent.run_sync("b").text == "two"
+    assert [r.last_user_text() for r in server.message_requests] == ["a", "b"]

@@ -32,7 +32,7 @@ from agentkit.agent.events import (
     Usage,
 )
 from agentkit.agent.hooks import AfterTool, BeforeTool
-from agentkit.errors import MaxTurnsExceeded, ModelError
+from agentkit.errors import ConfigError, MaxTurnsExceeded, ModelError
 from agentkit.tools.base import ToolResult
 
 if TYPE_CHECKING:
@@ -119,9 +119,7 @@ class ToolBasedAgent:
             client = client.with_options(max_retries=max_retries)
         self.max_retries = max_retries if max_retries is not None else 4
         self._client = client
-        self._client_factory: Callable[[], anthropic.AsyncAnthropic] = lambda: (
-            anthropic.AsyncAnthropic(max_retries=self.max_retries)
-        )
+        self._client_factory: Callable[[], anthropic.AsyncAnthropic] = self._default_client
         self._loop_client: tuple[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] | None = None
 
     @classmethod
@@ -156,6 +154,15 @@ class ToolBasedAgent:
         return cls(toolset, **options)
 
     # --- client ---------------------------------------------------------------------------
+
+    def _default_client(self) -> anthropic.AsyncAnthropic:
+        client = anthropic.AsyncAnthropic(max_retries=self.max_retries)
+        if client.api_key is None and client.auth_token is None and client.credentials is None:
+            raise ConfigError(
+                "ANTHROPIC_API_KEY is not set: export it, put it in .env and use "
+                "ToolBasedAgent.from_settings(), or pass client="
+            )
+        return client
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
