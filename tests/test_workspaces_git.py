@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -511,3 +512,27 @@ async def test_tampered_git_config_and_hooks_do_not_run_on_the_host(
     run_git("-C", str(ws), "config", "url.http://127.0.0.1:1/.insteadOf", server.origin)
     result = await kit.error("push_workspace", workspace_name="tamper", commit_message="redirect")
     assert "url.http://127.0.0.1:1/.insteadof" in result.content.lower()
+
+
+async def test_workspace_owned_by_the_agent_user_stays_usable(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    """After a spawn the workspace belongs to uid 1001; git on the host still works there (no
+    'dubious ownership') and hands what it wrote back to that owner."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown to the agent uid")
+    server.create_repo("acme/owned")
+    await kit.ok("clone_repo", repo_url="acme/owned")
+    ws = kit.root / "owned"
+    run_git("-C", str(ws), "status")  # as root, before the chown
+    subprocess.run(["chown", "-R", "1001:1001", "--", str(ws)], check=True)
+    (ws / "agent.txt").write_text("from the agent\n")
+    os.chown(ws / "agent.txt", 1001, 1001)
+
+    listed = await kit.ok("list_workspaces")
+    assert listed.data["workspaces"][0]["dirty"] is True
+    await kit.ok("push_workspace", workspace_name="owned", commit_message="Agent work")
+    await kit.ok("create_branch", workspace_name="owned", branch_name="next")
+    assert server.log("acme/owned")[0] == "Agent work"
+    foreign = [p for p in ws.rglob("*") if p.lstat().st_uid != 1001]
+    assert foreign == []

@@ -226,6 +226,15 @@ class WorkspaceService:
     async def _remove(self, path: str) -> None:
         await self.executor.run(["rm", "-rf", "--one-file-system", "--", path])
 
+    async def _restore_owner(self, ws: WorkspacePath, target: str) -> None:
+        """Give files git just wrote back to the workspace's owner (the agent's uid after a
+        spawn), so the next agent can still write ``.git``. Best effort."""
+        out = await self.executor.run(
+            ["chown", "-R", f"--reference={ws.path}", "--", target], idempotent=True
+        )
+        if not out.ok:
+            logger.debug("could not restore ownership of %s: %s", target, out.stderr_text())
+
     async def busy_paths(self) -> set[str]:
         """Normalized host paths with an agent working in them (raises if unknown)."""
         if self._busy is None:
@@ -439,7 +448,6 @@ class WorkspaceService:
                     f"workspace {ws.name!r} has no remote 'origin' to push to; create it with "
                     "create_workspace(create_github_repo=true) or clone_repo"
                 )
-            shown_remote = strip_url_credentials(remote)
             current = await self.git.current_branch(ws.path)
             target = branch or current
             if target is None:
@@ -455,32 +463,46 @@ class WorkspaceService:
             except Exception as exc:
                 logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
 
-            await self.git.run(["add", "--all"], cwd=ws.path)
-            staged = await self.git.run(["diff", "--cached", "--quiet"], cwd=ws.path, check=False)
-            committed = False
-            if staged.exit_status == 1:
-                await self.git.run(
-                    ["commit", "--quiet", "--no-verify", "--file=-"],
-                    cwd=ws.path,
-                    stdin=commit_message,
-                )
-                committed = True
-            elif not staged.ok:
-                raise self.git.failure(staged, "git diff")
-            commit = await self._last_commit(ws.path)
-            if commit is None:
-                raise ToolError(
-                    f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
-                )
-            uses_token = origin_of(remote) is not None
-            out = await self.git.run(
-                ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
+            try:
+                return await self._commit_and_push(ws, commit_message, target, remote, warnings)
+            finally:
+                await self._restore_owner(ws, f"{ws.path}/.git")
+
+    async def _commit_and_push(
+        self,
+        ws: WorkspacePath,
+        commit_message: str,
+        target: str,
+        remote: str,
+        warnings: builtins.list[str],
+    ) -> PushResult:
+        shown_remote = strip_url_credentials(remote)
+        await self.git.run(["add", "--all"], cwd=ws.path)
+        staged = await self.git.run(["diff", "--cached", "--quiet"], cwd=ws.path, check=False)
+        committed = False
+        if staged.exit_status == 1:
+            await self.git.run(
+                ["commit", "--quiet", "--no-verify", "--file=-"],
                 cwd=ws.path,
-                auth=uses_token,
-                check=False,
+                stdin=commit_message,
             )
-            if not out.ok:
-                raise self._push_error(out, ws, target, shown_remote, commit, committed)
+            committed = True
+        elif not staged.ok:
+            raise self.git.failure(staged, "git diff")
+        commit = await self._last_commit(ws.path)
+        if commit is None:
+            raise ToolError(
+                f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
+            )
+        uses_token = origin_of(remote) is not None
+        out = await self.git.run(
+            ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
+            cwd=ws.path,
+            auth=uses_token,
+            check=False,
+        )
+        if not out.ok:
+            raise self._push_error(out, ws, target, shown_remote, commit, committed)
         up_to_date = "[up to date]" in out.stdout
         return PushResult(
             name=ws.name,
@@ -576,6 +598,7 @@ class WorkspaceService:
                     )
                 args.append(resolved.stdout.strip())
             out = await self.git.run(args, cwd=ws.path, check=False)
+            await self._restore_owner(ws, ws.path)
             if not out.ok:
                 if "would be overwritten" in out.stderr:
                     raise ConflictError(
