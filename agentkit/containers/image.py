@@ -432,7 +432,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--build-arg", action="append", default=[], metavar="K=V", help="extra build argument"
     )
     parser.add_argument("--force", action="store_true", help="build even if up to date")
-    parser.add_argument("--quiet", action="store_true", help="print only the result")
+    parser.add_argument(
+        "--progress",
+        choices=("all", "steps", "none"),
+        default="all",
+        help="build output to print: every line, only the Dockerfile steps, or nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -455,7 +460,9 @@ async def _main(argv: list[str] | None = None) -> int:
         extra[key] = value
 
     def show(line: str) -> None:
-        if not args.quiet:
+        if args.progress == "all" or (
+            args.progress == "steps" and not line.startswith((" ", "\t")) and line.strip()
+        ):
             print(line, flush=True)
 
     from agentkit.executors import make_executor
