@@ -52,7 +52,9 @@ async def test_lists_every_tool_with_its_exact_schema_and_description() -> None:
 
 
 async def test_calls_map_content_errors_and_structured_data() -> None:
-    async with session("--toolset", "tests.adapter_toolsets:make_toolset") as client:
+    async with session(
+        "--toolset", "tests.adapter_toolsets:make_toolset", "--structured-content"
+    ) as client:
         ok = await client.call_tool("lookup", {"key": "abc", "mode": "long"})
         failed = await client.call_tool("lookup", {"key": "missing"})
         invalid = await client.call_tool("add", {"a": "three"})
@@ -141,5 +143,96 @@ async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
     assert destructive == {t.name for t in expected if t.destructive}
     assert not empty.is_error
     assert "No workspaces yet" in empty.content[0].text  # type: ignore[union-attr]
-    assert empty.structured_content == {"root": str(root / "workspaces"), "workspaces": []}
+    assert empty.structured_content is None  # data stays off the wire unless asked for
     assert bad_name.is_error
+
+
+def _claude_bin() -> str:
+    import os
+
+    from tests.support import require
+
+    path = os.environ.get("AGENTKIT_TEST_CLAUDE_BIN", "")
+    require(
+        bool(path) and os.access(path, os.X_OK), "the Claude Code CLI at $AGENTKIT_TEST_CLAUDE_BIN"
+    )
+    return path
+
+
+@pytest.mark.slow
+async def test_claude_code_uses_the_server_as_an_mcp_client(tmp_path: Path) -> None:
+    """The real Claude Code CLI, offline against the scripted model, calls our MCP tool."""
+    import asyncio
+    import json
+    import os
+
+    from agentkit.testing import ScriptedAnthropicServer, reply, scripts
+
+    binary = _claude_bin()
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    script = scripts.ClaudeCodeScript(
+        [reply.tool_use("mcp__agentkit__lookup", {"key": "abc"}), reply.text("Found it.")]
+    )
+    mcp_config = {
+        "mcpServers": {
+            "agentkit": {
+                "command": sys.executable,
+                "args": [
+                    "-m",
+                    "agentkit.adapters.mcp_server",
+                    "--toolset",
+                    "tests.adapter_toolsets:toolset",
+                ],
+                "env": {"PYTHONPATH": str(ROOT)},
+            }
+        }
+    }
+    async with ScriptedAnthropicServer(script) as server:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": "test",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "1",
+            "ENABLE_TOOL_SEARCH": "false",  # MCP tools in the request, not deferred
+        }
+        if os.geteuid() == 0:
+            env["IS_SANDBOX"] = "1"
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-p",
+            "--verbose",
+            "--output-format",
+            "stream-json",
+            "--dangerously-skip-permissions",
+            "--strict-mcp-config",
+            "--mcp-config",
+            json.dumps(mcp_config),
+            "--",
+            "look up abc",
+            cwd=work,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    assert proc.returncode == 0, err.decode()[-2000:]
+    first = script.main_requests[0]
+    offered = {t["name"]: t for t in first.tools if t["name"].startswith("mcp__agentkit__")}
+    ours = make_toolset()
+    assert set(offered) == {f"mcp__agentkit__{name}" for name in ours.names}
+    assert offered["mcp__agentkit__lookup"]["input_schema"] == ours["lookup"].input_schema
+    (result,) = script.main_requests[1].tool_results()
+    # the model reads our text content (with structuredContent, Claude Code shows that instead)
+    assert "abc found" in json.dumps(result["content"])
+    assert not result.get("is_error")
+    assert events[-1]["type"] == "result"
+    assert events[-1]["result"] == "Found it."

@@ -4,8 +4,11 @@ Built on the official ``mcp`` SDK's low-level :class:`mcp.server.lowlevel.Server
 list is exactly :meth:`Toolset.to_mcp` — the same JSON schema the Anthropic API gets and the
 toolset validates with — rather than a schema re-derived from Python signatures. Every call goes
 through :meth:`Toolset.call` (validation, redaction, size caps); a ``ToolResult`` maps to a
-``CallToolResult``: ``content`` -> one text block, ``is_error`` -> ``isError``, ``data`` ->
-``structuredContent`` (redacted; non-object values are wrapped as ``{"result": value}``).
+``CallToolResult``: ``content`` -> one text block, ``is_error`` -> ``isError``.
+
+``data`` -> ``structuredContent`` only with ``structured_content=True``: clients such as Claude
+Code show the model ``structuredContent`` *instead of* the text content, and ``data`` is neither
+written for the model nor capped like ``content`` is. Turn it on for programmatic clients.
 
 The ``agentkit mcp`` command calls :func:`serve_stdio` with the toolset of ``agentkit.connect()``;
 ``python -m agentkit.adapters.mcp_server --toolset package.module:attr`` serves any toolset.
@@ -97,8 +100,13 @@ def build_server(
     name: str = "agentkit",
     version: str | None = None,
     instructions: str | None = DEFAULT_INSTRUCTIONS,
+    structured_content: bool = False,
 ) -> Server[Any]:
-    """A low-level MCP ``Server`` listing and calling every tool of ``toolset``."""
+    """A low-level MCP ``Server`` listing and calling every tool of ``toolset``.
+
+    ``structured_content``: also send ``ToolResult.data`` as ``structuredContent`` (see the
+    module docs for why it is off by default).
+    """
     _require_mcp()
     from mcp.server.lowlevel import Server
     from mcp.types import CallToolResult, ListToolsResult, TextContent, Tool
@@ -125,6 +133,8 @@ def build_server(
             logger.warning("tool %s: %s", params.name, exc)
             message = toolset.context.redactor.redact(str(exc))
             return CallToolResult(content=[TextContent(text=message)], is_error=True)
+        if not structured_content:
+            result = ToolResult(result.content, result.is_error)
         return to_call_tool_result(result, toolset)
 
     return Server(
@@ -142,6 +152,7 @@ async def serve_stdio(
     *,
     name: str = "agentkit",
     instructions: str | None = DEFAULT_INSTRUCTIONS,
+    structured_content: bool = False,
 ) -> None:
     """Serve ``toolset`` over this process's stdin/stdout until the client disconnects.
 
@@ -151,7 +162,9 @@ async def serve_stdio(
     _require_mcp()
     from mcp.server.stdio import stdio_server
 
-    server = build_server(toolset, name=name, instructions=instructions)
+    server = build_server(
+        toolset, name=name, instructions=instructions, structured_content=structured_content
+    )
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
@@ -169,14 +182,14 @@ def load_toolset(spec: str) -> Toolset:
     return target
 
 
-async def _serve_connected(name: str) -> None:
+async def _serve_connected(name: str, structured: bool) -> None:
     import agentkit
 
     connect = getattr(agentkit, "connect", None)
     if connect is None:  # pragma: no cover - only before connect() exists
         raise ConfigError("agentkit.connect() is not available; pass --toolset module:attr")
     async with connect() as connection:
-        await serve_stdio(connection.toolset, name=name)
+        await serve_stdio(connection.toolset, name=name, structured_content=structured)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,14 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve this toolset (package.module:attr) instead of agentkit.connect()'s",
     )
     parser.add_argument("--name", default="agentkit", help="server name shown to clients")
+    parser.add_argument(
+        "--structured-content",
+        action="store_true",
+        help="also send each result's data as structuredContent",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         if args.toolset:
             toolset = load_toolset(args.toolset)
-            asyncio.run(serve_stdio(toolset, name=args.name))
+            structured = args.structured_content
+            asyncio.run(serve_stdio(toolset, name=args.name, structured_content=structured))
         else:
-            asyncio.run(_serve_connected(args.name))
+            asyncio.run(_serve_connected(args.name, args.structured_content))
     except ConfigError as exc:
         print(f"agentkit mcp: {exc}", file=sys.stderr)
         return 2
