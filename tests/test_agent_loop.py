@@ -541,3 +541,27 @@ async def test_text_only_prompt_and_model_text_events() -> None:
     assert body["model"] == "claude-test"
     assert body["max_tokens"] == 4096
     assert body["messages"][0]["content"][0]["text"] == "hello"
+
+
+async def test_stream_failing_before_any_text_is_retried() -> None:
+    script = [reply.stream_error("overloaded_error"), reply.text("second try")]
+    async with scripted(script, max_retries=1) as (server, agent):
+        result = await agent.run("x")
+    assert result.text == "second try"
+    assert len(server.message_requests) == 2
+
+
+async def test_stream_failing_after_text_raises_model_error() -> None:
+    script = [reply.stream_error("overloaded_error", "Overloaded", partial_text="Half an ans")]
+    async with scripted(script, max_retries=3) as (server, agent):
+        events: list[Any] = []
+
+        async def consume() -> None:
+            async for event in agent.stream("x"):
+                events.append(event)
+
+        with pytest.raises(ModelError, match="stream error") as info:
+            await consume()
+    assert "overloaded_error: Overloaded" in str(info.value)
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Half an ans"]
+    assert len(server.message_requests) == 1  # text was delivered: not retried

@@ -314,3 +314,15 @@ def test_module_entry_serves_a_json_script(tmp_path: Path) -> None:
     assert first.content[0].name == "Write"
     assert second.content[0].text == "done"
     assert second.usage.input_tokens == 7
+
+
+async def test_stream_error_event_midway() -> None:
+    script = [reply.stream_error("overloaded_error", partial_text="abc"), reply.stream_error()]
+    async with ScriptedAnthropicServer(script) as server, httpx.AsyncClient() as http:
+        streamed = await http.post(f"{server.url}/v1/messages", json={**BODY, "stream": True})
+        plain = await http.post(f"{server.url}/v1/messages", json=BODY)
+    names = [name for name, _ in sse_events(streamed.text)]
+    assert names == ["message_start", "content_block_start", "ping", "content_block_delta", "error"]
+    assert sse_events(streamed.text)[-1][1]["error"]["type"] == "overloaded_error"
+    assert plain.status_code == 529
+    assert plain.json()["error"]["type"] == "overloaded_error"

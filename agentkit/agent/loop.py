@@ -46,6 +46,8 @@ logger = logging.getLogger("agentkit.agent")
 DEFAULT_MODEL = "claude-sonnet-5-5"
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4
+MIDSTREAM_BACKOFF = 0.2  # seconds before retrying a stream that failed before any text
+_RETRYABLE_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 _UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
 
 #: A prompt: plain text, or content blocks (text, images, documents).
@@ -351,14 +353,30 @@ class ToolBasedAgent:
         if system is not None:
             params["system"] = system
         client = self.client
-        try:
-            async with client.messages.stream(**params) as stream:
-                async for event in stream:
-                    if event.type == "text":
-                        yield TextDelta(event.text, turn)
-                message = await stream.get_final_message()
-        except anthropic.APIError as exc:
-            raise _model_error(exc, client) from exc
+        attempt = 0
+        while True:
+            emitted = retry = False
+            try:
+                # HTTP-level failures surface here after the SDK's own retries
+                async with client.messages.stream(**params) as stream:
+                    try:
+                        async for event in stream:
+                            if event.type == "text":
+                                emitted = True
+                                yield TextDelta(event.text, turn)
+                        message = await stream.get_final_message()
+                    except anthropic.APIError as exc:
+                        # failed mid-stream (e.g. an `overloaded_error` event): the SDK does not
+                        # retry these; we do, as long as no text was delivered yet
+                        if emitted or attempt >= client.max_retries or not _retryable(exc):
+                            raise
+                        retry = True
+            except anthropic.APIError as exc:
+                raise _model_error(exc, client) from exc
+            if not retry:
+                break
+            attempt += 1
+            await asyncio.sleep(min(MIDSTREAM_BACKOFF * 2 ** (attempt - 1), 8.0))
         yield message
 
     async def _run_tools(
@@ -532,25 +550,41 @@ def _tool_results_message(
     return {"role": "user", "content": blocks}
 
 
+def _retryable(exc: anthropic.APIError) -> bool:
+    if isinstance(exc, anthropic.APIConnectionError):
+        return True
+    return isinstance(exc, anthropic.APIStatusError) and _error_type(exc) in _RETRYABLE_TYPES
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str | None:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        kind = body["error"].get("type")
+        return str(kind) if kind else None
+    return None
+
+
 def _model_error(exc: anthropic.APIError, client: anthropic.AsyncAnthropic) -> ModelError:
     base = str(client.base_url)
     retries = client.max_retries
     if isinstance(exc, anthropic.APIStatusError):
         detail = _error_detail(exc)
         status = exc.status_code
-        if status == 401:
+        kind = _error_type(exc)
+        where = f"Anthropic API error {status}" if status != 200 else "Anthropic API stream error"
+        if status == 401 or kind == "authentication_error":
             hint = "check ANTHROPIC_API_KEY"
-        elif status == 403:
+        elif status == 403 or kind == "permission_error":
             hint = "the key is not allowed to use this model or feature"
-        elif status == 404:
+        elif status == 404 or kind == "not_found_error":
             hint = "check the model name and ANTHROPIC_BASE_URL"
-        elif status == 429:
+        elif status == 429 or kind == "rate_limit_error":
             hint = f"rate limited after {retries} retries; slow down or raise max_retries"
-        elif status == 529 or status >= 500:
+        elif status >= 500 or kind in _RETRYABLE_TYPES:
             hint = f"the API is overloaded or failing after {retries} retries; try again later"
         else:
             hint = "the request was rejected; fix it before retrying"
-        return ModelError(f"Anthropic API error {status} at {base}: {detail} ({hint})")
+        return ModelError(f"{where} at {base}: {detail} ({hint})")
     if isinstance(exc, anthropic.APITimeoutError):
         return ModelError(
             f"Anthropic API request to {base} timed out after {retries} retries; "

@@ -33,6 +33,7 @@ __all__ = [
     "new_id",
     "pause_turn",
     "refusal",
+    "stream_error",
     "text",
     "tool_use",
     "usage",
@@ -92,6 +93,8 @@ class Reply:
         headers: extra response headers (``retry-after``, ...).
         chunk_size: text and tool input are streamed in pieces of this many characters.
         chunk_delay: seconds between streamed events (watch deltas arrive live).
+        stream_error: an error ``type`` sent as an SSE ``error`` event after the content
+            (instead of ``message_delta``/``message_stop``); JSON requests get the HTTP error.
         model: the ``model`` reported; ``None`` echoes the request's model.
     """
 
@@ -106,6 +109,7 @@ class Reply:
     model: str | None = None
     stop_sequence: str | None = None
     chunk_delay: float = 0.0
+    stream_error: str | None = None
 
     # --- combination ----------------------------------------------------------------------
 
@@ -192,6 +196,19 @@ class Reply:
             events.extend(_block_events(index, blk, self.chunk_size))
             if index == 0:
                 events.insert(2, {"type": "ping"})
+        if self.stream_error:
+            if events[-1]["type"] == "content_block_stop":
+                events.pop()  # the error interrupts the block
+            events.append(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": self.stream_error,
+                        "message": self.error_message or f"scripted {self.stream_error}",
+                    },
+                }
+            )
+            return events
         events.append(
             {
                 "type": "message_delta",
@@ -347,6 +364,18 @@ def error(
         extra.setdefault("retry-after-ms", str(max(1, round(retry_after * 1000))))
         extra.setdefault("retry-after", str(max(1, round(retry_after))))
     return Reply(status=status, error_message=message, headers=extra, delay=delay)
+
+
+def stream_error(
+    kind: str = "overloaded_error", message: str | None = None, *, partial_text: str = ""
+) -> Reply:
+    """A streamed answer that fails midway with an SSE ``error`` event (after ``partial_text``).
+
+    The real API does this when it becomes overloaded during a response. A non-streaming
+    request gets the matching HTTP error instead.
+    """
+    content = ({"type": "text", "text": partial_text},) if partial_text else ()
+    return Reply(content=content, stream_error=kind, error_message=message)
 
 
 def delay(seconds: float, then: Reply | None = None) -> Reply:

@@ -18,6 +18,7 @@ Sync code (or another process) uses :meth:`ScriptedAnthropicServer.start_in_thre
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import threading
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
-from agentkit.testing.replies import Reply, new_id
+from agentkit.testing.replies import ERROR_TYPES, Reply, new_id
 
 if TYPE_CHECKING:
     import anthropic
@@ -450,6 +451,9 @@ class ScriptedAnthropicServer:
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
         request_id = new_id("req")
+        if reply.stream_error and not recorded.stream:
+            status = next((k for k, v in ERROR_TYPES.items() if v == reply.stream_error), 500)
+            reply = dataclasses.replace(reply, status=status, stream_error=None, content=())
         if reply.is_error:
             answer = _json(reply.status, reply.error_body(request_id))
             answer.headers.update(
