@@ -1,0 +1,201 @@
+"""The `agentkit` command, run as a real process (exit codes, output, streaming, the demo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentkit.testing import ScriptedAnthropicServer, reply
+from tests.containers_support import AGENT_IMAGE, docker_ok, image_ok
+from tests.support import require
+
+TOOL_NAMES = {
+    "spawn_claude_agent",
+    "get_claude_status",
+    "get_claude_output",
+    "stop_claude_agent",
+    "list_claude_agents",
+    "wait_for_claude_agent",
+    "clone_repo",
+    "create_workspace",
+    "list_workspaces",
+    "push_workspace",
+    "create_branch",
+    "delete_workspace",
+}
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AGENTKIT_", "ANTHROPIC_", "HETZNER_", "GITHUB_", "GH_"))
+    }
+    env["AGENTKIT_ROOT"] = str(tmp_path / "root")
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+def agentkit(
+    tmp_path: Path, *args: str, input: str | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentkit.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path, **env),
+        cwd=tmp_path,
+        input=input,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_tools_json_lists_the_twelve_tools_with_schemas(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "tools", "--json")
+    assert proc.returncode == 0, proc.stderr
+    tools = json.loads(proc.stdout)
+    assert {t["name"] for t in tools} == TOOL_NAMES
+    spawn = next(t for t in tools if t["name"] == "spawn_claude_agent")
+    assert set(spawn["input_schema"]["required"]) == {"task", "workspace_path"}
+    assert spawn["input_schema"]["properties"]["timeout"]["default"] == 600000
+
+
+def test_tools_human_listing_marks_destructive_tools(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "tools")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("delete_workspace"))
+    assert "destructive" in line
+
+
+def test_call_ok_prints_result_and_exits_0(tmp_path: Path) -> None:
+    made = agentkit(tmp_path, "call", "create_workspace", "--json", '{"workspace_name": "w1"}')
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "root" / "workspaces" / "w1" / ".git").is_dir()
+    listed = agentkit(tmp_path, "call", "list_workspaces", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    body = json.loads(listed.stdout)
+    assert body["is_error"] is False
+    assert "w1" in body["content"]
+
+
+def test_call_tool_error_exits_1(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "call", "delete_workspace", "--json", '{"workspace_name": "nope"}')
+    assert proc.returncode == 1
+    assert "nope" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["call", "list_workspaces", "--json", "{not json"], "not valid JSON"),
+        (["call", "no_such_tool"], "unknown tool"),
+        (["call", "create_workspace", "--json", '{"workspace_name": 5}'], "$.workspace_name"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = agentkit(tmp_path, *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert needle in proc.stderr
+
+
+def test_schema_errors_are_all_listed(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "call", "create_workspace", "--json", '{"workspace_name": 5, "x": 1}')
+    assert "$.workspace_name" in proc.stderr
+    assert "'x' was unexpected" in proc.stderr
+
+
+def test_run_without_api_key_is_one_line_error(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "run", "hello")
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "ANTHROPIC_API_KEY" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_streams_text_and_tool_calls(tmp_path: Path) -> None:
+    script = [
+        reply.text("Let me look.") + reply.tool_use("list_workspaces", {}),
+        reply.text("There are no workspaces yet."),
+    ]
+    with ScriptedAnthropicServer(script).start_in_thread() as server:
+        proc = agentkit(
+            tmp_path,
+            "run",
+            "what workspaces exist?",
+            ANTHROPIC_API_KEY="sk-ant-test-key-123456",
+            ANTHROPIC_BASE_URL=server.url,
+        )
+        server.check()
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("Let me look.") < out.index("list_workspaces") < out.index("no workspaces")
+    assert "2 turn(s)" in out
+    assert "sk-ant-test-key-123456" not in out + proc.stderr
+
+
+def test_run_json_emits_event_lines(tmp_path: Path) -> None:
+    script = [reply.tool_use("list_workspaces", {}), reply.text("none")]
+    with ScriptedAnthropicServer(script).start_in_thread() as server:
+        proc = agentkit(
+            tmp_path,
+            "run",
+            "list",
+            "--json",
+            ANTHROPIC_API_KEY="test",
+            ANTHROPIC_BASE_URL=server.url,
+        )
+    assert proc.returncode == 0, proc.stderr
+    kinds = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+    assert kinds[0] == "run_started"
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("run_finished")
+
+
+def test_chat_keeps_history_between_prompts(tmp_path: Path) -> None:
+    script = [reply.text("Hello, Ada."), reply.text("Your name is Ada.")]
+    with ScriptedAnthropicServer(script).start_in_thread() as server:
+        proc = agentkit(
+            tmp_path,
+            "chat",
+            input="my name is Ada\nwhat is my name?\n\n",
+            ANTHROPIC_API_KEY="test",
+            ANTHROPIC_BASE_URL=server.url,
+        )
+        second = server.message_requests[1].messages
+    assert proc.returncode == 0, proc.stderr
+    assert "Your name is Ada." in proc.stdout
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+
+
+def test_doctor_json_reports_checks(tmp_path: Path) -> None:
+    proc = agentkit(tmp_path, "doctor", "--json")
+    report = json.loads(proc.stdout)
+    names = {c["name"] for c in report["checks"]}
+    assert {"target host", "ANTHROPIC_API_KEY", "executor"} <= names
+    key = next(c for c in report["checks"] if c["name"] == "ANTHROPIC_API_KEY")
+    assert key["ok"] is False
+    assert "ANTHROPIC_API_KEY" in key["fix"]
+    assert proc.returncode == 1  # the missing key is a problem to fix
+
+
+async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE}")
+    proc = agentkit(tmp_path, "demo", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = list((tmp_path / "root" / "workspaces").glob("demo-*/fizzbuzz.py"))
+    assert len(written) == 1
+    run = subprocess.run(
+        [sys.executable, str(written[0])], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.strip().endswith("13 14 FizzBuzz")
+    assert "succeeded" in proc.stdout
