@@ -391,8 +391,8 @@ async def test_extra_ca_lets_node_and_curl_through_the_proxy(
         "curl", "-sS", "-m", "10", "-o", "/dev/null", url,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    if await probe.wait() != 0:
-        pytest.skip(f"the host cannot reach {url}")
+    # CI builds the image from the npm registry, so there the registry must be reachable.
+    require(await probe.wait() == 0, f"HTTPS access to {url} from the host")
     out = await _sh(
         docker,
         agent_image.tag,
@@ -559,7 +559,8 @@ async def test_entrypoint_enforces_the_deadline_inside_the_container(
         elapsed = time.monotonic() - started
     assert api.bodies, "claude never reached the API"
     assert code == 124
-    assert elapsed < 20  # SIGTERM at the deadline, SIGKILL 10 s later at the latest
+    # SIGTERM at the deadline ends it (SIGKILL would come 10 s later, at >= 13 s).
+    assert elapsed < 9
 
 
 # --- building through the Engine API -------------------------------------------------------------
