@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
 import sys
 from collections.abc import Sequence
@@ -137,13 +138,16 @@ def build_server(
             result = ToolResult(result.content, result.is_error)
         return to_call_tool_result(result, toolset)
 
+    options: dict[str, Any] = {}
+    if "get_tool_input_schema" in inspect.signature(Server.__init__).parameters:  # mcp >= 2.3
+        options["get_tool_input_schema"] = schemas.get
     return Server(
         name,
         version=version,
         instructions=instructions,
-        get_tool_input_schema=schemas.get,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        **options,
     )
 
 
