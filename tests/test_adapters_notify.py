@@ -332,3 +332,41 @@ def test_a_non_http_url_is_a_config_error() -> None:
         DiscordWebhookNotifier("discord.com/api/webhooks/1/x")
     with pytest.raises(ConfigError, match="DISCORD_WEBHOOK_URL"):
         DiscordWebhookNotifier.from_settings(Settings(discord_webhook_url=None))
+
+
+async def test_a_real_agent_run_is_reported_through_tap_and_after_tool() -> None:
+    import anthropic
+
+    from agentkit import ToolBasedAgent
+    from agentkit.testing import ScriptedAnthropicServer, reply
+    from tests.adapter_toolsets import make_toolset
+
+    script = [
+        reply.text("Adding.") + reply.tool_use("add", {"a": 2, "b": 3}),
+        reply.text("It is 5."),
+        reply.tool_use("lookup", {"key": "missing"}),
+        reply.text("Not found."),
+    ]
+    async with ScriptedAnthropicServer(script) as server:
+        client = anthropic.AsyncAnthropic(base_url=server.url, api_key="k", max_retries=0)
+        with respx.mock:
+            respx.route(host="127.0.0.1").pass_through()  # the scripted model
+            route = respx.post(URL).mock(return_value=httpx.Response(204))
+            async with DiscordWebhookNotifier(URL) as notifier:
+                agent = ToolBasedAgent(make_toolset(), client=client)
+                async for _ in notifier.tap(agent.stream("add 2 and 3")):
+                    pass
+                hooked = ToolBasedAgent(
+                    make_toolset(), client=client, after_tool=notifier.after_tool
+                )
+                await hooked.run("look up missing")
+    texts = [text_of(b) for b in bodies(route)]
+    assert "Run started" in texts[0]
+    assert "add 2 and 3" in texts[0]
+    assert "`add`" in texts[1]
+    assert "Run finished" in texts[2]
+    assert "It is 5." in texts[2]
+    assert "`lookup`" in texts[3]
+    assert "lookup failed" in texts[4]
+    assert "no entry named 'missing'" in texts[4]
+    assert len(texts) == 5
