@@ -46,7 +46,7 @@ from agentkit.containers.image import (
     find_build_sources,
     inputs_hash,
 )
-from agentkit.errors import ImageBuildError
+from agentkit.errors import ImageBuildError, RuntimeUnavailable
 from tests.support import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -618,9 +618,16 @@ async def test_builds_only_when_inputs_change(docker: aiodocker.Docker, tmp_path
     )
     tag = f"agentkit-test-tiny:{uuid.uuid4().hex[:8]}"
     settings = Settings(image=tag, base_image=BASE_IMAGE, extra_ca_dir=None)
+    seen: list[str] = []
+
+    async def progress(line: str) -> None:  # async callbacks are awaited
+        await asyncio.sleep(0)
+        seen.append(line)
+
     try:
-        first = await ImageBuilder(docker, settings, sources=src).ensure()
+        first = await ImageBuilder(docker, settings, sources=src, progress=progress).ensure()
         assert first.built is True
+        assert any(line.startswith("Successfully tagged") for line in seen)
         data = await docker.images.inspect(tag)
         assert data["Config"]["Labels"][INPUTS_HASH_LABEL] == first.inputs_hash
 
@@ -700,3 +707,12 @@ async def test_settings_deny_rules_hold_under_bypass_permissions(
     assert not results[2].get("is_error")
     assert "SECRET-KEY-MATERIAL" not in out
     assert "ENV-SECRET-VALUE" not in out
+
+
+async def test_unreachable_engine_is_runtime_unavailable(tmp_path: Path) -> None:
+    client = aiodocker.Docker(url=f"unix://{tmp_path}/no-docker.sock")
+    try:
+        with pytest.raises(RuntimeUnavailable, match="not reachable"):
+            await ensure_image(client, Settings(image="agentkit-test-none:x"))
+    finally:
+        await client.close()
