@@ -1,5 +1,7 @@
 """agentkit.agent: the tool loop (:class:`ToolBasedAgent`), its events, hooks and conversations."""
 
+from typing import TYPE_CHECKING, Any
+
 from agentkit.agent.conversation import Conversation
 from agentkit.agent.events import (
     AgentEvent,
@@ -16,7 +18,19 @@ from agentkit.agent.events import (
     Usage,
 )
 from agentkit.agent.hooks import AfterTool, BeforeTool, deny_tools
-from agentkit.agent.loop import DEFAULT_MODEL, Prompt, ToolBasedAgent
+
+if TYPE_CHECKING:
+    from agentkit.agent.loop import DEFAULT_MODEL, Prompt, ToolBasedAgent
+
+
+def __getattr__(name: str) -> Any:
+    # The loop pulls in the anthropic SDK (~1 s to import); load it only when asked for.
+    if name in ("DEFAULT_MODEL", "Prompt", "ToolBasedAgent"):
+        from agentkit.agent import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'agentkit.agent' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_MODEL",
