@@ -129,11 +129,6 @@ def _tarinfo(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _read(path: Path) -> tuple[bytes, int]:
-    mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-    return path.read_bytes(), mode
-
-
 def collect_context(
     extra_ca_dir: Path | None = None, *, sources: BuildSources | None = None
 ) -> BuildContext:
@@ -144,7 +139,8 @@ def collect_context(
     """
     src = sources or find_build_sources()
     files: dict[str, tuple[bytes, int]] = {
-        DOCKERFILE: _read(src.dockerfile),
+        # Fixed modes: the hash must not depend on how a checkout or wheel set the bits.
+        DOCKERFILE: (src.dockerfile.read_bytes(), 0o644),
         ENTRYPOINT: (src.entrypoint.read_bytes(), 0o755),
         SETTINGS: (src.settings_file.read_bytes(), 0o644),
         # Always present, so `COPY certs/` works with no certificates at all.
