@@ -6,6 +6,7 @@ Both executors reach this same machine, so the test can look at files and /proc 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import sys
@@ -129,6 +130,13 @@ async def test_argv_rejects_shell_strings(executor: Executor) -> None:
         await executor.run([])
 
 
+async def test_oversized_argument_is_e2big(executor: Executor) -> None:
+    # one argument over Linux's MAX_ARG_STRLEN (128 KiB) fails the same way on both executors
+    with pytest.raises(OSError) as info:
+        await executor.run(["printf", "%s", "z" * 200_000])
+    assert info.value.errno == errno.E2BIG
+
+
 async def test_no_stdin_means_closed_stdin(executor: Executor) -> None:
     result = await executor.run(["cat"], timeout=10)
     assert result.stdout == b""
@@ -232,6 +240,22 @@ async def test_timeout_kills_process_group(executor: Executor, tmp_path: Path) -
     assert await _wait_gone(shell_pid), "the command survived its timeout"
     assert await _wait_gone(sleep_pid), "the command's child survived the timeout"
     assert not marker.exists()
+
+
+async def test_cancel_kills(executor: Executor, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(
+        executor.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], env={"AK": "1"})
+    )
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _wait_gone(pid), "cancelling the call did not kill the process"
 
 
 async def test_stream_lines_then_exit(executor: Executor) -> None:

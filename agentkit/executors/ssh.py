@@ -11,12 +11,17 @@
   unknown or changed key is refused with a message saying how to add it; trust-on-first-use only
   when ``ssh_trust_on_first_use`` is set, and then the key is appended to that file (a *changed*
   key is refused even then).
-* The remote command line is ``exec`` + ``shlex.join(argv)``: every argument arrives byte-exact.
+* The remote command line is ``exec`` + ``shlex.join(argv)``: every argument arrives byte-exact,
+  and argv[0] is always a program (never a shell builtin or function), as with LocalExecutor.
+  The login shell must be POSIX (bash, dash, zsh, ksh).
 * ``env`` values never enter a command line: they travel on the channel's stdin, in front of the
   caller's stdin, and a constant ``sh`` prologue (:data:`PROLOGUE`) reads them with the ``read``
-  builtin, exports them and ``exec``\\ s the program, which inherits the rest of stdin.
-* On timeout (or an early close of ``stream``) the remote process group is killed with an SSH
-  ``signal`` request (sshd ``killpg``\\ s the session) and the channel is closed.
+  builtin, exports them and execs the program, which inherits the rest of stdin.
+* On timeout (or an early close of ``stream``, or cancellation) the remote process group is
+  killed: sshd starts every session in its own process group whose id is the login shell's pid
+  (kept by ``exec``); the shell prints it on stderr first (:data:`PID_MARKER`, stripped from the
+  output) and ``kill -KILL -- -PGID`` runs on a second channel. (The SSH ``signal`` request is
+  not used: sshd ignores it for root sessions, which skip post-auth privilege separation.)
 
 Exceptions are mapped in :mod:`agentkit.executors._errors`.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import shlex
@@ -88,7 +94,7 @@ def build_command(argv: list[str], env: dict[str, str], cwd: str | None) -> tupl
     Exposed for tests: the command line never contains an ``env`` value.
     """
     if not env and cwd is None:
-        return _encode(_PID_PREFIX + shlex.join(argv)), b""
+        return _check_length(_encode(_PID_PREFIX + shlex.join(argv))), b""
     command = _PID_PREFIX + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
     header = [str(len(env))]
     for name, value in env.items():
@@ -96,7 +102,23 @@ def build_command(argv: list[str], env: dict[str, str], cwd: str | None) -> tupl
             raise ValueError(f"environment variable name {name!r} is reserved")
         lines = value.split("\n")
         header += [name, str(len(lines)), *lines]
-    return _encode(command), _encode("\n".join(header) + "\n")
+    return _check_length(_encode(command)), _encode("\n".join(header) + "\n")
+
+
+#: sshd hands the command line to the login shell as ONE argument (``-c``): Linux caps a single
+#: argument at MAX_ARG_STRLEN (32 pages)
+MAX_COMMAND_BYTES = 131072 - 1
+
+
+def _check_length(command: bytes) -> bytes:
+    if len(command) > MAX_COMMAND_BYTES:
+        raise OSError(
+            errno.E2BIG,
+            f"Argument list too long: the quoted SSH command line is {len(command)} bytes, over"
+            f" the {MAX_COMMAND_BYTES} a single argument may have; pass large data on stdin or"
+            " in a file (write_file)",
+        )
+    return command
 
 
 def _encode(text: str) -> bytes:
