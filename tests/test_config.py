@@ -79,7 +79,7 @@ def test_missing_api_key_is_one_actionable_line(clean_env: pytest.MonkeyPatch) -
 
 def test_invalid_value_becomes_config_error(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AGENTKIT_SSH_PORT", "not-a-port")
-    with pytest.raises(ConfigError, match="ssh_port"):
+    with pytest.raises(ConfigError, match="AGENTKIT_SSH_PORT"):
         load_settings()
 
 
