@@ -199,3 +199,12 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     )
     assert run.stdout.strip().endswith("13 14 FizzBuzz")
     assert "succeeded" in proc.stdout
+
+
+def test_custom_tools_example_runs(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "custom_tools.py"
+    proc = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["It has 4 words.", "4"]
