@@ -506,6 +506,8 @@ async def test_tampered_git_config_and_hooks_do_not_run_on_the_host(
     (ws / "g.txt").write_text("g\n")
     result = await kit.error("push_workspace", workspace_name="tamper", commit_message="filter")
     assert "filter.evil.clean" in result.content
+    listed = await kit.ok("list_workspaces")
+    assert "filter.evil.clean" in listed.data["workspaces"][0]["error"]
     assert not marker.exists(), "a clean filter ran on the host"
     run_git("-C", str(ws), "config", "--unset", "filter.evil.clean")
 
@@ -536,3 +538,22 @@ async def test_workspace_owned_by_the_agent_user_stays_usable(
     assert server.log("acme/owned")[0] == "Agent work"
     foreign = [p for p in ws.rglob("*") if p.lstat().st_uid != 1001]
     assert foreign == []
+
+
+async def test_dot_git_pointing_elsewhere_is_refused(kit: Kit, server: GitHTTPServer) -> None:
+    server.create_repo("acme/elsewhere")
+    await kit.ok("clone_repo", repo_url="acme/elsewhere")
+    await kit.ok("create_workspace", workspace_name="decoy")
+    decoy = kit.root / "decoy"
+    (decoy / ".git").rename(kit.root / "decoy-git")
+    (decoy / ".git").write_text(f"gitdir: {kit.root / 'elsewhere' / '.git'}\n")
+    result = await kit.error("push_workspace", workspace_name="decoy", commit_message="x")
+    assert "not a git repository" in result.content
+    (decoy / ".git").unlink()
+    (decoy / ".git").symlink_to(kit.root / "elsewhere" / ".git")
+    result = await kit.error("create_branch", workspace_name="decoy", branch_name="b")
+    assert "not a git repository" in result.content
+    listed = await kit.ok("list_workspaces")
+    rows = {w["name"]: w for w in listed.data["workspaces"]}
+    assert rows["decoy"]["error"] == "not a git repository"
+    assert server.log("acme/elsewhere") == ["initial commit"]

@@ -190,10 +190,11 @@ async def test_github_failures_are_clear_and_leave_nothing(
 
 
 async def test_rate_limit_reports_the_reset_time(http: httpx.AsyncClient) -> None:
+    reset = str(int(time.time()) + 120)
     response = httpx.Response(
         403,
         json={"message": "API rate limit exceeded"},
-        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": RATE_RESET},
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
     )
     error = map_github_error(response, name="demo", owner=None, api_url=API)
     seconds = int(str(error).split("resets in ")[1].split(" s")[0])

@@ -57,7 +57,8 @@ _DANGEROUS_CONFIG = re.compile(
     r"|credential|url\.|http\.|core\.(?:fsmonitor|hookspath|sshcommand|askpass|gitproxy|worktree"
     r"|pager|editor|alternaterefscommand)$|uploadpack\.|receivepack\.|sequence\.editor$"
     r"|remote\.[^.]+\.(?:uploadpack|receivepack|proxy|vcs)$|gpg\.|commit\.gpgsign$"
-    r"|tag\.gpgsign$|protocol\.|ssh\.|diff\.external$|core\.attributesfile$)",
+    r"|tag\.gpgsign$|protocol\.|ssh\.|diff\.external$|core\.attributesfile$"
+    r"|extensions\.worktreeconfig$)",
     re.IGNORECASE,
 )
 
@@ -191,9 +192,11 @@ class Git:
     async def check_repository(self, path: str) -> None:
         """Refuse a workspace whose ``.git`` is not a plain directory (a file or symlink can
         point git at another repository on the host)."""
-        res = await self.executor.run(["test", "-d", f"{path}/.git"], idempotent=True)
-        link = await self.executor.run(["test", "-L", f"{path}/.git"], idempotent=True)
-        if res.exit_status != 0 or link.exit_status == 0:
+        dot_git = f"{path}/.git"
+        res = await self.executor.run(
+            ["test", "-d", dot_git, "-a", "!", "-L", dot_git], idempotent=True
+        )
+        if res.exit_status != 0:
             raise ToolError(
                 f"{path} is not a git repository (no .git directory); re-create the workspace "
                 "or clone into a new one"

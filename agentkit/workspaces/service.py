@@ -272,6 +272,11 @@ class WorkspaceService:
             return WorkspaceInfo(
                 ws.name, ws.path, agent_running=running, error="not a git repository"
             )
+        try:
+            # git status may run clean filters: never on a tampered configuration
+            await self.git.check_config(ws.path)
+        except PermissionDeniedError as exc:
+            return WorkspaceInfo(ws.name, ws.path, agent_running=running, error=str(exc))
         status, commit, remote = await asyncio.gather(
             self.git.run(
                 ["--no-optional-locks", "status", "--porcelain=v2", "--branch"],
