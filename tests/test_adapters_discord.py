@@ -7,11 +7,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
-pytest.importorskip("discord", reason="the discord extra is not installed")
-
 import discord
+import pytest
 
 from agentkit import Settings, ToolCall
 from agentkit.adapters.chat_session import AccessPolicy, Author

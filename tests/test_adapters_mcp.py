@@ -8,15 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-
-from agentkit import ToolResult
-from tests.adapter_toolsets import make_toolset
-
-pytest.importorskip("mcp", reason="the mcp extra is not installed")
-
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
+from agentkit import ToolResult
 from agentkit.adapters.mcp_server import load_toolset, to_call_tool_result
+from tests.adapter_toolsets import make_toolset
 
 ROOT = Path(__file__).resolve().parent.parent
 

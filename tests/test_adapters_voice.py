@@ -7,9 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-
-pytest.importorskip("elevenlabs", reason="the voice extra is not installed")
-
 from elevenlabs.conversational_ai.conversation import ClientTools
 
 from agentkit import Toolset, tool
