@@ -557,3 +557,24 @@ async def test_dot_git_pointing_elsewhere_is_refused(kit: Kit, server: GitHTTPSe
     rows = {w["name"]: w for w in listed.data["workspaces"]}
     assert rows["decoy"]["error"] == "not a git repository"
     assert server.log("acme/elsewhere") == ["initial commit"]
+
+
+async def test_credential_helper_answers_only_for_the_token_origin(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer
+) -> None:
+    """Second layer: even a network command run with auth=True (as for a push to a rewritten
+    URL) gives the token to no other origin."""
+    from agentkit.workspaces.git import Git
+
+    settings = make_settings(tmp_path, server)
+    git = Git(executor, settings, Redactor(settings.secrets()))
+    server.create_repo("acme/mine")
+    ours = await git.run(["ls-remote", server.url("acme/mine")], auth=True, check=False)
+    assert ours.ok, ours.stderr
+    assert "refs/heads/main" in ours.stdout
+    with GitHTTPServer(tmp_path / "other", token=TOKEN) as other:
+        other.create_repo("evil/grab")
+        theirs = await git.run(["ls-remote", other.url("evil/grab")], auth=True, check=False)
+    assert not theirs.ok
+    assert other.requests
+    assert all(r.user is None for r in other.requests)

@@ -499,7 +499,8 @@ class WorkspaceService:
             raise ToolError(
                 f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
             )
-        uses_token = origin_of(remote) is not None
+        token_origin = origin_of(github_web_url(self.settings))
+        uses_token = token_origin is not None and origin_of(remote) == token_origin
         out = await self.git.run(
             ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
             cwd=ws.path,
