@@ -4,6 +4,7 @@ the scripted Anthropic server, with a fake chat channel standing in for Discord.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,3 +229,18 @@ def test_streaming_view_keeps_the_newest_text_within_the_limit() -> None:
     assert len(rendered) == 2000
     assert rendered.startswith("…")
     assert rendered.endswith("y")
+
+
+async def test_edits_are_throttled_while_text_streams_in(server: ScriptedAnthropicServer) -> None:
+    text = " ".join(f"w{i}" for i in range(150))
+    server.add(reply.text(text).streamed(chunk_size=4, chunk_delay=0.005))  # ~150 deltas, ~0.7 s
+    sessions = sessions_for(server, edit_interval=0.25)
+    channel = FakeChannel()
+    started = time.monotonic()
+    await sessions.handle_message(1, ALICE, "talk", channel)
+    elapsed = time.monotonic() - started
+    edits = channel.messages[0].edits
+    assert text in edits[-1]  # the last edit shows everything
+    # at most one edit per interval (plus the final one), not one per delta
+    assert 2 <= len(edits) <= elapsed / 0.25 + 2
+    assert len(edits) < 50
