@@ -213,3 +213,38 @@ def test_make_executor_picks_by_host(ssh_settings: Settings) -> None:
 def test_default_known_hosts_is_the_users(ssh_settings: Settings) -> None:
     executor = SSHExecutor(ssh_settings.model_copy(update={"known_hosts": None}))
     assert executor.known_hosts == Path(os.path.expanduser("~/.ssh/known_hosts"))
+
+
+async def test_agent_auth_without_key_file(
+    sshd: SSHServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tests.support import require
+
+    require(shutil.which("ssh-agent") is not None, "ssh-agent (apt install openssh-client)")
+    sock = tmp_path / "agent.sock"
+    agent = await asyncio.create_subprocess_exec(
+        "ssh-agent", "-D", "-a", str(sock), stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.02)
+        add = await asyncio.create_subprocess_exec(
+            "ssh-add", "-q", str(sshd.client_key), env={**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        )
+        assert await add.wait() == 0
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        without = SSHExecutor(sshd.settings(ssh_key=None), reconnect_attempts=1)
+        with pytest.raises(ExecutorConnectionError):
+            await without.connect()
+        await without.aclose()
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        async with SSHExecutor(sshd.settings(ssh_key=None)) as executor:
+            assert (await executor.run(["echo", "via agent"])).stdout == b"via agent\n"
+    finally:
+        agent.kill()
+        await agent.wait()

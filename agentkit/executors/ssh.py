@@ -152,37 +152,49 @@ class _Dropped(Exception):
 
 
 class _HostKeys:
-    """Host key policy: known_hosts file, optional trust-on-first-use that records the key."""
+    """Host key policy: known_hosts file, optional trust-on-first-use that records the key.
+
+    The file is read (off the event loop) before each connect; asyncssh calls :meth:`validate`
+    only for a key that is not trusted by it. A TOFU key is written after the connection is up.
+    """
 
     def __init__(self, path: Path, tofu: bool) -> None:
         self.path = path
         self.tofu = tofu
         self.changed = False
+        self.known = asyncssh.SSHKnownHosts()
+        self.pending: str | None = None
 
     def load(self) -> asyncssh.SSHKnownHosts:
         try:
             text = self.path.read_text()
         except FileNotFoundError:
             text = ""
-        return asyncssh.import_known_hosts(text)
+        self.known = asyncssh.import_known_hosts(text)
+        self.changed = False
+        self.pending = None
+        return self.known
 
     def validate(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         """Called by asyncssh for a key not in known_hosts: trust it (TOFU) or refuse."""
-        known = self.load().match(host, addr, port)
+        known = self.known.match(host, addr, port if port != 22 else None)
         has_entries = bool(known[0]) or bool(known[1])
         self.changed = has_entries
         if has_entries or not self.tofu:
             return False
-        self.record(host, port, key)
-        return True
-
-    def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
         hostspec = host if port == 22 else f"[{host}]:{port}"
         keytype, blob = key.export_public_key("openssh").decode().split()[:2]
+        self.pending = f"{hostspec} {keytype} {blob}\n"
+        return True
+
+    def record_pending(self) -> None:
+        if self.pending is None:
+            return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a") as f:
-            f.write(f"{hostspec} {keytype} {blob}\n")
+            f.write(self.pending)
+        self.pending = None
 
 
 class _Client(asyncssh.SSHClient):
@@ -279,12 +291,12 @@ class SSHExecutor(Executor):
         options: dict[str, Any] = {}
         if s.ssh_key is not None:
             options["client_keys"] = [str(s.ssh_key)]
-        self._keys.changed = False
+        known = await asyncio.to_thread(self._keys.load)
         conn = await asyncssh.connect(
             self.host,
             self.port,
             username=self.user,
-            known_hosts=self._keys.load(),
+            known_hosts=known,
             client_factory=lambda: _Client(self._keys),
             connect_timeout=s.ssh_connect_timeout,
             keepalive_interval=s.ssh_keepalive_interval,
@@ -295,6 +307,7 @@ class SSHExecutor(Executor):
         try:
             # sshd enables TCP_NODELAY once a session ran; forwarded channels stall without it
             await asyncio.wait_for(conn.run("true", check=False), s.ssh_connect_timeout)
+            await asyncio.to_thread(self._keys.record_pending)  # trust-on-first-use
         except BaseException:
             conn.close()
             raise
