@@ -118,3 +118,43 @@ def test_client_tool_configs_follow_the_schema() -> None:
     assert mode["enum"] == ["short", "long"]
     assert "Default: short" in mode["description"]
     assert configs["add"]["parameters"]["properties"]["a"]["type"] == "integer"
+
+
+async def test_a_client_tool_call_message_from_the_service_is_answered_on_the_socket() -> None:
+    """The SDK's own Conversation handles the wire message; a fake socket stands in for
+    ElevenLabs' service."""
+    import json
+
+    from elevenlabs.client import ElevenLabs
+    from elevenlabs.conversational_ai.conversation import Conversation
+
+    loop = asyncio.get_running_loop()
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    class FakeSocket:
+        def send(self, data: str) -> None:  # called from the SDK's thread
+            loop.call_soon_threadsafe(sent.put_nowait, json.loads(data))
+
+    client_tools = register_voice_tools(make_toolset())
+    conversation = Conversation(
+        ElevenLabs(api_key="test-key"), "agent-id", requires_auth=False, client_tools=client_tools
+    )
+    try:
+        message = {
+            "type": "client_tool_call",
+            "client_tool_call": {
+                "tool_name": "add",
+                "tool_call_id": "call-9",
+                "parameters": {"a": 40, "b": 2},
+            },
+        }
+        conversation._handle_message(message, FakeSocket())
+        response = await asyncio.wait_for(sent.get(), 10)
+    finally:
+        client_tools.stop()
+    assert response == {
+        "type": "client_tool_result",
+        "tool_call_id": "call-9",
+        "result": "42.",
+        "is_error": False,
+    }
