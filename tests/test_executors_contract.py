@@ -177,6 +177,14 @@ async def test_hostile_stdin_arrives_byte_exact(executor: Executor, tmp_path: Pa
     assert not marker.exists()
 
 
+async def test_large_stdin_and_output(executor: Executor) -> None:
+    blob = os.urandom(4 << 20)
+    result = await executor.run(["cat"], stdin=blob, timeout=60)
+    assert result.stdout == blob
+    ignored = await executor.run(["true"], stdin=blob, timeout=60)  # nobody reads it
+    assert ignored.exit_status == 0
+
+
 async def test_hostile_env_values_arrive_exact(executor: Executor, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     values = [v for v in hostile_corpus(marker) if len(v) < 5000]
@@ -311,11 +319,11 @@ async def test_write_file_atomic_and_mode(executor: Executor, tmp_path: Path) ->
     # atomic replace: a reader holding the old file keeps the old content (a new inode)
     with open(target, "rb") as old:
         old_inode = os.fstat(old.fileno()).st_ino
-        await executor.write_file(str(target), b"new", mode=0o755)
+        await executor.write_file(str(target), b"new", mode=0o777)  # umask must not apply
         assert old.read() == data
     assert target.read_bytes() == b"new"
     assert target.stat().st_ino != old_inode
-    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]  # no temp left behind
     assert await executor.read_file(str(target)) == b"new"
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.errors import ExecutorConnectionError
-from agentkit.executors import LocalExecutor, SSHExecutor, make_executor
+from agentkit.executors import LocalExecutor, SSHExecutor, StreamLine, make_executor
 from agentkit.executors.ssh import PROLOGUE, build_command
 from tests.sshd import SSHServer
 
@@ -85,6 +85,17 @@ async def test_in_flight_idempotent_call_is_retried(
     assert result.stdout == b"done\n"
     assert runs.read_text() == "run\nrun\n"  # ran twice: once per connection
     assert own_executor.connections_made == 2
+
+
+async def test_stream_reports_a_drop(own_executor: SSHExecutor, sshd: SSHServer) -> None:
+    stream = own_executor.stream(["sh", "-c", "echo started; sleep 5"])
+    first = await anext(stream)
+    assert isinstance(first, StreamLine)
+    await asyncio.to_thread(sshd.restart)
+    with pytest.raises(ExecutorConnectionError):
+        async for _item in stream:
+            pass
+    assert (await own_executor.run(["echo", "again"])).stdout == b"again\n"
 
 
 async def test_file_io_survives_a_drop(
