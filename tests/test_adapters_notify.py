@@ -40,22 +40,42 @@ def text_of(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def status(**fields: Any) -> dict[str, Any]:
+    """A status dict shaped like ``AgentStatus.to_dict()``."""
+    base: dict[str, Any] = {
+        "id": CONTAINER,
+        "state": "running",
+        "exit_code": None,
+        "elapsed_s": 0.5,
+        "workspace": "/opt/agentflow/workspaces/demo",
+        "task": "Fix the flaky test",
+        "turns": 3,
+        "cost_usd": None,
+        "result_text": None,
+        "is_error": False,
+        "error": None,
+    }
+    return {**base, **fields}
+
+
 def spawn_events() -> list[Any]:
     call = ToolCall(
         id="toolu_1",
         name="spawn_claude_agent",
         input={"task": "Fix the flaky test", "workspace_path": "demo"},
     )
-    result = ToolResult(f"Started {CONTAINER}", data={"container_id": CONTAINER})
+    result = ToolResult(f"Spawned agent {CONTAINER}", data=status(state="running"))
     wait = ToolCall(id="toolu_2", name="wait_for_claude_agent", input={"container_id": CONTAINER})
     finished = ToolResult(
-        "Agent finished",
+        "Agent succeeded",
         data={
-            "container_id": CONTAINER,
-            "status": "exited",
-            "result": "All tests pass now.",
-            "total_cost_usd": 0.0123,
-            "duration_ms": 65000,
+            **status(
+                state="succeeded",
+                result_text="All tests pass now.",
+                cost_usd=0.0123,
+                elapsed_s=65.2,
+            ),
+            "wait_timed_out": False,
         },
     )
     run = RunResult(
@@ -370,3 +390,31 @@ async def test_a_real_agent_run_is_reported_through_tap_and_after_tool() -> None
     assert "lookup failed" in texts[4]
     assert "no entry named 'missing'" in texts[4]
     assert len(texts) == 5
+
+
+@respx.mock
+async def test_agent_end_is_reported_once_per_agent_with_its_state() -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(204))
+    poll = ToolCall(id="p", name="get_claude_status", input={"container_id": CONTAINER})
+    other = "claude-agent-1764240000001-zz9zz9"
+    stop = ToolCall(id="s", name="stop_claude_agent", input={"container_id": other})
+    timed = "claude-agent-1764240000002-tt1tt1"
+    results = [
+        ToolResult("running", data=status(state="running")),  # not finished: nothing
+        ToolResult("done", data=status(state="succeeded", result_text="Done.", cost_usd=0.5)),
+        ToolResult("done", data=status(state="succeeded", result_text="Done.")),  # polled again
+        ToolResult("stopped", data=status(id=other, state="stopped")),
+        ToolResult("late", data=status(id=timed, state="timed_out", error="deadline passed")),
+    ]
+    calls = [poll, poll, poll, stop, poll]
+    async with DiscordWebhookNotifier(URL, tool_use=False) as notifier:
+        for call, result in zip(calls, results, strict=True):
+            notifier.notify(ToolResultEvent(call=call, result=result, duration=0.1, turn=1))
+    texts = [text_of(b) for b in bodies(route)]
+    assert len(texts) == 3
+    assert "Agent finished" in texts[0]
+    assert "$0.5000" in texts[0]
+    assert "Agent stopped" in texts[1]
+    assert other in texts[1]
+    assert "Agent failed" in texts[2]
+    assert "deadline passed" in texts[2]

@@ -73,8 +73,9 @@ RED = 0xED4245
 GREY = 0x99AAB5
 
 #: Tools whose results announce an agent's end (when they carry a result, status or cost).
-FINISH_TOOLS = frozenset({"wait_for_claude_agent", "get_claude_status"})
+FINISH_TOOLS = frozenset({"wait_for_claude_agent", "get_claude_status", "stop_claude_agent"})
 _RUNNING = frozenset({"running", "created", "starting", "restarting", "pending"})
+_FAILED = frozenset({"failed", "timed_out", "oom_killed", "error"})
 
 
 def embed_length(embed: dict[str, Any]) -> int:
@@ -223,6 +224,7 @@ class DiscordWebhookNotifier:
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
         self._run_started: float | None = None
+        self._announced: set[str] = set()
         self._bucket_reset: float = 0.0
 
     @classmethod
@@ -371,10 +373,10 @@ class DiscordWebhookNotifier:
         if call.name == "spawn_claude_agent":
             container = find_container_id(result.data, result.content) or "unknown"
             fields = [("Container", f"`{container}`")]
-            workspace = call.input.get("workspace_path")
+            workspace = field_of(result.data, "workspace") or call.input.get("workspace_path")
             if workspace:
                 fields.append(("Workspace", str(workspace)))
-            task = str(call.input.get("task", ""))
+            task = str(call.input.get("task") or field_of(result.data, "task") or "")
             return embed_messages("🚀 Agent started", task, color=BLUE, fields=fields)
         if call.name in FINISH_TOOLS:
             return self._agent_finished(call, result)
@@ -382,31 +384,42 @@ class DiscordWebhookNotifier:
 
     def _agent_finished(self, call: ToolCall, result: ToolResult) -> list[Payload]:
         data = result.data
-        status = field_of(data, "status", "state")
-        if status is not None and str(status).lower() in _RUNNING:
+        status = field_of(data, "state", "status")
+        state = str(status).lower() if status is not None else None
+        if state in _RUNNING:
             return []
-        cost = field_of(data, "total_cost_usd", "cost_usd", "cost")
-        duration_ms = field_of(data, "duration_ms")
-        text = field_of(data, "result", "result_text")
-        if cost is None and text is None and status is None:
+        cost = field_of(data, "cost_usd", "total_cost_usd", "cost")
+        text = field_of(data, "result_text", "result")
+        error = field_of(data, "error")
+        if cost is None and text is None and state is None:
             return []
         container = find_container_id(data, result.content) or call.input.get("container_id") or "?"
+        if container in self._announced:  # status polled again: already reported
+            return []
+        self._announced.add(container)
         fields = [("Container", f"`{container}`")]
-        if status is not None:
-            fields.append(("Status", str(status)))
+        if state is not None:
+            fields.append(("State", state))
         if cost is not None:
             with contextlib.suppress(TypeError, ValueError):
                 fields.append(("Cost", f"${float(cost):.4f}"))
-        if duration_ms is not None:
+        seconds = field_of(data, "elapsed_s")
+        if seconds is None and field_of(data, "duration_ms") is not None:
+            seconds = float(field_of(data, "duration_ms")) / 1000
+        if seconds is not None:
             with contextlib.suppress(TypeError, ValueError):
-                fields.append(("Duration", _format_duration(float(duration_ms) / 1000)))
-        failed = bool(field_of(data, "is_error")) or str(status).lower() in ("failed", "error")
-        return embed_messages(
-            "❌ Agent failed" if failed else "✅ Agent finished",
-            str(text) if text is not None else result.content,
-            color=RED if failed else GREEN,
-            fields=fields,
-        )
+                fields.append(("Duration", _format_duration(float(seconds))))
+        turns = field_of(data, "turns", "num_turns")
+        if turns is not None:
+            fields.append(("Turns", str(turns)))
+        if state == "stopped":
+            title, color = "⏹️ Agent stopped", GREY
+        elif state in _FAILED or bool(field_of(data, "is_error")):
+            title, color = "❌ Agent failed", RED
+        else:
+            title, color = "✅ Agent finished", GREEN
+        body = str(text) if text else (str(error) if error else result.content)
+        return embed_messages(title, body, color=color, fields=fields)
 
     def _run_finished(self, event: RunFinished) -> list[Payload]:
         run = event.result
