@@ -61,11 +61,21 @@ async def test_drop_then_reconnect_on_next_call(own_executor: SSHExecutor, sshd:
     assert own_executor.connections_made == 2
 
 
+async def _wait_for_file(path: Path, within: float = 10.0) -> None:
+    for _ in range(int(within / 0.02)):
+        if path.exists():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never appeared")
+
+
 async def test_in_flight_non_idempotent_call_reports(
-    own_executor: SSHExecutor, sshd: SSHServer
+    own_executor: SSHExecutor, sshd: SSHServer, tmp_path: Path
 ) -> None:
-    task = asyncio.create_task(own_executor.run(["sleep", "3"]))
-    await asyncio.sleep(0.5)
+    started = tmp_path / "started"
+    script = f"touch {shlex.quote(str(started))}; sleep 3"
+    task = asyncio.create_task(own_executor.run(["sh", "-c", script]))
+    await _wait_for_file(started)
     await asyncio.to_thread(sshd.restart)
     with pytest.raises(ExecutorConnectionError) as info:
         await asyncio.wait_for(task, 10)
@@ -79,7 +89,7 @@ async def test_in_flight_idempotent_call_is_retried(
     runs = tmp_path / "runs"
     script = f"echo run >> {shlex.quote(str(runs))}; sleep 1; echo done"
     task = asyncio.create_task(own_executor.run(["sh", "-c", script], idempotent=True))
-    await asyncio.sleep(0.5)
+    await _wait_for_file(runs)
     await asyncio.to_thread(sshd.restart)
     result = await asyncio.wait_for(task, 15)
     assert result.stdout == b"done\n"

@@ -212,7 +212,7 @@ class SSHExecutor(Executor):
 
     kind = "ssh"
 
-    def __init__(self, settings: Settings, *, reconnect_attempts: int = 4) -> None:
+    def __init__(self, settings: Settings, *, reconnect_attempts: int = 5) -> None:
         if not settings.host:
             raise ValueError("SSHExecutor needs settings.host (AGENTKIT_HOST)")
         self.settings = settings
@@ -271,7 +271,7 @@ class SSHExecutor(Executor):
             self._sftp = None
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self._reconnect_attempts),
-                wait=wait_exponential(multiplier=0.1, max=2.0),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
                 retry=retry_if_exception(_transient),
                 reraise=True,
             )
@@ -335,11 +335,12 @@ class SSHExecutor(Executor):
                 failure = exc
             if idempotent and attempt == 1:
                 continue
+            reason = str(failure) or type(failure).__name__
             raise ExecutorConnectionError(
-                f"{self.description}: connection lost during the call ({failure or 'closed'});"
+                f"{self.description}: connection lost during the call ({reason});"
                 " it was not retried because it is not marked idempotent"
                 if not idempotent
-                else f"{self.description}: connection lost twice during the call ({failure})"
+                else f"{self.description}: connection lost twice during the call ({reason})"
             ) from failure
         raise AssertionError("unreachable")  # pragma: no cover
 
