@@ -79,6 +79,7 @@ async def test_fork_bomb_is_held_at_the_pids_limit(base_image: str, tmp_path: Pa
         waited = await agents.wait(spawned.id, 20_000)
         assert waited.status.state == AgentState.TIMED_OUT, waited.status
         # the bomb did run into the limit (dash reports each refused fork)
+        await agents.settle()  # the record is written right after wait returns
         assert b"Cannot fork" in await agents.store.read_stderr(spawned.id)
 
 

@@ -145,8 +145,11 @@ async def open_docker(executor: Executor, settings: Settings) -> aiodocker.Docke
     docker = aiodocker.Docker(url=f"unix://{local_path}")
     try:
         with docker_errors(f"ping the Docker Engine on {where}", socket):
-            async with docker._query("_ping", versioned_api=False) as resp:
+            resp = await docker._do_query("_ping", "GET", versioned_api=False)
+            try:
                 await resp.read()
+            finally:
+                resp.release()
             await docker._check_version()
     except BaseException as exc:
         await docker.close()

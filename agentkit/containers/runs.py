@@ -9,6 +9,7 @@ Layout under ``settings.runs_root`` (``AGENTKIT_ROOT/runs``), one directory per 
         stderr.log                the container's stderr (last 64 KiB)
         stop.json                 written *before* agentkit stops a container: {"reason", "at"}
         result.json               the final record (one JSON line); its presence means "finished"
+    runs/index.jsonl              one line per finished run (what list reads in one go)
 
 Everything goes through the executor, so records live on the host that runs the containers and
 outlive both the container (removed once its output is safe here) and the controller process.
@@ -16,6 +17,7 @@ outlive both the container (removed once its output is safe here) and the contro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ META, TASK, OUTPUT, STDERR, STOP, RESULT = (
     "stop.json",
     "result.json",
 )
+INDEX = "index.jsonl"
 
 
 def _dumps(data: Mapping[str, Any]) -> bytes:
@@ -55,12 +58,13 @@ class RunStore:
 
     async def create(self, run_id: str, meta: Mapping[str, Any], task: str) -> None:
         """Create the record directory with ``meta.json`` and ``task.txt`` (private to the user)."""
-        await self.executor.makedirs(self.root, mode=0o700)
         await self.executor.run(
-            ["mkdir", "-m", "700", "--", self.path(run_id)], check=True, idempotent=False
+            ["mkdir", "-p", "-m", "700", "--", self.path(run_id)], check=True, idempotent=True
         )
-        await self.executor.write_file(self.path(run_id, TASK), task.encode("utf-8"), mode=0o600)
-        await self.executor.write_file(self.path(run_id, META), _dumps(meta), mode=0o600)
+        await asyncio.gather(
+            self.executor.write_file(self.path(run_id, TASK), task.encode("utf-8"), mode=0o600),
+            self.executor.write_file(self.path(run_id, META), _dumps(meta), mode=0o600),
+        )
 
     async def _read(self, run_id: str, name: str) -> bytes | None:
         try:
@@ -131,6 +135,31 @@ class RunStore:
 
     async def read_result(self, run_id: str) -> dict[str, Any] | None:
         return await self._read_json(run_id, RESULT)
+
+    async def append_index(self, record: Mapping[str, Any]) -> None:
+        """Add a finished run to ``index.jsonl`` (one line; appends are atomic)."""
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        await self.executor.run(
+            ["dd", f"of={self.root}/{INDEX}", "oflag=append", "conv=notrunc", "status=none"],
+            stdin=(line + "\n").encode("utf-8"),
+            check=True,
+        )
+
+    async def read_index(self) -> list[dict[str, Any]]:
+        """Finished runs from ``index.jsonl`` (one read; a later line for an id wins)."""
+        try:
+            raw = await self.executor.read_file(f"{self.root}/{INDEX}")
+        except FileNotFoundError:
+            return []
+        out: dict[str, dict[str, Any]] = {}
+        for line in raw.splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                out[str(data.get("id"))] = data
+        return list(out.values())
 
     async def list_ids(self) -> list[str]:
         """Every record directory name (unordered)."""

@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 import struct
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,11 +141,11 @@ class ContainerRuntime(abc.ABC):
     @abc.abstractmethod
     def logs(
         self, name: str, *, follow: bool = False, tail: int | None = None
-    ) -> AsyncIterator[LogChunk]:
+    ) -> AsyncGenerator[LogChunk, None]:
         """The container's output, stdout and stderr apart; ``follow`` until it exits."""
 
     @abc.abstractmethod
-    def events(self, labels: Mapping[str, str | None]) -> AsyncIterator[RuntimeEvent]:
+    def events(self, labels: Mapping[str, str | None]) -> AsyncGenerator[RuntimeEvent, None]:
         """Container events (start, die, oom, destroy, ...) for containers with ``labels``."""
 
     @abc.abstractmethod
@@ -267,10 +267,28 @@ class DockerRuntime(ContainerRuntime):
             )
         return str(data["Id"])
 
+    async def _call(
+        self,
+        path: str,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> None:
+        """A request whose body does not matter; the response is always released."""
+        resp = await self.docker._do_query(
+            path,
+            method,
+            params=dict(params or {}),
+            timeout=client_timeout or aiohttp.ClientTimeout(total=60),
+        )
+        try:
+            await resp.read()
+        finally:
+            resp.release()
+
     async def start(self, name: str) -> None:
         with self._errors(f"start {name}"):
-            async with self.docker._query(f"containers/{name}/start", method="POST"):
-                pass
+            await self._call(f"containers/{name}/start", "POST")
 
     @staticmethod
     def _info(data: Mapping[str, Any]) -> ContainerInfo:
@@ -323,13 +341,12 @@ class DockerRuntime(ContainerRuntime):
 
     async def stop(self, name: str, grace: float = 1.0) -> None:
         with self._errors(f"stop {name}"):
-            async with self.docker._query(
+            await self._call(
                 f"containers/{name}/stop",
-                method="POST",
-                params={"t": max(round(grace), 0)},
-                timeout=aiohttp.ClientTimeout(total=grace + 30),
-            ):
-                pass
+                "POST",
+                {"t": max(round(grace), 0)},
+                aiohttp.ClientTimeout(total=grace + 30),
+            )
 
     async def wait(self, name: str) -> int:
         with self._errors(f"wait for {name}"):
@@ -346,12 +363,9 @@ class DockerRuntime(ContainerRuntime):
 
         try:
             with self._errors(f"remove {name}"):
-                async with self.docker._query(
-                    f"containers/{name}",
-                    method="DELETE",
-                    params={"force": "1" if force else "0", "v": "1"},
-                ):
-                    pass
+                await self._call(
+                    f"containers/{name}", "DELETE", {"force": "1" if force else "0", "v": "1"}
+                )
         except NotFoundError:
             return
         except ConflictError as exc:  # "removal already in progress"
@@ -360,7 +374,7 @@ class DockerRuntime(ContainerRuntime):
 
     async def logs(
         self, name: str, *, follow: bool = False, tail: int | None = None
-    ) -> AsyncIterator[LogChunk]:
+    ) -> AsyncGenerator[LogChunk, None]:
         params: dict[str, Any] = {
             "stdout": "1",
             "stderr": "1",
@@ -368,9 +382,10 @@ class DockerRuntime(ContainerRuntime):
             "tail": "all" if tail is None else str(tail),
         }
         with self._errors(f"logs of {name}"):
-            async with self.docker._query(
-                f"containers/{name}/logs", params=params, timeout=aiohttp.ClientTimeout()
-            ) as resp:
+            resp = await self.docker._do_query(
+                f"containers/{name}/logs", "GET", params=params, timeout=aiohttp.ClientTimeout()
+            )
+            try:
                 # Our containers never have a TTY, so the stream is always multiplexed
                 # (8-byte frame headers: stream id, 3 zero bytes, big-endian length).
                 content = resp.content
@@ -384,15 +399,19 @@ class DockerRuntime(ContainerRuntime):
                     stream, size = header[0], struct.unpack(">I", header[4:8])[0]
                     data = await content.readexactly(size) if size else b""
                     yield LogChunk(STDERR if stream == 2 else STDOUT, data)
+            finally:
+                resp.close()
 
-    async def events(self, labels: Mapping[str, str | None]) -> AsyncIterator[RuntimeEvent]:
+    async def events(self, labels: Mapping[str, str | None]) -> AsyncGenerator[RuntimeEvent, None]:
         filters = {"type": ["container"], "label": _label_filters(labels)}
         with self._errors("follow container events"):
-            async with self.docker._query(
+            resp = await self.docker._do_query(
                 "events",
+                "GET",
                 params={"filters": json.dumps(filters)},
                 timeout=aiohttp.ClientTimeout(),
-            ) as resp:
+            )
+            try:
                 while True:
                     line = await resp.content.readline()
                     if not line:
@@ -410,6 +429,8 @@ class DockerRuntime(ContainerRuntime):
                         attributes=attrs,
                         time_nano=data.get("timeNano"),
                     )
+            finally:
+                resp.close()
 
     async def image_exists(self, image: str) -> bool:
         from agentkit.errors import NotFoundError

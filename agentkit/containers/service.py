@@ -28,7 +28,7 @@ import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
@@ -87,6 +87,14 @@ DEADLINE_GRACE = 1.5  # seconds the in-container `timeout` gets before the contr
 STOP_GRACE = 1.0  # SIGTERM -> SIGKILL for stop (init forwards SIGTERM, so this rarely matters)
 TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
 STDERR_BYTES = 64 * 1024
+# mkdir, resolve again (a symlink may have been swapped in), confine, chown. $1 path, $2 root.
+_PREPARE_WORKSPACE = """set -eu
+mkdir -p -- "$1"
+real=$(realpath -e -- "$1")
+case "$real" in "$2"/*) ;; *) printf '%s\\n' "$real"; exit 3 ;; esac
+chown -R -- "$3" "$real"
+printf '%s\\n' "$real"
+"""
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 
@@ -260,7 +268,9 @@ class _Run:
     tail_bytes: int = 0
     lines: int = 0
     stderr: bytearray = field(default_factory=bytearray)
+    meta: dict[str, Any] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     final: AgentStatus | None = None
 
@@ -275,6 +285,10 @@ class _Run:
         self.tail_bytes += len(line)
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             self.tail_bytes -= len(self.tail.popleft())
+
+
+async def _none() -> None:
+    return None
 
 
 def _float(value: Any) -> float | None:
@@ -479,6 +493,7 @@ class AgentService:
                 )
             raise
         run = self._attach(run_id, labels)
+        run.meta = meta
         return self._running_status(run, started_at=created)
 
     def _check_task(self, task: str) -> None:
@@ -525,7 +540,8 @@ class AgentService:
         """Resolve ``workspace_path`` on the host, confined under the workspaces root.
 
         A relative path is taken relative to the root. The directory is created if missing and
-        handed to the agent user (uid 1001). Anything outside the root is refused.
+        handed to the agent user (uid 1001). Anything outside the root is refused before
+        anything is created, and checked again after creation (symlinks).
         """
         root = self.settings.workspaces_root
         if not isinstance(workspace_path, str) or not workspace_path.strip():
@@ -536,26 +552,24 @@ class AgentService:
             raise ToolError("workspace_path contains a control character")
         raw = workspace_path.strip()
         candidate = raw if raw.startswith("/") else f"{root}/{raw}"
-        await self.executor.makedirs(root)
-        real_root = await self._realpath(root)
-        real = await self._realpath(candidate)
+        resolved = await self.executor.run(["realpath", "-m", "--", root, candidate])
+        lines = resolved.stdout_text().splitlines()
+        if not resolved.ok or len(lines) != 2:
+            raise ToolError(f"cannot resolve workspace path {workspace_path!r} on the host")
+        real_root, real = lines
         self._confine(real, real_root, workspace_path)
-        await self.executor.makedirs(real)
-        real = await self._realpath(real)  # again: a symlink could have been swapped in
-        self._confine(real, real_root, workspace_path)
-        chown = await self.executor.run(["chown", "-R", AGENT_UID, "--", real])
-        if not chown.ok:
+        # one constant script; the paths are positional arguments, never parsed as code
+        made = await self.executor.run(
+            ["sh", "-c", _PREPARE_WORKSPACE, "prepare-workspace", real, real_root, AGENT_UID]
+        )
+        if made.exit_status == 3:
+            self._confine(made.stdout_text().strip(), real_root, workspace_path)
+        if not made.ok:
             raise ConfigError(
-                f"cannot hand {real} to the agent user {AGENT_UID}: "
-                f"{chown.stderr_text().strip()[-300:]} (the host user must be root or own it)"
+                f"cannot create {real} and hand it to the agent user {AGENT_UID}: "
+                f"{made.stderr_text().strip()[-300:]} (the host user must be root or own it)"
             )
-        return real
-
-    async def _realpath(self, path: str) -> str:
-        result = await self.executor.run(["realpath", "-m", "--", path], idempotent=True)
-        if not result.ok or not result.stdout_text().strip():
-            raise ToolError(f"cannot resolve path {path!r} on the host")
-        return result.stdout_text().strip()
+        return made.stdout_text().strip()
 
     @staticmethod
     def _confine(real: str, real_root: str, given: str) -> None:
@@ -608,29 +622,33 @@ class AgentService:
         partial = b""
         try:
             try:
-                async for chunk in runtime.logs(run.id, follow=True):
-                    if chunk.stream == STDERR:
-                        run.stderr.extend(chunk.data)
-                        if len(run.stderr) > STDERR_BYTES:
-                            del run.stderr[: len(run.stderr) - STDERR_BYTES]
-                        continue
-                    data = partial + chunk.data
-                    *lines, partial = data.split(b"\n")
-                    for raw in lines:
-                        self._take_line(run, raw, pending)
-                    wakeup.set()
+                async with contextlib.aclosing(runtime.logs(run.id, follow=True)) as stream:
+                    async for chunk in stream:
+                        if chunk.stream == STDERR:
+                            run.stderr.extend(chunk.data)
+                            if len(run.stderr) > STDERR_BYTES:
+                                del run.stderr[: len(run.stderr) - STDERR_BYTES]
+                            continue
+                        data = partial + chunk.data
+                        *lines, partial = data.split(b"\n")
+                        for raw in lines:
+                            self._take_line(run, raw, pending)
+                        wakeup.set()
                 complete = True
             except AgentkitError as exc:
                 logger.warning("following %s broke (%s); will re-read its logs", run.id, exc)
             if partial:
                 self._take_line(run, partial, pending)
             exit_code = await runtime.wait(run.id)
-            finished.set()
-            wakeup.set()
-            await writer_task
-            if not wrote_any:
-                await self.store.write_output(run.id, b"")
-            await self._finalize(run, exit_code=exit_code, complete=complete)
+
+            async def flush() -> None:
+                finished.set()
+                wakeup.set()
+                await writer_task
+                if not wrote_any:
+                    await self.store.write_output(run.id, b"")
+
+            await self._finalize(run, exit_code=exit_code, complete=complete, flush=flush)
         finally:
             guard.cancel()
             if not writer_task.done():
@@ -663,29 +681,44 @@ class AgentService:
         run_id: str | None = None,
         exit_code: int | None = None,
         complete: bool = True,
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> AgentStatus:
-        """Write the final record for an exited container, then remove the container."""
+        """Record the end of an exited container, then remove the container.
+
+        Waiters are woken as soon as the final state is known; the record (output flushed by
+        ``flush``, stderr, result, index line) is written next, and only then is the container
+        removed. A controller dying in between leaves the container, so reconcile redoes this.
+        """
         rid = run.id if run is not None else str(run_id)
         lock = self._final_locks.setdefault(rid, asyncio.Lock())
         async with lock:
             if rid in self._finals:
+                if flush is not None:
+                    await flush()
                 return self._finals[rid]
-            existing = await self.store.read_result(rid)
-            if existing is not None:  # another controller finished it first
-                status = AgentStatus.from_record(existing)
-                return self._remember_final(run, status)
             runtime = await self.runtime()
-            info: ContainerInfo | None
-            try:
-                info = await runtime.inspect(rid)
-            except NotFoundError:
-                info = None
-            meta = await self.store.read_meta(rid) or {}
+
+            async def inspect() -> ContainerInfo | None:
+                try:
+                    return await runtime.inspect(rid)
+                except NotFoundError:
+                    return None
+
+            existing, info, stop, stored_meta = await asyncio.gather(
+                self.store.read_result(rid),
+                inspect(),
+                self.store.read_stop(rid),
+                self.store.read_meta(rid) if run is None or not run.meta else _none(),
+            )
+            if existing is not None:  # another controller finished it first
+                if flush is not None:
+                    await flush()
+                return self._remember_final(run, AgentStatus.from_record(existing), persisted=True)
+            meta = (run.meta if run is not None and run.meta else stored_meta) or {}
             if run is None or not complete:
                 run = run or _Run(rid, dict(info.labels) if info else {})
                 if info is not None:
                     await self._reread_output(run)
-            stop = await self.store.read_stop(rid)
             summary = run.summary
             res = summary.result
             if info is not None and exit_code is None:
@@ -724,10 +757,15 @@ class AgentService:
                 "error": self.redactor.redact(error) if error else None,
                 "output_lines": run.lines,
             }
+            status = self._remember_final(run, AgentStatus.from_record(record))
+            # persist: output first, then stderr, then the result that marks the run finished
+            if flush is not None:
+                await flush()
             if err_text:
                 await self.store.write_stderr(rid, self.redactor.redact(err_text).encode())
             await self.store.write_result(rid, record)
-            status = self._remember_final(run, AgentStatus.from_record(record))
+            await self.store.append_index(record)
+            run.persisted.set()
         # The output is safe in the record: the container can go.
         if info is not None:
             try:
@@ -736,15 +774,15 @@ class AgentService:
                 logger.warning("could not remove finished container %s: %s", rid, exc)
         return status
 
-    def _remember_final(self, run: _Run | None, status: AgentStatus) -> AgentStatus:
+    def _remember_final(
+        self, run: _Run | None, status: AgentStatus, *, persisted: bool = False
+    ) -> AgentStatus:
         self._finals[status.id] = status
-        if run is not None:
-            run.final = status
-            run.done.set()
-        live = self._runs.get(status.id)
-        if live is not None:
-            live.final = status
-            live.done.set()
+        for item in {id(r): r for r in (run, self._runs.get(status.id)) if r}.values():
+            item.final = status
+            item.done.set()
+            if persisted:
+                item.persisted.set()
         return status
 
     async def _reread_output(self, run: _Run) -> None:
@@ -756,13 +794,14 @@ class AgentService:
         run.stderr.clear()
         out = bytearray()
         partial = b""
-        async for chunk in runtime.logs(run.id, follow=False):
-            if chunk.stream == STDERR:
-                run.stderr.extend(chunk.data)
-                continue
-            *lines, partial = (partial + chunk.data).split(b"\n")
-            for raw in lines:
-                self._take_line(run, raw, out)
+        async with contextlib.aclosing(runtime.logs(run.id, follow=False)) as stream:
+            async for chunk in stream:
+                if chunk.stream == STDERR:
+                    run.stderr.extend(chunk.data)
+                    continue
+                *lines, partial = (partial + chunk.data).split(b"\n")
+                for raw in lines:
+                    self._take_line(run, raw, out)
         if partial:
             self._take_line(run, partial, out)
         del run.stderr[: max(len(run.stderr) - STDERR_BYTES, 0)]
@@ -856,6 +895,8 @@ class AgentService:
             source = list(run.tail)
             total = run.lines
         else:
+            if run is not None and run.task is not None and not run.task.done():
+                await asyncio.wait([run.task], timeout=30)  # the record is being written
             raw = await self.store.read_output(status.id)
             source = raw.decode("utf-8", "replace").splitlines()
             total = len(source)
@@ -897,7 +938,7 @@ class AgentService:
         await self.start()
         runtime = await self.runtime()
         containers, records = await asyncio.gather(
-            runtime.list(self.labels), self.store.read_results()
+            runtime.list(self.labels), self.store.read_index()
         )
         out: dict[str, AgentStatus] = {}
         for data in records:
@@ -964,7 +1005,14 @@ class AgentService:
 
     async def _reconcile(self) -> dict[str, int]:
         runtime = await self.runtime()
-        report = {"followed": 0, "timed_out": 0, "finalized": 0, "lost": 0, "errors": 0}
+        report = {
+            "followed": 0,
+            "timed_out": 0,
+            "finalized": 0,
+            "lost": 0,
+            "indexed": 0,
+            "errors": 0,
+        }
         containers = await runtime.list(self.labels)
         names = set()
         now = time.time()
@@ -994,8 +1042,15 @@ class AgentService:
                 logger.warning("could not record finished agent %s: %s", run_id, exc)
                 report["errors"] += 1
         # records without a result and without a container: the controller died before start
-        ids = await self.store.list_ids()
-        done = {str(d.get("id")) for d in await self.store.read_results()}
+        ids, results, index = await asyncio.gather(
+            self.store.list_ids(), self.store.read_results(), self.store.read_index()
+        )
+        done = {str(d.get("id")) for d in results}
+        indexed = {str(d.get("id")) for d in index}
+        for data in results:  # a controller died between result.json and its index line
+            if str(data.get("id")) not in indexed:
+                await self.store.append_index(data)
+                report["indexed"] += 1
         for run_id in ids:
             if not ID_PATTERN.fullmatch(run_id) or run_id in names or run_id in done:
                 continue
@@ -1003,15 +1058,14 @@ class AgentService:
             created = _float(meta.get("created")) if meta else None
             if meta is None or created is None or now - created < LOST_AFTER:
                 continue  # possibly being spawned right now by another controller
-            await self.store.write_result(
-                run_id,
-                {
-                    **meta,
-                    "state": str(AgentState.FAILED),
-                    "finished_at": time.time(),
-                    "error": "the container was lost before its result was recorded",
-                },
-            )
+            lost = {
+                **meta,
+                "state": str(AgentState.FAILED),
+                "finished_at": time.time(),
+                "error": "the container was lost before its result was recorded",
+            }
+            await self.store.write_result(run_id, lost)
+            await self.store.append_index(lost)
             report["lost"] += 1
         self._last_reconcile = report
         return report
