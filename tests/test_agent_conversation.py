@@ -194,3 +194,21 @@ def test_repair_adds_missing_results_first_in_an_existing_user_message() -> None
     content = messages[2]["content"]
     assert [(b["tool_use_id"], b["content"]) for b in content] == [("b", "lost"), ("a", "ok")]
     assert_valid(messages)
+
+
+async def test_refusal_after_tools_keeps_the_tool_exchange() -> None:
+    script = [
+        reply.tool_use("echo", {"text": "x"}),
+        reply.refusal("I can't continue."),
+        reply.text("fine"),
+    ]
+    async with ScriptedAnthropicServer(script) as server:
+        conv = Conversation()
+        agent = agent_for(server, conversation=conv)
+        result = await agent.run("do it")
+        assert result.stop_reason == "refusal"
+        assert roles(conv.messages) == ["user", "assistant", "user"]
+        await agent.run("something else")
+    assert_valid(conv.messages)
+    last = server.message_requests[-1].messages[-1]["content"]
+    assert [b["type"] for b in last] == ["tool_result", "text"]

@@ -298,9 +298,14 @@ class ToolBasedAgent:
                         max_turns_reached = True
                         break
                 else:
-                    if stop_reason == "refusal":
-                        if conv is not None:  # roll the refused prompt back (API advice)
+                    if stop_reason == "refusal" and conv is not None:
+                        # drop what was refused (the API's advice): the whole prompt, or only
+                        # the refused answer when tools already ran for this prompt
+                        if turn == 1:
                             conv.messages = before
+                        else:
+                            refused = 1 if content else 0
+                            conv.messages = messages[: len(messages) - refused]
                     else:
                         commit()
                     yield TurnFinished(turn, stop_reason, turn_usage)
