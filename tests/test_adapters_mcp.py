@@ -232,3 +232,24 @@ async def test_claude_code_uses_the_server_as_an_mcp_client(tmp_path: Path) -> N
     assert not result.get("is_error")
     assert events[-1]["type"] == "result"
     assert events[-1]["result"] == "Found it."
+
+
+def test_to_mcp_uses_the_same_schema_as_the_other_exports() -> None:
+    import mcp.types
+
+    toolset = make_toolset()
+    exported = toolset.to_mcp()
+    anthropic_defs = {d["name"]: d for d in toolset.to_anthropic()}
+    openai_defs = {d["function"]["name"]: d["function"] for d in toolset.to_openai()}
+    for entry in exported:
+        name = entry["name"]
+        assert entry["inputSchema"] == anthropic_defs[name]["input_schema"]
+        assert entry["inputSchema"] == openai_defs[name]["parameters"]
+        assert entry["description"] == anthropic_defs[name]["description"]
+        parsed = mcp.types.Tool.model_validate(entry)
+        assert (
+            parsed.model_dump(by_alias=True, exclude_none=True)["inputSchema"]
+            == entry["inputSchema"]
+        )
+    hints = {e["name"]: e["annotations"]["destructiveHint"] for e in exported}
+    assert hints == {"add": False, "lookup": False, "delete_thing": True}
