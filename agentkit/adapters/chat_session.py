@@ -289,13 +289,13 @@ class ChatSessions:
         self, channel_id: int | str, author: Author, text: str, channel: ChatChannel
     ) -> Outcome:
         """Answer one message in ``channel``. Never raises for agent failures."""
-        text = text.strip()
-        if not text:
-            return Outcome.IGNORED
         if not self.policy.allows(author):
             logger.info("refused a message from user %s", author.id)
             await channel.send(REFUSAL)
             return Outcome.REFUSED
+        text = text.strip()
+        if not text:
+            return Outcome.IGNORED
         if text.lower() in RESET_COMMANDS:
             self.conversation(channel_id).clear()
             await channel.send("Conversation cleared. What next?")
