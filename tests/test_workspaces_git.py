@@ -578,3 +578,27 @@ async def test_credential_helper_answers_only_for_the_token_origin(
     assert not theirs.ok
     assert other.requests
     assert all(r.user is None for r in other.requests)
+
+
+async def test_git_output_echoing_the_token_is_redacted_by_the_service(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    """A server that echoes the token back (remote: lines) never gets it into an error, even
+    when the service is used without a Toolset."""
+    from agentkit.errors import ToolError
+
+    server.create_repo("acme/echo")
+    hook = server.bare("acme/echo") / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho 'debug: token={TOKEN}' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    await kit.ok("clone_repo", repo_url="acme/echo")
+    (kit.root / "echo" / "x.txt").write_text("x\n")
+    with pytest.raises(ToolError) as info:
+        await kit.service.push("echo", "try")
+    assert "The server said: remote: debug: token=[REDACTED]" in str(info.value)
+    assert TOKEN not in str(info.value)
+
+    with pytest.raises(ToolError) as info:  # git echoes its argument in the error
+        await kit.service.git.run(["checkout", TOKEN], cwd=str(kit.root / "echo"))
+    assert "did not match" in str(info.value)
+    assert TOKEN not in str(info.value)

@@ -421,7 +421,9 @@ class WorkspaceService:
                 )
             try:
                 await self.executor.makedirs(self.root)
-                await self.git.run(["init", "--quiet", "--initial-branch=main", ws.path])
+                # init + symbolic-ref rather than --initial-branch: works with git < 2.28 too
+                await self.git.run(["init", "--quiet", ws.path])
+                await self.git.run(["symbolic-ref", "HEAD", "refs/heads/main"], cwd=ws.path)
                 if created is not None:
                     await self.git.run(["remote", "add", "origin", created.clone_url], cwd=ws.path)
             except BaseException as exc:
@@ -547,10 +549,12 @@ class WorkspaceService:
             or ("declined" in low)
         ):
             reason = next((ln.strip() for ln in text.splitlines() if "rejected" in ln.lower()), "")
+            said = [ln.strip() for ln in out.stderr.splitlines() if ln.startswith("remote:")]
+            server_says = f" The server said: {' | '.join(said[-3:])}" if said else ""
             return PermissionDeniedError(
                 f"the remote refused the push to {branch!r} (protected branch or server "
                 f"rule: {reason or 'declined'}).{saved} Push to another branch "
-                "(branch='agent/...') and open a pull request."
+                f"(branch='agent/...') and open a pull request.{server_says}"
             )
         if _auth_failed(low):
             return PermissionDeniedError(
