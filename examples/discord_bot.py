@@ -26,9 +26,10 @@ import contextlib
 import logging
 
 from agentkit import Settings, ToolBasedAgent
-from agentkit.adapters.discord_bot import run_discord_bot
+from agentkit.adapters.discord_bot import check_settings, run_discord_bot
 from agentkit.adapters.notify import DiscordWebhookNotifier
 from agentkit.connect import connect
+from agentkit.errors import ConfigError
 
 SYSTEM = (
     "You are agentkit, a Discord assistant that runs Claude Code agents in containers and "
@@ -39,6 +40,7 @@ SYSTEM = (
 async def main() -> None:
     logging.basicConfig(level=logging.INFO)
     settings = Settings()
+    check_settings(settings)  # token and allowlist, before connecting to the host
     async with contextlib.AsyncExitStack() as stack:
         conn = await stack.enter_async_context(connect(settings))
         notifier = None
@@ -55,5 +57,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(main())
+    except ConfigError as exc:
+        raise SystemExit(f"discord_bot: {exc}") from None
+    except KeyboardInterrupt:
+        pass

@@ -18,6 +18,7 @@ from agentkit.adapters.discord_bot import (
     DiscordChannel,
     author_of,
     build_bot,
+    check_settings,
 )
 from agentkit.errors import ConfigError
 
@@ -141,3 +142,11 @@ async def test_bot_refuses_to_start_with_an_empty_allowlist() -> None:
     assert bot.intents.message_content
     assert bot.sessions.policy.allows(Author(111))
     await bot.close()
+
+
+def test_settings_check_names_what_is_missing() -> None:
+    with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN"):
+        check_settings(Settings(discord_bot_token=None, discord_allowed_users="1"))
+    with pytest.raises(ConfigError, match="denies everyone"):
+        check_settings(Settings(discord_bot_token="x" * 30, discord_allowed_users=""))
+    check_settings(Settings(discord_bot_token="x" * 30, discord_allowed_roles="5"))

@@ -204,6 +204,19 @@ class AgentkitDiscordBot(discord.Client):
             )
 
 
+def check_settings(settings: Settings, *, need_token: bool = True) -> None:
+    """Raise :class:`ConfigError` unless the bot can run: a token and a non-empty allowlist."""
+    if need_token and (
+        settings.discord_bot_token is None or not settings.discord_bot_token.get_secret_value()
+    ):
+        raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot in the Developer Portal")
+    if AccessPolicy.from_settings(settings).empty:
+        raise ConfigError(
+            "the Discord bot denies everyone by default: set AGENTKIT_DISCORD_ALLOWED_USERS "
+            "and/or AGENTKIT_DISCORD_ALLOWED_ROLES (comma-separated ids)"
+        )
+
+
 def build_bot(
     make_agent: Callable[[], ToolBasedAgent],
     settings: Settings,
@@ -214,12 +227,8 @@ def build_bot(
     """A bot whose allowlist comes from ``settings`` (``AGENTKIT_DISCORD_ALLOWED_USERS/ROLES``)."""
     from agentkit.redact import Redactor
 
+    check_settings(settings, need_token=False)
     policy = AccessPolicy.from_settings(settings)
-    if policy.empty:
-        raise ConfigError(
-            "the Discord bot denies everyone by default: set AGENTKIT_DISCORD_ALLOWED_USERS "
-            "and/or AGENTKIT_DISCORD_ALLOWED_ROLES (comma-separated ids)"
-        )
     session_options.setdefault("redactor", Redactor(settings.secrets()))
     session_options.setdefault("approval_timeout", settings.discord_approval_timeout)
     sessions = ChatSessions(make_agent, policy, **session_options)
@@ -235,8 +244,8 @@ async def run_discord_bot(
     **session_options: Any,
 ) -> None:
     """Run the bot until cancelled (``DISCORD_BOT_TOKEN`` from ``settings``)."""
-    if settings.discord_bot_token is None:
-        raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot in the Developer Portal")
+    check_settings(settings)
+    assert settings.discord_bot_token is not None
     bot = build_bot(make_agent, settings, channel_ids=channel_ids, **session_options)
     async with bot:
         await bot.start(settings.discord_bot_token.get_secret_value())
