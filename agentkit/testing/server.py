@@ -7,7 +7,8 @@ Python SDK and the real Claude Code CLI (``ANTHROPIC_BASE_URL=server.url``)::
 
     from agentkit.testing import ScriptedAnthropicServer, reply
 
-    async with ScriptedAnthropicServer([reply.tool_use("add", {"a": 1}), reply.text("2")]) as srv:
+    script = [reply.tool_use("add", {"a": 1, "b": 1}), reply.text("2")]
+    async with ScriptedAnthropicServer(script) as srv:
         client = anthropic.AsyncAnthropic(base_url=srv.url, api_key="test")
         ...
     assert srv.message_requests[1].tool_results()[0]["content"] == "2"
@@ -161,9 +162,9 @@ class ScriptedAnthropicServer:
             ``fn(request) -> Reply | None`` (sync or async) asked for every such request.
         handler: a function asked first for every messages request; returning ``None`` falls
             back to the script. Use it to route by content (e.g. Claude Code side requests).
-        default: answer when neither handler nor script has one. ``None``: a 500-free
-            ``400 invalid_request_error`` naming the exhausted script (never retried by SDKs),
-            and :attr:`errors` records it.
+        default: answer when neither handler nor script has one. ``None``: a
+            ``400 invalid_request_error`` naming the exhausted script (SDKs do not retry a
+            400), recorded in :attr:`errors`.
         host: bind address; ``"0.0.0.0"`` lets containers on a Docker bridge reach it.
         port: ``0`` picks a free port; read :attr:`port` / :attr:`url` after start.
     """
