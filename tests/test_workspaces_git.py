@@ -602,3 +602,23 @@ async def test_git_output_echoing_the_token_is_redacted_by_the_service(
         await kit.service.git.run(["checkout", TOKEN], cwd=str(kit.root / "echo"))
     assert "did not match" in str(info.value)
     assert TOKEN not in str(info.value)
+
+
+async def test_busy_check_sees_through_a_symlinked_root(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer
+) -> None:
+    """The agent service reports resolved paths; a root behind a symlink must still match."""
+    real = tmp_path / "real-root"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real)
+    settings = make_settings(tmp_path, server, root=str(tmp_path / "linked"))
+    kit = Kit(executor, settings)
+    await kit.ok("create_workspace", workspace_name="busy")
+    kit.busy = {str(real / "workspaces" / "busy")}
+    refused = await kit.error("delete_workspace", workspace_name="busy")
+    assert "in use" in refused.content
+    listed = await kit.ok("list_workspaces")
+    assert listed.data["workspaces"][0]["agent_running"] is True
+    kit.busy = set()
+    await kit.ok("delete_workspace", workspace_name="busy")
+    assert not (real / "workspaces" / "busy").exists()

@@ -239,7 +239,17 @@ class WorkspaceService:
         """Normalized host paths with an agent working in them (raises if unknown)."""
         if self._busy is None:
             return set()
-        return {posixpath.normpath(p) for p in await self._busy()}
+        paths = {posixpath.normpath(p) for p in await self._busy()}
+        if not paths:
+            return paths
+        # The agent service reports resolved paths; the root may sit behind a symlink.
+        real = await self.executor.run(["realpath", "-e", "--", self.root], idempotent=True)
+        real_root = real.stdout_text().strip()
+        if real.ok and real_root and real_root != self.root:
+            for p in list(paths):
+                if p.startswith(real_root + "/"):
+                    paths.add(self.root + p[len(real_root) :])
+        return paths
 
     def _is_busy(self, ws: WorkspacePath, busy: set[str]) -> bool:
         return any(p == ws.path or p.startswith(ws.path + "/") for p in busy)
