@@ -150,3 +150,53 @@ def test_settings_check_names_what_is_missing() -> None:
     with pytest.raises(ConfigError, match="denies everyone"):
         check_settings(Settings(discord_bot_token="x" * 30, discord_allowed_users=""))
     check_settings(Settings(discord_bot_token="x" * 30, discord_allowed_roles="5"))
+
+
+async def test_on_message_runs_the_agent_for_mentions_and_refuses_strangers() -> None:
+    import anthropic
+
+    from agentkit import ToolBasedAgent
+    from agentkit.testing import ScriptedAnthropicServer, reply
+    from tests.adapter_toolsets import make_toolset
+
+    async with ScriptedAnthropicServer([reply.text("Hello from the agent.")]) as server:
+        client = anthropic.AsyncAnthropic(base_url=server.url, api_key="k", max_retries=0)
+        settings = Settings(discord_allowed_users="111", discord_channels="77")
+        bot = build_bot(
+            lambda: ToolBasedAgent(make_toolset(), client=client),
+            settings,
+            edit_interval=0.01,
+        )
+        bot._connection.user = SimpleNamespace(id=999)  # as if logged in
+        me = SimpleNamespace(id=999)
+
+        def message(author: Any, content: str, channel_id: int, mentions: list[Any]) -> Any:
+            author.bot = False
+            return SimpleNamespace(
+                author=author,
+                content=content,
+                mentions=mentions,
+                channel=FakeChannelWithId(id=channel_id),
+            )
+
+        unaddressed = message(ALLOWED, "just chatting", 5, [])
+        await bot.on_message(unaddressed)
+        assert unaddressed.channel.sent == []
+
+        stranger = message(STRANGER, "<@999> delete it all", 5, [me])
+        await bot.on_message(stranger)
+        assert "allowlist" in stranger.channel.sent[0][0]
+
+        hello = message(ALLOWED, "<@999>   say hello", 5, [me])
+        await bot.on_message(hello)
+        await bot.close()
+    (request,) = server.message_requests
+    assert request.last_user_text() == "say hello"  # the mention is stripped
+    assert hello.channel.last is not None
+    assert "Hello from the agent." in hello.channel.last.edits[-1]["content"]
+    assert bot.channel_ids == frozenset({77})
+
+
+@dataclass
+class FakeChannelWithId(FakeMessageable):
+    id: int = 0
