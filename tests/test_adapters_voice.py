@@ -158,3 +158,25 @@ async def test_a_client_tool_call_message_from_the_service_is_answered_on_the_so
         "result": "42.",
         "is_error": False,
     }
+
+
+def test_voice_example_prints_client_tool_definitions_for_the_twelve_tools() -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "voice_agent.py"), "--print-tools"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=root,
+    ).stdout
+    configs = json.loads(out)
+    assert len(configs) == 12
+    spawn = next(c for c in configs if c["name"] == "spawn_claude_agent")
+    assert spawn["parameters"]["required"] == ["task", "workspace_path"]
+    assert all(c["type"] == "client" for c in configs)
