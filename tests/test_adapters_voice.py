@@ -78,6 +78,8 @@ async def test_errors_and_invalid_arguments_come_back_as_error_results(
     assert missing["is_error"] is True
     assert missing["tool_call_id"] == "c3"
     assert "no entry named" in missing["result"]
+    defaulted = await execute(client_tools, "add", {"tool_call_id": "c6", "a": 1, "b": None})
+    assert defaulted["result"] == "2."  # null: the default b=1 applies
     invalid = await execute(client_tools, "add", {"tool_call_id": "c4", "a": "many"})
     assert invalid["is_error"] is True
     assert "Invalid input for tool add" in invalid["result"]

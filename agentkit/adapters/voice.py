@@ -15,7 +15,7 @@ each call is sent back to the toolset's *home* loop — the loop running when
 :func:`register_voice_tools` was called, or ``loop=`` — with
 ``asyncio.run_coroutine_threadsafe`` and awaited from the SDK's loop; when the SDK runs on the
 home loop itself the call is awaited directly. The SDK's ``tool_call_id`` is stripped from the
-arguments before validation.
+arguments before validation, and ``null`` values are treated as not given.
 
 The ElevenLabs agent must declare the tools too: :func:`client_tool_configs` gives their
 definitions (name, description, parameters) in ElevenLabs' client-tool shape.
@@ -125,7 +125,8 @@ class VoiceTools:
 
     async def call(self, name: str, parameters: dict[str, Any]) -> ToolResult:
         """Run tool ``name`` on the home loop (from any loop) and return its full result."""
-        arguments = {k: v for k, v in parameters.items() if k not in SDK_KEYS}
+        # the SDK's own keys are not arguments; null means "not given" (defaults apply)
+        arguments = {k: v for k, v in parameters.items() if k not in SDK_KEYS and v is not None}
         home = self.loop
         if home is None or home is asyncio.get_running_loop():
             return await self.toolset.call(name, arguments)
