@@ -244,3 +244,16 @@ async def test_edits_are_throttled_while_text_streams_in(server: ScriptedAnthrop
     # at most one edit per interval (plus the final one), not one per delta
     assert 2 <= len(edits) <= elapsed / 0.25 + 2
     assert len(edits) < 50
+
+
+async def test_a_reused_agent_is_refused(server: ScriptedAnthropicServer) -> None:
+    server.add(reply.text("one"))
+    toolset = make_toolset()
+    client = anthropic.AsyncAnthropic(base_url=server.url, api_key="k", max_retries=0)
+    shared = ToolBasedAgent(toolset, client=client)
+    sessions = ChatSessions(lambda: shared, AccessPolicy([ALICE.id]), edit_interval=0.01)
+    assert await sessions.handle_message(1, ALICE, "a", FakeChannel()) is Outcome.ANSWERED
+    channel = FakeChannel()
+    assert await sessions.handle_message(2, ALICE, "b", channel) is Outcome.FAILED
+    assert "new agent on every call" in channel.messages[0].text
+    assert len(server.message_requests) == 1

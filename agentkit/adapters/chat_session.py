@@ -41,6 +41,7 @@ from agentkit.agent.events import (
     TurnFinished,
 )
 from agentkit.agent.hooks import BeforeTool
+from agentkit.errors import ConfigError
 from agentkit.redact import Redactor
 from agentkit.tools.base import ToolResult
 
@@ -210,7 +211,8 @@ class ChatSessions:
     """One conversation per channel, with allowlist, approvals and streamed replies.
 
     Args:
-        make_agent: ``make_agent() -> ToolBasedAgent``, called for each message.
+        make_agent: ``make_agent() -> ToolBasedAgent``, called for each message; it must build
+            a new agent every time (the session sets the agent's ``before_tool``).
         policy: who may talk to the agent and approve destructive tools.
         approval_timeout: seconds to wait for an approval before treating it as declined.
         edit_interval: least seconds between two edits of a streamed reply.
@@ -316,13 +318,16 @@ class ChatSessions:
         outcome = Outcome.ANSWERED
         try:
             agent = self.make_agent()
+            if getattr(agent.before_tool, _MARK, False):
+                raise ConfigError(
+                    "make_agent() returned an agent already used for another message; "
+                    "it must build a new agent on every call"
+                )
             agent.before_tool = _chain(
                 agent.before_tool, self.approval_hook(agent.toolset, channel, author)
             )
             started = time.monotonic()
-            # bound rather than passed: stream(conversation=) treats an empty one as None
-            agent.conversation = conv
-            async for event in agent.stream(text):
+            async for event in agent.stream(text, conversation=conv):
                 if isinstance(event, TurnFinished) and view.text and not view.text.endswith("\n"):
                     view.text += "\n"
                 if view.apply(event):
@@ -349,13 +354,15 @@ class ChatSessions:
         return outcome
 
 
+_MARK = "_agentkit_chat_approval"
+
+
 def _chain(first: BeforeTool | None, second: BeforeTool) -> BeforeTool:
     """``first``'s answer wins; when it lets the call through, ask ``second``."""
-    if first is None:
-        return second
 
     async def hook(call: ToolCall) -> ToolResult | None:
-        result = await first(call)
+        result = await first(call) if first is not None else None
         return result if result is not None else await second(call)
 
+    setattr(hook, _MARK, True)
     return hook
