@@ -284,6 +284,19 @@ async def test_stream_lines_then_exit(executor: Executor) -> None:
     assert [i.text() for i in lines if i.stream == "stderr"] == ["two"]
 
 
+async def test_stream_many_lines_in_order(executor: Executor) -> None:
+    count = 0
+    async for item in executor.stream(["seq", "1", "50000"], timeout=60):
+        if isinstance(item, StreamLine):
+            count += 1
+            assert item.data == f"{count}\n".encode()
+            if count % 10000 == 0:
+                await asyncio.sleep(0.05)  # a slow consumer: the producer must wait, not drop
+        else:
+            assert item.exit_status == 0
+    assert count == 50000
+
+
 async def test_stream_yields_as_it_goes(executor: Executor) -> None:
     stream = executor.stream(["sh", "-c", "echo first; sleep 30; echo never"], timeout=60)
     start = time.monotonic()

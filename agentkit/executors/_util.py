@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -58,24 +59,23 @@ async def pump_lines(
     stream: str,
     queue: asyncio.Queue[StreamLine | None],
 ) -> None:
-    """Read chunks with ``read`` and put one :class:`StreamLine` per line, then ``None``."""
+    """Read chunks with ``read`` and put one :class:`StreamLine` per line, then ``None``.
+
+    ``queue`` should be bounded: a slow consumer then pushes back on the process. A read error
+    (a dropped connection) ends the stream like EOF; the caller then finds no exit status.
+    """
     buf = b""
-    try:
+    with contextlib.suppress(Exception):  # a read error (dropped connection) ends it like EOF
         while True:
             chunk = await read(65536)
             if not chunk:
                 break
-            buf += chunk
-            while True:
-                nl = buf.find(b"\n")
-                if nl < 0:
-                    if len(buf) >= MAX_LINE:
-                        await queue.put(StreamLine(stream, buf))
-                        buf = b""
-                    break
-                await queue.put(StreamLine(stream, buf[: nl + 1]))
-                buf = buf[nl + 1 :]
-        if buf:
-            await queue.put(StreamLine(stream, buf))
-    finally:
-        queue.put_nowait(None)
+            *lines, buf = (buf + chunk).split(b"\n")
+            for line in lines:
+                await queue.put(StreamLine(stream, line + b"\n"))
+            if len(buf) >= MAX_LINE:
+                await queue.put(StreamLine(stream, buf))
+                buf = b""
+    if buf:
+        await queue.put(StreamLine(stream, buf))
+    await queue.put(None)

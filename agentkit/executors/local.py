@@ -130,7 +130,7 @@ class LocalExecutor(Executor):
             return
         assert proc.stdout is not None
         assert proc.stderr is not None
-        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue()
+        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
         pumps = [
             asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
             asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),

@@ -460,7 +460,7 @@ class SSHExecutor(Executor):
         if header:
             proc.stdin.write(header)
         proc.stdin.write_eof()
-        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue()
+        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
         pumps: list[asyncio.Task[None]] = []
         deadline = None if timeout is None else start + timeout
         pgid: int | None = None
