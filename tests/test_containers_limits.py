@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
-from agentkit.errors import NotFoundError, PermissionDeniedError
+from agentkit.errors import NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
@@ -147,3 +147,31 @@ async def test_only_our_containers_can_be_touched(base_image: str, tmp_path: Pat
             assert info["State"]["Running"] is True  # untouched
         finally:
             await foreign.delete(force=True)
+
+
+async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, base_image, container_network="agentkit-test-no-such-net")
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        toolset = Toolset(
+            container_tools(),
+            context=ToolContext(settings=settings, executor=executor, agents=agents),
+        )
+        for bad, needle in (
+            ({"task": "", "workspace_path": "w"}, "task is empty"),
+            ({"task": "a\x00b", "workspace_path": "w"}, "NUL"),
+            ({"task": "x", "workspace_path": "w", "timeout": 5}, "timeout must be between"),
+            ({"task": "x", "workspace_path": "/etc"}, "outside the workspaces root"),
+            ({"task": "x" * 100_001, "workspace_path": "w"}, "longer than"),
+        ):
+            result = await toolset.call("spawn_claude_agent", bad)
+            assert result.is_error
+            assert needle in result.content, result.content
+        with pytest.raises(ToolError, match="does not exist"):
+            await agents.spawn("x", "w", 5000, image="agentkit-test-no-such-image:0")
+        # the engine refuses the container: the error surfaces and the run is recorded failed
+        with pytest.raises(ToolError, match="no-such-net"):
+            await agents.spawn("x", "w", 5000, command=["true"])
+        (failed,) = await agents.list()
+        assert failed.state == AgentState.FAILED
+        assert failed.error is not None
+        assert "could not start" in failed.error

@@ -474,23 +474,28 @@ class AgentService:
             },
             "network": self.settings.container_network or "bridge",
         }
-        await self.store.create(run_id, meta, task)
         try:
-            await runtime.create(spec)
+            # the record and the (not yet started) container are made side by side; the
+            # container starts only once its record exists
+            created_ok = await asyncio.gather(
+                self.store.create(run_id, meta, task), runtime.create(spec), return_exceptions=True
+            )
+            for outcome in created_ok:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             await runtime.start(run_id)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await runtime.remove(run_id, force=True)
+            failed = {
+                **meta,
+                "state": str(AgentState.FAILED),
+                "finished_at": time.time(),
+                "error": f"could not start: {self.redactor.redact(str(exc))}",
+            }
             with contextlib.suppress(Exception):
-                await self.store.write_result(
-                    run_id,
-                    {
-                        **meta,
-                        "state": str(AgentState.FAILED),
-                        "finished_at": time.time(),
-                        "error": f"could not start: {self.redactor.redact(str(exc))}",
-                    },
-                )
+                await self.store.write_result(run_id, failed)
+                await self.store.append_index(failed)
             raise
         run = self._attach(run_id, labels)
         run.meta = meta
