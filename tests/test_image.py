@@ -716,3 +716,21 @@ async def test_unreachable_engine_is_runtime_unavailable(tmp_path: Path) -> None
             await ensure_image(client, Settings(image="agentkit-test-none:x"))
     finally:
         await client.close()
+
+
+@pytest.mark.docker
+async def test_tls_trust_failure_gets_a_hint_and_clean_lines(
+    docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    require(await _has_image(docker, BASE_IMAGE), f"base image {BASE_IMAGE}")
+    src = _sources(
+        tmp_path,
+        f"FROM {BASE_IMAGE}\nRUN echo 'npm ERR! code SELF_SIGNED_CERT_IN_CHAIN' >&2 && false\n",
+    )
+    tag = f"agentkit-test-broken:{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ImageBuildError) as info:
+        await ImageBuilder(docker, Settings(image=tag), sources=src).ensure()
+    assert "AGENTKIT_EXTRA_CA_DIR" in str(info.value)
+    # stderr arrives colored from the engine; the log keeps the text only
+    assert "npm ERR! code SELF_SIGNED_CERT_IN_CHAIN" in info.value.log.splitlines()
+    assert "\x1b" not in info.value.log

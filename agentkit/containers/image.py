@@ -20,6 +20,7 @@ import hashlib
 import importlib.resources
 import io
 import json
+import re
 import sys
 import tarfile
 import time
@@ -301,9 +302,17 @@ class ImageBuilder:
                 await self._stream_build(context, digest, archive, step)
         except ImageBuildError as exc:
             step.tail_flush()
+            where = _shorten(step.current or "the start", 120)
+            log = "\n".join([*step.lines, exc.log])
+            hint = ""
+            if _TLS_TRUST_FAILURE.search(log):
+                hint = (
+                    " (TLS trust failure: behind a TLS-intercepting proxy, set "
+                    "AGENTKIT_EXTRA_CA_DIR to a folder holding its CA certificate as *.crt)"
+                )
             raise ImageBuildError(
-                f"building {self.tag} failed at {step.current or 'the start'}: {exc.args[0]}",
-                log="\n".join([*step.lines, exc.log]).strip(),
+                f"building {self.tag} failed at {where}: {_shorten(exc.args[0], 400)}{hint}",
+                log=log.strip(),
             ) from exc.__cause__
         await self._emit(f"built {self.tag} in {time.monotonic() - started:.1f}s")
         with docker_errors(f"inspect image {self.tag}", self._settings.docker_socket):
@@ -380,6 +389,18 @@ def _info(tag: str, data: Mapping[str, Any], *, built: bool, duration: float = 0
     )
 
 
+_TLS_TRUST_FAILURE = re.compile(
+    r"SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT|unable to get local issuer certificate"
+    r"|certificate verify failed|self[- ]signed certificate"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _StepLog:
     """Splits the build stream into lines and remembers the output of the current step."""
 
@@ -397,7 +418,7 @@ class _StepLog:
         *complete, self._partial = self._partial.split("\n")
         out: list[str] = []
         for raw in complete:
-            line = raw.rstrip("\r")
+            line = _ANSI.sub("", raw).rstrip("\r")
             if line.startswith("Step ") and " : " in line:
                 self.current = line
                 self.lines = [line]
