@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[REDACTED]"
 
@@ -39,6 +40,19 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
         return _TOKEN_SHAPES.sub(REDACTED, text)
+
+
+    def redact_data(self, value: Any) -> Any:
+        """``value`` with :meth:`redact` applied to every string inside dicts, lists and tuples."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {key: self.redact_data(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.redact_data(item) for item in value]
+        if type(value) is tuple:
+            return tuple(self.redact_data(item) for item in value)
+        return value
 
 
 def strip_url_credentials(url: str) -> str:

@@ -283,6 +283,21 @@ async def test_secrets_are_redacted_from_results_and_errors() -> None:
     assert secret not in failed.content
 
 
+async def test_secrets_are_redacted_from_structured_data() -> None:
+    secret = "super-secret-token-123"
+
+    @tool
+    async def leaky_data() -> ToolResult:
+        """Leaks through data."""
+        return ToolResult("ok", data={"remote": [f"https://{secret}@host/x"], "n": (1, secret)})
+
+    toolset = Toolset([leaky_data], context=ToolContext(redactor=Redactor([secret])))
+    result = await toolset.call("leaky_data", {})
+    assert secret not in repr(result.data)
+    assert result.data["n"] == (1, REDACTED)
+    assert result.data["remote"] == [f"https://{REDACTED}@host/x"]
+
+
 async def test_explicit_tool_with_args_model() -> None:
     class Args(BaseModel):
         container_id: str = Field(description="the agent's container id")

@@ -161,9 +161,10 @@ class Toolset:
             cap = tool_obj.max_result_bytes or cap
             hint = tool_obj.truncation_hint
         content = truncate(ctx.redactor.redact(result.content), cap, hint)
-        if content is result.content:
+        data = ctx.redactor.redact_data(result.data)
+        if content == result.content and data == result.data:
             return result
-        return ToolResult(content=content, is_error=result.is_error, data=result.data)
+        return ToolResult(content=content, is_error=result.is_error, data=data)
 
     async def _call(self, name: str, tool_input: Any, ctx: ToolContext) -> ToolResult:
         tool_obj = self._tools.get(name)
