@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
+from agentkit.containers.streamjson import AssistantToolUse, ResultEvent
 from agentkit.errors import NotFoundError
 from agentkit.executors.base import Executor
 from agentkit.executors.local import LocalExecutor
@@ -130,6 +131,11 @@ async def test_agent_writes_a_file_end_to_end(
             assert not spawned.is_error, spawned.content
             agent_id = spawned.data["id"]
             workspace = spawned.data["workspace"]
+
+            async def watch() -> list[Any]:
+                return [event async for event in agents.watch(agent_id)]
+
+            watcher = asyncio.create_task(watch())  # live progress, ends with the agent
             assert workspace == f"{settings.workspaces_root}/e2e"
 
             # the container, as the engine sees it: hardened, only the workspace mounted
@@ -166,6 +172,9 @@ async def test_agent_writes_a_file_end_to_end(
             assert waited.data["session_id"]
             assert "Wrote hello.py as asked." in waited.content
 
+            watched = await asyncio.wait_for(watcher, 30)
+            assert any(isinstance(e, AssistantToolUse) and e.name == "Write" for e in watched)
+            assert isinstance(watched[-1], ResultEvent)
             status = await toolset.call("get_claude_status", {"container_id": agent_id})
             output = await toolset.call("get_claude_output", {"container_id": agent_id})
             listing = await toolset.call("list_claude_agents", {})
@@ -199,6 +208,8 @@ async def test_agent_writes_a_file_end_to_end(
             assert status2.turns == 2
             out2 = await again.output(agent_id, lines=10)
             assert "tool Write" in out2.text
+            replay = [event async for event in again.watch(agent_id)]
+            assert [type(e) for e in replay] == [type(e) for e in watched]
             waited2 = await again.wait(agent_id, 1000)
             assert waited2.timed_out is False
             assert waited2.status.session_id == waited.data["session_id"]

@@ -28,7 +28,7 @@ import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
@@ -43,7 +43,7 @@ from agentkit.containers.runtime import (
     Mount,
     parse_memory,
 )
-from agentkit.containers.streamjson import RunSummary, parse_line, render_events
+from agentkit.containers.streamjson import Event, RunSummary, parse_line, render_events
 from agentkit.errors import (
     AgentkitError,
     ConfigError,
@@ -271,6 +271,7 @@ class _Run:
     meta: dict[str, Any] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     persisted: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     final: AgentStatus | None = None
 
@@ -279,7 +280,12 @@ class _Run:
         return _float(self.labels.get("agentkit.deadline"))
 
     def add_line(self, line: str) -> None:
-        self.summary.add_line(line)
+        events = parse_line(line)
+        for event in events:
+            self.summary.add(event)
+        for queue in self.watchers:
+            for event in events:
+                queue.put_nowait(event)
         self.lines += 1
         self.tail.append(line)
         self.tail_bytes += len(line)
@@ -786,6 +792,8 @@ class AgentService:
         for item in {id(r): r for r in (run, self._runs.get(status.id)) if r}.values():
             item.final = status
             item.done.set()
+            for queue in item.watchers:
+                queue.put_nowait(None)
             if persisted:
                 item.persisted.set()
         return status
@@ -910,6 +918,35 @@ class AgentService:
         if status.finished and status.error and status.state != AgentState.SUCCEEDED:
             text += f"\n[{status.state}] {status.error}"
         return AgentOutput(status.id, status.state, self.redactor.redact(text), total)
+
+    async def watch(self, container_id: str) -> AsyncIterator[Event]:
+        """The agent's events from the start, live until it finishes (for progress displays).
+
+        For a finished agent the recorded events are yielded and the iterator ends.
+        """
+        status = await self.status(container_id)
+        run = self._runs.get(status.id)
+        if status.finished or run is None or run.done.is_set():
+            if run is not None and run.task is not None and not run.task.done():
+                await asyncio.wait([run.task], timeout=30)  # the record is being written
+            raw = await self.store.read_output(status.id)
+            for line in raw.decode("utf-8", "replace").splitlines():
+                for event in parse_line(line):
+                    yield event
+            return
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        backlog = [e for line in list(run.tail) for e in parse_line(line)]  # no await between
+        run.watchers.add(queue)
+        try:
+            for event in backlog:
+                yield event
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            run.watchers.discard(queue)
 
     async def stop(self, container_id: str) -> AgentStatus:
         """Stop a running agent (SIGTERM via init, SIGKILL after 1 s); its state is ``stopped``."""
