@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import secrets
-import shlex
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -51,160 +49,26 @@ from tenacity import (
 from agentkit.config import Settings
 from agentkit.errors import AgentkitError, CommandFailed, CommandTimeout, ExecutorConnectionError
 from agentkit.executors._errors import SSHErrorContext, is_connection_failure, map_ssh_error
+from agentkit.executors._hostkeys import HostKeyClient, HostKeys
+from agentkit.executors._sshcommand import (
+    MAX_COMMAND_BYTES,
+    PID_MARKER,
+    PROLOGUE,
+    build_command,
+    exit_status,
+    read_pid,
+)
 from agentkit.executors._sshstreams import LocalForwardProtocol, PeerSession, StreamSession
 from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
+__all__ = ["MAX_COMMAND_BYTES", "PID_MARKER", "PROLOGUE", "SSHExecutor", "build_command"]
+
 T = TypeVar("T")
-
-#: The constant ``sh -c`` script used when a call has ``env`` or ``cwd``. Its arguments are the
-#: working directory ("" for none) and then argv. stdin starts with a header: a line with the
-#: number of variables, then per variable its name, the number of lines of its value, and those
-#: lines. ``read`` reads a pipe byte by byte, so the program gets exactly the rest of stdin.
-PROLOGUE = r"""if [ -n "$1" ]; then cd -- "$1" || exit 1; fi; shift
-__agentkit_nl='
-'
-IFS= read -r __agentkit_n || exit 125
-while [ "$__agentkit_n" -gt 0 ]; do
-  IFS= read -r __agentkit_name || exit 125
-  IFS= read -r __agentkit_k || exit 125
-  IFS= read -r __agentkit_v || exit 125
-  while [ "$__agentkit_k" -gt 1 ]; do
-    IFS= read -r __agentkit_l || exit 125
-    __agentkit_v="$__agentkit_v$__agentkit_nl$__agentkit_l"
-    __agentkit_k=$((__agentkit_k - 1))
-  done
-  export "$__agentkit_name=$__agentkit_v"
-  __agentkit_n=$((__agentkit_n - 1))
-done
-unset __agentkit_nl __agentkit_n __agentkit_name __agentkit_k __agentkit_v __agentkit_l
-exec "$@"
-"""
-
-
-#: Printed on stderr by the login shell before it ``exec``\ s: the remote pid, which is also the
-#: process group sshd created for the session (killed on timeout). Stripped from the output.
-PID_MARKER = b"\x1eagentkit-pid="
-_PID_PREFIX = 'printf "\\036agentkit-pid=%s\\n" "$$" >&2; exec '
-
-
-def build_command(argv: list[str], env: dict[str, str], cwd: str | None) -> tuple[bytes, bytes]:
-    """The remote command line and the stdin header carrying ``env``.
-
-    Exposed for tests: the command line never contains an ``env`` value.
-    """
-    if not env and cwd is None:
-        return _check_length(_encode(_PID_PREFIX + shlex.join(argv))), b""
-    command = _PID_PREFIX + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
-    header = [str(len(env))]
-    for name, value in env.items():
-        if name.startswith("__agentkit_"):
-            raise ValueError(f"environment variable name {name!r} is reserved")
-        lines = value.split("\n")
-        header += [name, str(len(lines)), *lines]
-    return _check_length(_encode(command)), _encode("\n".join(header) + "\n")
-
-
-#: sshd hands the command line to the login shell as ONE argument (``-c``): Linux caps a single
-#: argument at MAX_ARG_STRLEN (32 pages)
-MAX_COMMAND_BYTES = 131072 - 1
-
-
-def _check_length(command: bytes) -> bytes:
-    if len(command) > MAX_COMMAND_BYTES:
-        raise OSError(
-            errno.E2BIG,
-            f"Argument list too long: the quoted SSH command line is {len(command)} bytes, over"
-            f" the {MAX_COMMAND_BYTES} a single argument may have; pass large data on stdin or"
-            " in a file (write_file)",
-        )
-    return command
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _status(proc: asyncssh.SSHClientProcess[bytes]) -> int | None:
-    code = proc.returncode
-    if code is None:
-        return None
-    return code if code >= 0 else 128 - code
-
-
-async def _read_pid(proc: asyncssh.SSHClientProcess[bytes]) -> tuple[int | None, bytes]:
-    """Read stderr up to the pid marker; return the pid and whatever stderr came before it."""
-    early = b""
-    while True:
-        line = await proc.stderr.readline()
-        if not line:
-            return None, early
-        if line.startswith(PID_MARKER):
-            try:
-                return int(line[len(PID_MARKER) :].strip()), early
-            except ValueError:
-                return None, early
-        early += line
 
 
 class _Dropped(Exception):
     """Internal: the connection went away during a call."""
-
-
-class _HostKeys:
-    """Host key policy: known_hosts file, optional trust-on-first-use that records the key.
-
-    The file is read (off the event loop) before each connect; asyncssh calls :meth:`validate`
-    only for a key that is not trusted by it. A TOFU key is written after the connection is up.
-    """
-
-    def __init__(self, path: Path, tofu: bool) -> None:
-        self.path = path
-        self.tofu = tofu
-        self.changed = False
-        self.known = asyncssh.SSHKnownHosts()
-        self.pending: str | None = None
-
-    def load(self) -> asyncssh.SSHKnownHosts:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            text = ""
-        self.known = asyncssh.import_known_hosts(text)
-        self.changed = False
-        self.pending = None
-        return self.known
-
-    def validate(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        """Called by asyncssh for a key not in known_hosts: trust it (TOFU) or refuse."""
-        known = self.known.match(host, addr, port if port != 22 else None)
-        has_entries = bool(known[0]) or bool(known[1])
-        self.changed = has_entries
-        if has_entries or not self.tofu:
-            return False
-        hostspec = host if port == 22 else f"[{host}]:{port}"
-        keytype, blob = key.export_public_key("openssh").decode().split()[:2]
-        self.pending = f"{hostspec} {keytype} {blob}\n"
-        return True
-
-    def record_pending(self) -> None:
-        if self.pending is None:
-            return
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.write(self.pending)
-        self.pending = None
-
-
-class _Client(asyncssh.SSHClient):
-    def __init__(self, keys: _HostKeys) -> None:
-        self._keys = keys
-
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        return self._keys.validate(host, addr, port, key)
 
 
 class SSHExecutor(Executor):
@@ -220,7 +84,7 @@ class SSHExecutor(Executor):
         self.port = settings.ssh_port
         self.user = settings.ssh_user
         self.known_hosts = Path(settings.known_hosts or Path.home() / ".ssh" / "known_hosts")
-        self._keys = _HostKeys(self.known_hosts, settings.ssh_trust_on_first_use)
+        self._keys = HostKeys(self.known_hosts, settings.ssh_trust_on_first_use)
         self._reconnect_attempts = max(1, reconnect_attempts)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -297,7 +161,7 @@ class SSHExecutor(Executor):
             self.port,
             username=self.user,
             known_hosts=known,
-            client_factory=lambda: _Client(self._keys),
+            client_factory=lambda: HostKeyClient(self._keys),
             connect_timeout=s.ssh_connect_timeout,
             keepalive_interval=s.ssh_keepalive_interval,
             keepalive_count_max=3,
@@ -370,7 +234,7 @@ class SSHExecutor(Executor):
                     proc.stdin.write(payload)
                 proc.stdin.write_eof()
                 async with asyncio.timeout(timeout):
-                    pgid, early = await _read_pid(proc)
+                    pgid, early = await read_pid(proc)
                     out, err = await proc.communicate()
             except TimeoutError:
                 await self._kill(conn, proc, pgid)
@@ -385,7 +249,7 @@ class SSHExecutor(Executor):
                 raise
             finally:
                 self._procs.discard(proc)
-            status = _status(proc)
+            status = exit_status(proc)
             if status is None:
                 raise _Dropped() from asyncssh.ConnectionLost("channel closed without a status")
             return CommandResult(args, status, out, early + err, time.monotonic() - start)
@@ -467,7 +331,7 @@ class SSHExecutor(Executor):
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    pgid, early = await _read_pid(proc)
+                    pgid, early = await read_pid(proc)
             except TimeoutError:
                 raise CommandTimeout(args, timeout or 0.0) from None
             if early:
@@ -493,7 +357,7 @@ class SSHExecutor(Executor):
                 await asyncio.wait_for(proc.wait_closed(), remaining)
             except TimeoutError:
                 raise CommandTimeout(args, timeout or 0.0) from None
-            status = _status(proc)
+            status = exit_status(proc)
             if status is None:
                 raise ExecutorConnectionError(
                     f"{self.description}: connection lost while streaming {args[0]!r}"
