@@ -52,7 +52,7 @@ class ModelError(AgentkitError):
     """The Messages API failed after the configured retries, or answered with something unusable."""
 
 
-class MaxTurnsExceeded(AgentkitError):  # noqa: N818 - reads better at the call site
+class MaxTurnsExceeded(AgentkitError):
     """The agent loop reached ``max_turns`` without the model finishing.
 
     ``result`` holds the run so far (``max_turns_reached=True``) when the loop raised it.
@@ -97,7 +97,7 @@ class CommandTimeout(ExecutorError, TimeoutError):
 # --- containers -----------------------------------------------------------------------------
 
 
-class RuntimeUnavailable(AgentkitError):  # noqa: N818
+class RuntimeUnavailable(AgentkitError):
     """The container runtime (Docker Engine) cannot be reached. The message says how to fix it."""
 
 
