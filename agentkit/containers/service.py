@@ -23,16 +23,25 @@ import contextlib
 import logging
 import math
 import os
-import re
-import secrets
-import string
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
 
+from agentkit.containers.models import (
+    ID_PATTERN,
+    LABEL_MANAGED_BY,
+    LABEL_ROOT,
+    MANAGED_BY,
+    AgentOutput,
+    AgentState,
+    AgentStatus,
+    WaitResult,
+    decide_state,
+    new_agent_id,
+    validate_agent_id,
+)
 from agentkit.containers.runs import RunStore
 from agentkit.containers.runtime import (
     STDERR,
@@ -74,11 +83,6 @@ __all__ = [
 
 logger = logging.getLogger("agentkit.agents")
 
-ID_PATTERN = re.compile(r"^claude-agent-\d{13}-[a-z0-9]{6}$")
-LABEL_PREFIX = "agentkit."
-LABEL_MANAGED_BY = "agentkit.managed-by"
-MANAGED_BY = "agentkit"
-LABEL_ROOT = "agentkit.root"
 AGENT_UID = "1001:1001"
 WORKSPACE_TARGET = "/workspace"
 TASK_LABEL_CHARS = 200
@@ -97,164 +101,6 @@ printf '%s\\n' "$real"
 """
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
-
-
-class AgentState(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    STOPPED = "stopped"
-    OOM_KILLED = "oom_killed"
-
-
-def new_agent_id(now_ms: int | None = None) -> str:
-    """``claude-agent-<ms>-<6 random [a-z0-9]>``."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    alphabet = string.ascii_lowercase + string.digits
-    return f"claude-agent-{ms:013d}-{''.join(secrets.choice(alphabet) for _ in range(6))}"
-
-
-def validate_agent_id(container_id: str) -> str:
-    """Return the id if it has our shape; otherwise refuse without touching the engine."""
-    candidate = container_id.strip() if isinstance(container_id, str) else ""
-    if not ID_PATTERN.fullmatch(candidate):
-        raise PermissionDeniedError(
-            f"{container_id!r} is not an agent started by agentkit: only its own agents can be "
-            "inspected, read or stopped. Agent ids look like claude-agent-1764240000000-a1b2c3; "
-            "list_claude_agents shows them."
-        )
-    return candidate
-
-
-def decide_state(
-    *,
-    exit_code: int | None,
-    oom_killed: bool,
-    stop_reason: str | None,
-    finished_at: float | None,
-    deadline: float | None,
-    result_is_error: bool | None,
-) -> AgentState:
-    """The final state of an agent from what the engine and the record say."""
-    if stop_reason == AgentState.STOPPED:
-        return AgentState.STOPPED
-    if stop_reason == AgentState.TIMED_OUT:
-        return AgentState.TIMED_OUT
-    if oom_killed and exit_code != 0:
-        return AgentState.OOM_KILLED
-    if exit_code == 124:  # the entrypoint's `timeout` fired at the deadline
-        return AgentState.TIMED_OUT
-    if (
-        exit_code in (137, 143)
-        and deadline is not None
-        and finished_at is not None
-        and finished_at >= deadline - 1.0
-    ):
-        return AgentState.TIMED_OUT
-    if exit_code == 0 and not result_is_error:
-        return AgentState.SUCCEEDED
-    return AgentState.FAILED
-
-
-@dataclass(slots=True)
-class AgentStatus:
-    """What ``get_claude_status`` reports. ``to_dict()`` is the structured form."""
-
-    id: str
-    state: AgentState
-    exit_code: int | None = None
-    created: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    deadline: float | None = None
-    workspace: str | None = None
-    task: str | None = None
-    turns: int | None = None
-    cost_usd: float | None = None
-    session_id: str | None = None
-    last_text: str | None = None
-    result_text: str | None = None
-    is_error: bool | None = None
-    oom_killed: bool = False
-    error: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state != AgentState.RUNNING
-
-    @property
-    def elapsed_s(self) -> float | None:
-        start = self.started_at or self.created
-        if start is None:
-            return None
-        end = self.finished_at if self.finished and self.finished_at else time.time()
-        return max(end - start, 0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": str(self.state),
-            "exit_code": self.exit_code,
-            "created": self.created,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "deadline": self.deadline,
-            "elapsed_s": round(self.elapsed_s, 3) if self.elapsed_s is not None else None,
-            "workspace": self.workspace,
-            "task": self.task,
-            "turns": self.turns,
-            "cost_usd": self.cost_usd,
-            "session_id": self.session_id,
-            "last_text": self.last_text,
-            "result_text": self.result_text,
-            "is_error": self.is_error,
-            "oom_killed": self.oom_killed,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_record(cls, data: Mapping[str, Any]) -> AgentStatus:
-        def num(key: str) -> float | None:
-            value = data.get(key)
-            return float(value) if isinstance(value, int | float) else None
-
-        state = data.get("state")
-        return cls(
-            id=str(data.get("id")),
-            state=AgentState(state)
-            if isinstance(state, str) and state in AgentState._value2member_map_
-            else AgentState.FAILED,
-            exit_code=data.get("exit_code"),
-            created=num("created"),
-            started_at=num("started_at"),
-            finished_at=num("finished_at"),
-            deadline=num("deadline"),
-            workspace=data.get("workspace"),
-            task=data.get("task"),
-            turns=data.get("turns"),
-            cost_usd=num("cost_usd"),
-            session_id=data.get("session_id"),
-            last_text=data.get("last_text"),
-            result_text=data.get("result_text"),
-            is_error=data.get("is_error"),
-            oom_killed=bool(data.get("oom_killed")),
-            error=data.get("error"),
-        )
-
-
-@dataclass(slots=True)
-class WaitResult:
-    status: AgentStatus
-    timed_out: bool
-
-
-@dataclass(slots=True)
-class AgentOutput:
-    id: str
-    state: AgentState
-    text: str
-    events: int
 
 
 @dataclass(slots=True)
