@@ -734,3 +734,22 @@ async def test_tls_trust_failure_gets_a_hint_and_clean_lines(
     # stderr arrives colored from the engine; the log keeps the text only
     assert "npm ERR! code SELF_SIGNED_CERT_IN_CHAIN" in info.value.log.splitlines()
     assert "\x1b" not in info.value.log
+
+
+@pytest.mark.docker
+async def test_a_failing_progress_callback_is_not_blamed_on_docker(
+    docker: aiodocker.Docker, tmp_path: Path
+) -> None:
+    require(await _has_image(docker, BASE_IMAGE), f"base image {BASE_IMAGE}")
+    src = _sources(tmp_path, f"FROM {BASE_IMAGE}\nRUN echo one\n")
+
+    def progress(line: str) -> None:
+        if line.startswith("Step 2/"):
+            raise BrokenPipeError(32, "Broken pipe")  # e.g. stdout piped into `head`
+
+    tag = f"agentkit-test-tiny:{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(BrokenPipeError):
+            await ImageBuilder(docker, Settings(image=tag), sources=src, progress=progress).ensure()
+    finally:
+        await _remove_image(docker, tag)

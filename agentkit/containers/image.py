@@ -274,23 +274,31 @@ class ImageBuilder:
         """Return the image, building it first if missing, outdated (hash differs) or forced."""
         context = await self.context()
         digest = inputs_hash(context, self._buildargs)
-        async with _lock_for(self.tag):
-            if not force:
-                current = await self.inspect()
-                if current is not None and current.inputs_hash == digest:
-                    await self._emit(f"image {self.tag} is up to date ({digest[:12]})")
-                    return current
-            return await self._build(context, digest)
+        try:
+            async with _lock_for(self.tag):
+                if not force:
+                    current = await self.inspect()
+                    if current is not None and current.inputs_hash == digest:
+                        await self._emit(f"image {self.tag} is up to date ({digest[:12]})")
+                        return current
+                return await self._build(context, digest)
+        except _ProgressFailed as exc:
+            raise exc.original from exc.original.__cause__
 
     async def build(self) -> ImageInfo:
         """Build unconditionally (the layer cache still applies)."""
         return await self.ensure(force=True)
 
     async def _emit(self, line: str) -> None:
-        if self._progress is not None:
+        if self._progress is None:
+            return
+        try:
             result = self._progress(line)
             if isinstance(result, Awaitable):
                 await result
+        except Exception as exc:
+            # Not the engine's fault: keep it away from the Docker error mapping.
+            raise _ProgressFailed(exc) from exc
 
     async def _build(self, context: BuildContext, digest: str) -> ImageInfo:
         await self._emit(f"building {self.tag} (inputs {digest[:12]}) ...")
@@ -361,6 +369,15 @@ async def ensure_image(
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+class _ProgressFailed(Exception):
+    """The caller's progress callback raised; carries its exception past the error mapping."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
 
 _locks: dict[tuple[int, str], asyncio.Lock] = {}
 
@@ -437,6 +454,9 @@ class _StepLog:
 # --- command line -----------------------------------------------------------------------------
 
 
+_STEP_LINE = re.compile(r"Step \d+/\d+ :|Successfully |building |built |image ")
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m agentkit.containers.image",
@@ -477,10 +497,10 @@ async def _main(argv: list[str] | None = None) -> int:
         extra[key] = value
 
     def show(line: str) -> None:
-        if args.progress == "all" or (
-            args.progress == "steps" and not line.startswith((" ", "\t")) and line.strip()
-        ):
+        if args.progress == "all":
             print(line, flush=True)
+        elif args.progress == "steps" and _STEP_LINE.match(line):
+            print(_shorten(line, 160), flush=True)
 
     from agentkit.executors import make_executor
 
