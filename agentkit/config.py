@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentkit.errors import ConfigError
 
+#: The controlling model used when AGENTKIT_MODEL is unset.
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -65,7 +68,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=_env("ANTHROPIC_BASE_URL")
     )
-    model: str = Field(default="claude-sonnet-4-5", validation_alias=_env("AGENTKIT_MODEL"))
+    model: str = Field(default=DEFAULT_MODEL, validation_alias=_env("AGENTKIT_MODEL"))
     max_tokens: int = Field(default=4096, validation_alias=_env("AGENTKIT_MAX_TOKENS"))
     max_turns: int = Field(default=30, validation_alias=_env("AGENTKIT_MAX_TURNS"))
     max_retries: int = Field(default=4, validation_alias=_env("AGENTKIT_MAX_RETRIES"))

@@ -32,6 +32,7 @@ from agentkit.agent.events import (
     Usage,
 )
 from agentkit.agent.hooks import AfterTool, BeforeTool
+from agentkit.config import DEFAULT_MODEL
 from agentkit.errors import ConfigError, MaxTurnsExceeded, ModelError
 from agentkit.tools.base import ToolResult
 
@@ -43,7 +44,6 @@ __all__ = ["DEFAULT_MODEL", "Prompt", "ToolBasedAgent"]
 
 logger = logging.getLogger("agentkit.agent")
 
-DEFAULT_MODEL = "claude-sonnet-5-5"
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4
 MIDSTREAM_BACKOFF = 0.2  # seconds before retrying a stream that failed before any text
