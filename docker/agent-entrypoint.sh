@@ -7,7 +7,8 @@
 # Environment (set by the runtime in the container-create request):
 #   AGENTKIT_TASK         the task text (UTF-8, any bytes except NUL), or
 #   AGENTKIT_TASK_FILE    a path inside the container to read the task from (wins over
-#                         AGENTKIT_TASK); with neither, the first argument is the task.
+#                         AGENTKIT_TASK; trailing newlines are dropped); with neither, the
+#                         first argument is the task.
 #   AGENTKIT_DEADLINE     optional unix time (seconds): claude gets SIGTERM at that moment and
 #                         SIGKILL 10 s later; the container then exits with status 124.
 #                         A deadline already past exits 124 at once.
@@ -54,7 +55,7 @@ set -- "$@" -- "$task"
 
 if [ -n "${AGENTKIT_DEADLINE:-}" ]; then
     case "$AGENTKIT_DEADLINE" in
-        *[!0-9]*) die 2 "AGENTKIT_DEADLINE must be unix seconds (digits only)" ;;
+        "" | *[!0-9]* | 0*) die 2 "AGENTKIT_DEADLINE must be unix seconds (digits only)" ;;
     esac
     remaining=$((AGENTKIT_DEADLINE - $(date +%s)))
     if [ "$remaining" -le 0 ]; then

@@ -528,6 +528,11 @@ async def test_entrypoint_refuses_bad_input(
     )
     assert code == 2
     assert "AGENTKIT_DEADLINE" in err
+    code, _, err = await _run(  # a leading zero would read as octal in sh arithmetic
+        docker, agent_image.tag, env={"AGENTKIT_TASK": "x", "AGENTKIT_DEADLINE": "0999999999"}
+    )
+    assert code == 2
+    assert "AGENTKIT_DEADLINE" in err
     code, _, err = await _run(
         docker, agent_image.tag, env={"AGENTKIT_TASK": "x", "AGENTKIT_MAX_TURNS": "1; rm -rf /"}
     )
