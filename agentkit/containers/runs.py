@@ -56,11 +56,17 @@ class RunStore:
         base = f"{self.root}/{run_id}"
         return f"{base}/{name}" if name else base
 
-    async def create(self, run_id: str, meta: Mapping[str, Any], task: str) -> None:
-        """Create the record directory with ``meta.json`` and ``task.txt`` (private to the user)."""
-        await self.executor.run(
-            ["mkdir", "-p", "-m", "700", "--", self.path(run_id)], check=True, idempotent=True
-        )
+    async def create(
+        self, run_id: str, meta: Mapping[str, Any], task: str, *, mkdir: bool = True
+    ) -> None:
+        """Create the record with ``meta.json`` and ``task.txt`` (private to the user).
+
+        ``mkdir=False``: the caller already created the directory (mode 0700).
+        """
+        if mkdir:
+            await self.executor.run(
+                ["mkdir", "-p", "-m", "700", "--", self.path(run_id)], check=True, idempotent=True
+            )
         await asyncio.gather(
             self.executor.write_file(self.path(run_id, TASK), task.encode("utf-8"), mode=0o600),
             self.executor.write_file(self.path(run_id, META), _dumps(meta), mode=0o600),

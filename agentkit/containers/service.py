@@ -91,14 +91,23 @@ DEADLINE_GRACE = 1.5  # seconds the in-container `timeout` gets before the contr
 STOP_GRACE = 1.0  # SIGTERM -> SIGKILL for stop (init forwards SIGTERM, so this rarely matters)
 TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
 STDERR_BYTES = 64 * 1024
-# mkdir, resolve again (a symlink may have been swapped in), confine, chown. $1 path, $2 root.
-_PREPARE_WORKSPACE = """set -eu
-mkdir -p -- "$1"
-real=$(realpath -e -- "$1")
-case "$real" in "$2"/*) ;; *) printf '%s\\n' "$real"; exit 3 ;; esac
+# One constant script (paths are positional arguments, never parsed as code): $1 the requested
+# path, $2 the workspaces root, $3 the agent uid:gid, $4 a run directory to create ("" = none).
+# Refuse anything outside the root before creating it; mkdir; resolve again (a symlink may have
+# been swapped in) and refuse again; chown for the agent user. Prints root and workspace.
+_PREPARE_WORKSPACE = r"""set -eu
+mkdir -p -- "$2"
+root=$(realpath -e -- "$2")
+pre=$(realpath -m -- "$1")
+case "$pre" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$pre"; exit 3 ;; esac
+mkdir -p -- "$pre"
+real=$(realpath -e -- "$pre")
+case "$real" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$real"; exit 3 ;; esac
 chown -R -- "$3" "$real"
-printf '%s\\n' "$real"
+if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
+printf '%s\n%s\n' "$root" "$real"
 """
+PERSIST_INTERVAL = 1.0  # output is appended to the record at most this often (memory is live)
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 
@@ -277,9 +286,9 @@ class AgentService:
         runtime = await self.runtime()
         image = image or self.settings.image
         await self._ensure_image(runtime, image)
-        workspace = await self.prepare_workspace(workspace_path)
-
         run_id = new_agent_id()
+        workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
+
         created = time.time()
         deadline = created + timeout_ms / 1000
         labels = {
@@ -330,7 +339,9 @@ class AgentService:
             # the record and the (not yet started) container are made side by side; the
             # container starts only once its record exists
             created_ok = await asyncio.gather(
-                self.store.create(run_id, meta, task), runtime.create(spec), return_exceptions=True
+                self.store.create(run_id, meta, task, mkdir=False),
+                runtime.create(spec),
+                return_exceptions=True,
             )
             for outcome in created_ok:
                 if isinstance(outcome, BaseException):
@@ -393,12 +404,13 @@ class AgentService:
             await ensure_image(runtime.docker, self.settings)
         self._image_ok.add(image)
 
-    async def prepare_workspace(self, workspace_path: str) -> str:
+    async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
         """Resolve ``workspace_path`` on the host, confined under the workspaces root.
 
         A relative path is taken relative to the root. The directory is created if missing and
         handed to the agent user (uid 1001). Anything outside the root is refused before
-        anything is created, and checked again after creation (symlinks).
+        anything is created, and checked again after creation (symlinks). One host command;
+        ``run_dir`` (a run record directory) is created by the same command.
         """
         root = self.settings.workspaces_root
         if not isinstance(workspace_path, str) or not workspace_path.strip():
@@ -409,24 +421,29 @@ class AgentService:
             raise ToolError("workspace_path contains a control character")
         raw = workspace_path.strip()
         candidate = raw if raw.startswith("/") else f"{root}/{raw}"
-        resolved = await self.executor.run(["realpath", "-m", "--", root, candidate])
-        lines = resolved.stdout_text().splitlines()
-        if not resolved.ok or len(lines) != 2:
-            raise ToolError(f"cannot resolve workspace path {workspace_path!r} on the host")
-        real_root, real = lines
-        self._confine(real, real_root, workspace_path)
-        # one constant script; the paths are positional arguments, never parsed as code
         made = await self.executor.run(
-            ["sh", "-c", _PREPARE_WORKSPACE, "prepare-workspace", real, real_root, AGENT_UID]
+            [
+                "sh",
+                "-c",
+                _PREPARE_WORKSPACE,
+                "prepare-workspace",
+                candidate,
+                root,
+                AGENT_UID,
+                run_dir,
+            ]
         )
-        if made.exit_status == 3:
-            self._confine(made.stdout_text().strip(), real_root, workspace_path)
-        if not made.ok:
+        lines = made.stdout_text().splitlines()
+        if made.exit_status == 3 and len(lines) == 2:
+            self._confine(lines[1], lines[0], workspace_path)
+        if not made.ok or len(lines) != 2:
             raise ConfigError(
-                f"cannot create {real} and hand it to the agent user {AGENT_UID}: "
+                f"cannot create {candidate} and hand it to the agent user {AGENT_UID}: "
                 f"{made.stderr_text().strip()[-300:]} (the host user must be root or own it)"
             )
-        return made.stdout_text().strip()
+        real_root, real = lines
+        self._confine(real, real_root, workspace_path)  # and check the script's answer again
+        return real
 
     @staticmethod
     def _confine(real: str, real_root: str, given: str) -> None:
@@ -472,7 +489,7 @@ class AgentService:
                     return
                 # coalesce bursts into one write, but never delay the end of the run
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(finished.wait(), 0.2)
+                    await asyncio.wait_for(finished.wait(), PERSIST_INTERVAL)
 
         writer_task = asyncio.create_task(writer(), name=f"persist {run.id}")
         complete = False
