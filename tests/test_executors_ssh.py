@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 
 from agentkit.config import Settings
-from agentkit.errors import ExecutorConnectionError
+from agentkit.errors import CommandTimeout, ExecutorConnectionError
 from agentkit.executors import LocalExecutor, SSHExecutor, StreamLine, make_executor
-from agentkit.executors.ssh import PROLOGUE, build_command
+from agentkit.executors.ssh import CALL_ID_VAR, PROLOGUE, build_command
 from tests.sshd import SSHServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,18 +33,49 @@ async def own_executor(ssh_settings: Settings) -> AsyncIterator[SSHExecutor]:
 
 def test_command_line_never_holds_env_values() -> None:
     secret = "s3cr3t value; $(touch /tmp/x)\nline2"
-    command, header = build_command(["printenv", "TOKEN"], {"TOKEN": secret}, "/tmp")
+    command, header = build_command(["printenv", "TOKEN"], {"TOKEN": secret}, "/tmp", "abc123")
     assert secret.encode() not in command
     assert b"s3cr3t" not in command
     assert b"s3cr3t" in header
     # the prologue is a constant; argv travels quoted after it
     assert shlex.quote(PROLOGUE).encode() in command
+    assert command.startswith(f"{CALL_ID_VAR}=abc123 exec sh -c ".encode())
     assert command.endswith(b" sh /tmp printenv TOKEN")
-    plain, no_header = build_command(["echo", "a b"], {}, None)
-    assert plain.endswith(b"exec echo 'a b'")
+    plain, no_header = build_command(["echo", "a b"], {}, None, "abc123")
+    assert plain == f"{CALL_ID_VAR}=abc123 exec echo 'a b'".encode()
     assert no_header == b""
+    devnull, _ = build_command(["cat"], {}, None, "abc123", devnull_stdin=True)
+    assert devnull.endswith(b"exec cat </dev/null")
+    for reserved in ("__agentkit_n", CALL_ID_VAR):
+        with pytest.raises(ValueError):
+            build_command(["true"], {reserved: "1"}, None, "abc123")
     with pytest.raises(ValueError):
-        build_command(["true"], {"__agentkit_n": "1"}, None)
+        build_command(["true"], {}, None, "x; rm -rf /")
+
+
+async def test_timeout_kills_children_that_left_the_group(
+    ssh_executor: SSHExecutor, tmp_path: Path
+) -> None:
+    """A child that started its own session (setsid) still carries the call id and dies."""
+    pidfile = tmp_path / "pid"
+    script = f"setsid sh -c 'echo $$ > {shlex.quote(str(pidfile))}; exec sleep 30' & wait"
+    with pytest.raises(CommandTimeout):
+        await ssh_executor.run(["sh", "-c", script], timeout=1.0)
+    pid = int(pidfile.read_text())
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the setsid child survived the timeout")
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 async def test_one_connection_for_many_calls(own_executor: SSHExecutor) -> None:

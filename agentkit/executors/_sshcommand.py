@@ -36,27 +36,57 @@ exec "$@"
 """
 
 
-#: Printed on stderr by the login shell before it ``exec``\ s: the remote pid, which is also the
-#: process group sshd created for the session (killed on timeout). Stripped from the output.
-PID_MARKER = b"\x1eagentkit-pid="
-_PID_PREFIX = 'printf "\\036agentkit-pid=%s\\n" "$$" >&2; exec '
+#: Every remote command carries ``AGENTKIT_CALL_ID=<random>`` in its environment (set with a
+#: ``NAME=value exec`` prefix, so it is inherited by everything the command starts). To kill a
+#: call, :data:`KILL_SCRIPT` finds the processes whose environment holds that id and kills them
+#: and their process groups: the program, its children, even ones that left the group.
+CALL_ID_VAR = "AGENTKIT_CALL_ID"
+
+#: Run as ``sh -c KILL_SCRIPT sh CALL_ID`` on a second channel (Linux /proc, GNU grep).
+KILL_SCRIPT = r"""t="AGENTKIT_CALL_ID=$1"
+pids=$(grep -lzxF -- "$t" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
+[ -n "$pids" ] || exit 0
+for p in $pids; do kill -KILL -- "-$p" 2>/dev/null; done
+kill -KILL $pids 2>/dev/null
+exit 0
+"""
+
+_RESERVED = ("__agentkit_", CALL_ID_VAR)
 
 
-def build_command(argv: list[str], env: dict[str, str], cwd: str | None) -> tuple[bytes, bytes]:
+def build_command(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    call_id: str,
+    *,
+    devnull_stdin: bool = False,
+) -> tuple[bytes, bytes]:
     """The remote command line and the stdin header carrying ``env``.
 
-    Exposed for tests: the command line never contains an ``env`` value.
+    With ``devnull_stdin`` (no stdin, no env, no cwd) the program reads ``/dev/null``, as under
+    LocalExecutor, and the caller need not send EOF. Exposed for tests: the command line never
+    contains an ``env`` value.
     """
+    if not call_id.isalnum():
+        raise ValueError("call_id must be alphanumeric")
+    prefix = f"{CALL_ID_VAR}={call_id} exec "
     if not env and cwd is None:
-        return check_length(_encode(_PID_PREFIX + shlex.join(argv))), b""
-    command = _PID_PREFIX + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
+        suffix = " </dev/null" if devnull_stdin else ""
+        return check_length(_encode(prefix + shlex.join(argv) + suffix)), b""
+    command = prefix + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
     header = [str(len(env))]
     for name, value in env.items():
-        if name.startswith("__agentkit_"):
+        if name.startswith(_RESERVED):
             raise ValueError(f"environment variable name {name!r} is reserved")
         lines = value.split("\n")
         header += [name, str(len(lines)), *lines]
     return check_length(_encode(command)), _encode("\n".join(header) + "\n")
+
+
+def kill_command(call_id: str) -> str:
+    """The command line that kills everything started by the call ``call_id``."""
+    return shlex.join(["sh", "-c", KILL_SCRIPT, "sh", call_id])
 
 
 #: sshd hands the command line to the login shell as ONE argument (``-c``): Linux caps a single
@@ -84,18 +114,3 @@ def exit_status(proc: asyncssh.SSHClientProcess[bytes]) -> int | None:
     if code is None:
         return None
     return code if code >= 0 else 128 - code
-
-
-async def read_pid(proc: asyncssh.SSHClientProcess[bytes]) -> tuple[int | None, bytes]:
-    """Read stderr up to the pid marker; return the pid and whatever stderr came before it."""
-    early = b""
-    while True:
-        line = await proc.stderr.readline()
-        if not line:
-            return None, early
-        if line.startswith(PID_MARKER):
-            try:
-                return int(line[len(PID_MARKER) :].strip()), early
-            except ValueError:
-                return None, early
-        early += line

@@ -17,11 +17,11 @@
 * ``env`` values never enter a command line: they travel on the channel's stdin, in front of the
   caller's stdin, and a constant ``sh`` prologue (:data:`PROLOGUE`) reads them with the ``read``
   builtin, exports them and execs the program, which inherits the rest of stdin.
-* On timeout (or an early close of ``stream``, or cancellation) the remote process group is
-  killed: sshd starts every session in its own process group whose id is the login shell's pid
-  (kept by ``exec``); the shell prints it on stderr first (:data:`PID_MARKER`, stripped from the
-  output) and ``kill -KILL -- -PGID`` runs on a second channel. (The SSH ``signal`` request is
-  not used: sshd ignores it for root sessions, which skip post-auth privilege separation.)
+* On timeout (or an early close of ``stream``, or cancellation) everything the call started is
+  killed: each command runs with a random ``AGENTKIT_CALL_ID`` in its environment (inherited by
+  its children) and :data:`KILL_SCRIPT`, on a second channel, kills the processes holding it and
+  their process groups. (The SSH ``signal`` request is not used: sshd ignores it for root
+  sessions, which skip post-auth privilege separation.)
 
 Exceptions are mapped in :mod:`agentkit.executors._errors`.
 """
@@ -51,18 +51,26 @@ from agentkit.errors import AgentkitError, CommandFailed, CommandTimeout, Execut
 from agentkit.executors._errors import SSHErrorContext, is_connection_failure, map_ssh_error
 from agentkit.executors._hostkeys import HostKeyClient, HostKeys
 from agentkit.executors._sshcommand import (
+    CALL_ID_VAR,
+    KILL_SCRIPT,
     MAX_COMMAND_BYTES,
-    PID_MARKER,
     PROLOGUE,
     build_command,
     exit_status,
-    read_pid,
+    kill_command,
 )
 from agentkit.executors._sshstreams import LocalForwardProtocol, PeerSession, StreamSession
 from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
-__all__ = ["MAX_COMMAND_BYTES", "PID_MARKER", "PROLOGUE", "SSHExecutor", "build_command"]
+__all__ = [
+    "CALL_ID_VAR",
+    "KILL_SCRIPT",
+    "MAX_COMMAND_BYTES",
+    "PROLOGUE",
+    "SSHExecutor",
+    "build_command",
+]
 
 T = TypeVar("T")
 
@@ -222,37 +230,39 @@ class SSHExecutor(Executor):
         idempotent: bool = False,
     ) -> CommandResult:
         args = check_argv(argv)
-        command, header = build_command(args, check_env(env), cwd)
-        payload = header + (as_bytes(stdin) or b"")
+        call_id = secrets.token_hex(8)
+        env_vars = check_env(env)
+        data = as_bytes(stdin)
+        devnull = data is None and not env_vars and cwd is None
+        command, header = build_command(args, env_vars, cwd, call_id, devnull_stdin=devnull)
+        payload = header + (data or b"")
 
         async def op(conn: asyncssh.SSHClientConnection) -> CommandResult:
             start = time.monotonic()
             proc = await self._start(conn, command)
-            pgid: int | None = None
             try:
                 if payload:
                     proc.stdin.write(payload)
-                proc.stdin.write_eof()
-                async with asyncio.timeout(timeout):
-                    pgid, early = await read_pid(proc)
-                    out, err = await proc.communicate()
+                if not devnull:
+                    proc.stdin.write_eof()
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError:
-                await self._kill(conn, proc, pgid)
+                await self._kill(conn, proc, call_id)
                 raise CommandTimeout(args, timeout or 0.0) from None
             except (asyncssh.Error, OSError) as exc:
-                self._kill_soon(conn, proc, pgid)
+                self._kill_soon(conn, proc, call_id)
                 if conn.is_closed() or is_connection_failure(exc):
                     raise _Dropped() from exc
                 raise
             except BaseException:
-                self._kill_soon(conn, proc, pgid)
+                self._kill_soon(conn, proc, call_id)
                 raise
             finally:
                 self._procs.discard(proc)
             status = exit_status(proc)
             if status is None:
                 raise _Dropped() from asyncssh.ConnectionLost("channel closed without a status")
-            return CommandResult(args, status, out, early + err, time.monotonic() - start)
+            return CommandResult(args, status, out, err, time.monotonic() - start)
 
         result = await self._call(op, idempotent=idempotent)
         if check and result.exit_status != 0:
@@ -275,18 +285,18 @@ class SSHExecutor(Executor):
         self,
         conn: asyncssh.SSHClientConnection,
         proc: asyncssh.SSHClientProcess[bytes],
-        pgid: int | None,
+        call_id: str,
     ) -> None:
-        """Kill the remote process group and close the channel.
+        """Kill everything the call started (see :data:`KILL_SCRIPT`) and close the channel.
 
-        sshd runs each session in its own process group (the login shell's pid, which ``exec``
-        keeps), so ``kill -KILL -- -PGID`` on a second channel takes the program and its
-        children. (The SSH ``signal`` request is ignored by sshd for root sessions.)
+        Runs on a second channel. (The SSH ``signal`` request is not used: sshd ignores it for
+        root sessions, which skip post-auth privilege separation, and it reaches only the
+        session's process group.)
         """
-        if proc.returncode is None and pgid is not None and not conn.is_closed():
+        if proc.returncode is None and not conn.is_closed():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    conn.run(f"kill -KILL -- -{int(pgid)}", check=False),
+                    conn.run(kill_command(call_id), check=False),
                     self.settings.ssh_connect_timeout,
                 )
         with contextlib.suppress(Exception):
@@ -296,10 +306,10 @@ class SSHExecutor(Executor):
         self,
         conn: asyncssh.SSHClientConnection,
         proc: asyncssh.SSHClientProcess[bytes],
-        pgid: int | None,
+        call_id: str,
     ) -> None:
         """:meth:`_kill` from a place that cannot wait (cancellation)."""
-        task = asyncio.get_running_loop().create_task(self._kill(conn, proc, pgid))
+        task = asyncio.get_running_loop().create_task(self._kill(conn, proc, call_id))
         self._kill_tasks.add(task)
         task.add_done_callback(self._kill_tasks.discard)
 
@@ -312,7 +322,10 @@ class SSHExecutor(Executor):
         timeout: float | None = None,  # noqa: ASYNC109 - part of the contract
     ) -> AsyncIterator[StreamLine | StreamExit]:
         args = check_argv(argv)
-        command, header = build_command(args, check_env(env), cwd)
+        call_id = secrets.token_hex(8)
+        env_vars = check_env(env)
+        devnull = not env_vars and cwd is None
+        command, header = build_command(args, env_vars, cwd, call_id, devnull_stdin=devnull)
         start = time.monotonic()
         conn = await self._connection()
         try:
@@ -323,24 +336,15 @@ class SSHExecutor(Executor):
             raise map_ssh_error(exc, self._ctx()) from exc
         if header:
             proc.stdin.write(header)
-        proc.stdin.write_eof()
+        if not devnull:
+            proc.stdin.write_eof()
         queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
-        pumps: list[asyncio.Task[None]] = []
         deadline = None if timeout is None else start + timeout
-        pgid: int | None = None
+        pumps = [
+            asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
+            asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
+        ]
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    pgid, early = await read_pid(proc)
-            except TimeoutError:
-                raise CommandTimeout(args, timeout or 0.0) from None
-            if early:
-                for line in early.splitlines(keepends=True):
-                    yield StreamLine("stderr", line)
-            pumps = [
-                asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
-                asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
-            ]
             open_streams = 2
             while open_streams:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -364,7 +368,7 @@ class SSHExecutor(Executor):
                 )
             yield StreamExit(status, time.monotonic() - start)
         finally:
-            await self._kill(conn, proc, pgid)
+            await self._kill(conn, proc, call_id)
             self._procs.discard(proc)
             for task in pumps:
                 task.cancel()
