@@ -250,6 +250,29 @@ async def test_timeout_kills_process_group(executor: Executor, tmp_path: Path) -
     assert not marker.exists()
 
 
+async def test_timeout_kills_children_that_left_the_group(
+    executor: Executor, tmp_path: Path
+) -> None:
+    """A child that started its own session (setsid) still carries the call id and dies."""
+    pidfile = tmp_path / "pid"
+    script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & wait"
+    with pytest.raises(CommandTimeout):
+        await executor.run(["sh", "-c", script], timeout=1.0)
+    pid = int(pidfile.read_text())
+    assert await _wait_gone(pid), "the setsid child survived the timeout"
+
+
+async def test_stream_early_close_kills_setsid_children(executor: Executor, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 0.2; echo go; wait"
+    stream = executor.stream(["sh", "-c", script])
+    first = await anext(stream)
+    assert isinstance(first, StreamLine)
+    pid = int(pidfile.read_text())
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert await _wait_gone(pid), "the setsid child survived closing the stream"
+
+
 async def test_cancel_kills(executor: Executor, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     task = asyncio.create_task(

@@ -11,6 +11,8 @@ import shlex
 
 import asyncssh
 
+from agentkit.executors._util import CALL_ID_VAR, RESERVED_ENV_PREFIXES
+
 #: The constant ``sh -c`` script used when a call has ``env`` or ``cwd``. Its arguments are the
 #: working directory ("" for none) and then argv. stdin starts with a header: a line with the
 #: number of variables, then per variable its name, the number of lines of its value, and those
@@ -38,11 +40,9 @@ exec "$@"
 
 #: Every remote command carries ``AGENTKIT_CALL_ID=<random>`` in its environment (set with a
 #: ``NAME=value exec`` prefix, so it is inherited by everything the command starts). To kill a
-#: call, :data:`KILL_SCRIPT` finds the processes whose environment holds that id and kills them
-#: and their process groups: the program, its children, even ones that left the group.
-CALL_ID_VAR = "AGENTKIT_CALL_ID"
-
-#: Run as ``sh -c KILL_SCRIPT sh CALL_ID`` on a second channel (Linux /proc, GNU grep).
+#: call, this script (run as ``sh -c KILL_SCRIPT sh CALL_ID`` on a second channel; Linux /proc,
+#: GNU grep) finds the processes whose environment holds that id and kills them and the process
+#: groups they lead: the program, its children, even ones that left its group.
 KILL_SCRIPT = r"""t="AGENTKIT_CALL_ID=$1"
 pids=$(grep -lzxF -- "$t" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3)
 [ -n "$pids" ] || exit 0
@@ -50,8 +50,6 @@ for p in $pids; do kill -KILL -- "-$p" 2>/dev/null; done
 kill -KILL $pids 2>/dev/null
 exit 0
 """
-
-_RESERVED = ("__agentkit_", CALL_ID_VAR)
 
 
 def build_command(
@@ -77,7 +75,7 @@ def build_command(
     command = prefix + shlex.join(["sh", "-c", PROLOGUE, "sh", cwd or "", *argv])
     header = [str(len(env))]
     for name, value in env.items():
-        if name.startswith(_RESERVED):
+        if name.startswith(RESERVED_ENV_PREFIXES):
             raise ValueError(f"environment variable name {name!r} is reserved")
         lines = value.split("\n")
         header += [name, str(len(lines)), *lines]

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from agentkit.executors.base import StreamLine
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: Every command gets ``AGENTKIT_CALL_ID=<random hex>`` in its environment (inherited by all it
+#: starts), so a timeout can find and kill everything the call started, even children that left
+#: its process group.
+CALL_ID_VAR = "AGENTKIT_CALL_ID"
+RESERVED_ENV_PREFIXES = ("__agentkit_", CALL_ID_VAR)
 
 
 def check_argv(argv: Sequence[str]) -> list[str]:
@@ -35,6 +43,8 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
     for name, value in env.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             raise ValueError(f"invalid environment variable name: {name!r}")
+        if name.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"environment variable name {name!r} is reserved")
         if not isinstance(value, str):
             raise TypeError(f"environment value for {name} must be str")
         if "\0" in value:
@@ -79,3 +89,33 @@ async def pump_lines(
     if buf:
         await queue.put(StreamLine(stream, buf))
     await queue.put(None)
+
+
+def kill_by_call_id(call_id: str) -> int:
+    """SIGKILL every process (and process group it leads) whose environment holds ``call_id``.
+
+    Linux (/proc) only; elsewhere a no-op. Blocking: call it through ``asyncio.to_thread``.
+    Returns how many processes were signalled.
+    """
+    needle = f"{CALL_ID_VAR}={call_id}".encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    killed = 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ:
+            pid = int(entry)
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)  # only succeeds for a group leader
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed

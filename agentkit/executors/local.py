@@ -1,7 +1,9 @@
 """LocalExecutor: the local machine, through asyncio subprocesses.
 
-Every command runs in its own session (``start_new_session=True``), so a timeout or an early
-close of :meth:`LocalExecutor.stream` kills the whole process group, not just the direct child.
+Every command runs in its own session (``start_new_session=True``) with a random
+``AGENTKIT_CALL_ID`` in its environment, so a timeout, a cancellation or an early close of
+:meth:`LocalExecutor.stream` kills the whole process group and then every process still carrying
+the id (children that left the group with ``setsid``), not just the direct child.
 A program that does not exist gives exit status 127, one that cannot be executed 126, and a
 missing ``cwd`` exit status 1, the same as over SSH (where a shell reports them).
 """
@@ -17,7 +19,14 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from agentkit.errors import CommandFailed, CommandTimeout
-from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
+from agentkit.executors._util import (
+    CALL_ID_VAR,
+    as_bytes,
+    check_argv,
+    check_env,
+    kill_by_call_id,
+    pump_lines,
+)
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
 
@@ -40,6 +49,7 @@ class LocalExecutor(Executor):
 
     def __init__(self) -> None:
         self._running: set[asyncio.subprocess.Process] = set()
+        self._kill_tasks: set[asyncio.Task[int]] = set()
 
     @property
     def description(self) -> str:
@@ -52,12 +62,12 @@ class LocalExecutor(Executor):
         stdin: bool,
         env: Mapping[str, str] | None,
         cwd: str | None,
+        call_id: str,
     ) -> asyncio.subprocess.Process | CommandResult:
         """Start ``argv``; a start failure becomes a result with the status a shell would give."""
-        full_env = None
-        if env:
-            full_env = dict(os.environ)
-            full_env.update(check_env(env))
+        full_env = dict(os.environ)
+        full_env.update(check_env(env))
+        full_env[CALL_ID_VAR] = call_id
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -91,19 +101,20 @@ class LocalExecutor(Executor):
         args = check_argv(argv)
         data = as_bytes(stdin)
         start = time.monotonic()
-        proc = await self._spawn(args, stdin=data is not None, env=env, cwd=cwd)
+        call_id = secrets.token_hex(8)
+        proc = await self._spawn(args, stdin=data is not None, env=env, cwd=cwd, call_id=call_id)
         if isinstance(proc, CommandResult):
             result = proc
         else:
             try:
                 out, err = await asyncio.wait_for(proc.communicate(data), timeout)
             except TimeoutError:
-                _kill_group(proc)
+                await self._kill(proc, call_id)
                 await proc.wait()
                 raise CommandTimeout(args, timeout or 0.0) from None
             finally:
                 if proc.returncode is None:  # cancelled
-                    _kill_group(proc)
+                    self._kill_soon(proc, call_id)
                 self._running.discard(proc)
             assert proc.returncode is not None
             status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
@@ -122,7 +133,8 @@ class LocalExecutor(Executor):
     ) -> AsyncIterator[StreamLine | StreamExit]:
         args = check_argv(argv)
         start = time.monotonic()
-        proc = await self._spawn(args, stdin=False, env=env, cwd=cwd)
+        call_id = secrets.token_hex(8)
+        proc = await self._spawn(args, stdin=False, env=env, cwd=cwd, call_id=call_id)
         if isinstance(proc, CommandResult):
             if proc.stderr:
                 yield StreamLine("stderr", proc.stderr)
@@ -136,6 +148,7 @@ class LocalExecutor(Executor):
             asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
         ]
         deadline = None if timeout is None else start + timeout
+        finished = False
         try:
             open_streams = 2
             while open_streams:
@@ -154,15 +167,29 @@ class LocalExecutor(Executor):
             except TimeoutError:
                 raise CommandTimeout(args, timeout or 0.0) from None
             status = code if code >= 0 else 128 - code
+            finished = True
             yield StreamExit(status, time.monotonic() - start)
         finally:
-            _kill_group(proc)
+            if not finished:  # timeout, early close, cancellation, error
+                await self._kill(proc, call_id)
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
             self._running.discard(proc)
+
+    async def _kill(self, proc: asyncio.subprocess.Process, call_id: str) -> None:
+        """Kill the process group, then anything else carrying the call id (setsid children)."""
+        _kill_group(proc)
+        await asyncio.to_thread(kill_by_call_id, call_id)
+
+    def _kill_soon(self, proc: asyncio.subprocess.Process, call_id: str) -> None:
+        """:meth:`_kill` from a place that cannot wait (cancellation)."""
+        _kill_group(proc)
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(kill_by_call_id, call_id))
+        self._kill_tasks.add(task)
+        task.add_done_callback(self._kill_tasks.discard)
 
     async def read_file(self, path: str) -> bytes:
         return await asyncio.to_thread(_read_file, path)
@@ -181,6 +208,8 @@ class LocalExecutor(Executor):
         for proc in list(self._running):
             _kill_group(proc)
         self._running.clear()
+        if self._kill_tasks:
+            await asyncio.gather(*self._kill_tasks, return_exceptions=True)
 
 
 def _read_file(path: str) -> bytes:

@@ -51,7 +51,6 @@ from agentkit.errors import AgentkitError, CommandFailed, CommandTimeout, Execut
 from agentkit.executors._errors import SSHErrorContext, is_connection_failure, map_ssh_error
 from agentkit.executors._hostkeys import HostKeyClient, HostKeys
 from agentkit.executors._sshcommand import (
-    CALL_ID_VAR,
     KILL_SCRIPT,
     MAX_COMMAND_BYTES,
     PROLOGUE,
@@ -60,7 +59,7 @@ from agentkit.executors._sshcommand import (
     kill_command,
 )
 from agentkit.executors._sshstreams import LocalForwardProtocol, PeerSession, StreamSession
-from agentkit.executors._util import as_bytes, check_argv, check_env, pump_lines
+from agentkit.executors._util import CALL_ID_VAR, as_bytes, check_argv, check_env, pump_lines
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
 __all__ = [
@@ -293,7 +292,7 @@ class SSHExecutor(Executor):
         root sessions, which skip post-auth privilege separation, and it reaches only the
         session's process group.)
         """
-        if proc.returncode is None and not conn.is_closed():
+        if not conn.is_closed():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     conn.run(kill_command(call_id), check=False),
@@ -340,6 +339,7 @@ class SSHExecutor(Executor):
             proc.stdin.write_eof()
         queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
         deadline = None if timeout is None else start + timeout
+        finished = False
         pumps = [
             asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
             asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
@@ -366,9 +366,13 @@ class SSHExecutor(Executor):
                 raise ExecutorConnectionError(
                     f"{self.description}: connection lost while streaming {args[0]!r}"
                 )
+            finished = True
             yield StreamExit(status, time.monotonic() - start)
         finally:
-            await self._kill(conn, proc, call_id)
+            if not finished:  # timeout, early close, cancellation, error
+                await self._kill(conn, proc, call_id)
+            with contextlib.suppress(Exception):
+                proc.close()
             self._procs.discard(proc)
             for task in pumps:
                 task.cancel()
