@@ -275,3 +275,40 @@ async def test_agent_auth_without_key_file(
     finally:
         agent.kill()
         await agent.wait()
+
+
+def _max_concurrency(log: str) -> int:
+    running = peak = 0
+    for line in log.split():
+        running += 1 if line == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+async def test_sessions_are_capped_not_refused(ssh_settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    script = f"echo start >> {log}; sleep 0.2; echo end >> {log}"
+    async with SSHExecutor(ssh_settings, max_sessions=2) as executor:
+        results = await asyncio.gather(*(executor.run(["sh", "-c", script]) for _ in range(6)))
+    assert all(r.ok for r in results)
+    assert _max_concurrency(log.read_text()) == 2
+
+
+async def test_server_session_limit_is_waited_out(tmp_path: Path) -> None:
+    """A server with a lower MaxSessions than max_sessions: refused opens are retried."""
+    from tests.sshd import start_sshd
+
+    server = await asyncio.to_thread(start_sshd, tmp_path / "sshd")
+    try:
+        server.config.write_text(
+            server.config.read_text().replace("MaxSessions 64", "MaxSessions 3")
+        )
+        await asyncio.to_thread(server.restart)
+        log = tmp_path / "log"
+        script = f"echo start >> {log}; sleep 0.2; echo end >> {log}"
+        async with SSHExecutor(server.settings(), max_sessions=8) as executor:
+            results = await asyncio.gather(*(executor.run(["sh", "-c", script]) for _ in range(8)))
+        assert all(r.ok for r in results)
+        assert _max_concurrency(log.read_text()) <= 3
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -83,7 +83,12 @@ class SSHExecutor(Executor):
 
     kind = "ssh"
 
-    def __init__(self, settings: Settings, *, reconnect_attempts: int = 5) -> None:
+    def __init__(
+        self, settings: Settings, *, reconnect_attempts: int = 5, max_sessions: int = 8
+    ) -> None:
+        """``max_sessions`` caps concurrent command channels on the connection (more calls
+        wait for a free one): sshd's ``MaxSessions`` defaults to 10, and SFTP and the kill
+        command need one each. Unix-socket channels are not sessions and are not capped."""
         if not settings.host:
             raise ValueError("SSHExecutor needs settings.host (AGENTKIT_HOST)")
         self.settings = settings
@@ -103,6 +108,7 @@ class SSHExecutor(Executor):
         self._forward_tasks: set[asyncio.Task[None]] = set()
         self._procs: set[asyncssh.SSHClientProcess[bytes]] = set()
         self._kill_tasks: set[asyncio.Task[None]] = set()
+        self._sessions = asyncio.Semaphore(max(1, max_sessions))
         #: connections made so far (1 after the first connect; grows on reconnects)
         self.connections_made = 0
 
@@ -257,7 +263,7 @@ class SSHExecutor(Executor):
                 self._kill_soon(conn, proc, call_id)
                 raise
             finally:
-                self._procs.discard(proc)
+                self._finish(proc)
             status = exit_status(proc)
             if status is None:
                 raise _Dropped() from asyncssh.ConnectionLost("channel closed without a status")
@@ -271,14 +277,40 @@ class SSHExecutor(Executor):
     async def _start(
         self, conn: asyncssh.SSHClientConnection, command: bytes
     ) -> asyncssh.SSHClientProcess[bytes]:
+        """Open a session channel running ``command`` (holds a session slot until _finish)."""
+        await self._sessions.acquire()
         try:
-            proc = await conn.create_process(cast(str, command), encoding=None)
-        except (asyncssh.Error, OSError) as exc:
-            if conn.is_closed() or is_connection_failure(exc):
-                raise _Dropped() from exc
+            delay = 0.05
+            while True:
+                try:
+                    proc = await conn.create_process(cast(str, command), encoding=None)
+                    break
+                except asyncssh.ChannelOpenError as exc:
+                    if conn.is_closed():
+                        raise _Dropped() from exc
+                    if delay > 2.0:  # sshd kept refusing: MaxSessions below max_sessions + 2?
+                        raise ExecutorConnectionError(
+                            f"{self.description}: the SSH server refused a new session ({exc});"
+                            " lower SSHExecutor(max_sessions=...) or raise MaxSessions in"
+                            " sshd_config"
+                        ) from exc
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                except (asyncssh.Error, OSError) as exc:
+                    if conn.is_closed() or is_connection_failure(exc):
+                        raise _Dropped() from exc
+                    raise
+        except BaseException:
+            self._sessions.release()
             raise
         self._procs.add(proc)
         return proc
+
+    def _finish(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        """Give back the session slot taken by :meth:`_start` (once)."""
+        if proc in self._procs:
+            self._procs.discard(proc)
+            self._sessions.release()
 
     async def _kill(
         self,
@@ -373,7 +405,7 @@ class SSHExecutor(Executor):
                 await self._kill(conn, proc, call_id)
             with contextlib.suppress(Exception):
                 proc.close()
-            self._procs.discard(proc)
+            self._finish(proc)
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
