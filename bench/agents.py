@@ -11,7 +11,8 @@ Measures:
 * ``list_claude_agents`` and ``get_claude_status`` through the Toolset: p50 / p99 (ms), and
   throughput with 16 calls in flight;
 * the same query the seed made: ``docker ps`` CLI over a ControlMaster ``ssh``;
-* time from container exit (engine ``FinishedAt``) to ``wait_for_claude_agent`` returning;
+* time from the agent's exit (its last output line is a timestamp) to ``wait`` returning,
+  beside the Engine's wait API alone;
 * stop latency (``stop_claude_agent`` until the state is recorded ``stopped``);
 * N concurrent spawns: wall time, failures, all finished and recorded;
 * the controller's resident memory while following the logs of N running agents.
@@ -37,7 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentkit.containers.service import AgentService, AgentState
+from agentkit.containers.runtime import ContainerSpec
+from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.executors import SSHExecutor
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
@@ -59,6 +61,10 @@ CHATTY = (
     'printf \'{"type":"result","subtype":"success","is_error":false,"num_turns":1,'
     '"total_cost_usd":0.001,"session_id":"bench","result":"done"}\\n\''
 )
+
+
+# prints the moment just before the process exits
+LAST_WORDS = "sleep 0.5; date +%s.%N"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -231,14 +237,61 @@ async def main() -> None:
             "per_s_16": cli_t,
         }
 
-        # exit -> wait returns: the engine's FinishedAt against the moment wait returns
+        # the engine's own floor for the same operations, through the same forwarded socket
+        runtime = await agents.runtime()
+
+        def raw_spec(cmd: list[str]) -> ContainerSpec:
+            return ContainerSpec(
+                name=new_agent_id(),
+                image=BASE_IMAGE,
+                labels={k: v for k, v in agents.labels.items() if v is not None},
+                env={},
+                command=tuple(cmd),
+                user="1001:1001",
+                init=True,
+            )
+
+        floor_wait: list[float] = []
+        floor_stop: list[float] = []
+        for _ in range(5):
+            spec = raw_spec(["sh", "-c", LAST_WORDS])
+            await runtime.create(spec)
+            await runtime.start(spec.name)
+            await runtime.wait(spec.name)
+            returned = time.time()
+            out = b"".join([c.data async for c in runtime.logs(spec.name)])
+            floor_wait.append((returned - float(out.split()[-1])) * 1000)
+            await runtime.remove(spec.name, force=True)
+            spec = raw_spec(["sleep", "600"])
+            await runtime.create(spec)
+            await runtime.start(spec.name)
+            await asyncio.sleep(0.2)
+            start = time.perf_counter()
+            await runtime.stop(spec.name, grace=1)
+            await runtime.wait(spec.name)
+            floor_stop.append((time.perf_counter() - start) * 1000)
+            await runtime.remove(spec.name, force=True)
+        specs = [raw_spec(["sleep", "5"]) for _ in range(args.spawns)]
+        start = time.perf_counter()
+        await asyncio.gather(*(runtime.create(sp) for sp in specs))
+        await asyncio.gather(*(runtime.start(sp.name) for sp in specs))
+        floor_spawn_wall = time.perf_counter() - start
+        await asyncio.gather(*(runtime.remove(sp.name, force=True) for sp in specs))
+        results["engine_floor"] = {
+            "wait_api_after_exit_ms_p50": statistics.median(floor_wait),
+            "stop_plus_wait_ms_p50": statistics.median(floor_stop),
+            f"create_start_{args.spawns}_concurrent_wall_s": floor_spawn_wall,
+        }
+
+        # exit -> wait returns: the agent's last words (a timestamp) against wait returning
         exit_lat: list[float] = []
         for i in range(10):
-            st = await agents.spawn(f"exit {i}", "exit", 60_000, command=["sleep", "0.5"])
-            waited = await agents.wait(st.id, 30_000)
+            st = await agents.spawn(f"exit {i}", "exit", 60_000, command=["sh", "-c", LAST_WORDS])
+            await agents.wait(st.id, 30_000)
             returned = time.time()
-            assert waited.status.finished_at is not None
-            exit_lat.append((returned - waited.status.finished_at) * 1000)
+            await agents.settle()
+            out = await agents.store.read_output(st.id)
+            exit_lat.append((returned - float(out.split()[-1])) * 1000)
         results["exit_to_wait_ms"] = {"p50": statistics.median(exit_lat), "max": max(exit_lat)}
 
         # stop latency (init forwards SIGTERM)

@@ -145,8 +145,11 @@ class ContainerRuntime(abc.ABC):
         """The container's output, stdout and stderr apart; ``follow`` until it exits."""
 
     @abc.abstractmethod
-    def events(self, labels: Mapping[str, str | None]) -> AsyncGenerator[RuntimeEvent, None]:
-        """Container events (start, die, oom, destroy, ...) for containers with ``labels``."""
+    def events(
+        self, labels: Mapping[str, str | None], *, actions: tuple[str, ...] = ()
+    ) -> AsyncGenerator[RuntimeEvent, None]:
+        """Container events (start, die, oom, destroy, ...) for containers with ``labels``;
+        only ``actions`` when given."""
 
     @abc.abstractmethod
     async def image_exists(self, image: str) -> bool: ...
@@ -402,8 +405,12 @@ class DockerRuntime(ContainerRuntime):
             finally:
                 resp.close()
 
-    async def events(self, labels: Mapping[str, str | None]) -> AsyncGenerator[RuntimeEvent, None]:
+    async def events(
+        self, labels: Mapping[str, str | None], *, actions: tuple[str, ...] = ()
+    ) -> AsyncGenerator[RuntimeEvent, None]:
         filters = {"type": ["container"], "label": _label_filters(labels)}
+        if actions:
+            filters["event"] = list(actions)
         with self._errors("follow container events"):
             resp = await self.docker._do_query(
                 "events",

@@ -127,6 +127,12 @@ class _Run:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     persisted: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    # from the engine's event stream: how the container ended (faster than the wait API)
+    died: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_code: int | None = None
+    oom: bool = False
+    finished_at: float | None = None
+    started_at: float | None = None
     task: asyncio.Task[None] | None = None
     final: AgentStatus | None = None
 
@@ -195,6 +201,7 @@ class AgentService:
         self._image_ok: set[str] = set()
         self._closed = False
         self._last_reconcile: dict[str, int] = {}
+        self._events_task: asyncio.Task[None] | None = None
         # One engine may serve several agentkit roots (tests, users): each service manages
         # only the containers of its own root, whose records it holds.
         self.labels: dict[str, str | None] = {
@@ -228,14 +235,20 @@ class AgentService:
         async with self._start_lock:
             if self._started:
                 return
-            await self.runtime()
+            runtime = await self.runtime()
             self._started = True
+            self._events_task = asyncio.create_task(
+                self._watch_events(runtime), name="agentkit agent events"
+            )
             await self._reconcile()
 
     async def aclose(self) -> None:
         """Stop following agents (they keep running; deadlines still hold) and disconnect."""
         self._closed = True
         tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
+        if self._events_task is not None:
+            tasks.append(self._events_task)
+            self._events_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -362,6 +375,7 @@ class AgentService:
             raise
         run = self._attach(run_id, labels)
         run.meta = meta
+        run.started_at = time.time()
         return self._running_status(run, started_at=created)
 
     def _check_task(self, task: str) -> None:
@@ -464,6 +478,46 @@ class AgentService:
         run.task = asyncio.create_task(self._follow(run), name=f"follow {run_id}")
         return run
 
+    async def _watch_events(self, runtime: ContainerRuntime) -> None:
+        """One engine event stream for all our agents: ``die`` (exit code) and ``oom``."""
+        while not self._closed:
+            try:
+                async for event in runtime.events(self.labels, actions=("die", "oom")):
+                    run = self._runs.get(event.name)
+                    if run is None:
+                        continue
+                    if event.action == "oom":
+                        run.oom = True
+                    elif event.action == "die":
+                        code = event.attributes.get("exitCode")
+                        run.exit_code = int(code) if code and code.lstrip("-").isdigit() else None
+                        if event.time_nano:
+                            run.finished_at = event.time_nano / 1e9
+                        run.died.set()
+            except AgentkitError as exc:
+                logger.debug("agent event stream ended (%s); reopening", exc)
+            if not self._closed:
+                await asyncio.sleep(1.0)  # the wait API covers exits meanwhile
+
+    async def _await_exit(self, run: _Run) -> int | None:
+        """The exit status: the ``die`` event or the wait API, whichever comes first."""
+        if run.died.is_set():
+            return run.exit_code
+        runtime = await self.runtime()
+        waiter = asyncio.create_task(runtime.wait(run.id))
+        died = asyncio.create_task(run.died.wait())
+        try:
+            await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, died):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, AgentkitError):
+                        await task
+        if died.done() and not died.cancelled():
+            return run.exit_code
+        return waiter.result()
+
     async def _follow(self, run: _Run) -> None:
         runtime = await self.runtime()
         guard = asyncio.create_task(self._deadline_guard(run), name=f"deadline {run.id}")
@@ -513,7 +567,7 @@ class AgentService:
                 logger.warning("following %s broke (%s); will re-read its logs", run.id, exc)
             if partial:
                 self._take_line(run, partial, pending)
-            exit_code = await runtime.wait(run.id)
+            exit_code = await self._await_exit(run)
 
             async def flush() -> None:
                 finished.set()
@@ -578,12 +632,32 @@ class AgentService:
                 except NotFoundError:
                     return None
 
+            # the die event already says how it ended; inspecting now would wait for the
+            # engine's cleanup (tens of ms), except to confirm an OOM kill the events missed
+            from_events = (
+                run is not None
+                and complete
+                and run.died.is_set()
+                and run.exit_code is not None
+                and (run.oom or run.exit_code != 137)
+            )
             existing, info, stop, stored_meta = await asyncio.gather(
                 self.store.read_result(rid),
-                inspect(),
+                _none() if from_events else inspect(),
                 self.store.read_stop(rid),
                 self.store.read_meta(rid) if run is None or not run.meta else _none(),
             )
+            if from_events and run is not None:
+                info = ContainerInfo(
+                    id="",
+                    name=rid,
+                    labels=run.labels,
+                    state="exited",
+                    exit_code=run.exit_code,
+                    oom_killed=run.oom,
+                    started_at=run.started_at,
+                    finished_at=run.finished_at,
+                )
             if existing is not None:  # another controller finished it first
                 if flush is not None:
                     await flush()
