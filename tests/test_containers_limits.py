@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
-from agentkit.errors import NotFoundError, PermissionDeniedError, ToolError
+from agentkit.errors import ConfigError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
@@ -175,3 +175,12 @@ async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Pat
         assert failed.state == AgentState.FAILED
         assert failed.error is not None
         assert "could not start" in failed.error
+
+
+async def test_spawn_without_credentials_is_a_config_error(base_image: str, tmp_path: Path) -> None:
+    settings = Settings(host=None, root=str(tmp_path / "root"), image=base_image)
+    settings.anthropic_api_key = None
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+            await agents.spawn("x", "w", 5000)
+        assert await agents.list() == []

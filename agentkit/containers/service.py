@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -107,6 +108,8 @@ chown -R -- "$3" "$real"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
 printf '%s\n%s\n' "$root" "$real"
 """
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+_AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 PERSIST_INTERVAL = 1.0  # output is appended to the record at most this often (memory is live)
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
@@ -292,6 +295,8 @@ class AgentService:
         """
         await self.start()
         self._check_task(task)
+        if command is None and not self._has_credentials():
+            self.settings.require_api_key()  # raises: Claude Code cannot run without them
         if not isinstance(timeout_ms, int) or not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ToolError(
                 f"timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} milliseconds"
@@ -389,6 +394,13 @@ class AgentService:
                 "workspace and refer to it"
             )
 
+    def _has_credentials(self) -> bool:
+        key = self.settings.anthropic_api_key
+        if key is not None and key.get_secret_value():
+            return True
+        passed = self.settings.container_env_passthrough
+        return any(name in passed and os.environ.get(name) for name in _AUTH_VARS)
+
     def _container_env(self, task: str, deadline: float) -> dict[str, str]:
         """The create request's Env: secrets and pass-through values never reach any argv."""
         env: dict[str, str] = {}
@@ -402,6 +414,8 @@ class AgentService:
             value = value or os.environ.get(name)
             if value:
                 env[name] = value
+                if _SECRET_NAME.search(name):
+                    self.redactor.add(value)
         env["AGENTKIT_TASK"] = task
         env["AGENTKIT_DEADLINE"] = str(math.ceil(deadline))
         return env
