@@ -199,6 +199,8 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     )
     assert run.stdout.strip().endswith("13 14 FizzBuzz")
     assert "succeeded" in proc.stdout
+    # the agent's own progress (Claude Code's stream) is shown while the controller waits
+    assert "tool Write: file_path=/workspace/fizzbuzz.py" in proc.stdout
 
 
 def test_custom_tools_example_runs(tmp_path: Path) -> None:

@@ -9,12 +9,15 @@ its ``Write`` tool). Nothing leaves the machine; no API key is needed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from agentkit.agent.events import ToolCall
 from agentkit.cli.render import EventRenderer, event_to_dict
 from agentkit.config import Settings, load_settings
 from agentkit.errors import RuntimeUnavailable
@@ -22,6 +25,10 @@ from agentkit.testing import ScriptedAnthropicServer, scripts
 from agentkit.testing import replies as reply
 from agentkit.testing.replies import Reply
 from agentkit.testing.server import RecordedRequest
+from agentkit.tools.base import ToolResult
+
+if TYPE_CHECKING:
+    from agentkit.connect import Connection
 
 PROGRAM = '''"""Written by a Claude Code agent that agentkit ran in a container."""
 
@@ -113,7 +120,7 @@ async def demo(args: argparse.Namespace) -> int:
 
     def say(text: str) -> None:
         if not args.as_json:
-            console.print(text)
+            console.print(text, soft_wrap=True)
 
     say("[bold]agentkit demo[/] — offline: scripted model, real container, real Claude Code\n")
     probe = base.model_copy(update={"host": None})
@@ -147,7 +154,16 @@ async def demo(args: argparse.Namespace) -> int:
         renderer = EventRenderer(as_json=args.as_json)
         final: Any = None
         async with connect(settings) as conn:
-            agent = conn.agent(max_turns=8)
+            followers: list[asyncio.Task[None]] = []
+
+            async def follow_spawned(call: ToolCall, result: ToolResult) -> None:
+                # Show what Claude Code does inside its container while the controller waits.
+                if call.name == "spawn_claude_agent" and isinstance(result.data, dict):
+                    agent_id = str(result.data.get("id", ""))
+                    if agent_id and not args.as_json:
+                        followers.append(asyncio.create_task(_follow(conn, agent_id)))
+
+            agent = conn.agent(max_turns=8, after_tool=follow_spawned)
             try:
                 async for event in agent.stream("Show me agentkit working end to end."):
                     renderer(event)
@@ -155,6 +171,9 @@ async def demo(args: argparse.Namespace) -> int:
                         final = event
             finally:
                 renderer.close()
+                for task in followers:
+                    task.cancel()
+                await asyncio.gather(*followers, return_exceptions=True)
             path = f"{settings.workspaces_root}/{workspace}/fizzbuzz.py"
             exists = await conn.executor.exists(path)
             if exists and not args.as_json:
@@ -169,6 +188,22 @@ async def demo(args: argparse.Namespace) -> int:
     if not ok:
         console.print("[red]The demo did not complete; run `agentkit doctor`.[/]")
     return 0 if ok else 1
+
+
+async def _follow(conn: Connection, agent_id: str) -> None:
+    """Print the agent's new stream-json events (rendered) until it finishes."""
+    seen = 0
+    while True:
+        waited = await conn.agents.wait(agent_id, timeout_ms=500)
+        out = await conn.agents.output(agent_id, 200)
+        if out.events > seen:
+            fresh = await conn.agents.output(agent_id, out.events - seen)
+            seen = out.events
+            for line in fresh.text.splitlines():
+                if line.strip():
+                    console.print(f"  [magenta]│[/] {escape(line)}", soft_wrap=True)
+        if waited.status.finished:
+            return
 
 
 def _secret(value: str) -> Any:
