@@ -171,6 +171,8 @@ async def demo(args: argparse.Namespace) -> int:
                         final = event
             finally:
                 renderer.close()
+                if followers:  # let them print the agent's last events, then stop them
+                    await asyncio.wait(followers, timeout=5)
                 for task in followers:
                     task.cancel()
                 await asyncio.gather(*followers, return_exceptions=True)
