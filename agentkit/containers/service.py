@@ -265,9 +265,10 @@ class AgentService:
             self._docker = None
 
     async def settle(self) -> None:
-        """Wait for the background work of finished agents (container removal) to complete.
+        """Wait for the background work of finished agents to complete.
 
-        ``wait`` returns as soon as the result is recorded; removal follows right after.
+        ``wait`` returns as soon as the final state is known; the run record is written and
+        the container removed right after. Call this before reading records directly.
         """
         tasks = [r.task for r in self._runs.values() if r.task and r.done.is_set()]
         for task in tasks:
@@ -533,6 +534,20 @@ class AgentService:
         return waiter.result()
 
     async def _follow(self, run: _Run) -> None:
+        """Follow one agent to its end; then forget it (its final status stays cached)."""
+        try:
+            await self._follow_until_recorded(run)
+        except (AgentkitError, OSError) as exc:
+            logger.warning(
+                "following agent %s failed: %s (status, wait or reconcile will retry)", run.id, exc
+            )
+            for queue in run.watchers:
+                queue.put_nowait(None)
+        finally:
+            if run.done.is_set() and self._runs.get(run.id) is run:
+                del self._runs[run.id]  # frees its output tail; the record has everything
+
+    async def _follow_until_recorded(self, run: _Run) -> None:
         runtime = await self.runtime()
         guard = asyncio.create_task(self._deadline_guard(run), name=f"deadline {run.id}")
         pending = bytearray()
@@ -918,7 +933,9 @@ class AgentService:
         status = await self.status(container_id)
         if status.finished:
             return WaitResult(status, timed_out=False)
-        run = self._runs[status.id]
+        run = self._runs.get(status.id)
+        if run is None:  # finished in the meantime
+            return WaitResult(await self.status(status.id), timed_out=False)
         try:
             async with asyncio.timeout(max(timeout_ms, 0) / 1000):
                 await run.done.wait()
@@ -978,8 +995,16 @@ class AgentService:
             except AgentkitError as exc:
                 logger.warning("could not record finished agent %s: %s", run_id, exc)
 
-        task = asyncio.create_task(go(), name=f"finalize {run_id}")
-        self._runs.setdefault(run_id, _Run(run_id, {})).task = task
+        run = self._runs.setdefault(run_id, _Run(run_id, {}))
+
+        async def go_and_forget() -> None:
+            try:
+                await go()
+            finally:
+                if self._runs.get(run_id) is run:
+                    del self._runs[run_id]
+
+        run.task = asyncio.create_task(go_and_forget(), name=f"finalize {run_id}")
 
     # --- reconcile ------------------------------------------------------------------------------
 
