@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from agentkit.config import Settings
+from agentkit.containers.runtime import ContainerSpec
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.errors import ConfigError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
@@ -184,3 +185,44 @@ async def test_spawn_without_credentials_is_a_config_error(base_image: str, tmp_
         with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
             await agents.spawn("x", "w", 5000)
         assert await agents.list() == []
+
+
+async def test_runtime_streams_logs_apart_and_reports_die_events(
+    base_image: str, tmp_path: Path
+) -> None:
+    """The Engine API runtime on its own: demultiplexed logs, label-filtered die events."""
+    settings = _settings(tmp_path, base_image)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        runtime = await agents.runtime()
+        labels = {k: v for k, v in agents.labels.items() if v is not None}
+        name = new_agent_id()
+        events: list[tuple[str, str, str | None]] = []
+
+        async def collect() -> None:
+            async for event in runtime.events(agents.labels, actions=("die",)):
+                events.append((event.action, event.name, event.attributes.get("exitCode")))
+                return
+
+        collector = asyncio.create_task(collect())
+        await asyncio.sleep(0.2)
+        script = "printf 'out-1\\n'; printf 'err-1\\n' >&2; printf 'out-2\\n'; exit 7"
+        await runtime.create(
+            ContainerSpec(
+                name=name, image=base_image, labels=labels, env={}, command=("sh", "-c", script)
+            )
+        )
+        await runtime.start(name)
+        assert await runtime.wait(name) == 7
+        await asyncio.wait_for(collector, 10)
+        assert events == [("die", name, "7")]
+        chunks = [chunk async for chunk in runtime.logs(name)]
+        stdout = b"".join(c.data for c in chunks if c.stream == 1)
+        stderr = b"".join(c.data for c in chunks if c.stream == 2)
+        assert (stdout, stderr) == (b"out-1\nout-2\n", b"err-1\n")
+        info = await runtime.inspect(name)
+        assert (info.state, info.exit_code, info.running) == ("exited", 7, False)
+        assert name in [c.name for c in await runtime.list(agents.labels)]
+        await runtime.remove(name, force=True)
+        await runtime.remove(name, force=True)  # already gone is fine
+        with pytest.raises(NotFoundError):
+            await runtime.inspect(name)
