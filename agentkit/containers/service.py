@@ -601,9 +601,14 @@ class AgentService:
             async def flush() -> None:
                 finished.set()
                 wakeup.set()
-                await writer_task
-                if not wrote_any:
-                    await self.store.write_output(run.id, b"")
+                try:
+                    await writer_task
+                    if not wrote_any:
+                        await self.store.write_output(run.id, b"")
+                except (AgentkitError, OSError) as exc:
+                    # appending failed somewhere: write the whole output again from the engine
+                    logger.warning("persisting %s output failed (%s); rewriting it", run.id, exc)
+                    await self._reread_output(run)
 
             await self._finalize(run, exit_code=exit_code, complete=complete, flush=flush)
         finally:
@@ -624,7 +629,10 @@ class AgentService:
         if run.done.is_set():
             return
         logger.info("agent %s passed its deadline: stopping it", run.id)
-        await self._stop_container(run.id, AgentState.TIMED_OUT)
+        try:
+            await self._stop_container(run.id, AgentState.TIMED_OUT)
+        except (AgentkitError, OSError) as exc:  # gone already, or the host is unreachable
+            logger.warning("could not stop %s at its deadline: %s", run.id, exc)
 
     async def _stop_container(self, run_id: str, reason: AgentState) -> None:
         if await self.store.read_stop(run_id) is None:
@@ -767,6 +775,13 @@ class AgentService:
     async def _reread_output(self, run: _Run) -> None:
         """Rebuild the whole output from the engine (after a broken follow or a restart)."""
         runtime = await self.runtime()
+        watchers, run.watchers = run.watchers, set()  # they have seen these events already
+        try:
+            await self._reread_into(runtime, run)
+        finally:
+            run.watchers = watchers
+
+    async def _reread_into(self, runtime: ContainerRuntime, run: _Run) -> None:
         run.summary = RunSummary()
         run.tail.clear()
         run.tail_bytes = run.lines = 0
