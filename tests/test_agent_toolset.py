@@ -283,6 +283,26 @@ async def test_secrets_are_redacted_from_results_and_errors() -> None:
     assert secret not in failed.content
 
 
+async def test_secrets_are_redacted_from_the_log_of_an_unexpected_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "super-secret-token-123"
+
+    @tool
+    async def leak_error() -> str:
+        """Leaks in errors."""
+        raise RuntimeError(f"auth failed with {secret}")
+
+    toolset = Toolset([leak_error], context=ToolContext(redactor=Redactor([secret])))
+    with caplog.at_level(logging.ERROR, logger="agentkit.tools"):
+        failed = await toolset.call("leak_error", {})
+    assert failed.is_error
+    assert caplog.records
+    assert "RuntimeError" in caplog.text
+    assert "leak_error" in caplog.text
+    assert secret not in caplog.text
+
+
 async def test_secrets_are_redacted_from_structured_data() -> None:
     secret = "super-secret-token-123"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -197,8 +198,10 @@ class Toolset:
         except jsonschema.SchemaError:
             raise
         except Exception as exc:
-            ctx.logger.exception("tool %s raised %s", name, type(exc).__name__)
             message = ctx.redactor.redact(str(exc))
+            # the traceback repeats the exception's text: redact it too, never log it raw
+            trace = ctx.redactor.redact(traceback.format_exc())
+            ctx.logger.error("tool %s raised %s: %s\n%s", name, type(exc).__name__, message, trace)
             return ToolResult.error(
                 f"Tool {name} failed unexpectedly with {type(exc).__name__}: {message}"
             )
