@@ -91,7 +91,12 @@ def map_docker_error(
                 "check the container settings (AGENTKIT_CONTAINER_*, AGENTKIT_IMAGE)"
             )
         return ToolError(f"{what}: the Docker Engine failed with HTTP {status}: {message}")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError | OSError):
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return RuntimeUnavailable(
+            f"{what} failed: the connection to the Docker Engine was lost mid-response "
+            f"({exc!r}); it is reopened on the next call"
+        )
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
         return RuntimeUnavailable(f"{what} failed: {unavailable_advice(socket)} ({exc!r})")
     if isinstance(exc, aiohttp.ClientResponseError):
         return ToolError(f"{what}: unexpected HTTP {exc.status} from the Docker Engine")
