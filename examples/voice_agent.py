@@ -16,6 +16,9 @@ Setup (details in docs/adapters.md):
 
 3. ``python examples/voice_agent.py`` and speak ("list my workspaces", "spawn an agent in demo
    that fixes the failing test"). ``--text`` types instead of speaking (no pyaudio needed).
+
+Destructive tools (stop an agent, push, delete a workspace) are left out: voice cannot ask for
+approval. ``--allow-destructive`` offers them too (give it to ``--print-tools`` as well).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from agentkit.adapters.voice import client_tool_configs, register_voice_tools
 from agentkit.connect import connect
 
 
-async def main(text_mode: bool) -> int:
+async def main(text_mode: bool, allow_destructive: bool = False) -> int:
     from elevenlabs.client import ElevenLabs
     from elevenlabs.conversational_ai.conversation import AsyncConversation
 
@@ -44,7 +47,11 @@ async def main(text_mode: bool) -> int:
 
     async with connect(settings) as conn:
         # registered from this loop: tool calls are sent back to it from the SDK's thread
-        client_tools = register_voice_tools(conn.toolset, max_chars=settings.voice_max_chars)
+        client_tools = register_voice_tools(
+            conn.toolset,
+            max_chars=settings.voice_max_chars,
+            allow_destructive=allow_destructive,
+        )
         audio = None
         if not text_mode:
             from elevenlabs.conversational_ai.default_audio_interface import (
@@ -91,11 +98,19 @@ if __name__ == "__main__":
         action="store_true",
         help="print the client-tool definitions to add to the ElevenLabs agent, then exit",
     )
+    parser.add_argument(
+        "--allow-destructive",
+        action="store_true",
+        help="also offer destructive tools (stop, push, delete): voice cannot ask for approval",
+    )
     args = parser.parse_args()
     if args.print_tools:
         from agentkit.connect import default_tools
 
-        print(json.dumps(client_tool_configs(Toolset(default_tools())), indent=2))
+        configs = client_tool_configs(
+            Toolset(default_tools()), allow_destructive=args.allow_destructive
+        )
+        print(json.dumps(configs, indent=2))
         sys.exit(0)
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(main(args.text)))
+        sys.exit(asyncio.run(main(args.text, args.allow_destructive)))

@@ -15,7 +15,7 @@ from agentkit.adapters.voice import (
     register_voice_tools,
     speech_summary,
 )
-from tests.adapter_toolsets import make_toolset
+from tests.adapter_toolsets import DELETED, make_toolset
 
 SEEN_LOOPS: list[asyncio.AbstractEventLoop] = []
 
@@ -54,7 +54,7 @@ async def test_registered_tools_run_on_the_toolset_loop_via_the_sdk_registry(
     toolset = Toolset([*make_toolset(), where_am_i])
     returned = register_voice_tools(toolset, client_tools, max_sentences=3)
     assert returned is client_tools
-    assert set(client_tools.tools) == set(toolset.names)
+    assert set(client_tools.tools) == set(toolset.names) - {"delete_thing"}
 
     ok = await execute(client_tools, "lookup", {"tool_call_id": "call-1", "key": "abc"})
     assert ok == {
@@ -94,6 +94,26 @@ async def test_handlers_on_the_home_loop_are_awaited_directly() -> None:
     registry.stop()
     assert response["is_error"] is False
     assert [asyncio.get_running_loop()] == SEEN_LOOPS
+
+
+async def test_destructive_tools_are_denied_by_default(client_tools: ClientTools) -> None:
+    toolset = make_toolset()
+    register_voice_tools(toolset, client_tools)
+    assert "delete_thing" not in client_tools.tools  # no approval step on a microphone
+    assert "delete_thing" not in {c["name"] for c in client_tool_configs(toolset)}
+    with pytest.raises(ValueError, match="allow_destructive"):
+        register_voice_tools(toolset, ClientTools(), names=["add", "delete_thing"])
+
+    DELETED.clear()
+    registry = ClientTools(loop=asyncio.get_running_loop())
+    registry.start()
+    register_voice_tools(toolset, registry, allow_destructive=True)
+    response = await execute(registry, "delete_thing", {"tool_call_id": "c7", "name": "x"})
+    registry.stop()
+    assert response["is_error"] is False
+    assert DELETED == ["x"]
+    configs = client_tool_configs(toolset, allow_destructive=True)
+    assert "delete_thing" in {c["name"] for c in configs}
 
 
 def test_registering_an_unknown_tool_fails() -> None:
@@ -169,15 +189,22 @@ def test_voice_example_prints_client_tool_definitions_for_the_twelve_tools() -> 
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(
-        [sys.executable, str(root / "examples" / "voice_agent.py"), "--print-tools"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=root,
-    ).stdout
-    configs = json.loads(out)
+
+    def printed(*extra: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, str(root / "examples" / "voice_agent.py"), "--print-tools", *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=root,
+        ).stdout
+        return list(json.loads(out))
+
+    safe = {c["name"] for c in printed()}
+    assert len(safe) == 9
+    assert not safe & {"stop_claude_agent", "push_workspace", "delete_workspace"}
+    configs = printed("--allow-destructive")
     assert len(configs) == 12
     spawn = next(c for c in configs if c["name"] == "spawn_claude_agent")
     assert spawn["parameters"]["required"] == ["task", "workspace_path"]

@@ -20,6 +20,10 @@ arguments before validation, and ``null`` values are treated as not given.
 The ElevenLabs agent must declare the tools too: :func:`client_tool_configs` gives their
 definitions (name, description, parameters) in ElevenLabs' client-tool shape.
 
+**Deny by default.** Voice has no approval step and no per-person allowlist (whoever the
+microphone hears is obeyed), so tools marked ``destructive`` (stop an agent, push, delete a
+workspace) are neither registered nor declared unless ``allow_destructive=True``.
+
 Needs the ``voice`` extra: ``pip install 'claude-agentkit[voice]'``.
 """
 
@@ -152,16 +156,38 @@ class VoiceTools:
         return handle
 
     def register(
-        self, client_tools: ClientTools | None = None, *, names: Iterable[str] | None = None
+        self,
+        client_tools: ClientTools | None = None,
+        *,
+        names: Iterable[str] | None = None,
+        allow_destructive: bool = False,
     ) -> ClientTools:
-        """Register the tools (or only ``names``) in ``client_tools`` (a new one by default)."""
+        """Register the tools (or only ``names``) in ``client_tools`` (a new one by default).
+
+        Destructive tools are left out unless ``allow_destructive`` (naming one without it is
+        an error): voice has no approval step.
+        """
         registry = client_tools if client_tools is not None else _new_client_tools()
-        wanted = list(names) if names is not None else self.toolset.names
+        if names is None:
+            wanted = voice_tool_names(self.toolset, allow_destructive=allow_destructive)
+        else:
+            wanted = list(names)
         for name in wanted:
             if name not in self.toolset:
                 raise ValueError(f"unknown tool {name!r}")
+            if self.toolset[name].destructive and not allow_destructive:
+                raise ValueError(
+                    f"tool {name!r} is destructive and voice cannot ask for approval: pass "
+                    "allow_destructive=True to register it anyway"
+                )
+        for name in wanted:
             registry.register(name, self.handler(name), is_async=True)
         return registry
+
+
+def voice_tool_names(toolset: Toolset, *, allow_destructive: bool = False) -> list[str]:
+    """The tools voice offers by default: all but the destructive ones (unless allowed)."""
+    return [t.name for t in toolset if allow_destructive or not t.destructive]
 
 
 def _new_client_tools() -> ClientTools:
@@ -180,13 +206,15 @@ def register_voice_tools(
     loop: asyncio.AbstractEventLoop | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     max_sentences: int = DEFAULT_MAX_SENTENCES,
+    allow_destructive: bool = False,
 ) -> ClientTools:
     """Register ``toolset``'s tools as ElevenLabs client tools; returns the ``ClientTools``.
 
-    Call it from the event loop that owns the toolset (or pass ``loop=``).
+    Call it from the event loop that owns the toolset (or pass ``loop=``). Destructive tools
+    are left out unless ``allow_destructive=True``.
     """
     voice = VoiceTools(toolset, loop=loop, max_chars=max_chars, max_sentences=max_sentences)
-    return voice.register(client_tools, names=names)
+    return voice.register(client_tools, names=names, allow_destructive=allow_destructive)
 
 
 def register_from_settings(
@@ -224,16 +252,19 @@ def _property(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_tool_configs(
-    toolset: Toolset, *, response_timeout_secs: int = 120
+    toolset: Toolset, *, response_timeout_secs: int = 120, allow_destructive: bool = False
 ) -> list[dict[str, Any]]:
     """Tool definitions for the ElevenLabs agent (``type: client``), from the same schemas.
 
     Pass them in the agent's ``conversation_config.agent.prompt.tools`` when creating or updating
     it (API or dashboard). ElevenLabs accepts a subset of JSON Schema, so optional parameters
-    keep their default in the description.
+    keep their default in the description. Destructive tools are left out unless
+    ``allow_destructive=True`` (as in :func:`register_voice_tools`).
     """
     configs: list[dict[str, Any]] = []
     for item in toolset:
+        if item.destructive and not allow_destructive:
+            continue
         schema = item.input_schema
         defs = schema.get("$defs", {})
         configs.append(
