@@ -121,7 +121,7 @@ async def get_claude_output(
     """
     lines = min(lines, MAX_LINES)
     out = await ctx.require_agents().output(container_id, lines)
-    header = f"Agent {out.id} ({out.state}), last {lines} of {out.events} output events:"
+    header = f"Agent {out.id} ({out.state}), most recent last:"
     body = out.text or "(no output yet)"
     return ToolResult(
         f"{header}\n{body}",
@@ -138,7 +138,10 @@ async def stop_claude_agent(ctx: ToolContext, container_id: str) -> ToolResult:
         container_id: the id returned by spawn_claude_agent.
     """
     status = await ctx.require_agents().stop(container_id)
-    return ToolResult(_status_text(status, detail=False), data=status.to_dict())
+    text = _status_text(status, detail=False)
+    if status.state != AgentState.STOPPED:
+        text = f"It had already finished; nothing to stop.\n{text}"
+    return ToolResult(text, data=status.to_dict())
 
 
 @tool
@@ -149,7 +152,8 @@ async def list_claude_agents(ctx: ToolContext) -> ToolResult:
     if not agents:
         return ToolResult("No agents yet. Start one with spawn_claude_agent.", data=[])
     running = sum(1 for a in agents if a.state == AgentState.RUNNING)
-    lines = [f"{len(agents)} agents ({running} running), newest first:"]
+    noun = "agent" if len(agents) == 1 else "agents"
+    lines = [f"{len(agents)} {noun} ({running} running), newest first:"]
     now = time.time()
     for agent in agents[:100]:
         age = _duration(now - agent.created) if agent.created else "?"
