@@ -23,6 +23,7 @@ from agentkit.agent.events import (
     ToolResultEvent,
     Usage,
 )
+from agentkit.redact import Redactor
 
 URL = "https://discord.com/api/webhooks/123456/webhook-secret-token-abcdef"
 CONTAINER = "claude-agent-1764240000000-a1b2c3"
@@ -285,6 +286,30 @@ async def test_secrets_are_redacted_from_every_message() -> None:
     assert api_key not in raw
     assert "webhook-secret-token" not in raw
     assert raw.count("[REDACTED]") >= 4
+
+
+@respx.mock
+async def test_a_secret_cut_by_clipping_or_splitting_is_still_redacted() -> None:
+    secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"  # a registered key with no well-known shape
+    route = respx.post(URL).mock(return_value=httpx.Response(204))
+    # the rendered input is clipped to a few hundred characters, inside the secret
+    call = ToolCall(id="t", name="spawn_claude_agent", input={"task": "x" * 280 + " " + secret})
+    failed = ToolResult.error("spawn failed", data={"task": "x" * 4089 + secret})
+    run = RunResult(
+        text="y" * 4090 + secret,  # split at 4096 characters, inside the secret
+        messages=[],
+        turns=1,
+        stop_reason="end_turn",
+        usage=Usage(),
+    )
+    async with DiscordWebhookNotifier(URL, redactor=Redactor([secret])) as notifier:
+        notifier.notify(ToolCallEvent(call=call, turn=1))
+        notifier.notify(ToolResultEvent(call=call, result=failed, duration=1.0, turn=1))
+        await notifier.after_tool(call, failed)
+        notifier.notify(RunFinished(result=run))
+    raw = " ".join(call.request.content.decode() for call in route.calls)
+    assert route.call_count >= 4
+    assert secret[:6] not in raw
 
 
 @respx.mock

@@ -294,6 +294,7 @@ class DiscordWebhookNotifier:
 
     async def after_tool(self, call: ToolCall, result: ToolResult) -> None:
         """An ``after_tool`` hook: reports the call and, when notable, its result."""
+        call, result = self._clean_call(call), self._clean_result(result)
         if self.tool_use:
             self._enqueue_all(self._tool_use(call))
         self._enqueue_all(self._tool_result(call, result, None))
@@ -343,19 +344,35 @@ class DiscordWebhookNotifier:
     # --- rendering ------------------------------------------------------------------------
 
     def render(self, event: AgentEvent) -> list[Payload]:
-        """The (unredacted) payloads an event produces; empty for events not reported."""
+        """The payloads an event produces; empty for events not reported.
+
+        Texts are redacted *before* they are clipped or split (a secret cut in two would no
+        longer match), and whole payloads once more when queued.
+        """
+        redact = self.redactor.redact
         if isinstance(event, RunStarted):
             self._run_started = time.monotonic()
-            return embed_messages("▶️ Run started", event.prompt, color=BLUE)
+            return embed_messages("▶️ Run started", redact(event.prompt), color=BLUE)
         if isinstance(event, ToolCallEvent):
-            return self._tool_use(event.call) if self.tool_use else []
+            return self._tool_use(self._clean_call(event.call)) if self.tool_use else []
         if isinstance(event, ToolResultEvent):
-            return self._tool_result(event.call, event.result, event.duration)
+            call, result = self._clean_call(event.call), self._clean_result(event.result)
+            return self._tool_result(call, result, event.duration)
         if isinstance(event, RunFinished):
             return self._run_finished(event)
         if isinstance(event, ErrorEvent):
-            return embed_messages("❌ Run failed", event.message, color=RED)
+            return embed_messages("❌ Run failed", redact(event.message), color=RED)
         return []
+
+    def _clean_call(self, call: ToolCall) -> ToolCall:
+        return ToolCall(call.id, call.name, self.redactor.redact_data(call.input), call.index)
+
+    def _clean_result(self, result: ToolResult) -> ToolResult:
+        return ToolResult(
+            self.redactor.redact(result.content),
+            result.is_error,
+            self.redactor.redact_data(result.data),
+        )
 
     def _tool_use(self, call: ToolCall) -> list[Payload]:
         args = short_input(call.input, 300)
@@ -434,7 +451,8 @@ class DiscordWebhookNotifier:
         if isinstance(cost, int | float):
             fields.append(("Cost", f"${cost:.4f}"))
         title = "⏹️ Run stopped (max turns)" if run.max_turns_reached else "✅ Run finished"
-        return embed_messages(title, run.text or "(no text)", color=GREEN, fields=fields)
+        text = self.redactor.redact(run.text) if run.text else "(no text)"
+        return embed_messages(title, text, color=GREEN, fields=fields)
 
     def _drop_report(self) -> Payload:
         count, self._unreported = self._unreported, 0
