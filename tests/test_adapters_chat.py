@@ -21,6 +21,7 @@ from agentkit.adapters.chat_session import (
     Outcome,
     ReplyView,
 )
+from agentkit.redact import Redactor
 from agentkit.testing import ScriptedAnthropicServer, reply
 from tests.adapter_toolsets import DELETED, make_toolset
 
@@ -221,6 +222,37 @@ async def test_secrets_in_model_text_are_redacted(server: ScriptedAnthropicServe
     assert token not in channel.messages[0].text
     assert all(token not in edit for edit in channel.messages[0].edits)
     assert "[REDACTED]" in channel.messages[0].text
+
+
+async def test_a_secret_cut_by_clipping_is_still_redacted(server: ScriptedAnthropicServer) -> None:
+    secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"  # registered, no well-known shape
+    # the tool line shows ~120 characters of the input: the cut falls inside the secret
+    server.add(
+        reply.tool_use("lookup", {"key": "k" * 95 + secret}),
+        reply.text("z" * 1990 + secret),  # streamed: the newest 2000 characters start inside it
+    )
+    sessions = sessions_for(server, redactor=Redactor([secret]))
+    channel = FakeChannel()
+    await sessions.handle_message(1, ALICE, "look it up", channel)
+    shown = [channel.messages[0].text, *channel.messages[0].edits]
+    shown += [data.decode() for _, data in channel.files]
+    assert all(secret[:6] not in text and secret[-6:] not in text for text in shown)
+
+
+async def test_an_approval_prompt_redacts_before_clipping(server: ScriptedAnthropicServer) -> None:
+    secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"
+    server.add(reply.tool_use("delete_thing", {"name": "n" * 375 + secret}), reply.text("ok"))
+    sessions = sessions_for(server, redactor=Redactor([secret]))
+    channel = FakeChannel(approve=False)
+    await sessions.handle_message(1, ALICE, "delete it", channel)
+    [(_, prompt, _)] = channel.approvals
+    assert secret[:6] not in prompt
+
+
+def test_streaming_view_redacts_before_cutting() -> None:
+    secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"
+    view = ReplyView(text="y" * 1990 + secret, redact=Redactor([secret]).redact)
+    assert secret[-6:] not in view.render()
 
 
 def test_streaming_view_keeps_the_newest_text_within_the_limit() -> None:

@@ -120,13 +120,21 @@ class Outcome(Enum):
     IGNORED = "ignored"
 
 
+def _same(text: str) -> str:
+    return text
+
+
 @dataclass(slots=True)
 class ReplyView:
-    """The text of a streamed reply, rebuilt from agent events."""
+    """The text of a streamed reply, rebuilt from agent events.
+
+    ``redact`` is applied before anything is clipped or cut (a cut secret no longer matches).
+    """
 
     tool_lines: list[str] = field(default_factory=list)
     text: str = ""
     footer: str = ""
+    redact: Callable[[str], str] = _same
     _line_of: dict[str, int] = field(default_factory=dict)
 
     def apply(self, event: Any) -> bool:
@@ -138,13 +146,13 @@ class ReplyView:
             if self.text and not self.text.endswith("\n"):
                 self.text += "\n"
             self._line_of[event.call.id] = len(self.tool_lines)
-            args = short_input(event.call.input, 120)
+            args = clip(self.redact(short_input(event.call.input, 10**9)), 120)
             self.tool_lines.append(f"🔧 `{event.call.name}` {args} …".replace("  ", " "))
             return True
         if isinstance(event, ToolResultEvent):
             index = self._line_of.get(event.call.id)
             mark = "⚠️" if event.result.is_error else "✅"
-            summary = clip(" ".join(event.result.content.split()), 120)
+            summary = clip(self.redact(" ".join(event.result.content.split())), 120)
             line = f"{mark} `{event.call.name}` ({event.duration:.1f} s): {summary}"
             if index is None:
                 self.tool_lines.append(line)
@@ -159,7 +167,7 @@ class ReplyView:
             parts.append(self.text.strip())
         if self.footer:
             parts.append(self.footer)
-        body = "\n".join(parts) or "…"
+        body = self.redact("\n".join(parts) or "…")
         if len(body) <= limit:
             return body
         return "…" + body[len(body) - limit + 1 :]  # keep the newest part while streaming
@@ -260,7 +268,8 @@ class ChatSessions:
                 return None
             if call.name not in agent_toolset or not agent_toolset[call.name].destructive:
                 return None
-            args = short_input(call.input, 400)
+            full = short_input(call.input, 10**9)
+            args = clip(agent_toolset.context.redactor.redact(self.redactor.redact(full)), 400)
             prompt = self.redactor.redact(
                 f"⚠️ The agent wants to run **{call.name}** {args}\n"
                 f"Approve within {self.approval_timeout:.0f} s?"
@@ -326,6 +335,8 @@ class ChatSessions:
             agent.before_tool = _chain(
                 agent.before_tool, self.approval_hook(agent.toolset, channel, author)
             )
+            redactor = agent.toolset.context.redactor
+            view.redact = lambda text: redactor.redact(self.redactor.redact(text))
             started = time.monotonic()
             async for event in agent.stream(text, conversation=conv):
                 if isinstance(event, TurnFinished) and view.text and not view.text.endswith("\n"):
