@@ -99,6 +99,9 @@ def test_call_tool_error_exits_1(tmp_path: Path) -> None:
         (["call", "no_such_tool"], "unknown tool"),
         (["call", "create_workspace", "--json", '{"workspace_name": 5}'], "$.workspace_name"),
         (["frobnicate"], "invalid choice"),
+        # user text that looks like rich markup is printed, not parsed (it crashed)
+        (["call", "x[/y]"], "unknown tool 'x[/y]'"),
+        (["call", "create_workspace", "--json", '{"workspace_name": ["[/b]"]}'], "['[/b]']"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:

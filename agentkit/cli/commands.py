@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from agentkit.cli.render import EventRenderer
 from agentkit.config import load_settings
@@ -42,17 +43,18 @@ async def call(args: argparse.Namespace) -> int:
     try:
         tool_input = json.loads(args.input)
     except json.JSONDecodeError as exc:
-        err.print(f"[red]error:[/] --json is not valid JSON: {exc}")
+        err.print(f"[red]error:[/] --json is not valid JSON: {escape(str(exc))}")
         return EXIT_USAGE
     names = Toolset(default_tools())
     if args.tool not in names:
-        err.print(f"[red]error:[/] unknown tool {args.tool!r}; available: {', '.join(names.names)}")
+        available = ", ".join(names.names)
+        err.print(f"[red]error:[/] unknown tool {escape(repr(args.tool))}; available: {available}")
         return EXIT_USAGE
     problems = names.validate(args.tool, tool_input)
     if problems:
         err.print(f"[red]error:[/] invalid input for {args.tool}:")
         for problem in problems:
-            err.print(f"  - {problem}")
+            err.print(f"  - {escape(problem)}")
         return EXIT_USAGE
     async with connect(load_settings()) as conn:
         result = await conn.toolset.call(args.tool, tool_input)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from agentkit import __version__
 from agentkit.errors import AgentkitError, ConfigError
@@ -126,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_dispatch(args))
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except AgentkitError as exc:
-        err.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}")
         return EXIT_TOOL_ERROR
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
