@@ -249,6 +249,19 @@ async def test_an_approval_prompt_redacts_before_clipping(server: ScriptedAnthro
     assert secret[:6] not in prompt
 
 
+async def test_a_failure_message_is_redacted_before_clipping() -> None:
+    secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"
+
+    def make_agent() -> ToolBasedAgent:
+        raise RuntimeError("f" * 495 + secret)
+
+    sessions = ChatSessions(make_agent, AccessPolicy([ALICE.id]), redactor=Redactor([secret]))
+    channel = FakeChannel()
+    assert await sessions.handle_message(1, ALICE, "go", channel) is Outcome.FAILED
+    assert "The run failed" in channel.messages[0].text
+    assert secret[:4] not in channel.messages[0].text
+
+
 def test_streaming_view_redacts_before_cutting() -> None:
     secret = "EL7f3a9c2e1b4d8f6a0c5e9d7b"
     view = ReplyView(text="y" * 1990 + secret, redact=Redactor([secret]).redact)

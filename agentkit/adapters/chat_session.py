@@ -350,7 +350,7 @@ class ChatSessions:
                     outcome = Outcome.FAILED
         except Exception as exc:
             outcome = Outcome.FAILED
-            detail = str(exc) or type(exc).__name__
+            detail = view.redact(self.redactor.redact(str(exc) or type(exc).__name__))
             view.footer = f"❌ The run failed: {clip(detail, 500)}"
             logger.warning("chat run failed: %s", type(exc).__name__, exc_info=True)
         redact = (lambda t: self._redact(t, agent)) if agent is not None else self.redactor.redact
