@@ -226,3 +226,19 @@ async def test_runtime_streams_logs_apart_and_reports_die_events(
         await runtime.remove(name, force=True)  # already gone is fine
         with pytest.raises(NotFoundError):
             await runtime.inspect(name)
+
+
+async def test_closing_right_after_wait_still_records_and_removes(
+    base_image: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, base_image)
+    async with LocalExecutor() as executor:
+        agents = AgentService(executor, settings)
+        spawned = await agents.spawn("quick", "quick", 10_000, command=["sh", "-c", "echo hi"])
+        waited = await agents.wait(spawned.id, 10_000)
+        assert waited.status.state == AgentState.SUCCEEDED
+        await agents.aclose()  # at once: the record and the removal are still completed
+        result = await agents.store.read_result(spawned.id)
+        assert result is not None
+        assert result["state"] == "succeeded"
+        assert await remove_containers_of_root(settings.root) == 0

@@ -110,6 +110,7 @@ printf '%s\n%s\n' "$root" "$real"
 """
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 _AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+CLOSE_GRACE = 30.0  # aclose waits this long for finished agents to be recorded and removed
 PERSIST_INTERVAL = 1.0  # output is appended to the record at most this often (memory is live)
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
@@ -248,6 +249,11 @@ class AgentService:
     async def aclose(self) -> None:
         """Stop following agents (they keep running; deadlines still hold) and disconnect."""
         self._closed = True
+        # Agents that already ended are being recorded: let that finish (the record, then the
+        # container's removal), so a caller closing right after wait() loses nothing.
+        finishing = [r.task for r in self._runs.values() if r.task and r.done.is_set()]
+        if finishing:
+            await asyncio.wait(finishing, timeout=CLOSE_GRACE)
         tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
         if self._events_task is not None:
             tasks.append(self._events_task)
