@@ -384,13 +384,54 @@ async def test_list_workspaces(kit: Kit, server: GitHTTPServer) -> None:
     assert one["remote"] == server.url("acme/one")
     assert one["last_commit"]["subject"] == "initial commit"
     assert "ago" in one["last_commit"]["age"] or "second" in one["last_commit"]["age"]
-    assert two["dirty"] is True
-    assert two["changed_files"] == 1
+    assert two["dirty"] is None  # no git runs where an agent works (see below)
     assert two["agent_running"] is True
-    assert two["remote"] is None
+    assert two["branch"] is None
     assert two["last_commit"] is None
     assert rows["not-a-repo"]["error"] == "not a git repository"
-    assert "two [main] dirty (1 changed), agent working" in result.content
+    assert "two: agent working" in result.content
+    kit.busy = set()
+    done = {w["name"]: w for w in (await kit.ok("list_workspaces")).data["workspaces"]}
+    assert done["two"]["dirty"] is True
+    assert done["two"]["changed_files"] == 1
+    assert done["two"]["remote"] is None
+    assert "two [main] dirty (1 changed)" in (await kit.ok("list_workspaces")).content
+
+
+async def test_no_git_runs_in_a_workspace_an_agent_is_working_in(
+    tmp_path: Path, server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent can rewrite .git/config at any moment, e.g. right after check_config read
+    it: git on the host (status runs clean filters) would then run its commands."""
+    from agentkit.executors.local import LocalExecutor
+
+    kit = Kit(LocalExecutor(), make_settings(tmp_path, server))
+    server.create_repo("acme/guarded")
+    await kit.ok("clone_repo", repo_url="acme/guarded")
+    ws = kit.root / "guarded"
+    (ws / "work.txt").write_text("in progress")
+    log = tmp_path / "git-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True)
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real_git.stdout.strip()} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    kit.busy = {str(ws)}
+
+    listed = await kit.ok("list_workspaces")
+    assert listed.data["workspaces"][0]["agent_running"] is True
+    push = await kit.error("push_workspace", workspace_name="guarded", commit_message="wip")
+    assert "while an agent is working in it" in push.content
+    branch = await kit.error("create_branch", workspace_name="guarded", branch_name="b")
+    assert "while an agent is working in it" in branch.content
+    calls = log.read_text() if log.exists() else ""
+    assert str(ws) not in calls
+
+    kit.busy = set()
+    await kit.ok("push_workspace", workspace_name="guarded", commit_message="done")
+    assert str(ws) in log.read_text()  # the wrapper does see git once the agent is done
 
 
 async def test_list_strips_credentials_from_remotes(kit: Kit) -> None:

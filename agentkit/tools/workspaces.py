@@ -17,6 +17,8 @@ def _commit(commit: CommitInfo | None) -> str:
 def _line(info: WorkspaceInfo) -> str:
     if info.error:
         return f"- {info.name}: {info.error}"
+    if info.agent_running and info.dirty is None:
+        return f"- {info.name}: agent working (git state is shown once it finishes)"
     state = "clean" if not info.dirty else f"dirty ({info.changed_files} changed)"
     agent = {True: ", agent working", False: "", None: ", agent status unknown"}[info.agent_running]
     remote = info.remote or "no remote"

@@ -254,6 +254,20 @@ class WorkspaceService:
     def _is_busy(self, ws: WorkspacePath, busy: set[str]) -> bool:
         return any(p == ws.path or p.startswith(ws.path + "/") for p in busy)
 
+    async def _refuse_if_busy(self, ws: WorkspacePath, action: str) -> None:
+        """Refuse to run git in a workspace an agent is working in (see :meth:`info`)."""
+        try:
+            busy = await self.busy_paths()
+        except Exception as exc:
+            logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
+            return
+        if self._is_busy(ws, busy):
+            raise ConflictError(
+                f"cannot {action} workspace {ws.name!r} while an agent is working in it (the "
+                "agent can change its git configuration at any moment). Wait for it "
+                "(wait_for_claude_agent) or stop it (stop_claude_agent), then retry."
+            )
+
     async def _last_commit(self, path: str) -> CommitInfo | None:
         out = await self.git.run(
             ["log", "-1", "--format=%H%x1f%s%x1f%cr%x1f%ct"], cwd=path, check=False
@@ -276,6 +290,11 @@ class WorkspaceService:
                 logger.warning("cannot tell which workspaces are busy: %s", exc)
                 busy = None
         running = None if busy is None else self._is_busy(ws, busy)
+        if running:
+            # While an agent works here it can rewrite .git/config at any moment, e.g. right
+            # after check_config read it, and git on the host would run what it names (even
+            # `git status` runs clean filters). No git runs here until the agent is done.
+            return WorkspaceInfo(ws.name, ws.path, dirty=None, agent_running=True)
         try:
             await self.git.check_repository(ws.path)
         except ToolError:
@@ -457,6 +476,7 @@ class WorkspaceService:
             raise ToolError("commit_message must not be empty")
         ws = await self._existing(workspace_name)
         async with self._lock(ws.name):
+            await self._refuse_if_busy(ws, "push")
             await self.git.check_repository(ws.path)
             await self.git.check_config(ws.path)
             remote = await self.git.remote_url(ws.path)
@@ -474,12 +494,6 @@ class WorkspaceService:
                 )
             validate_branch_name(target)
             warnings: list[str] = []
-            try:
-                if self._is_busy(ws, await self.busy_paths()):
-                    warnings.append("an agent is still working in this workspace")
-            except Exception as exc:
-                logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
-
             try:
                 return await self._commit_and_push(ws, commit_message, target, remote, warnings)
             finally:
@@ -586,6 +600,7 @@ class WorkspaceService:
             validate_rev(from_ref, what="from_ref")
         ws = await self._existing(workspace_name)
         async with self._lock(ws.name):
+            await self._refuse_if_busy(ws, "create a branch in")
             await self.git.check_repository(ws.path)
             await self.git.check_config(ws.path)
             exists = await self.git.run(
