@@ -21,15 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import os
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from agentkit.containers.launch import (
+    AGENT_UID,
+    MAX_TIMEOUT_MS,
+    MIN_TIMEOUT_MS,
+    TASK_LABEL_CHARS,
+    WORKSPACE_TARGET,
+    check_task,
+    container_env,
+    has_credentials,
+    prepare_workspace,
+)
 from agentkit.containers.models import (
     ID_PATTERN,
     LABEL_MANAGED_BY,
@@ -56,7 +64,6 @@ from agentkit.containers.runtime import (
 from agentkit.containers.streamjson import Event, RunSummary, parse_line, render_events
 from agentkit.errors import (
     AgentkitError,
-    ConfigError,
     NotFoundError,
     PermissionDeniedError,
     ToolError,
@@ -84,36 +91,13 @@ __all__ = [
 
 logger = logging.getLogger("agentkit.agents")
 
-AGENT_UID = "1001:1001"
-WORKSPACE_TARGET = "/workspace"
-TASK_LABEL_CHARS = 200
-MAX_TASK_BYTES = 100_000  # one env string may be at most 128 KiB on Linux
 DEADLINE_GRACE = 1.5  # seconds the in-container `timeout` gets before the controller stops it
 STOP_GRACE = 1.0  # SIGTERM -> SIGKILL for stop (init forwards SIGTERM, so this rarely matters)
 TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
 STDERR_BYTES = 64 * 1024
-# One constant script (paths are positional arguments, never parsed as code): $1 the requested
-# path, $2 the workspaces root, $3 the agent uid:gid, $4 a run directory to create ("" = none).
-# Refuse anything outside the root before creating it; mkdir; resolve again (a symlink may have
-# been swapped in) and refuse again; chown for the agent user. Prints root and workspace.
-_PREPARE_WORKSPACE = r"""set -eu
-mkdir -p -- "$2"
-root=$(realpath -e -- "$2")
-pre=$(realpath -m -- "$1")
-case "$pre" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$pre"; exit 3 ;; esac
-mkdir -p -- "$pre"
-real=$(realpath -e -- "$pre")
-case "$real" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$real"; exit 3 ;; esac
-chown -R -- "$3" "$real"
-if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
-printf '%s\n%s\n' "$root" "$real"
-"""
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
-_AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 CLOSE_GRACE = 30.0  # aclose waits this long for finished agents to be recorded and removed
 PERSIST_INTERVAL = 1.0  # output is appended to the record at most this often (memory is live)
 LOST_AFTER = 120.0  # a record this old with neither container nor result was lost
-MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 
 
 @dataclass(slots=True)
@@ -301,8 +285,8 @@ class AgentService:
         Code on the task.
         """
         await self.start()
-        self._check_task(task)
-        if command is None and not self._has_credentials():
+        check_task(task)
+        if command is None and not has_credentials(self.settings):
             self.settings.require_api_key()  # raises: Claude Code cannot run without them
         if not isinstance(timeout_ms, int) or not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ToolError(
@@ -325,7 +309,7 @@ class AgentService:
             "agentkit.created": f"{created:.3f}",
             "agentkit.timeout-ms": str(timeout_ms),
         }
-        env = self._container_env(task, deadline)
+        env = container_env(self.settings, self.redactor, task, deadline)
         if extra_env:
             env.update(extra_env)
         spec = ContainerSpec(
@@ -390,43 +374,6 @@ class AgentService:
         run.started_at = time.time()
         return self._running_status(run, started_at=created)
 
-    def _check_task(self, task: str) -> None:
-        if not isinstance(task, str) or not task.strip():
-            raise ToolError("task is empty: describe what the agent should do")
-        if "\x00" in task:
-            raise ToolError("task contains a NUL character, which cannot be passed to an agent")
-        if len(task.encode("utf-8")) > MAX_TASK_BYTES:
-            raise ToolError(
-                f"task is longer than {MAX_TASK_BYTES} bytes: put the details in a file in the "
-                "workspace and refer to it"
-            )
-
-    def _has_credentials(self) -> bool:
-        key = self.settings.anthropic_api_key
-        if key is not None and key.get_secret_value():
-            return True
-        passed = self.settings.container_env_passthrough
-        return any(name in passed and os.environ.get(name) for name in _AUTH_VARS)
-
-    def _container_env(self, task: str, deadline: float) -> dict[str, str]:
-        """The create request's Env: secrets and pass-through values never reach any argv."""
-        env: dict[str, str] = {}
-        key = self.settings.anthropic_api_key
-        if key is not None and key.get_secret_value():
-            env["ANTHROPIC_API_KEY"] = key.get_secret_value()
-        for name in self.settings.container_env_passthrough:
-            value: str | None = None
-            if name == "ANTHROPIC_BASE_URL":
-                value = self.settings.anthropic_base_url
-            value = value or os.environ.get(name)
-            if value:
-                env[name] = value
-                if _SECRET_NAME.search(name):
-                    self.redactor.add(value)
-        env["AGENTKIT_TASK"] = task
-        env["AGENTKIT_DEADLINE"] = str(math.ceil(deadline))
-        return env
-
     async def _ensure_image(self, runtime: ContainerRuntime, image: str) -> None:
         if image in self._image_ok:
             return
@@ -440,53 +387,10 @@ class AgentService:
         self._image_ok.add(image)
 
     async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
-        """Resolve ``workspace_path`` on the host, confined under the workspaces root.
-
-        A relative path is taken relative to the root. The directory is created if missing and
-        handed to the agent user (uid 1001). Anything outside the root is refused before
-        anything is created, and checked again after creation (symlinks). One host command;
-        ``run_dir`` (a run record directory) is created by the same command.
-        """
-        root = self.settings.workspaces_root
-        if not isinstance(workspace_path, str) or not workspace_path.strip():
-            raise ToolError(
-                f"workspace_path is empty: give a workspace name or a path under {root}"
-            )
-        if "\x00" in workspace_path or "\n" in workspace_path:
-            raise ToolError("workspace_path contains a control character")
-        raw = workspace_path.strip()
-        candidate = raw if raw.startswith("/") else f"{root}/{raw}"
-        made = await self.executor.run(
-            [
-                "sh",
-                "-c",
-                _PREPARE_WORKSPACE,
-                "prepare-workspace",
-                candidate,
-                root,
-                AGENT_UID,
-                run_dir,
-            ]
+        """Resolve, confine, create and hand over a workspace (``launch.prepare_workspace``)."""
+        return await prepare_workspace(
+            self.executor, self.settings, workspace_path, run_dir=run_dir
         )
-        lines = made.stdout_text().splitlines()
-        if made.exit_status == 3 and len(lines) == 2:
-            self._confine(lines[1], lines[0], workspace_path)
-        if not made.ok or len(lines) != 2:
-            raise ConfigError(
-                f"cannot create {candidate} and hand it to the agent user {AGENT_UID}: "
-                f"{made.stderr_text().strip()[-300:]} (the host user must be root or own it)"
-            )
-        real_root, real = lines
-        self._confine(real, real_root, workspace_path)  # and check the script's answer again
-        return real
-
-    @staticmethod
-    def _confine(real: str, real_root: str, given: str) -> None:
-        if real_root in ("", "/") or not real.startswith(real_root.rstrip("/") + "/"):
-            raise PermissionDeniedError(
-                f"workspace_path {given!r} resolves to {real}, outside the workspaces root "
-                f"{real_root}: use a workspace name (see list_workspaces) or a path under it"
-            )
 
     # --- following ------------------------------------------------------------------------------
 
