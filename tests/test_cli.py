@@ -205,6 +205,23 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     # the agent's own progress (Claude Code's stream) is shown while the controller waits
     assert "tool Write: file_path=/workspace/fizzbuzz.py" in proc.stdout
 
+    # the finished run stays inspectable from a new process: list, logs, logs -f
+    listed = agentkit(tmp_path, "call", "list_claude_agents", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)["data"]
+    assert len(runs) == 1
+    assert runs[0]["state"] == "succeeded"
+    agent_id = runs[0]["id"]
+    logs = agentkit(tmp_path, "logs", agent_id)
+    assert logs.returncode == 0, logs.stderr
+    assert "tool Write: file_path=/workspace/fizzbuzz.py" in logs.stdout
+    followed = agentkit(tmp_path, "logs", agent_id, "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert "Wrote fizzbuzz.py." in followed.stdout
+    assert "[succeeded] turns=2" in followed.stdout
+    foreign = agentkit(tmp_path, "logs", "not-an-agent")
+    assert foreign.returncode != 0
+
 
 def test_custom_tools_example_runs(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "custom_tools.py"

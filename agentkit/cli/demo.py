@@ -193,19 +193,14 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 async def _follow(conn: Connection, agent_id: str) -> None:
-    """Print the agent's new stream-json events (rendered) until it finishes."""
-    seen = 0
-    while True:
-        waited = await conn.agents.wait(agent_id, timeout_ms=500)
-        out = await conn.agents.output(agent_id, 200)
-        if out.events > seen:
-            fresh = await conn.agents.output(agent_id, out.events - seen)
-            seen = out.events
-            for line in fresh.text.splitlines():
-                if line.strip():
-                    console.print(f"  [magenta]│[/] {escape(line)}", soft_wrap=True)
-        if waited.status.finished:
-            return
+    """Print the agent's stream-json events, rendered, as they arrive (until it finishes)."""
+    from agentkit.containers.streamjson import render_event
+
+    async for event in conn.agents.watch(agent_id):
+        text = render_event(event)
+        for line in (text or "").splitlines():
+            if line.strip():
+                console.print(f"  [magenta]│[/] {escape(line)}", soft_wrap=True)
 
 
 def _secret(value: str) -> Any:

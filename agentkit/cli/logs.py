@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from agentkit.containers.streamjson import render_event
+
 if TYPE_CHECKING:
     from agentkit.connect import Connection
 
@@ -18,36 +20,35 @@ console = Console(highlight=False)
 async def show_logs(
     conn: Connection, container_id: str, lines: int, follow: bool, as_json: bool
 ) -> int:
-    """Print the last ``lines`` events; with ``follow``, keep printing until the agent ends.
+    """Print the last ``lines`` events; with ``follow``, print new ones live until the agent ends.
 
-    Following is event-driven: each step waits on the agent (``wait`` wakes the moment it exits)
-    for at most a second, then prints whatever arrived meanwhile.
+    Following uses the service's live event feed (the container's log stream), not polling.
     """
     agents = conn.agents
-    out = await agents.output(container_id, lines)
-    seen = out.events
-    _emit(out.text, as_json, container_id)
     if not follow:
+        out = await agents.output(container_id, lines)
+        _emit(out.text, as_json, container_id)
+        status = await agents.status(container_id)
+        if as_json:
+            sys.stdout.write(json.dumps({"id": status.id, "status": status.to_dict()}) + "\n")
         return 0
     started = time.monotonic()
-    status = await agents.status(container_id)
-    with console.status("", spinner="dots") as spinner:
-        while not status.finished:
-            spinner.update(f"{status.id} running — {time.monotonic() - started:.0f}s")
-            waited = await agents.wait(container_id, timeout_ms=1000)
-            status = waited.status
-            out = await agents.output(container_id, max(1, min(500, out.events)))
-            if out.events > seen:
-                fresh = await agents.output(container_id, out.events - seen)
+    shown = 0
+    with console.status(f"{container_id} running", spinner="dots") as spinner:
+        async for event in agents.watch(container_id):
+            text = render_event(event)
+            if text:
                 spinner.stop()
-                _emit(fresh.text, as_json, container_id)
+                _emit(text, as_json, container_id)
                 spinner.start()
-                seen = out.events
-    summary = f"[{status.state}] turns={status.turns} cost=${status.cost_usd or 0:.4f}"
+                shown += 1
+            spinner.update(f"{container_id} running — {time.monotonic() - started:.0f}s")
+    status = await agents.status(container_id)
     if as_json:
         sys.stdout.write(json.dumps({"id": status.id, "final": status.to_dict()}) + "\n")
     else:
-        console.print(summary, markup=False)
+        cost = f"${status.cost_usd:.4f}" if status.cost_usd is not None else "n/a"
+        console.print(f"[{status.state}] turns={status.turns} cost={cost}", markup=False)
     return 0 if status.state == "succeeded" else 1
 
 
