@@ -39,6 +39,8 @@ from agentkit.workspaces.names import (
 logger = logging.getLogger("agentkit.workspaces")
 
 BusyProvider = Callable[[], Awaitable[set[str]]]
+#: push/create_branch re-check a busy workspace with waits doubling up to this (s; ~3 s in all)
+BUSY_GRACE = 1.6
 
 _SHORTHAND = re.compile(r"(?P<owner>[A-Za-z0-9][A-Za-z0-9-]{0,38})/(?P<repo>[A-Za-z0-9._-]+)")
 _SCP_LIKE = re.compile(r"(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^\s]+)")
@@ -255,18 +257,29 @@ class WorkspaceService:
         return any(p == ws.path or p.startswith(ws.path + "/") for p in busy)
 
     async def _refuse_if_busy(self, ws: WorkspacePath, action: str) -> None:
-        """Refuse to run git in a workspace an agent is working in (see :meth:`info`)."""
-        try:
-            busy = await self.busy_paths()
-        except Exception as exc:
-            logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
-            return
-        if self._is_busy(ws, busy):
-            raise ConflictError(
-                f"cannot {action} workspace {ws.name!r} while an agent is working in it (the "
-                "agent can change its git configuration at any moment). Wait for it "
-                "(wait_for_claude_agent) or stop it (stop_claude_agent), then retry."
-            )
+        """Refuse to run git in a workspace an agent is working in (see :meth:`info`).
+
+        An agent that has just finished is waited for a moment: the engine's container list
+        can show it running for a fraction of a second after ``wait_for_claude_agent`` returned.
+        """
+        delay = 0.05
+        while True:
+            try:
+                busy = await self.busy_paths()
+            except Exception as exc:
+                logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
+                return
+            if not self._is_busy(ws, busy):
+                return
+            if delay > BUSY_GRACE:
+                break
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise ConflictError(
+            f"cannot {action} workspace {ws.name!r} while an agent is working in it (the "
+            "agent can change its git configuration at any moment). Wait for it "
+            "(wait_for_claude_agent) or stop it (stop_claude_agent), then retry."
+        )
 
     async def _last_commit(self, path: str) -> CommitInfo | None:
         out = await self.git.run(
