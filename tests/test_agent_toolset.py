@@ -399,3 +399,23 @@ def test_property_covered_both_outcomes() -> None:
     # runs after the property test (file order): it must have exercised both paths
     if OUTCOMES:
         assert sorted(OUTCOMES) == ["invalid", "valid"]
+
+
+async def test_annotated_constraints_reach_the_schema_and_validation() -> None:
+    from typing import Annotated
+
+    @tool
+    async def tail(lines: Annotated[int, Field(ge=1, le=1000)] = 100) -> str:
+        """Show the last lines.
+
+        Args:
+            lines: how many lines.
+        """
+        return str(lines)
+
+    prop = tail.input_schema["properties"]["lines"]
+    assert (prop["minimum"], prop["maximum"], prop["description"]) == (1, 1000, "how many lines.")
+    refused = await Toolset([tail]).call("tail", {"lines": 0})
+    assert refused.is_error
+    assert "$.lines: 0 is less than the minimum of 1" in refused.content
+    assert (await Toolset([tail]).call("tail", {"lines": 7})).content == "7"

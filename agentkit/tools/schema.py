@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -77,7 +77,7 @@ def model_from_signature(
 
     Parameters whose annotation is one of ``skip`` (e.g. the tool context) are left out.
     """
-    hints = get_type_hints(fn)
+    hints = get_type_hints(fn, include_extras=True)
     _, param_docs = parse_docstring(fn.__doc__)
     fields: dict[str, Any] = {}
     for pname, param in inspect.signature(fn).parameters.items():
@@ -87,7 +87,10 @@ def model_from_signature(
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool function {fn.__name__} may not take *args or **kwargs")
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[pname] = (annotation, Field(default, description=param_docs.get(pname)))
+        # Annotated[...] keeps constraints the hint carries (Field(ge=1), ...) and adds the doc.
+        doc = param_docs.get(pname)
+        described = Annotated[annotation, Field(description=doc)] if doc else annotation
+        fields[pname] = (described, default)
     model_name = name or "".join(part.title() for part in fn.__name__.split("_")) + "Args"
     model: type[BaseModel] = create_model(
         model_name, __config__=ConfigDict(extra="forbid"), **fields
