@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -402,8 +402,6 @@ def test_property_covered_both_outcomes() -> None:
 
 
 async def test_annotated_constraints_reach_the_schema_and_validation() -> None:
-    from typing import Annotated
-
     @tool
     async def tail(lines: Annotated[int, Field(ge=1, le=1000)] = 100) -> str:
         """Show the last lines.
