@@ -46,10 +46,13 @@ class Connection:
         """A :class:`ToolBasedAgent` over this connection's toolset, configured from settings.
 
         Keyword options override the settings (``model=``, ``system=``, ``max_turns=``,
-        ``before_tool=``, ``client=``, ...).
+        ``before_tool=``, ``client=``, ...). The default system prompt
+        (:func:`agentkit.agent.prompts.operator_prompt`) explains the tools' workflow.
         """
         from agentkit.agent.loop import ToolBasedAgent
+        from agentkit.agent.prompts import operator_prompt
 
+        options.setdefault("system", operator_prompt(self.settings))
         return ToolBasedAgent.from_settings(self.toolset, self.settings, **options)
 
 

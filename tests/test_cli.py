@@ -139,6 +139,11 @@ def test_run_streams_text_and_tool_calls(tmp_path: Path) -> None:
             ANTHROPIC_BASE_URL=server.url,
         )
         server.check()
+        first = server.message_requests[0]
+    # the operator prompt explains the workflow and names this host's workspace root
+    assert "You direct Claude Code agents" in first.system_text()
+    assert str(tmp_path / "root" / "workspaces") in first.system_text()
+    assert set(first.tool_names) == TOOL_NAMES
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.index("Let me look.") < out.index("list_workspaces") < out.index("no workspaces")
