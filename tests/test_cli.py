@@ -141,8 +141,8 @@ def test_run_streams_text_and_tool_calls(tmp_path: Path) -> None:
         server.check()
         first = server.message_requests[0]
     # the operator prompt explains the workflow and names this host's workspace root
-    assert "You direct Claude Code agents" in first.system_text()
-    assert str(tmp_path / "root" / "workspaces") in first.system_text()
+    assert "You direct Claude Code agents" in first.system_text
+    assert str(tmp_path / "root" / "workspaces") in first.system_text
     assert set(first.tool_names) == TOOL_NAMES
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
