@@ -235,3 +235,23 @@ def test_custom_tools_example_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["It has 4 words.", "4"]
+
+
+async def test_image_build_reports_an_up_to_date_image(tmp_path: Path) -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE}")
+    inputs = {
+        name: os.environ[name]
+        for name in ("AGENTKIT_BASE_IMAGE", "AGENTKIT_EXTRA_CA_DIR", "AGENTKIT_IMAGE")
+        if os.environ.get(name)
+    }
+    proc = agentkit(tmp_path, "image", "build", "--json", timeout=900, **inputs)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["tag"] == AGENT_IMAGE
+    assert info["built"] is False  # CI built it from the same inputs: nothing to do
+    assert info["claude_code_version"]
+    doctor = agentkit(tmp_path, "doctor", "--json", **inputs)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["docker engine"]["ok"] is True
+    assert checks["agent image"]["ok"] is True, checks["agent image"]
