@@ -41,7 +41,6 @@ class Redactor:
         text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
         return _TOKEN_SHAPES.sub(REDACTED, text)
 
-
     def redact_data(self, value: Any) -> Any:
         """``value`` with :meth:`redact` applied to every string inside dicts, lists and tuples."""
         if isinstance(value, str):
