@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -52,6 +53,22 @@ class Redactor:
         if type(value) is tuple:
             return tuple(self.redact_data(item) for item in value)
         return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts a record's message (e.g. on the ``httpx`` logger, which
+    logs every request URL at INFO: a Discord webhook URL carries its token)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redactor.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def strip_url_credentials(url: str) -> str:

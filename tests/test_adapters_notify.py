@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -286,6 +287,17 @@ async def test_secrets_are_redacted_from_every_message() -> None:
     assert api_key not in raw
     assert "webhook-secret-token" not in raw
     assert raw.count("[REDACTED]") >= 4
+
+
+@respx.mock
+async def test_the_webhook_url_is_not_logged_by_httpx(caplog: pytest.LogCaptureFixture) -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(204))
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        async with DiscordWebhookNotifier(URL) as notifier:
+            notifier.post("hello")
+    assert route.call_count == 1
+    assert "HTTP Request: POST" in caplog.text  # httpx did log the request...
+    assert "webhook-secret-token" not in caplog.text  # ...without the token
 
 
 @respx.mock

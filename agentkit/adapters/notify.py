@@ -56,7 +56,7 @@ from agentkit.agent.events import (
     ToolResultEvent,
 )
 from agentkit.errors import ConfigError
-from agentkit.redact import Redactor
+from agentkit.redact import RedactingFilter, Redactor
 from agentkit.tools.base import ToolResult
 
 if TYPE_CHECKING:
@@ -206,6 +206,9 @@ class DiscordWebhookNotifier:
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self.redactor = redactor or Redactor()
         self.redactor.add(url)
+        # httpx logs every request's URL at INFO, and this URL is a secret
+        self._log_filter = RedactingFilter(self.redactor)
+        logging.getLogger("httpx").addFilter(self._log_filter)
         self._queue: asyncio.Queue[Payload] = asyncio.Queue(maxsize=queue_size)
         self.username = username
         self.tool_use = tool_use
@@ -269,6 +272,7 @@ class DiscordWebhookNotifier:
         if self._unreported:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._deliver(self._drop_report()), timeout)
+        logging.getLogger("httpx").removeFilter(self._log_filter)
         if self._own_client:
             await self._client.aclose()
 
