@@ -50,6 +50,26 @@ def make_toolset() -> Toolset:
     return Toolset([add, lookup, delete_thing])
 
 
+#: a secret the ``misconfigured`` tool leaks into its ConfigError
+LEAKED_SECRET = "cfg-secret-0f3a9c2e1b4d8f6a"
+
+
+@tool
+async def misconfigured() -> str:
+    """Fail with a configuration error that quotes a secret."""
+    from agentkit.errors import ConfigError
+
+    raise ConfigError(f"bad setting: token {LEAKED_SECRET} was rejected")
+
+
+def leaky_toolset() -> Toolset:
+    """A toolset whose redactor knows :data:`LEAKED_SECRET`."""
+    from agentkit.redact import Redactor
+    from agentkit.tools.base import ToolContext
+
+    return Toolset([misconfigured], context=ToolContext(redactor=Redactor([LEAKED_SECRET])))
+
+
 toolset = make_toolset()
 
 

@@ -6,26 +6,30 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from agentkit import ToolResult
 from agentkit.adapters.mcp_server import load_toolset, to_call_tool_result
-from tests.adapter_toolsets import make_toolset
+from tests.adapter_toolsets import LEAKED_SECRET, make_toolset
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @asynccontextmanager
-async def session(*args: str) -> AsyncIterator[ClientSession]:
+async def session(*args: str, errlog: TextIO = sys.stderr) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "agentkit.adapters.mcp_server", *args],
         cwd=str(ROOT),
         env={"PYTHONPATH": str(ROOT)},
     )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+    async with (
+        stdio_client(params, errlog=errlog) as (read, write),
+        ClientSession(read, write) as client,
+    ):
         await client.initialize()
         yield client
 
@@ -72,6 +76,21 @@ async def test_calls_map_content_errors_and_structured_data() -> None:
     assert not plain.is_error
     assert plain.content[0].text == "42"
     assert plain.structured_content is None
+
+
+async def test_a_configuration_error_is_redacted_in_the_result_and_the_log(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server-stderr.txt"
+    with log.open("w") as errlog:
+        async with session("--toolset", "tests.adapter_toolsets:leaky_toolset", errlog=errlog) as c:
+            failed = await c.call_tool("misconfigured", {})
+    assert failed.is_error
+    assert "bad setting" in failed.content[0].text  # type: ignore[union-attr]
+    assert LEAKED_SECRET not in failed.content[0].text  # type: ignore[union-attr]
+    logged = log.read_text()
+    assert "misconfigured" in logged
+    assert LEAKED_SECRET not in logged
 
 
 def test_result_mapping_wraps_non_objects_and_redacts_data() -> None:

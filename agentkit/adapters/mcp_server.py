@@ -131,8 +131,8 @@ def build_server(
         try:
             result = await toolset.call(params.name, params.arguments or {})
         except AgentkitError as exc:  # configuration problems: the human must fix them
-            logger.warning("tool %s: %s", params.name, exc)
             message = toolset.context.redactor.redact(str(exc))
+            logger.warning("tool %s: %s", params.name, message)
             return CallToolResult(content=[TextContent(text=message)], is_error=True)
         if not structured_content:
             result = ToolResult(result.content, result.is_error)
