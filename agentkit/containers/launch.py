@@ -1,25 +1,39 @@
-"""How an agent container is launched: task checks, the workspace, the environment.
+"""How an agent container is launched: task checks, the workspace, the environment, the spec.
 
-Pure functions over an executor and settings, used by :class:`AgentService.spawn`:
+Functions over an executor, a runtime and settings, used by :class:`AgentService.spawn`:
 
-* :func:`check_task` - what a task may contain;
+* :func:`check_task` / :func:`check_timeout` - what a task and a timeout may be;
+* :func:`ensure_image` - the agent image is there (the default one is built on first use);
 * :func:`prepare_workspace` - resolve a workspace on the host, confine it under the workspaces
   root, create it and hand it to the agent user, in ONE host command (a constant script whose
   paths are positional arguments: nothing from the model is ever parsed as shell code);
-* :func:`container_env` - the create request's environment (secrets never reach any argv).
+* :func:`container_env` - the create request's environment (secrets never reach any argv);
+* :func:`plan_launch` - the container spec (labels, env, mount, limits, hardening) and the run
+  record's meta for one spawn;
+* :func:`launch` - the record and the container made side by side, then started; a failed start
+  is recorded as ``failed`` and leaves no container.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY, AgentState
+from agentkit.containers.runtime import ContainerSpec, DockerRuntime, Mount, parse_memory
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
+    from agentkit.containers.runs import RunStore
+    from agentkit.containers.runtime import ContainerRuntime
     from agentkit.executors.base import Executor
     from agentkit.redact import Redactor
 
@@ -31,11 +45,17 @@ __all__ = [
     "TASK_LABEL_CHARS",
     "WORKSPACE_TARGET",
     "check_task",
+    "check_timeout",
     "confine",
     "container_env",
+    "ensure_image",
     "has_credentials",
+    "launch",
+    "plan_launch",
     "prepare_workspace",
 ]
+
+logger = logging.getLogger("agentkit.agents")
 
 AGENT_UID = "1001:1001"
 WORKSPACE_TARGET = "/workspace"
@@ -76,6 +96,14 @@ def check_task(task: str) -> None:
         )
 
 
+def check_timeout(timeout_ms: int) -> None:
+    """Refuse a timeout outside ``MIN_TIMEOUT_MS..MAX_TIMEOUT_MS`` (or not an int)."""
+    if not isinstance(timeout_ms, int) or not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
+        raise ToolError(
+            f"timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} milliseconds"
+        )
+
+
 def has_credentials(settings: Settings) -> bool:
     """Whether Claude Code in the container will have credentials."""
     key = settings.anthropic_api_key
@@ -108,6 +136,124 @@ def container_env(
     env["AGENTKIT_TASK"] = task
     env["AGENTKIT_DEADLINE"] = str(math.ceil(deadline))
     return env
+
+
+def plan_launch(
+    settings: Settings,
+    redactor: Redactor,
+    *,
+    run_id: str,
+    task: str,
+    workspace: str,
+    image: str,
+    timeout_ms: int,
+    created: float,
+    runtime_name: str,
+    command: Sequence[str] | None = None,
+    entrypoint: Sequence[str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> tuple[ContainerSpec, dict[str, Any]]:
+    """The container spec and the run record's meta of one agent (deadline = created + timeout).
+
+    The labels carry what a restarted controller needs (root, deadline, workspace, task); the
+    spec runs the agent user with ``init``, the configured limits and network.
+    """
+    deadline = created + timeout_ms / 1000
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_ROOT: settings.root,
+        "agentkit.task": task[:TASK_LABEL_CHARS],
+        "agentkit.deadline": f"{deadline:.3f}",
+        "agentkit.workspace": workspace,
+        "agentkit.created": f"{created:.3f}",
+        "agentkit.timeout-ms": str(timeout_ms),
+    }
+    env = container_env(settings, redactor, task, deadline)
+    if extra_env:
+        env.update(extra_env)
+    spec = ContainerSpec(
+        name=run_id,
+        image=image,
+        labels=labels,
+        env=env,
+        mounts=(Mount(workspace, WORKSPACE_TARGET),),
+        command=tuple(command) if command is not None else None,
+        entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+        workdir=WORKSPACE_TARGET,
+        user=AGENT_UID,
+        memory_bytes=parse_memory(settings.container_memory),
+        nano_cpus=int(settings.container_cpus * 1e9),
+        pids_limit=settings.container_pids,
+        network=settings.container_network,
+        init=True,
+    )
+    meta = {
+        "id": run_id,
+        "task": task[:TASK_LABEL_CHARS],
+        "workspace": workspace,
+        "created": created,
+        "deadline": deadline,
+        "timeout_ms": timeout_ms,
+        "image": image,
+        "runtime": runtime_name,
+        "limits": {
+            "memory": settings.container_memory,
+            "cpus": settings.container_cpus,
+            "pids": settings.container_pids,
+        },
+        "network": settings.container_network or "bridge",
+    }
+    return spec, meta
+
+
+async def ensure_image(runtime: ContainerRuntime, settings: Settings, image: str) -> None:
+    """Refuse a missing image, except the configured one on Docker: that one is built."""
+    if not await runtime.image_exists(image):
+        if image != settings.image or not isinstance(runtime, DockerRuntime):
+            raise ToolError(f"image {image} does not exist on the host")
+        from agentkit.containers.image import ensure_image as build_image
+
+        logger.info("agent image %s is missing: building it (first use)", image)
+        await build_image(runtime.docker, settings)
+
+
+async def launch(
+    runtime: ContainerRuntime,
+    store: RunStore,
+    redactor: Redactor,
+    spec: ContainerSpec,
+    meta: dict[str, Any],
+    task: str,
+) -> None:
+    """Create the run record and the container side by side, then start the container.
+
+    The container starts only once its record exists. On any failure the container is removed
+    and the record closed as ``failed`` (best effort), and the error is raised.
+    """
+    run_id = spec.name
+    try:
+        created_ok = await asyncio.gather(
+            store.create(run_id, meta, task, mkdir=False),
+            runtime.create(spec),
+            return_exceptions=True,
+        )
+        for outcome in created_ok:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        await runtime.start(run_id)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await runtime.remove(run_id, force=True)
+        failed = {
+            **meta,
+            "state": str(AgentState.FAILED),
+            "finished_at": time.time(),
+            "error": f"could not start: {redactor.redact(str(exc))}",
+        }
+        with contextlib.suppress(Exception):
+            await store.write_result(run_id, failed)
+            await store.append_index(failed)
+        raise
 
 
 async def prepare_workspace(

@@ -28,14 +28,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.launch import (
-    AGENT_UID,
-    MAX_TIMEOUT_MS,
-    MIN_TIMEOUT_MS,
-    TASK_LABEL_CHARS,
-    WORKSPACE_TARGET,
     check_task,
-    container_env,
+    check_timeout,
+    ensure_image,
     has_credentials,
+    launch,
+    plan_launch,
     prepare_workspace,
 )
 from agentkit.containers.models import (
@@ -56,10 +54,7 @@ from agentkit.containers.runtime import (
     STDERR,
     ContainerInfo,
     ContainerRuntime,
-    ContainerSpec,
     DockerRuntime,
-    Mount,
-    parse_memory,
 )
 from agentkit.containers.streamjson import Event, RunSummary, parse_line, render_events
 from agentkit.errors import (
@@ -288,103 +283,37 @@ class AgentService:
         check_task(task)
         if command is None and not has_credentials(self.settings):
             self.settings.require_api_key()  # raises: Claude Code cannot run without them
-        if not isinstance(timeout_ms, int) or not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
-            raise ToolError(
-                f"timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} milliseconds"
-            )
+        check_timeout(timeout_ms)
         runtime = await self.runtime()
         image = image or self.settings.image
         await self._ensure_image(runtime, image)
         run_id = new_agent_id()
         workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
-
         created = time.time()
-        deadline = created + timeout_ms / 1000
-        labels = {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_ROOT: self.settings.root,
-            "agentkit.task": task[:TASK_LABEL_CHARS],
-            "agentkit.deadline": f"{deadline:.3f}",
-            "agentkit.workspace": workspace,
-            "agentkit.created": f"{created:.3f}",
-            "agentkit.timeout-ms": str(timeout_ms),
-        }
-        env = container_env(self.settings, self.redactor, task, deadline)
-        if extra_env:
-            env.update(extra_env)
-        spec = ContainerSpec(
-            name=run_id,
+        spec, meta = plan_launch(
+            self.settings,
+            self.redactor,
+            run_id=run_id,
+            task=task,
+            workspace=workspace,
             image=image,
-            labels=labels,
-            env=env,
-            mounts=(Mount(workspace, WORKSPACE_TARGET),),
-            command=tuple(command) if command is not None else None,
-            entrypoint=tuple(entrypoint) if entrypoint is not None else None,
-            workdir=WORKSPACE_TARGET,
-            user=AGENT_UID,
-            memory_bytes=parse_memory(self.settings.container_memory),
-            nano_cpus=int(self.settings.container_cpus * 1e9),
-            pids_limit=self.settings.container_pids,
-            network=self.settings.container_network,
-            init=True,
+            timeout_ms=timeout_ms,
+            created=created,
+            runtime_name=getattr(runtime, "name", "?"),
+            command=command,
+            entrypoint=entrypoint,
+            extra_env=extra_env,
         )
-        meta = {
-            "id": run_id,
-            "task": task[:TASK_LABEL_CHARS],
-            "workspace": workspace,
-            "created": created,
-            "deadline": deadline,
-            "timeout_ms": timeout_ms,
-            "image": image,
-            "runtime": getattr(runtime, "name", "?"),
-            "limits": {
-                "memory": self.settings.container_memory,
-                "cpus": self.settings.container_cpus,
-                "pids": self.settings.container_pids,
-            },
-            "network": self.settings.container_network or "bridge",
-        }
-        try:
-            # the record and the (not yet started) container are made side by side; the
-            # container starts only once its record exists
-            created_ok = await asyncio.gather(
-                self.store.create(run_id, meta, task, mkdir=False),
-                runtime.create(spec),
-                return_exceptions=True,
-            )
-            for outcome in created_ok:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            await runtime.start(run_id)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await runtime.remove(run_id, force=True)
-            failed = {
-                **meta,
-                "state": str(AgentState.FAILED),
-                "finished_at": time.time(),
-                "error": f"could not start: {self.redactor.redact(str(exc))}",
-            }
-            with contextlib.suppress(Exception):
-                await self.store.write_result(run_id, failed)
-                await self.store.append_index(failed)
-            raise
-        run = self._attach(run_id, labels)
+        await launch(runtime, self.store, self.redactor, spec, meta, task)
+        run = self._attach(run_id, spec.labels)
         run.meta = meta
         run.started_at = time.time()
         return self._running_status(run, started_at=created)
 
     async def _ensure_image(self, runtime: ContainerRuntime, image: str) -> None:
-        if image in self._image_ok:
-            return
-        if not await runtime.image_exists(image):
-            if image != self.settings.image or not isinstance(runtime, DockerRuntime):
-                raise ToolError(f"image {image} does not exist on the host")
-            from agentkit.containers.image import ensure_image
-
-            logger.info("agent image %s is missing: building it (first use)", image)
-            await ensure_image(runtime.docker, self.settings)
-        self._image_ok.add(image)
+        if image not in self._image_ok:
+            await ensure_image(runtime, self.settings, image)
+            self._image_ok.add(image)
 
     async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
         """Resolve, confine, create and hand over a workspace (``launch.prepare_workspace``)."""
