@@ -109,6 +109,25 @@ async def test_connection_failure_becomes_model_error() -> None:
     assert isinstance(info.value.__cause__, anthropic.APIConnectionError)
 
 
+async def test_credentials_in_the_base_url_stay_out_of_the_model_error() -> None:
+    client = anthropic.AsyncAnthropic(
+        base_url="http://user:sekrit-pass@127.0.0.1:9", api_key="sk-test", max_retries=0
+    )
+    agent = ToolBasedAgent(Toolset([ping]), client=client)
+    messages: list[str] = []
+
+    async def consume() -> None:
+        async for event in agent.stream("x"):
+            messages.append(getattr(event, "message", ""))
+
+    with pytest.raises(ModelError, match="cannot reach the Anthropic API") as info:
+        await consume()
+    assert "127.0.0.1:9" in str(info.value)
+    assert "sekrit-pass" not in str(info.value)
+    assert messages
+    assert all("sekrit-pass" not in m for m in messages)
+
+
 async def test_retry_count_comes_from_the_agent() -> None:
     router = respx.Router()
     overloaded = httpx.Response(

@@ -34,6 +34,7 @@ from agentkit.agent.events import (
 from agentkit.agent.hooks import AfterTool, BeforeTool
 from agentkit.config import DEFAULT_MODEL
 from agentkit.errors import ConfigError, MaxTurnsExceeded, ModelError
+from agentkit.redact import strip_url_credentials
 from agentkit.tools.base import ToolResult
 
 if TYPE_CHECKING:
@@ -570,7 +571,7 @@ def _error_type(exc: anthropic.APIStatusError) -> str | None:
 
 
 def _model_error(exc: anthropic.APIError, client: anthropic.AsyncAnthropic) -> ModelError:
-    base = str(client.base_url)
+    base = strip_url_credentials(str(client.base_url))  # a proxy URL may carry a password
     retries = client.max_retries
     if isinstance(exc, anthropic.APIStatusError):
         detail = _error_detail(exc)
