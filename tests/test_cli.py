@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentkit.testing import ScriptedAnthropicServer, reply
-from tests.containers_support import AGENT_IMAGE, docker_ok, image_ok
+from tests.containers_support import AGENT_IMAGE, BASE_IMAGE, docker_ok, image_ok
 from tests.support import require
 
 TOOL_NAMES = {
@@ -240,11 +240,13 @@ def test_custom_tools_example_runs(tmp_path: Path) -> None:
 async def test_image_build_reports_an_up_to_date_image(tmp_path: Path) -> None:
     require(await docker_ok(), "a running Docker engine")
     require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE}")
-    inputs = {
-        name: os.environ[name]
-        for name in ("AGENTKIT_BASE_IMAGE", "AGENTKIT_EXTRA_CA_DIR", "AGENTKIT_IMAGE")
-        if os.environ.get(name)
-    }
+    # the inputs .ci/build-images.sh builds with (the same defaults when run by hand)
+    inputs = {"AGENTKIT_BASE_IMAGE": os.environ.get("AGENTKIT_BASE_IMAGE", BASE_IMAGE)}
+    ca_dir = Path("/usr/local/share/ca-certificates")
+    if os.environ.get("AGENTKIT_EXTRA_CA_DIR") or list(ca_dir.glob("*.crt")):
+        inputs["AGENTKIT_EXTRA_CA_DIR"] = os.environ.get("AGENTKIT_EXTRA_CA_DIR", str(ca_dir))
+    if os.environ.get("AGENTKIT_IMAGE"):
+        inputs["AGENTKIT_IMAGE"] = os.environ["AGENTKIT_IMAGE"]
     proc = agentkit(tmp_path, "image", "build", "--json", timeout=900, **inputs)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
