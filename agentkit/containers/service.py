@@ -39,8 +39,6 @@ from agentkit.containers.launch import (
 from agentkit.containers.models import (
     ID_PATTERN,
     LABEL_MANAGED_BY,
-    LABEL_ROOT,
-    MANAGED_BY,
     AgentOutput,
     AgentState,
     AgentStatus,
@@ -49,6 +47,7 @@ from agentkit.containers.models import (
     new_agent_id,
     validate_agent_id,
 )
+from agentkit.containers.ownership import inspect_owned, scope_labels
 from agentkit.containers.runs import RunStore
 from agentkit.containers.runtime import (
     STDERR,
@@ -60,7 +59,6 @@ from agentkit.containers.streamjson import Event, RunSummary, parse_line, render
 from agentkit.errors import (
     AgentkitError,
     NotFoundError,
-    PermissionDeniedError,
     ToolError,
 )
 from agentkit.redact import Redactor
@@ -187,10 +185,7 @@ class AgentService:
         self._events_task: asyncio.Task[None] | None = None
         # One engine may serve several agentkit roots (tests, users): each service manages
         # only the containers of its own root, whose records it holds.
-        self.labels: dict[str, str | None] = {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_ROOT: settings.root,
-        }
+        self.labels = scope_labels(settings.root)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -646,20 +641,7 @@ class AgentService:
         """Validate the id; return the container if it exists (ours), else ``None``."""
         run_id = validate_agent_id(container_id)
         await self.start()
-        try:
-            info = await (await self.runtime()).inspect(run_id)
-        except NotFoundError:
-            return run_id, None
-        if info.labels.get(LABEL_MANAGED_BY) != MANAGED_BY or info.name != run_id:
-            raise PermissionDeniedError(
-                f"container {run_id} was not created by agentkit: refusing to touch it"
-            )
-        if info.labels.get(LABEL_ROOT) != self.settings.root:
-            raise PermissionDeniedError(
-                f"agent {run_id} belongs to another agentkit root "
-                f"({info.labels.get(LABEL_ROOT)!r}, not {self.settings.root!r}): use that one"
-            )
-        return run_id, info
+        return run_id, await inspect_owned(await self.runtime(), run_id, self.settings.root)
 
     async def _final(self, run_id: str) -> AgentStatus | None:
         status = self._finals.get(run_id)
