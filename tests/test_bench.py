@@ -1,0 +1,43 @@
+"""The benchmarks still run (tiny sample counts; their numbers are read by people, not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.containers_support import docker_ok
+from tests.support import require
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _bench(script: str, *args: str, timeout: float = 240) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_agent_loop_bench_reports_overhead() -> None:
+    out = _bench("agent_loop.py", "--turns", "3", "--rounds", "2")
+    assert "loop overhead" in out
+    assert "bare SDK round trip" in out
+
+
+def test_executors_bench_runs_side_by_side() -> None:
+    require(Path("/usr/sbin/sshd").exists(), "OpenSSH server (apt install openssh-server)")
+    out = _bench("executors.py", "--n", "5")
+    assert "asyncssh" in out
+
+
+async def test_agents_bench_runs_side_by_side() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(Path("/usr/sbin/sshd").exists(), "OpenSSH server (apt install openssh-server)")
+    out = _bench("agents.py", "--n", "5", "--spawns", "3", timeout=400)
+    assert "status" in out
