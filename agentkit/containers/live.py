@@ -1,0 +1,102 @@
+"""`LiveRun`: what the service holds in memory about one agent it follows.
+
+The run record on the host is the truth; a :class:`LiveRun` is the fast path while the agent
+runs: its stream-json summary, a bounded tail of its output lines, its stderr, the live
+:meth:`AgentService.watch` queues, how the engine said it ended, and the final status once known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentkit.containers.models import AgentState, AgentStatus
+from agentkit.containers.streamjson import Event, RunSummary, parse_line
+
+if TYPE_CHECKING:
+    from agentkit.containers.runtime import ContainerInfo
+    from agentkit.redact import Redactor
+
+__all__ = ["STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
+
+TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
+STDERR_BYTES = 64 * 1024
+
+
+def as_float(value: Any) -> float | None:
+    """``float(value)``, or ``None`` for a missing or malformed label/record field."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(slots=True)
+class LiveRun:
+    """One agent this service follows (in memory only; the record is the truth)."""
+
+    id: str
+    labels: dict[str, str]
+    summary: RunSummary = field(default_factory=RunSummary)
+    tail: deque[str] = field(default_factory=deque)
+    tail_bytes: int = 0
+    lines: int = 0
+    stderr: bytearray = field(default_factory=bytearray)
+    meta: dict[str, Any] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    # from the engine's event stream: how the container ended (faster than the wait API)
+    died: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_code: int | None = None
+    oom: bool = False
+    finished_at: float | None = None
+    started_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    final: AgentStatus | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return as_float(self.labels.get("agentkit.deadline"))
+
+    def add_line(self, line: str) -> None:
+        events = parse_line(line)
+        for event in events:
+            self.summary.add(event)
+        for queue in self.watchers:
+            for event in events:
+                queue.put_nowait(event)
+        self.lines += 1
+        self.tail.append(line)
+        self.tail_bytes += len(line)
+        while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
+            self.tail_bytes -= len(self.tail.popleft())
+
+    def take_line(self, raw: bytes, redactor: Redactor, out: bytearray) -> None:
+        """Redact one raw stdout line, append it to ``out`` (to persist) and take it in."""
+        line = redactor.redact(raw.decode("utf-8", "replace")).rstrip("\r")
+        out.extend(line.encode("utf-8") + b"\n")
+        self.add_line(line)
+
+    def running_status(
+        self, *, info: ContainerInfo | None = None, started_at: float | None = None
+    ) -> AgentStatus:
+        """The ``running`` status from the labels and what the agent printed so far."""
+        labels = self.labels
+        data = self.summary.to_dict()
+        return AgentStatus(
+            id=self.id,
+            state=AgentState.RUNNING,
+            created=as_float(labels.get("agentkit.created")),
+            started_at=(info.started_at if info else None) or started_at,
+            deadline=self.deadline,
+            workspace=labels.get("agentkit.workspace"),
+            task=labels.get("agentkit.task"),
+            turns=data["turns"],
+            cost_usd=data["cost_usd"],
+            session_id=data["session_id"],
+            last_text=data["last_text"],
+            error=data["last_error"],
+        )
