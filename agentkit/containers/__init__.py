@@ -7,6 +7,9 @@
 * :class:`RunStore` - run records under ``AGENTKIT_ROOT/runs/<container_id>/`` on the host.
 * :mod:`agentkit.containers.streamjson` - Claude Code's stream-json events, typed and rendered.
 
+The service is a facade over ``launch`` (spawning), ``follow`` (following running agents),
+``finalize`` (recording ended ones), ``reconcile`` and ``ownership``; ``models`` holds the types.
+
 See ``docs/agents.md``.
 """
 
