@@ -161,7 +161,8 @@ async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Pat
             ({"task": "", "workspace_path": "w"}, "task is empty"),
             ({"task": "a\x00b", "workspace_path": "w"}, "NUL"),
             ({"task": "x", "workspace_path": "w", "timeout": 5}, "timeout must be between"),
-            ({"task": "x", "workspace_path": "/etc"}, "outside the workspaces root"),
+            ({"task": "x", "workspace_path": "/etc"}, "not a workspace"),
+            ({"task": "x", "workspace_path": "w/sub"}, "path separator"),
             ({"task": "x" * 100_001, "workspace_path": "w"}, "longer than"),
         ):
             result = await toolset.call("spawn_claude_agent", bad)

@@ -182,22 +182,47 @@ async def test_workspace_is_confined_under_the_root(tmp_path: Path) -> None:
         assert os.path.isdir(path)
         if os.geteuid() == 0:
             assert os.stat(path).st_uid == 1001
-        nested = await service.prepare_workspace(str(root / "workspaces" / "a" / "b"))
-        assert nested.endswith("/workspaces/a/b")
+        same = await service.prepare_workspace(str(root / "workspaces" / "proj") + "/")
+        assert same == path
         os.symlink(tmp_path / "outside", root / "workspaces" / "escape")
+        for bad in (str(tmp_path / "outside"), "escape", "/etc"):
+            with pytest.raises(PermissionDeniedError, match=r"outside the workspaces root|not a"):
+                await service.prepare_workspace(bad)
+        # a workspace is one name directly under the root: never a path inside a workspace
+        # (a component in there is writable by an agent and could be swapped for a symlink)
         for bad in (
-            "../../outside",
-            "/etc",
-            str(tmp_path / "outside"),
-            "escape",
+            "proj/sub",
+            "proj/.git",
+            str(root / "workspaces" / "proj" / "sub"),
             "escape/sub",
+            "../../outside",
+            str(root / "workspaces" / "proj" / ".." / "escape"),
             str(root / "workspaces"),
             ".",
             os.path.expanduser("~/.ssh"),
         ):
-            with pytest.raises(PermissionDeniedError, match="outside the workspaces root"):
+            with pytest.raises(ToolError):
                 await service.prepare_workspace(bad)
-        for bad in ("", "  ", "a\x00b", "a\nb"):
+        assert not (root / "workspaces" / "proj" / "sub").exists()
+        for bad in ("", "  ", "a\x00b", "a\nb", "x" * 300):
             with pytest.raises(ToolError):
                 await service.prepare_workspace(bad)
         assert not (tmp_path / "outside" / "sub").exists()
+
+
+async def test_a_workspace_that_is_a_symlink_is_never_handed_over(tmp_path: Path) -> None:
+    """Even a symlink to a directory inside the root is refused: nothing is chowned through it."""
+    root = tmp_path / "root"
+    settings = Settings(root=str(root))
+    async with LocalExecutor() as executor:
+        service = AgentService(executor, settings)
+        other = Path(await service.prepare_workspace("other"))
+        (other / "private").mkdir()
+        if os.geteuid() == 0:
+            os.chown(other / "private", 0, 0)
+        os.symlink(other / "private", root / "workspaces" / "link")
+        for given in ("link", str(root / "workspaces" / "link")):
+            with pytest.raises(PermissionDeniedError, match="symbolic link"):
+                await service.prepare_workspace(given)
+        if os.geteuid() == 0:
+            assert os.stat(other / "private").st_uid == 0

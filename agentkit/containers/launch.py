@@ -4,9 +4,9 @@ Functions over an executor, a runtime and settings, used by :class:`AgentService
 
 * :func:`check_task` / :func:`check_timeout` - what a task and a timeout may be;
 * :func:`ensure_image` - the agent image is there (the default one is built on first use);
-* :func:`prepare_workspace` - resolve a workspace on the host, confine it under the workspaces
-  root, create it and hand it to the agent user, in ONE host command (a constant script whose
-  paths are positional arguments: nothing from the model is ever parsed as shell code);
+* :func:`prepare_workspace` - a workspace (one directory directly under the workspaces root,
+  never a symlink) created and handed to the agent user in ONE host command (a constant script
+  whose paths are positional arguments: nothing from the model is ever parsed as shell code);
 * :func:`container_env` - the create request's environment (secrets never reach any argv);
 * :func:`plan_launch` - the container spec (labels, env, mount, limits, hardening) and the run
   record's meta for one spawn;
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY, AgentState
 from agentkit.containers.runtime import ContainerSpec, DockerRuntime, Mount, parse_memory
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
+from agentkit.workspaces.names import resolve_workspace
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
@@ -63,21 +64,21 @@ TASK_LABEL_CHARS = 200
 MAX_TASK_BYTES = 100_000  # one env string may be at most 128 KiB on Linux
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 
-# $1 the requested path, $2 the workspaces root, $3 the agent uid:gid, $4 a run directory to
-# create ("" = none). Refuse anything outside the root before creating it; mkdir; resolve again
-# (a symlink may have been swapped in) and refuse again; chown for the agent user. Prints the
-# root and the workspace; exit 3 (printing both) when the path is outside.
+# $1 the workspace name (validated: one path component), $2 the workspaces root, $3 the agent
+# uid:gid, $4 a run directory to create ("" = none). The workspace is exactly "$root/$1": it must
+# not be a symbolic link (exit 3, printing the root and where it points), it is created if
+# missing and handed to the agent user without following any symbolic link. Prints the root and
+# the workspace.
 _PREPARE_WORKSPACE = r"""set -eu
 mkdir -p -- "$2"
 root=$(realpath -e -- "$2")
-pre=$(realpath -m -- "$1")
-case "$pre" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$pre"; exit 3 ;; esac
-mkdir -p -- "$pre"
-real=$(realpath -e -- "$pre")
-case "$real" in "$root"/*) ;; *) printf '%s\n%s\n' "$root" "$real"; exit 3 ;; esac
-chown -R -- "$3" "$real"
+ws="$root/$1"
+if [ -L "$ws" ]; then printf '%s\n%s\n' "$root" "$(realpath -m -- "$ws")"; exit 3; fi
+mkdir -p -- "$ws"
+if [ -L "$ws" ] || [ ! -d "$ws" ]; then printf '%s\n%s\n' "$root" "$ws"; exit 3; fi
+chown -R -h -- "$3" "$ws"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
-printf '%s\n%s\n' "$root" "$real"
+printf '%s\n%s\n' "$root" "$ws"
 """
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 _AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
@@ -259,30 +260,32 @@ async def launch(
 async def prepare_workspace(
     executor: Executor, settings: Settings, workspace_path: str, *, run_dir: str = ""
 ) -> str:
-    """Resolve ``workspace_path`` on the host, confined under the workspaces root.
+    """Resolve ``workspace_path`` to a workspace directly under the workspaces root.
 
-    A relative path is taken relative to the root. The directory is created if missing and
-    handed to the agent user (uid 1001). Anything outside the root is refused before anything
-    is created, and checked again after creation (symlinks). One host command; ``run_dir`` (a
-    run record directory) is created by the same command. Returns the resolved host path.
+    ``workspace_path`` is a workspace name or an absolute path ``<root>/<name>``
+    (:func:`~agentkit.workspaces.names.resolve_workspace`): nested paths, ``..`` and paths
+    outside the root are refused before anything touches the host. The directory is created if
+    missing and handed to the agent user (uid 1001); a workspace that is a symbolic link is
+    refused. One host command; ``run_dir`` (a run record directory) is created by the same
+    command. Returns the host path.
     """
     root = settings.workspaces_root
-    if not isinstance(workspace_path, str) or not workspace_path.strip():
-        raise ToolError(f"workspace_path is empty: give a workspace name or a path under {root}")
-    if "\x00" in workspace_path or "\n" in workspace_path:
-        raise ToolError("workspace_path contains a control character")
-    raw = workspace_path.strip()
-    candidate = raw if raw.startswith("/") else f"{root}/{raw}"
+    name = resolve_workspace(root, workspace_path).name
     made = await executor.run(
-        ["sh", "-c", _PREPARE_WORKSPACE, "prepare-workspace", candidate, root, AGENT_UID, run_dir]
+        ["sh", "-c", _PREPARE_WORKSPACE, "prepare-workspace", name, root, AGENT_UID, run_dir]
     )
     lines = made.stdout_text().splitlines()
+    problem = made.stderr_text().strip()[-300:]
     if made.exit_status == 3 and len(lines) == 2:
         confine(lines[1], lines[0], workspace_path)
+        raise PermissionDeniedError(
+            f"workspace {name!r} is a symbolic link or not a directory on the host: use "
+            "another workspace name (see list_workspaces)"
+        )
     if not made.ok or len(lines) != 2:
         raise ConfigError(
-            f"cannot create {candidate} and hand it to the agent user {AGENT_UID}: "
-            f"{made.stderr_text().strip()[-300:]} (the host user must be root or own it)"
+            f"cannot create {root}/{name} and hand it to the agent user {AGENT_UID}: "
+            f"{problem} (the host user must be root or own it)"
         )
     real_root, real = lines
     confine(real, real_root, workspace_path)  # and check the script's answer again

@@ -79,8 +79,9 @@ async def spawn_claude_agent(
     Args:
         task: complete instructions for the agent, self-contained: it sees nothing of this
             conversation, only the task text and the workspace files.
-        workspace_path: a workspace name (see list_workspaces) or a path under the workspaces
-            root on the agent host; created if missing.
+        workspace_path: a workspace name (see list_workspaces), or the workspace's path
+            <workspaces root>/<name> on the agent host; created if missing. Paths deeper
+            inside a workspace are refused.
         timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
     """
     status = await ctx.require_agents().spawn(task, workspace_path, timeout)
