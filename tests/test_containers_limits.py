@@ -163,6 +163,7 @@ async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Pat
             ({"task": "x", "workspace_path": "w", "timeout": 5}, "timeout must be between"),
             ({"task": "x", "workspace_path": "/etc"}, "not a workspace"),
             ({"task": "x", "workspace_path": "w/sub"}, "path separator"),
+            ({"task": "x", "workspace_path": "x" * 300}, "characters long"),
             ({"task": "x" * 100_001, "workspace_path": "w"}, "longer than"),
         ):
             result = await toolset.call("spawn_claude_agent", bad)

@@ -226,3 +226,18 @@ async def test_a_workspace_that_is_a_symlink_is_never_handed_over(tmp_path: Path
                 await service.prepare_workspace(given)
         if os.geteuid() == 0:
             assert os.stat(other / "private").st_uid == 0
+
+
+async def test_workspace_problems_the_caller_causes_are_tool_errors(tmp_path: Path) -> None:
+    """A ConfigError would abort the whole agent run: only host misconfiguration may raise one."""
+    root = tmp_path / "root"
+    settings = Settings(root=str(root))
+    async with LocalExecutor() as executor:
+        service = AgentService(executor, settings)
+        await service.prepare_workspace("first")
+        (root / "workspaces" / "taken").write_text("a file, not a directory")
+        for bad in ("taken", str(root / "workspaces" / "taken"), "x" * 300, "a/" * 200):
+            with pytest.raises(ToolError) as caught:
+                await service.prepare_workspace(bad)
+            assert not isinstance(caught.value, ConfigError)
+            assert "workspace" in str(caught.value)

@@ -67,14 +67,14 @@ MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 # $1 the workspace name (validated: one path component), $2 the workspaces root, $3 the agent
 # uid:gid, $4 a run directory to create ("" = none). The workspace is exactly "$root/$1": it must
 # not be a symbolic link (exit 3, printing the root and where it points), it is created if
-# missing and handed to the agent user without following any symbolic link. Prints the root and
-# the workspace.
+# missing (exit 4 when it cannot be, e.g. a file of that name) and handed to the agent user without
+# following any symbolic link. Prints the root and the workspace.
 _PREPARE_WORKSPACE = r"""set -eu
 mkdir -p -- "$2"
 root=$(realpath -e -- "$2")
 ws="$root/$1"
 if [ -L "$ws" ]; then printf '%s\n%s\n' "$root" "$(realpath -m -- "$ws")"; exit 3; fi
-mkdir -p -- "$ws"
+mkdir -p -- "$ws" || exit 4
 if [ -L "$ws" ] || [ ! -d "$ws" ]; then printf '%s\n%s\n' "$root" "$ws"; exit 3; fi
 chown -R -h -- "$3" "$ws"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
@@ -268,6 +268,9 @@ async def prepare_workspace(
     missing and handed to the agent user (uid 1001); a workspace that is a symbolic link is
     refused. One host command; ``run_dir`` (a run record directory) is created by the same
     command. Returns the host path.
+
+    What the caller got wrong is a :class:`ToolError` (a message the model can act on); only a
+    host that cannot do this at all (e.g. the host user may not chown) is a :class:`ConfigError`.
     """
     root = settings.workspaces_root
     name = resolve_workspace(root, workspace_path).name
@@ -282,7 +285,12 @@ async def prepare_workspace(
             f"workspace {name!r} is a symbolic link or not a directory on the host: use "
             "another workspace name (see list_workspaces)"
         )
-    if not made.ok or len(lines) != 2:
+    if made.exit_status == 4:  # the name is taken by something else: the caller's to fix
+        raise ToolError(
+            f"cannot create workspace {name!r} under {root}: {problem}; use another "
+            "workspace name (see list_workspaces)"
+        )
+    if not made.ok or len(lines) != 2:  # e.g. the host user may not chown: host setup
         raise ConfigError(
             f"cannot create {root}/{name} and hand it to the agent user {AGENT_UID}: "
             f"{problem} (the host user must be root or own it)"
