@@ -12,7 +12,6 @@ from agentkit.config import Settings
 from agentkit.errors import RuntimeUnavailable
 from agentkit.executors import make_executor
 from agentkit.executors.base import Executor
-from agentkit.redact import Redactor
 from agentkit.tools.base import ToolContext
 from agentkit.tools.toolset import Toolset
 
@@ -92,7 +91,7 @@ async def connect(
                 executor=executor,
                 agents=agents,
                 workspaces=workspaces,
-                redactor=Redactor(settings.secrets()),
+                redactor=agents.redactor,  # one redactor: it learns secrets the service sees
             )
             toolset = Toolset(
                 default_tools(),

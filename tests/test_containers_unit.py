@@ -241,3 +241,34 @@ async def test_workspace_problems_the_caller_causes_are_tool_errors(tmp_path: Pa
                 await service.prepare_workspace(bad)
             assert not isinstance(caught.value, ConfigError)
             assert "workspace" in str(caught.value)
+
+
+async def test_pass_through_secrets_are_redacted_from_the_start_and_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a controller restart nothing is spawned, yet running agents' output and tool
+    results must still hide the secret pass-through values: the service knows them at once and
+    connect() shares its redactor with the tools."""
+    from agentkit.connect import connect
+    from agentkit.redact import REDACTED
+
+    oauth, auth = "oauth-" + os.urandom(8).hex(), "bearer-" + os.urandom(8).hex()
+    monkeypatch.setenv("CLAUDE_CODE_OAUTH_TOKEN", oauth)
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", auth)
+    monkeypatch.setenv("AGENTKIT_TEST_PLAIN", "plain-value-123")
+    settings = Settings(
+        host=None,
+        root=str(tmp_path / "root"),
+        container_env_passthrough=[
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "ANTHROPIC_AUTH_TOKEN",
+            "AGENTKIT_TEST_PLAIN",
+        ],
+    )
+    text = f"token={oauth} auth={auth} plain=plain-value-123"
+    expected = f"token={REDACTED} auth={REDACTED} plain=plain-value-123"
+    async with LocalExecutor() as executor:
+        assert AgentService(executor, settings).redactor.redact(text) == expected
+    async with connect(settings, reconcile=False) as conn:
+        assert conn.toolset.context.redactor is conn.agents.redactor
+        assert conn.toolset.context.redactor.redact(text) == expected

@@ -52,6 +52,7 @@ __all__ = [
     "ensure_image",
     "has_credentials",
     "launch",
+    "passthrough_secrets",
     "plan_launch",
     "prepare_workspace",
 ]
@@ -80,7 +81,7 @@ chown -R -h -- "$3" "$ws"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
 printf '%s\n%s\n' "$root" "$ws"
 """
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH|CREDENTIAL", re.IGNORECASE)
 _AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
@@ -114,6 +115,25 @@ def has_credentials(settings: Settings) -> bool:
     return any(name in passed and os.environ.get(name) for name in _AUTH_VARS)
 
 
+def _passthrough(settings: Settings) -> dict[str, str]:
+    """The pass-through variables' values (settings first, else the controller's environment)."""
+    out: dict[str, str] = {}
+    for name in settings.container_env_passthrough:
+        value: str | None = None
+        if name == "ANTHROPIC_BASE_URL":
+            value = settings.anthropic_base_url
+        value = value or os.environ.get(name)
+        if value:
+            out[name] = value
+    return out
+
+
+def passthrough_secrets(settings: Settings) -> list[str]:
+    """Values of pass-through variables whose names look secret (KEY, TOKEN, SECRET, PASSWORD,
+    AUTH, CREDENTIAL): a service redacts them from the start, also for agents it did not spawn."""
+    return [v for name, v in _passthrough(settings).items() if _SECRET_NAME.search(name)]
+
+
 def container_env(
     settings: Settings, redactor: Redactor, task: str, deadline: float
 ) -> dict[str, str]:
@@ -125,15 +145,10 @@ def container_env(
     key = settings.anthropic_api_key
     if key is not None and key.get_secret_value():
         env["ANTHROPIC_API_KEY"] = key.get_secret_value()
-    for name in settings.container_env_passthrough:
-        value: str | None = None
-        if name == "ANTHROPIC_BASE_URL":
-            value = settings.anthropic_base_url
-        value = value or os.environ.get(name)
-        if value:
-            env[name] = value
-            if _SECRET_NAME.search(name):
-                redactor.add(value)
+    for name, value in _passthrough(settings).items():
+        env[name] = value
+        if _SECRET_NAME.search(name):
+            redactor.add(value)
     env["AGENTKIT_TASK"] = task
     env["AGENTKIT_DEADLINE"] = str(math.ceil(deadline))
     return env

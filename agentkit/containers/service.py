@@ -40,6 +40,7 @@ from agentkit.containers.launch import (
     ensure_image,
     has_credentials,
     launch,
+    passthrough_secrets,
     plan_launch,
     prepare_workspace,
 )
@@ -91,6 +92,10 @@ class AgentService:
         settings: image, limits, network, roots, secrets.
         docker: an open aiodocker client to reuse; ``None`` opens one over the executor.
         runtime: a :class:`ContainerRuntime` to use instead of Docker (the cluster seam).
+        redactor: the redactor to use and share (e.g. with the tools' context); by default one
+            with the configured secrets. Secret-looking pass-through values
+            (``AGENTKIT_CONTAINER_ENV``) are added to it at once, so output of agents spawned
+            by an earlier controller is redacted too.
 
     Use ``async with AgentService(...) as agents`` or call :meth:`aclose`. The first call
     connects and runs :meth:`reconcile` once.
@@ -103,11 +108,14 @@ class AgentService:
         docker: aiodocker.Docker | None = None,
         *,
         runtime: ContainerRuntime | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.executor = executor
         self.settings = settings
         self.store = RunStore(executor, settings.runs_root)
-        self.redactor = Redactor(settings.secrets())
+        self.redactor = redactor if redactor is not None else Redactor(settings.secrets())
+        for secret in passthrough_secrets(settings):
+            self.redactor.add(secret)
         self._docker = docker
         self._runtime = runtime
         self._owns_runtime = runtime is None and docker is None
