@@ -244,3 +244,27 @@ async def test_closing_right_after_wait_still_records_and_removes(
         assert result is not None
         assert result["state"] == "succeeded"
         assert await remove_containers_of_root(settings.root) == 0
+
+
+async def test_a_workspace_is_free_as_soon_as_wait_returns(base_image: str, tmp_path: Path) -> None:
+    """The engine lists a container as running for a moment after it exited (~1 time in 3 right
+    after ``wait``); a workspace whose agent this service knows is finished must not count as
+    busy (push right after wait). Repeats until the engine was seen in that state."""
+    settings = _settings(tmp_path, base_image)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        runtime = await agents.runtime()
+        sleeper = await agents.spawn("sleeper", "other", 30_000, command=["sleep", "600"])
+        seen_stale = 0
+        for _ in range(40):
+            spawned = await agents.spawn("quick", "quick", 10_000, command=["true"])
+            waited = await agents.wait(spawned.id, 10_000)
+            assert waited.status.state == AgentState.SUCCEEDED
+            active = await agents.active_workspaces()
+            engine = await runtime.list(agents.labels)  # after: if it still says running...
+            assert active == {sleeper.workspace}, active
+            seen_stale += any(c.name == spawned.id and c.running for c in engine)
+            await agents.settle()
+            if seen_stale >= 2:
+                break
+        await agents.stop(sleeper.id)
+        assert await agents.active_workspaces() == set()

@@ -382,13 +382,18 @@ class AgentService:
         return sorted(out.values(), key=lambda s: s.created or 0.0, reverse=True)
 
     async def active_workspaces(self) -> set[str]:
-        """Host paths of workspaces with a running agent (one Engine API call)."""
+        """Host paths of workspaces with a running agent (one Engine API call).
+
+        Agents this service already knows are finished are left out: the engine still lists a
+        container as running for a moment after ``wait`` returned.
+        """
         await self.start()
         containers = await (await self.runtime()).list(self.labels)
+        finals = self._finalizer.finals
         return {
             info.labels["agentkit.workspace"]
             for info in containers
-            if info.running and info.labels.get("agentkit.workspace")
+            if info.running and info.labels.get("agentkit.workspace") and info.name not in finals
         }
 
     # --- reconcile ------------------------------------------------------------------------------
