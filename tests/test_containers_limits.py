@@ -8,6 +8,7 @@ do not need the Claude Code image.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
@@ -268,3 +269,29 @@ async def test_a_workspace_is_free_as_soon_as_wait_returns(base_image: str, tmp_
                 break
         await agents.stop(sleeper.id)
         assert await agents.active_workspaces() == set()
+
+
+async def test_the_api_key_never_leaves_through_container_info(
+    base_image: str, tmp_path: Path
+) -> None:
+    """The container's Env holds ANTHROPIC_API_KEY: what inspect/list keep, and what status and
+    list return, never contain it (nothing there can log or return it)."""
+    settings = _settings(tmp_path, base_image)
+    key = settings.require_api_key()
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        spawned = await agents.spawn("sleeper", "keyed", 30_000, command=["sleep", "600"])
+        runtime = await agents.runtime()
+        infos = [await runtime.inspect(spawned.id), *await runtime.list(agents.labels)]
+        status, listed = await agents.status(spawned.id), await agents.list()
+        shown = [
+            *(repr(info) for info in infos),
+            *(json.dumps(info.raw, default=str) for info in infos),
+            repr(status),
+            json.dumps(status.to_dict()),
+            *(repr(item) for item in listed),
+            *(json.dumps(item.to_dict()) for item in listed),
+        ]
+        assert "Config" in infos[0].raw  # the rest of the inspect output is kept
+        for text in shown:
+            assert key not in text
+        await agents.stop(spawned.id)

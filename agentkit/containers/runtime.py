@@ -84,6 +84,7 @@ class ContainerInfo:
     finished_at: float | None = None
     image: str | None = None
     error: str | None = None
+    #: the engine's answer as is, except the container's environment (secrets)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -198,6 +199,15 @@ def _parse_time(value: Any) -> float | None:
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
+def _without_env(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Inspect output without ``Config.Env``: it holds the agent's secrets (ANTHROPIC_API_KEY),
+    which must never be kept where they could be logged or returned."""
+    config = data.get("Config")
+    if not isinstance(config, Mapping) or "Env" not in config:
+        return data
+    return {**data, "Config": {k: v for k, v in config.items() if k != "Env"}}
+
+
 def _label_filters(labels: Mapping[str, str | None]) -> list[str]:
     return [key if value is None else f"{key}={value}" for key, value in labels.items()]
 
@@ -310,7 +320,7 @@ class DockerRuntime(ContainerRuntime):
             finished_at=_parse_time(state.get("FinishedAt")),
             image=config.get("Image"),
             error=state.get("Error") or None,
-            raw=data,
+            raw=_without_env(data),
         )
 
     async def inspect(self, name: str) -> ContainerInfo:
