@@ -295,3 +295,15 @@ async def test_the_api_key_never_leaves_through_container_info(
         for text in shown:
             assert key not in text
         await agents.stop(spawned.id)
+
+
+@pytest.mark.parametrize("network", ["host", "container:agentkit-test-other"])
+async def test_host_or_container_network_is_refused_before_anything_is_made(
+    base_image: str, tmp_path: Path, network: str
+) -> None:
+    settings = _settings(tmp_path, base_image, container_network=network)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        with pytest.raises(ConfigError, match="AGENTKIT_CONTAINER_NETWORK"):
+            await agents.spawn("x", "net", 5000, command=["true"])
+        assert await agents.list() == []
+        assert not (tmp_path / "root" / "workspaces" / "net").exists()

@@ -272,3 +272,44 @@ async def test_pass_through_secrets_are_redacted_from_the_start_and_shared(
     async with connect(settings, reconcile=False) as conn:
         assert conn.toolset.context.redactor is conn.agents.redactor
         assert conn.toolset.context.redactor.redact(text) == expected
+
+
+@pytest.mark.parametrize("network", ["host", "HOST", " host ", "container:abc123", "container:x"])
+def test_networks_sharing_a_namespace_are_refused(network: str) -> None:
+    from agentkit.containers.launch import plan_launch
+    from agentkit.redact import Redactor
+
+    settings = Settings(host=None, container_network=network)
+    with pytest.raises(ConfigError, match="AGENTKIT_CONTAINER_NETWORK"):
+        plan_launch(
+            settings,
+            Redactor(),
+            run_id=new_agent_id(),
+            task="t",
+            workspace="/opt/agentflow/workspaces/w",
+            image="img",
+            timeout_ms=5000,
+            created=1.0,
+            runtime_name="docker",
+        )
+
+
+@pytest.mark.parametrize("network", [None, "bridge", "none", "agents-egress", "hostnet"])
+def test_ordinary_networks_are_used_as_configured(network: str | None) -> None:
+    from agentkit.containers.launch import plan_launch
+    from agentkit.redact import Redactor
+
+    settings = Settings(host=None, container_network=network)
+    spec, _meta = plan_launch(
+        settings,
+        Redactor(),
+        run_id=new_agent_id(),
+        task="t",
+        workspace="/opt/agentflow/workspaces/w",
+        image="img",
+        timeout_ms=5000,
+        created=1.0,
+        runtime_name="docker",
+    )
+    assert spec.network == network
+    assert DockerRuntime.create_body(spec)["HostConfig"]["NetworkMode"] == (network or "bridge")

@@ -3,6 +3,7 @@
 Functions over an executor, a runtime and settings, used by :class:`AgentService.spawn`:
 
 * :func:`check_task` / :func:`check_timeout` - what a task and a timeout may be;
+* :func:`check_network` - the configured network (never ``host`` or ``container:<id>``);
 * :func:`ensure_image` - the agent image is there (the default one is built on first use);
 * :func:`prepare_workspace` - a workspace (one directory directly under the workspaces root,
   never a symlink) created and handed to the agent user in ONE host command (a constant script
@@ -45,6 +46,7 @@ __all__ = [
     "MIN_TIMEOUT_MS",
     "TASK_LABEL_CHARS",
     "WORKSPACE_TARGET",
+    "check_network",
     "check_task",
     "check_timeout",
     "confine",
@@ -104,6 +106,26 @@ def check_timeout(timeout_ms: int) -> None:
         raise ToolError(
             f"timeout must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} milliseconds"
         )
+
+
+def check_network(settings: Settings) -> str | None:
+    """The configured network, refusing modes that would undo the container's isolation.
+
+    ``host`` shares the host's network stack (its loopback services, e.g. the Docker API
+    proxies or databases bound to 127.0.0.1); ``container:<id>`` joins another container's
+    namespace. Both are refused: this is host configuration, hence :class:`ConfigError`.
+    """
+    network = settings.container_network
+    if network is None:
+        return None
+    mode = network.strip().lower()
+    if mode == "host" or mode.startswith("container:"):
+        raise ConfigError(
+            f"AGENTKIT_CONTAINER_NETWORK={network!r} is refused: agents must not share the "
+            "host's or another container's network namespace; use bridge (the default), none, "
+            "or a user-defined network"
+        )
+    return network
 
 
 def has_credentials(settings: Settings) -> bool:
@@ -174,6 +196,7 @@ def plan_launch(
     The labels carry what a restarted controller needs (root, deadline, workspace, task); the
     spec runs the agent user with ``init``, the configured limits and network.
     """
+    network = check_network(settings)
     deadline = created + timeout_ms / 1000
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -200,7 +223,7 @@ def plan_launch(
         memory_bytes=parse_memory(settings.container_memory),
         nano_cpus=int(settings.container_cpus * 1e9),
         pids_limit=settings.container_pids,
-        network=settings.container_network,
+        network=network,
         init=True,
     )
     meta = {

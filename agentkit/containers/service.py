@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Self
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
 from agentkit.containers.launch import (
+    check_network,
     check_task,
     check_timeout,
     ensure_image,
@@ -203,6 +204,7 @@ class AgentService:
         """
         await self.start()
         check_task(task)
+        check_network(self.settings)
         if command is None and not has_credentials(self.settings):
             self.settings.require_api_key()  # raises: Claude Code cannot run without them
         check_timeout(timeout_ms)
