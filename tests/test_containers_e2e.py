@@ -140,7 +140,9 @@ async def test_agent_writes_a_file_end_to_end(
 
             # the container, as the engine sees it: hardened, only the workspace mounted
             runtime = await agents.runtime()
-            raw = (await runtime.inspect(agent_id)).raw
+            docker = runtime.docker  # type: ignore[attr-defined]
+            raw = await docker._query_json(f"containers/{agent_id}/json")  # the engine's own
+            assert "Env" not in (await runtime.inspect(agent_id)).raw["Config"]  # agentkit's
             hc = raw["HostConfig"]
             assert raw["Config"]["User"] == "1001:1001"
             assert raw["Config"]["OpenStdin"] is False
