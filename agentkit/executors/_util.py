@@ -7,9 +7,14 @@ import contextlib
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
+from agentkit.errors import CommandTimeout
 from agentkit.executors.base import StreamLine
+
+T = TypeVar("T")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -119,3 +124,45 @@ def kill_by_call_id(call_id: str) -> int:
                 os.kill(pid, signal.SIGKILL)
             killed += 1
     return killed
+
+
+async def before_deadline(
+    awaitable: Awaitable[T], deadline: float | None, argv: list[str], limit: float | None
+) -> T:
+    """Await ``awaitable``; past ``deadline`` (monotonic) raise :class:`CommandTimeout`, which
+    reports ``limit`` (the caller's timeout in seconds)."""
+    remaining = None if deadline is None else deadline - time.monotonic()
+    try:
+        return await asyncio.wait_for(awaitable, remaining)
+    except TimeoutError:
+        raise CommandTimeout(argv, limit or 0.0) from None
+
+
+async def merged_lines(
+    read_stdout: Callable[[int], Awaitable[bytes]],
+    read_stderr: Callable[[int], Awaitable[bytes]],
+    *,
+    deadline: float | None,
+    argv: list[str],
+    limit: float | None,
+) -> AsyncGenerator[StreamLine, None]:
+    """Lines of stdout and stderr as they arrive, until both end (``CommandTimeout`` at the
+    deadline). Closing the iterator stops the readers; killing the process is the caller's job.
+    """
+    queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
+    pumps = [
+        asyncio.create_task(pump_lines(read_stdout, "stdout", queue)),
+        asyncio.create_task(pump_lines(read_stderr, "stderr", queue)),
+    ]
+    try:
+        open_streams = len(pumps)
+        while open_streams:
+            item = await before_deadline(queue.get(), deadline, argv, limit)
+            if item is None:
+                open_streams -= 1
+            else:
+                yield item
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)

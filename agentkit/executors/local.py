@@ -22,10 +22,11 @@ from agentkit.errors import CommandFailed, CommandTimeout
 from agentkit.executors._util import (
     CALL_ID_VAR,
     as_bytes,
+    before_deadline,
     check_argv,
     check_env,
     kill_by_call_id,
-    pump_lines,
+    merged_lines,
 )
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
@@ -142,39 +143,22 @@ class LocalExecutor(Executor):
             return
         assert proc.stdout is not None
         assert proc.stderr is not None
-        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
-        pumps = [
-            asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
-            asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
-        ]
         deadline = None if timeout is None else start + timeout
+        lines = merged_lines(
+            proc.stdout.read, proc.stderr.read, deadline=deadline, argv=args, limit=timeout
+        )
         finished = False
         try:
-            open_streams = 2
-            while open_streams:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    raise CommandTimeout(args, timeout or 0.0) from None
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-            remaining = None if deadline is None else deadline - time.monotonic()
-            try:
-                code = await asyncio.wait_for(proc.wait(), remaining)
-            except TimeoutError:
-                raise CommandTimeout(args, timeout or 0.0) from None
+            async for line in lines:
+                yield line
+            code = await before_deadline(proc.wait(), deadline, args, timeout)
             status = code if code >= 0 else 128 - code
             finished = True
             yield StreamExit(status, time.monotonic() - start)
         finally:
             if not finished:  # timeout, early close, cancellation, error
                 await self._kill(proc, call_id)
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            await lines.aclose()
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
             self._running.discard(proc)

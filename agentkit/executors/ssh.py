@@ -59,7 +59,14 @@ from agentkit.executors._sshcommand import (
     kill_command,
 )
 from agentkit.executors._sshstreams import LocalForwardProtocol, PeerSession, StreamSession
-from agentkit.executors._util import CALL_ID_VAR, as_bytes, check_argv, check_env, pump_lines
+from agentkit.executors._util import (
+    CALL_ID_VAR,
+    as_bytes,
+    before_deadline,
+    check_argv,
+    check_env,
+    merged_lines,
+)
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
 __all__ = [
@@ -369,30 +376,15 @@ class SSHExecutor(Executor):
             proc.stdin.write(header)
         if not devnull:
             proc.stdin.write_eof()
-        queue: asyncio.Queue[StreamLine | None] = asyncio.Queue(maxsize=1024)
         deadline = None if timeout is None else start + timeout
+        lines = merged_lines(
+            proc.stdout.read, proc.stderr.read, deadline=deadline, argv=args, limit=timeout
+        )
         finished = False
-        pumps = [
-            asyncio.create_task(pump_lines(proc.stdout.read, "stdout", queue)),
-            asyncio.create_task(pump_lines(proc.stderr.read, "stderr", queue)),
-        ]
         try:
-            open_streams = 2
-            while open_streams:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    raise CommandTimeout(args, timeout or 0.0) from None
-                if item is None:
-                    open_streams -= 1
-                else:
-                    yield item
-            remaining = None if deadline is None else deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(proc.wait_closed(), remaining)
-            except TimeoutError:
-                raise CommandTimeout(args, timeout or 0.0) from None
+            async for line in lines:
+                yield line
+            await before_deadline(proc.wait_closed(), deadline, args, timeout)
             status = exit_status(proc)
             if status is None:
                 raise ExecutorConnectionError(
@@ -406,9 +398,7 @@ class SSHExecutor(Executor):
             with contextlib.suppress(Exception):
                 proc.close()
             self._finish(proc)
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            await lines.aclose()
 
     # --- files (SFTP on the same connection) -------------------------------------------
 
