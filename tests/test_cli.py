@@ -99,6 +99,15 @@ def test_call_tool_error_exits_1(tmp_path: Path) -> None:
         (["call", "no_such_tool"], "unknown tool"),
         (["call", "create_workspace", "--json", '{"workspace_name": 5}'], "$.workspace_name"),
         (["frobnicate"], "invalid choice"),
+        (
+            [
+                "call",
+                "spawn_claude_agent",
+                "--json",
+                '{"task": "t", "workspace_path": "w", "timeout": 5}',
+            ],
+            "$.timeout: 5 is less than the minimum of 1000",
+        ),
         # user text that looks like rich markup is printed, not parsed (it crashed)
         (["call", "x[/y]"], "unknown tool 'x[/y]'"),
         (["call", "create_workspace", "--json", '{"workspace_name": ["[/b]"]}'], "['[/b]']"),

@@ -7,8 +7,11 @@ MCP structured content); the model reads only ``content``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from agentkit.containers.launch import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 from agentkit.containers.service import AgentState, AgentStatus
 from agentkit.tools.base import Tool, ToolContext, ToolResult, tool
 
@@ -67,7 +70,9 @@ async def spawn_claude_agent(
     ctx: ToolContext,
     task: str,
     workspace_path: str,
-    timeout: int = 600000,  # noqa: ASYNC109 - public parameter name
+    timeout: Annotated[  # noqa: ASYNC109 - public parameter name
+        int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
+    ] = 600000,
 ) -> ToolResult:
     """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
 
@@ -111,7 +116,7 @@ async def get_claude_status(ctx: ToolContext, container_id: str) -> ToolResult:
 async def get_claude_output(
     ctx: ToolContext,
     container_id: str,
-    lines: int = 100,
+    lines: Annotated[int, Field(ge=1)] = 100,
 ) -> ToolResult:
     """Show what an agent has done so far: the last events of its session rendered as text
     (what it said, which tools it ran with short inputs, tool errors, the final result).
@@ -170,7 +175,7 @@ async def list_claude_agents(ctx: ToolContext) -> ToolResult:
 async def wait_for_claude_agent(
     ctx: ToolContext,
     container_id: str,
-    timeout: int = 600000,  # noqa: ASYNC109 - public parameter name
+    timeout: Annotated[int, Field(ge=0, le=MAX_TIMEOUT_MS)] = 600000,  # noqa: ASYNC109
 ) -> ToolResult:
     """Wait until an agent finishes and return its final result: state, summary text, cost,
     turns and session id. If the wait times out the agent keeps running; wait again or stop it.
