@@ -1,0 +1,7 @@
+"""``python -m agentkit`` is the ``agentkit`` command."""
+
+import sys
+
+from agentkit.cli.main import main
+
+sys.exit(main())
