@@ -266,3 +266,8 @@ async def test_image_build_reports_an_up_to_date_image(tmp_path: Path) -> None:
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["docker engine"]["ok"] is True
     assert checks["agent image"]["ok"] is True, checks["agent image"]
+    human = agentkit(tmp_path, "image", "build", timeout=900, **inputs)
+    assert human.returncode == 0, human.stderr
+    assert "is up to date" in human.stderr
+    assert "[dim]" not in human.stderr  # progress is plain text, not literal markup
+    assert "[/]" not in human.stderr

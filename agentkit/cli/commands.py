@@ -136,7 +136,7 @@ async def image(args: argparse.Namespace) -> int:
 
     def progress(line: str) -> None:
         if not args.as_json:
-            err.print(f"[dim]{line.rstrip()}[/]", markup=False, soft_wrap=True)
+            err.print(line.rstrip(), style="dim", markup=False, soft_wrap=True)
 
     async with make_executor(settings) as executor:
         docker = await open_docker(executor, settings)
