@@ -93,3 +93,32 @@ def test_every_setting_is_documented() -> None:
     reference = (ROOT / "docs" / "configuration.md").read_text()
     missing = [name for name in _env_names() if f"`{name}`" not in reference]
     assert not missing, f"document these settings in docs/configuration.md: {missing}"
+
+
+def _doc_default(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def test_documented_defaults_match_settings() -> None:
+    """Every setting with a concrete default shows exactly that default in its table row."""
+    rows: dict[str, str] = {}
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`"):
+            for name in cells[0].replace("`", "").split("/"):
+                rows[name.strip()] = cells[1]
+    wrong = []
+    for field in Settings.model_fields.values():
+        default = field.get_default(call_default_factory=True)
+        if default is None or default == []:
+            continue  # documented in words ("unset", "empty", the effective default)
+        name = str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+        if f"`{_doc_default(default)}`" not in rows.get(name, ""):
+            wrong.append(f"{name}: code {default!r}, docs {rows.get(name)!r}")
+    assert not wrong, f"fix the defaults in docs/configuration.md: {wrong}"
