@@ -1,198 +1,77 @@
 """Build the agent image on the target host through the Docker Engine API.
 
-The build context is assembled in memory from the package data (installed wheel:
-``agentkit/_data/docker`` and ``agentkit/_data/claude-settings.json``) or from the repository
-(editable install: ``docker/`` and ``.claude/settings.json``), plus the extra CA certificates of
-``AGENTKIT_EXTRA_CA_DIR``. It is sent as a tar to ``POST /build`` (classic builder) on whatever
-host the ``aiodocker.Docker`` client reaches, so the same code builds locally and over SSH.
+:class:`ImageBuilder` sends the build context (:mod:`agentkit.containers.build_context`) as a tar
+to ``POST /build`` (classic builder) on whatever host the ``aiodocker.Docker`` client reaches, so
+the same code builds locally and over SSH, streaming the build output to a progress callback and
+keeping the failing step's output for :class:`~agentkit.errors.ImageBuildError`.
 
 The image carries the label ``agentkit.inputs-hash``: a sha256 over the context files and the
 build arguments. :func:`ensure_image` rebuilds only when that hash differs (or when forced).
+
+The build-input names (``BuildSources``, ``collect_context``, ``inputs_hash``, ...) are
+re-exported here, so ``agentkit.containers.image`` remains the one import for image building.
 
 Run ``python -m agentkit.containers.image --help`` for the command-line entry CI uses.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import hashlib
-import importlib.resources
 import io
-import json
 import re
-import sys
-import tarfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError, DockerStreamError
 
 from agentkit.config import Settings
-from agentkit.containers.docker import docker_errors, open_docker
-from agentkit.errors import ImageBuildError, NotFoundError, RuntimeUnavailable
+from agentkit.containers.build_context import (
+    CERTS_DIR,
+    DOCKERFILE,
+    ENTRYPOINT,
+    SETTINGS,
+    BuildContext,
+    BuildSources,
+    build_args,
+    collect_context,
+    dockerfile_default,
+    find_build_sources,
+    inputs_hash,
+)
+from agentkit.containers.docker import docker_errors
+from agentkit.errors import ImageBuildError, NotFoundError
+
+__all__ = [
+    "CERTS_DIR",
+    "DOCKERFILE",
+    "ENTRYPOINT",
+    "INPUTS_HASH_LABEL",
+    "SETTINGS",
+    "BuildContext",
+    "BuildSources",
+    "ImageBuilder",
+    "ImageInfo",
+    "Progress",
+    "build_args",
+    "collect_context",
+    "dockerfile_default",
+    "ensure_image",
+    "find_build_sources",
+    "inputs_hash",
+    "main",
+]
 
 #: label on the image holding the sha256 of the build inputs
 INPUTS_HASH_LABEL = "agentkit.inputs-hash"
-#: name of the Dockerfile inside the build context
-DOCKERFILE = "Dockerfile.claude-code"
-ENTRYPOINT = "agent-entrypoint.sh"
-SETTINGS = "claude-settings.json"
-CERTS_DIR = "certs"
 
 #: a progress callback gets one line of build output at a time (no trailing newline)
 Progress = Callable[[str], object]
 
-# Bump when the way inputs are hashed changes, so old images are rebuilt.
-_HASH_SCHEME = b"agentkit-image-inputs/1\n"
 # Lines of the failing step kept in ImageBuildError.log.
 _MAX_LOG_LINES = 200
-
-
-# --- sources and context ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BuildSources:
-    """Where the files that make up the build context live on this machine."""
-
-    docker_dir: Path
-    settings_file: Path
-
-    @property
-    def dockerfile(self) -> Path:
-        return self.docker_dir / DOCKERFILE
-
-    @property
-    def entrypoint(self) -> Path:
-        return self.docker_dir / ENTRYPOINT
-
-
-def find_build_sources() -> BuildSources:
-    """Locate the Dockerfile, entrypoint and settings: package data first, then the repo.
-
-    Raises:
-        FileNotFoundError: neither layout has all the files (a broken install).
-    """
-    candidates: list[BuildSources] = []
-    data = importlib.resources.files("agentkit") / "_data"
-    if isinstance(data, Path):
-        candidates.append(BuildSources(data / "docker", data / "claude-settings.json"))
-    repo = Path(__file__).resolve().parents[2]
-    candidates.append(BuildSources(repo / "docker", repo / ".claude" / "settings.json"))
-    for sources in candidates:
-        if (
-            sources.dockerfile.is_file()
-            and sources.entrypoint.is_file()
-            and sources.settings_file.is_file()
-        ):
-            return sources
-    looked = ", ".join(str(c.docker_dir) for c in candidates)
-    raise FileNotFoundError(f"agent image sources ({DOCKERFILE}) not found; looked in {looked}")
-
-
-@dataclass(frozen=True, slots=True)
-class BuildContext:
-    """An in-memory build context: archive name -> (content, mode)."""
-
-    files: Mapping[str, tuple[bytes, int]]
-    dockerfile: str = DOCKERFILE
-
-    def tar(self) -> bytes:
-        """A deterministic, uncompressed tar of the files (sorted, mtime 0, root-owned)."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            dirs: set[str] = set()
-            for name in sorted(self.files):
-                parts = name.split("/")[:-1]
-                for i in range(1, len(parts) + 1):
-                    d = "/".join(parts[:i])
-                    if d not in dirs:
-                        dirs.add(d)
-                        tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755, 0))
-                data, mode = self.files[name]
-                tar.addfile(_tarinfo(name, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
-        return buf.getvalue()
-
-
-def _tarinfo(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.size = size
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def collect_context(
-    extra_ca_dir: Path | None = None, *, sources: BuildSources | None = None
-) -> BuildContext:
-    """Assemble the build context (blocking file reads: call it in a thread from async code).
-
-    Certificates: every ``*.crt`` directly in the packaged ``docker/certs/`` folder and in
-    ``extra_ca_dir``. A missing ``extra_ca_dir`` is a configuration error.
-    """
-    src = sources or find_build_sources()
-    files: dict[str, tuple[bytes, int]] = {
-        # Fixed modes: the hash must not depend on how a checkout or wheel set the bits.
-        DOCKERFILE: (src.dockerfile.read_bytes(), 0o644),
-        ENTRYPOINT: (src.entrypoint.read_bytes(), 0o755),
-        SETTINGS: (src.settings_file.read_bytes(), 0o644),
-        # Always present, so `COPY certs/` works with no certificates at all.
-        f"{CERTS_DIR}/.keep": (b"", 0o644),
-    }
-    cert_dirs = [src.docker_dir / CERTS_DIR]
-    if extra_ca_dir is not None:
-        if not extra_ca_dir.is_dir():
-            raise ImageBuildError(
-                f"AGENTKIT_EXTRA_CA_DIR is not a folder: {extra_ca_dir} "
-                "(point it at a folder of *.crt files or unset it)"
-            )
-        cert_dirs.append(extra_ca_dir)
-    for folder in cert_dirs:
-        if not folder.is_dir():
-            continue
-        for cert in sorted(folder.glob("*.crt")):
-            if cert.is_file():
-                files[f"{CERTS_DIR}/{cert.name}"] = (cert.read_bytes(), 0o644)
-    return BuildContext(files)
-
-
-def inputs_hash(context: BuildContext, buildargs: Mapping[str, str]) -> str:
-    """sha256 over every context file (name, mode, content) and the build arguments."""
-    h = hashlib.sha256(_HASH_SCHEME)
-    h.update(f"dockerfile={context.dockerfile}\n".encode())
-    for name in sorted(context.files):
-        data, mode = context.files[name]
-        h.update(f"file {name} {mode:o} {len(data)}\n".encode())
-        h.update(data)
-    h.update(json.dumps(dict(buildargs), sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def build_args(settings: Settings, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The build arguments from settings (``BASE_IMAGE``) plus explicit overrides."""
-    args: dict[str, str] = {}
-    if settings.base_image:
-        args["BASE_IMAGE"] = settings.base_image
-    args.update(overrides or {})
-    return args
-
-
-def dockerfile_default(name: str, sources: BuildSources | None = None) -> str | None:
-    """The default value of ``ARG name=...`` in the Dockerfile (e.g. ``CLAUDE_CODE_VERSION``)."""
-    src = sources or find_build_sources()
-    for line in src.dockerfile.read_text(encoding="utf-8").splitlines():
-        key, sep, value = line.strip().removeprefix("ARG ").partition("=")
-        if line.strip().startswith("ARG ") and sep and key.strip() == name:
-            return value.strip()
-    return None
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -454,77 +333,11 @@ class _StepLog:
 # --- command line -----------------------------------------------------------------------------
 
 
-_STEP_LINE = re.compile(r"Step \d+/\d+ :|Successfully |building |built |image ")
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m agentkit.containers.image",
-        description="Build the agentkit agent image (only when its inputs changed).",
-    )
-    parser.add_argument("--tag", help="image name (default: AGENTKIT_IMAGE)")
-    parser.add_argument("--base-image", help="BASE_IMAGE build argument (AGENTKIT_BASE_IMAGE)")
-    parser.add_argument("--extra-ca-dir", type=Path, help="folder of *.crt (AGENTKIT_EXTRA_CA_DIR)")
-    parser.add_argument(
-        "--build-arg", action="append", default=[], metavar="K=V", help="extra build argument"
-    )
-    parser.add_argument("--force", action="store_true", help="build even if up to date")
-    parser.add_argument(
-        "--progress",
-        choices=("all", "steps", "none"),
-        default="all",
-        help="build output to print: every line, only the Dockerfile steps, or nothing",
-    )
-    return parser.parse_args(argv)
-
-
-async def _main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.tag:
-        overrides["image"] = args.tag
-    if args.base_image:
-        overrides["base_image"] = args.base_image
-    if args.extra_ca_dir:
-        overrides["extra_ca_dir"] = args.extra_ca_dir
-    settings = Settings(**overrides)
-    extra: dict[str, str] = {}
-    for item in args.build_arg:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"--build-arg expects K=V, got {item!r}", file=sys.stderr)
-            return 2
-        extra[key] = value
-
-    def show(line: str) -> None:
-        if args.progress == "all":
-            print(line, flush=True)
-        elif args.progress == "steps" and _STEP_LINE.match(line):
-            print(_shorten(line, 160), flush=True)
-
-    from agentkit.executors import make_executor
-
-    try:
-        async with make_executor(settings) as executor:
-            docker = await open_docker(executor, settings)
-            try:
-                info = await ensure_image(
-                    docker, settings, force=args.force, progress=show, buildargs=extra
-                )
-            finally:
-                await docker.close()
-    except ImageBuildError as exc:
-        print(f"error: {exc}\n--- failing step output ---\n{exc.log}", file=sys.stderr)
-        return 1
-    except RuntimeUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(info.summary())
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(_main(argv))
+    """``python -m agentkit.containers.image``: the CLI in :mod:`agentkit.containers.image_cli`."""
+    from agentkit.containers.image_cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
