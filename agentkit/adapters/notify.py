@@ -1,11 +1,13 @@
 """Discord webhook notifications for agent runs, sent in real time without blocking the agent.
 
-``DiscordWebhookNotifier`` turns agent events into Discord webhook messages: run start, tool use
+``DiscordWebhookNotifier`` posts agent events as Discord webhook messages: run start, tool use
 (name and a short input), agent start (task and container id, from ``spawn_claude_agent``),
-agent completion (result, cost, duration), errors, run completion. Messages go through a bounded
-queue drained by one background task, so :meth:`~DiscordWebhookNotifier.notify` never waits on
-the network; when the queue is full a message is dropped, counted in ``dropped`` and reported to
-the channel ("N notifications dropped") as soon as the backlog clears and when closing.
+agent completion (result, cost, duration), errors, run completion. What the messages say and how
+they are split is :mod:`agentkit.adapters.discord_messages` (its names are re-exported here);
+this module delivers them. Messages go through a bounded queue drained by one background task,
+so :meth:`~DiscordWebhookNotifier.notify` never waits on the network; 429 answers are waited out;
+when the queue is full a message is dropped, counted in ``dropped`` and reported to the channel
+("N notifications dropped") as soon as the backlog clears and when closing.
 
 Use it as an event consumer, or as the agent's ``after_tool`` hook (not both, or tool use is
 reported twice)::
@@ -32,29 +34,20 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import SecretStr
 
-from agentkit.adapters._text import (
-    DISCORD_CONTENT_LIMIT,
-    EMBED_DESCRIPTION_LIMIT,
-    EMBED_FIELD_NAME_LIMIT,
-    EMBED_FIELD_VALUE_LIMIT,
-    EMBED_MAX_FIELDS,
-    EMBED_TITLE_LIMIT,
-    EMBED_TOTAL_LIMIT,
-    clip,
-    field_of,
-    find_container_id,
-    short_input,
-    split_text,
+from agentkit.adapters.discord_messages import (
+    BLUE,
+    FINISH_TOOLS,
+    GREEN,
+    GREY,
+    RED,
+    YELLOW,
+    EventRenderer,
+    Payload,
+    embed_length,
+    embed_messages,
+    text_messages,
 )
-from agentkit.agent.events import (
-    AgentEvent,
-    ErrorEvent,
-    RunFinished,
-    RunStarted,
-    ToolCall,
-    ToolCallEvent,
-    ToolResultEvent,
-)
+from agentkit.agent.events import AgentEvent, ToolCall
 from agentkit.errors import ConfigError
 from agentkit.redact import RedactingFilter, Redactor
 from agentkit.tools.base import ToolResult
@@ -62,91 +55,22 @@ from agentkit.tools.base import ToolResult
 if TYPE_CHECKING:
     from agentkit.config import Settings
 
+__all__ = [
+    "BLUE",
+    "FINISH_TOOLS",
+    "GREEN",
+    "GREY",
+    "RED",
+    "YELLOW",
+    "DiscordWebhookNotifier",
+    "EventRenderer",
+    "Payload",
+    "embed_length",
+    "embed_messages",
+    "text_messages",
+]
+
 logger = logging.getLogger("agentkit.adapters.notify")
-
-Payload = dict[str, Any]
-
-BLUE = 0x5865F2
-GREEN = 0x57F287
-YELLOW = 0xFEE75C
-RED = 0xED4245
-GREY = 0x99AAB5
-
-#: Tools whose results announce an agent's end (when they carry a result, status or cost).
-FINISH_TOOLS = frozenset({"wait_for_claude_agent", "get_claude_status", "stop_claude_agent"})
-_RUNNING = frozenset({"running", "created", "starting", "restarting", "pending"})
-_FAILED = frozenset({"failed", "timed_out", "oom_killed", "error"})
-
-
-def embed_length(embed: dict[str, Any]) -> int:
-    """Characters Discord counts against the 6000 total of one embed."""
-    total = len(embed.get("title", "")) + len(embed.get("description", ""))
-    total += len(embed.get("footer", {}).get("text", ""))
-    total += len(embed.get("author", {}).get("name", ""))
-    for item in embed.get("fields", []):
-        total += len(item.get("name", "")) + len(item.get("value", ""))
-    return total
-
-
-def embed_messages(
-    title: str,
-    description: str = "",
-    *,
-    color: int = BLUE,
-    fields: Iterable[tuple[str, str]] = (),
-) -> list[Payload]:
-    """Payloads (one embed each) for a titled message, split within Discord's embed limits.
-
-    Fields go on the first embed; a description too long for one embed continues in further
-    messages titled ``(continued)``.
-    """
-    title = clip(title, EMBED_TITLE_LIMIT)
-    embed_fields: list[dict[str, Any]] = [
-        {
-            "name": clip(name, EMBED_FIELD_NAME_LIMIT),
-            "value": clip(value or "-", EMBED_FIELD_VALUE_LIMIT),
-            "inline": True,
-        }
-        for name, value in list(fields)[:EMBED_MAX_FIELDS]
-    ]
-    fields_size: int = sum(len(f["name"]) + len(f["value"]) for f in embed_fields)
-    while embed_fields and len(title) + fields_size > EMBED_TOTAL_LIMIT - 500:
-        dropped = embed_fields.pop()
-        fields_size -= len(dropped["name"]) + len(dropped["value"])
-    first_budget = min(EMBED_DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - len(title) - fields_size)
-    payloads: list[Payload] = []
-    first = split_text(description, max(first_budget, 1))[0] if description else ""
-    rest = description[len(first) :]
-    if rest[:1] in ("\n", " "):
-        rest = rest[1:]
-    embed: dict[str, Any] = {"title": title, "color": color}
-    if first:
-        embed["description"] = first
-    if embed_fields:
-        embed["fields"] = embed_fields
-    payloads.append({"embeds": [embed]})
-    if rest:
-        cont_title = clip(f"{title} (continued)", EMBED_TITLE_LIMIT)
-        for chunk in split_text(rest, EMBED_DESCRIPTION_LIMIT):
-            payloads.append(
-                {"embeds": [{"title": cont_title, "description": chunk, "color": color}]}
-            )
-    return payloads
-
-
-def text_messages(text: str) -> list[Payload]:
-    """Plain-content payloads, split at 2000 characters."""
-    return [{"content": chunk} for chunk in split_text(text, DISCORD_CONTENT_LIMIT) if chunk]
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def _retry_after(response: httpx.Response, default: float = 1.0) -> float:
@@ -204,14 +128,14 @@ class DiscordWebhookNotifier:
         self._url = url
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
-        self.redactor = redactor or Redactor()
+        #: turns events into payloads; holds ``redactor`` and ``tool_use``
+        self.renderer = EventRenderer(redactor or Redactor(), tool_use=tool_use)
         self.redactor.add(url)
         # httpx logs every request's URL at INFO, and this URL is a secret
         self._log_filter = RedactingFilter(self.redactor)
         logging.getLogger("httpx").addFilter(self._log_filter)
         self._queue: asyncio.Queue[Payload] = asyncio.Queue(maxsize=queue_size)
         self.username = username
-        self.tool_use = tool_use
         self.max_attempts = max_attempts
         self.max_rate_limit_waits = max_rate_limit_waits
         self.max_retry_after = max_retry_after
@@ -226,8 +150,6 @@ class DiscordWebhookNotifier:
         self._last_report = time.monotonic()
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
-        self._run_started: float | None = None
-        self._announced: set[str] = set()
         self._bucket_reset: float = 0.0
 
     @classmethod
@@ -237,6 +159,24 @@ class DiscordWebhookNotifier:
             raise ConfigError("DISCORD_WEBHOOK_URL is not set: create a webhook in Discord first")
         options.setdefault("redactor", Redactor(settings.secrets()))
         return cls(settings.discord_webhook_url, **options)
+
+    @property
+    def redactor(self) -> Redactor:
+        """Redacts secrets from every message (the webhook URL included)."""
+        return self.renderer.redactor
+
+    @redactor.setter
+    def redactor(self, redactor: Redactor) -> None:
+        self.renderer.redactor = redactor
+
+    @property
+    def tool_use(self) -> bool:
+        """Whether every tool call is posted."""
+        return self.renderer.tool_use
+
+    @tool_use.setter
+    def tool_use(self, value: bool) -> None:
+        self.renderer.tool_use = value
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -298,10 +238,10 @@ class DiscordWebhookNotifier:
 
     async def after_tool(self, call: ToolCall, result: ToolResult) -> None:
         """An ``after_tool`` hook: reports the call and, when notable, its result."""
-        call, result = self._clean_call(call), self._clean_result(result)
+        call, result = self.renderer.clean_call(call), self.renderer.clean_result(result)
         if self.tool_use:
-            self._enqueue_all(self._tool_use(call))
-        self._enqueue_all(self._tool_result(call, result, None))
+            self._enqueue_all(self.renderer.tool_use_messages(call))
+        self._enqueue_all(self.renderer.tool_result_messages(call, result, None))
 
     async def tap(self, events: AsyncIterable[AgentEvent]) -> AsyncIterator[AgentEvent]:
         """Yield ``events`` unchanged, notifying each one on the way."""
@@ -345,118 +285,11 @@ class DiscordWebhookNotifier:
             return [self._redact(item) for item in value]
         return value
 
-    # --- rendering ------------------------------------------------------------------------
+    # --- rendering (agentkit.adapters.discord_messages) ----------------------------------------
 
     def render(self, event: AgentEvent) -> list[Payload]:
-        """The payloads an event produces; empty for events not reported.
-
-        Texts are redacted *before* they are clipped or split (a secret cut in two would no
-        longer match), and whole payloads once more when queued.
-        """
-        redact = self.redactor.redact
-        if isinstance(event, RunStarted):
-            self._run_started = time.monotonic()
-            return embed_messages("▶️ Run started", redact(event.prompt), color=BLUE)
-        if isinstance(event, ToolCallEvent):
-            return self._tool_use(self._clean_call(event.call)) if self.tool_use else []
-        if isinstance(event, ToolResultEvent):
-            call, result = self._clean_call(event.call), self._clean_result(event.result)
-            return self._tool_result(call, result, event.duration)
-        if isinstance(event, RunFinished):
-            return self._run_finished(event)
-        if isinstance(event, ErrorEvent):
-            return embed_messages("❌ Run failed", redact(event.message), color=RED)
-        return []
-
-    def _clean_call(self, call: ToolCall) -> ToolCall:
-        return ToolCall(call.id, call.name, self.redactor.redact_data(call.input), call.index)
-
-    def _clean_result(self, result: ToolResult) -> ToolResult:
-        return ToolResult(
-            self.redactor.redact(result.content),
-            result.is_error,
-            self.redactor.redact_data(result.data),
-        )
-
-    def _tool_use(self, call: ToolCall) -> list[Payload]:
-        args = short_input(call.input, 300)
-        line = f"🔧 `{call.name}`" + (f" {args}" if args else "")
-        return text_messages(clip(line, DISCORD_CONTENT_LIMIT))
-
-    def _tool_result(
-        self, call: ToolCall, result: ToolResult, duration: float | None
-    ) -> list[Payload]:
-        if result.is_error:
-            fields = [("Input", short_input(call.input, 500) or "-")]
-            return embed_messages(
-                f"⚠️ {call.name} failed", result.content, color=YELLOW, fields=fields
-            )
-        if call.name == "spawn_claude_agent":
-            container = find_container_id(result.data, result.content) or "unknown"
-            fields = [("Container", f"`{container}`")]
-            workspace = field_of(result.data, "workspace") or call.input.get("workspace_path")
-            if workspace:
-                fields.append(("Workspace", str(workspace)))
-            task = str(call.input.get("task") or field_of(result.data, "task") or "")
-            return embed_messages("🚀 Agent started", task, color=BLUE, fields=fields)
-        if call.name in FINISH_TOOLS:
-            return self._agent_finished(call, result)
-        return []
-
-    def _agent_finished(self, call: ToolCall, result: ToolResult) -> list[Payload]:
-        data = result.data
-        status = field_of(data, "state", "status")
-        state = str(status).lower() if status is not None else None
-        if state in _RUNNING:
-            return []
-        cost = field_of(data, "cost_usd", "total_cost_usd", "cost")
-        text = field_of(data, "result_text", "result")
-        error = field_of(data, "error")
-        if cost is None and text is None and state is None:
-            return []
-        container = find_container_id(data, result.content) or call.input.get("container_id") or "?"
-        if container in self._announced:  # status polled again: already reported
-            return []
-        self._announced.add(container)
-        fields = [("Container", f"`{container}`")]
-        if state is not None:
-            fields.append(("State", state))
-        if cost is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                fields.append(("Cost", f"${float(cost):.4f}"))
-        seconds = field_of(data, "elapsed_s")
-        if seconds is None and field_of(data, "duration_ms") is not None:
-            seconds = float(field_of(data, "duration_ms")) / 1000
-        if seconds is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                fields.append(("Duration", _format_duration(float(seconds))))
-        turns = field_of(data, "turns", "num_turns")
-        if turns is not None:
-            fields.append(("Turns", str(turns)))
-        if state == "stopped":
-            title, color = "⏹️ Agent stopped", GREY
-        elif state in _FAILED or bool(field_of(data, "is_error")):
-            title, color = "❌ Agent failed", RED
-        else:
-            title, color = "✅ Agent finished", GREEN
-        body = str(text) if text else (str(error) if error else result.content)
-        return embed_messages(title, body, color=color, fields=fields)
-
-    def _run_finished(self, event: RunFinished) -> list[Payload]:
-        run = event.result
-        fields = [("Turns", str(run.turns))]
-        if self._run_started is not None:
-            fields.append(("Duration", _format_duration(time.monotonic() - self._run_started)))
-            self._run_started = None
-        fields.append(
-            ("Tokens", f"{run.usage.total_input_tokens} in / {run.usage.output_tokens} out")
-        )
-        cost = getattr(run, "cost_usd", None)
-        if isinstance(cost, int | float):
-            fields.append(("Cost", f"${cost:.4f}"))
-        title = "⏹️ Run stopped (max turns)" if run.max_turns_reached else "✅ Run finished"
-        text = self.redactor.redact(run.text) if run.text else "(no text)"
-        return embed_messages(title, text, color=GREEN, fields=fields)
+        """The payloads an event produces; empty for events not reported."""
+        return self.renderer.render(event)
 
     def _drop_report(self) -> Payload:
         count, self._unreported = self._unreported, 0
