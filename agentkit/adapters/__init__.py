@@ -4,6 +4,7 @@ Import the module you need; each imports its optional dependency itself and name
 install when it is missing:
 
 * :mod:`agentkit.adapters.notify` — Discord webhook notifications (no extra)
+  (the messages themselves: :mod:`agentkit.adapters.discord_messages`)
 * :mod:`agentkit.adapters.chat_session` — platform-independent chat logic (no extra)
 * :mod:`agentkit.adapters.discord_bot` — the Discord bot (``discord``)
 * :mod:`agentkit.adapters.voice` — ElevenLabs client tools (``voice``)
