@@ -20,3 +20,22 @@ def require(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required under CI=true but is missing", pytrace=False)
     pytest.skip(f"{what} is not available")
+
+
+#: The twelve product tools: names are a public contract.
+TOOL_NAMES = frozenset(
+    {
+        "spawn_claude_agent",
+        "get_claude_status",
+        "get_claude_output",
+        "stop_claude_agent",
+        "list_claude_agents",
+        "wait_for_claude_agent",
+        "clone_repo",
+        "create_workspace",
+        "list_workspaces",
+        "push_workspace",
+        "create_branch",
+        "delete_workspace",
+    }
+)

@@ -14,6 +14,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from agentkit import ToolResult
 from agentkit.adapters.mcp_server import load_toolset, to_call_tool_result
 from tests.adapter_toolsets import LEAKED_SECRET, make_toolset
+from tests.support import TOOL_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,22 +112,6 @@ def test_load_toolset_rejects_what_is_not_a_toolset() -> None:
         load_toolset("tests.adapter_toolsets")
 
 
-TWELVE = {
-    "spawn_claude_agent",
-    "get_claude_status",
-    "get_claude_output",
-    "stop_claude_agent",
-    "list_claude_agents",
-    "wait_for_claude_agent",
-    "clone_repo",
-    "create_workspace",
-    "list_workspaces",
-    "push_workspace",
-    "create_branch",
-    "delete_workspace",
-}
-
-
 async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
     tmp_path: Path,
 ) -> None:
@@ -151,7 +136,7 @@ async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
         listed = (await client.list_tools()).tools
         empty = await client.call_tool("list_workspaces", {})
         bad_name = await client.call_tool("delete_workspace", {"workspace_name": "../etc"})
-    assert {t.name for t in listed} == TWELVE
+    assert {t.name for t in listed} == TOOL_NAMES
     for mcp_tool in listed:
         assert mcp_tool.input_schema == expected[mcp_tool.name].input_schema
     destructive = {t.name for t in listed if t.annotations and t.annotations.destructive_hint}

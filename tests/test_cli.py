@@ -12,22 +12,7 @@ import pytest
 
 from agentkit.testing import ScriptedAnthropicServer, reply
 from tests.containers_support import AGENT_IMAGE, BASE_IMAGE, docker_ok, image_ok
-from tests.support import require
-
-TOOL_NAMES = {
-    "spawn_claude_agent",
-    "get_claude_status",
-    "get_claude_output",
-    "stop_claude_agent",
-    "list_claude_agents",
-    "wait_for_claude_agent",
-    "clone_repo",
-    "create_workspace",
-    "list_workspaces",
-    "push_workspace",
-    "create_branch",
-    "delete_workspace",
-}
+from tests.support import TOOL_NAMES, require
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
