@@ -171,7 +171,7 @@ async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Pat
         for bad, needle in (
             ({"task": "", "workspace_path": "w"}, "task is empty"),
             ({"task": "a\x00b", "workspace_path": "w"}, "NUL"),
-            ({"task": "x", "workspace_path": "w", "timeout": 5}, "timeout must be between"),
+            ({"task": "x", "workspace_path": "w", "timeout": 5}, "$.timeout: 5 is less than"),
             ({"task": "x", "workspace_path": "/etc"}, "not a workspace"),
             ({"task": "x", "workspace_path": "w/sub"}, "path separator"),
             ({"task": "x", "workspace_path": "x" * 300}, "characters long"),
@@ -180,6 +180,9 @@ async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Pat
             result = await toolset.call("spawn_claude_agent", bad)
             assert result.is_error
             assert needle in result.content, result.content
+        # the service checks the range too, for callers that skip the tool schema
+        with pytest.raises(ToolError, match="timeout must be between"):
+            await agents.spawn("x", "w", 5)
         with pytest.raises(ToolError, match="does not exist"):
             await agents.spawn("x", "w", 5000, image="agentkit-test-no-such-image:0")
         # the engine refuses the container: the error surfaces and the run is recorded failed
