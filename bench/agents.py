@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +43,7 @@ from agentkit.executors import SSHExecutor
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
+from bench._sampling import latencies, pct, throughput
 from tests.containers_support import (
     AGENT_IMAGE,
     BASE_IMAGE,
@@ -67,40 +67,12 @@ CHATTY = (
 LAST_WORDS = "sleep 0.5; date +%s.%N"
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-async def latencies(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        await fn()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
-
-
-async def throughput(fn: Callable[[], Awaitable[object]], total: int, concurrency: int) -> float:
-    queue = iter(range(total))
-
-    async def worker() -> None:
-        for _ in queue:
-            await fn()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - start)
 
 
 class ControlMaster:

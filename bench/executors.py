@@ -37,23 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncssh
 
 from agentkit.executors import LocalExecutor, SSHExecutor
+from bench._sampling import latencies, pct
 from tests.sshd import SSHServer, sshd_available, start_sshd
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def timed(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        await fn()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
 
 
 async def interleaved(
@@ -132,8 +117,8 @@ async def main(server: SSHServer, n: int) -> None:
                 n,
             )
         )
-        results["SSHExecutor.run(['true'], env=...)"] = await timed(
-            lambda: ex.run(["true"], env={"TOKEN": "secret"}), n // 2
+        results["SSHExecutor.run(['true'], env=...)"] = await latencies(
+            lambda: ex.run(["true"], env={"TOKEN": "secret"}), n // 2, warmup=5
         )
 
         ssh_argv = [
@@ -152,28 +137,28 @@ async def main(server: SSHServer, n: int) -> None:
             proc = await asyncio.create_subprocess_exec(*ssh_argv, stdin=asyncio.subprocess.DEVNULL)
             assert await proc.wait() == 0
 
-        results["fresh `ssh` process per call"] = await timed(fresh_ssh, max(10, n // 15), 2)
+        results["fresh `ssh` process per call"] = await latencies(fresh_ssh, max(10, n // 15), 2)
 
         conn = await ex.open_unix_connection(sock)
-        results["unix RTT: SSHExecutor.open_unix_connection"] = await timed(
-            round_trip(conn.reader, conn.writer), n * 3
+        results["unix RTT: SSHExecutor.open_unix_connection"] = await latencies(
+            round_trip(conn.reader, conn.writer), n * 3, warmup=5
         )
         await conn.aclose()
         local_path = await ex.forward_unix_socket(sock)
         fr, fw = await asyncio.open_unix_connection(local_path)
-        results["unix RTT: SSHExecutor.forward_unix_socket"] = await timed(
-            round_trip(fr, fw), n * 3
+        results["unix RTT: SSHExecutor.forward_unix_socket"] = await latencies(
+            round_trip(fr, fw), n * 3, warmup=5
         )
         fw.close()
         rr, rw = await raw.open_unix_connection(sock)
-        results["unix RTT: raw asyncssh open_unix_connection"] = await timed(
-            round_trip(rr, rw), n * 3
+        results["unix RTT: raw asyncssh open_unix_connection"] = await latencies(
+            round_trip(rr, rw), n * 3, warmup=5
         )
         rw.close()
         async with LocalExecutor() as local:
             lc = await local.open_unix_connection(sock)
-            results["unix RTT: LocalExecutor (no SSH)"] = await timed(
-                round_trip(lc.reader, lc.writer), n * 3
+            results["unix RTT: LocalExecutor (no SSH)"] = await latencies(
+                round_trip(lc.reader, lc.writer), n * 3, warmup=5
             )
             await lc.aclose()
     raw.close()
