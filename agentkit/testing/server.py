@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
+from agentkit.redact import REDACTED
 from agentkit.testing.replies import ERROR_TYPES, Reply, new_id
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Answer", "Handler", "RecordedRequest", "ScriptedAnthropicServer"]
 
-REDACTED = "[REDACTED]"
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization", "proxy-authorization", "cookie"})
 
 #: A function of the request that returns the reply (sync or async). Return ``None`` to fall
@@ -193,8 +193,6 @@ class ScriptedAnthropicServer:
         self.errors: list[str] = []
         self._runner: web.AppRunner | None = None
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
 
     # --- script -----------------------------------------------------------------------------
 
@@ -310,15 +308,11 @@ class ScriptedAnthropicServer:
         if failure:
             thread.join()
             raise failure[0]
-        self._thread, self._thread_loop = thread, loop
         try:
             yield self
         finally:
             loop.call_soon_threadsafe(stopping.set)
             thread.join(timeout)
-            self._thread = self._thread_loop = None
-
-    # --- HTTP -------------------------------------------------------------------------------
 
     # --- socket-free use -------------------------------------------------------------------
 
