@@ -18,14 +18,15 @@ from agentkit.agent.events import (
     Usage,
 )
 from agentkit.agent.hooks import AfterTool, BeforeTool, deny_tools
+from agentkit.config import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from agentkit.agent.loop import DEFAULT_MODEL, Prompt, ToolBasedAgent
+    from agentkit.agent.loop import Prompt, ToolBasedAgent
 
 
 def __getattr__(name: str) -> Any:
     # The loop pulls in the anthropic SDK (~1 s to import); load it only when asked for.
-    if name in ("DEFAULT_MODEL", "Prompt", "ToolBasedAgent"):
+    if name in ("Prompt", "ToolBasedAgent"):
         from agentkit.agent import loop
 
         return getattr(loop, name)
