@@ -11,7 +11,7 @@ import shlex
 
 import asyncssh
 
-from agentkit.executors._util import CALL_ID_VAR, RESERVED_ENV_PREFIXES
+from agentkit.executors._util import CALL_ID_VAR, RESERVED_ENV_PREFIXES, shell_status
 
 #: The constant ``sh -c`` script used when a call has ``env`` or ``cwd``. Its arguments are the
 #: working directory ("" for none) and then argv. stdin starts with a header: a line with the
@@ -109,6 +109,4 @@ def _encode(text: str) -> bytes:
 
 def exit_status(proc: asyncssh.SSHClientProcess[bytes]) -> int | None:
     code = proc.returncode
-    if code is None:
-        return None
-    return code if code >= 0 else 128 - code
+    return None if code is None else shell_status(code)

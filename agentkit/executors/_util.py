@@ -58,6 +58,11 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+def shell_status(returncode: int) -> int:
+    """A return code as a shell reports it: killed by signal N (``-N``) becomes ``128 + N``."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def as_bytes(stdin: bytes | str | None) -> bytes | None:
     if stdin is None:
         return None

@@ -27,6 +27,7 @@ from agentkit.executors._util import (
     check_env,
     kill_by_call_id,
     merged_lines,
+    shell_status,
 )
 from agentkit.executors.base import CommandResult, Executor, StreamExit, StreamLine, UnixConnection
 
@@ -118,7 +119,7 @@ class LocalExecutor(Executor):
                     self._kill_soon(proc, call_id)
                 self._running.discard(proc)
             assert proc.returncode is not None
-            status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            status = shell_status(proc.returncode)
             result = CommandResult(args, status, out, err, time.monotonic() - start)
         if check and result.exit_status != 0:
             raise CommandFailed(result)
@@ -152,9 +153,8 @@ class LocalExecutor(Executor):
             async for line in lines:
                 yield line
             code = await before_deadline(proc.wait(), deadline, args, timeout)
-            status = code if code >= 0 else 128 - code
             finished = True
-            yield StreamExit(status, time.monotonic() - start)
+            yield StreamExit(shell_status(code), time.monotonic() - start)
         finally:
             if not finished:  # timeout, early close, cancellation, error
                 await self._kill(proc, call_id)
