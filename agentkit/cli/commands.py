@@ -11,12 +11,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from agentkit.cli.main import EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE
 from agentkit.cli.render import EventRenderer
 from agentkit.config import load_settings
 from agentkit.connect import connect, default_tools
 from agentkit.tools.toolset import Toolset
-
-EXIT_OK, EXIT_TOOL_ERROR, EXIT_USAGE = 0, 1, 2
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -82,14 +81,13 @@ async def run(args: argparse.Namespace) -> int:
     renderer = EventRenderer(as_json=args.as_json)
     async with connect(settings) as conn:
         agent = conn.agent(**_agent_options(args))
-        failed = False
         try:
+            # a failed run yields an ErrorEvent and then raises: main() maps the exit code
             async for event in agent.stream(args.prompt):
                 renderer(event)
-                failed = failed or type(event).__name__ == "ErrorEvent"
         finally:
             renderer.close()
-    return EXIT_TOOL_ERROR if failed else EXIT_OK
+    return EXIT_OK
 
 
 async def chat(args: argparse.Namespace) -> int:
