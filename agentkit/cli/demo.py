@@ -14,11 +14,12 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
-from agentkit.agent.events import ToolCall
-from agentkit.cli.render import EventRenderer, event_to_dict
+from agentkit.agent.events import RunFinished, ToolCall
+from agentkit.cli.render import EventRenderer
 from agentkit.config import Settings, load_settings
 from agentkit.errors import RuntimeUnavailable
 from agentkit.testing import ScriptedAnthropicServer, scripts
@@ -142,7 +143,7 @@ async def demo(args: argparse.Namespace) -> int:
         settings = base.model_copy(
             update={
                 "host": None,
-                "anthropic_api_key": _secret("demo-key-not-secret"),
+                "anthropic_api_key": SecretStr("demo-key-not-secret"),
                 "anthropic_base_url": server.url_for(gateway),
                 "container_env_passthrough": ["ANTHROPIC_BASE_URL"],
             }
@@ -152,7 +153,7 @@ async def demo(args: argparse.Namespace) -> int:
         from agentkit.connect import connect
 
         renderer = EventRenderer(as_json=args.as_json)
-        final: Any = None
+        finished = False
         async with connect(settings) as conn:
             followers: list[asyncio.Task[None]] = []
 
@@ -167,8 +168,7 @@ async def demo(args: argparse.Namespace) -> int:
             try:
                 async for event in agent.stream("Show me agentkit working end to end."):
                     renderer(event)
-                    if event_to_dict(event)["type"] == "run_finished":
-                        final = event
+                    finished = finished or isinstance(event, RunFinished)
             finally:
                 renderer.close()
                 if followers:  # let them print the agent's last events, then stop them
@@ -186,7 +186,7 @@ async def demo(args: argparse.Namespace) -> int:
                 await conn.toolset.call("delete_workspace", {"workspace_name": workspace})
             elif exists and not args.as_json:
                 console.print(f"[dim]run it: python3 {path}   (`--clean` removes the workspace)[/]")
-    ok = final is not None and exists
+    ok = finished and exists
     if not ok:
         console.print("[red]The demo did not complete; run `agentkit doctor`.[/]")
     return 0 if ok else 1
@@ -201,9 +201,3 @@ async def _follow(conn: Connection, agent_id: str) -> None:
         for line in (text or "").splitlines():
             if line.strip():
                 console.print(f"  [magenta]│[/] {escape(line)}", soft_wrap=True)
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)
