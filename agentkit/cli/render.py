@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from agentkit.agent.events import (
@@ -60,7 +62,7 @@ def event_to_dict(event: AgentEvent) -> dict[str, Any]:
                 "type": "turn_finished",
                 "turn": turn,
                 "stop_reason": stop_reason,
-                "usage": _usage(usage),
+                "usage": asdict(usage),
             }
         case RunFinished(result=result):
             return {
@@ -69,20 +71,11 @@ def event_to_dict(event: AgentEvent) -> dict[str, Any]:
                 "turns": result.turns,
                 "stop_reason": result.stop_reason,
                 "max_turns_reached": result.max_turns_reached,
-                "usage": _usage(result.usage),
+                "usage": asdict(result.usage),
             }
         case ErrorEvent(error=error, message=message):
             return {"type": "error", "error": type(error).__name__, "message": message}
     return {"type": type(event).__name__}
-
-
-def _usage(usage: Any) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-        "cache_read_input_tokens": usage.cache_read_input_tokens,
-    }
 
 
 class EventRenderer:
@@ -118,11 +111,11 @@ class EventRenderer:
                 self._start_status()
             case ToolResultEvent(call=call, result=result, duration=duration):
                 self._pending.pop(call.id, None)
-                first = (result.content.strip().splitlines() or [""])[0]
+                first = escape((result.content.strip().splitlines() or [""])[0][:200])
                 style = "red" if result.is_error else "green"
                 mark = "✗" if result.is_error else "✓"
                 self.console.print(
-                    f"[{style}]{mark} {call.name}[/] [dim]({duration:.1f}s)[/] {_esc(first[:200])}",
+                    f"[{style}]{mark} {call.name}[/] [dim]({duration:.1f}s)[/] {first}",
                     soft_wrap=True,
                 )
                 if self._pending:
@@ -139,7 +132,7 @@ class EventRenderer:
                 )
             case ErrorEvent(message=message):
                 self._stop_status()
-                self.console.print(f"[red]error:[/] {_esc(message)}")
+                self.console.print(f"[red]error:[/] {escape(message)}")
             case _:
                 pass
 
@@ -159,9 +152,3 @@ class EventRenderer:
 
     def close(self) -> None:
         self._stop_status()
-
-
-def _esc(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
