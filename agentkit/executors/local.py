@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from agentkit.errors import CommandFailed, CommandTimeout
+from agentkit.errors import CommandTimeout
 from agentkit.executors._util import (
     CALL_ID_VAR,
     as_bytes,
@@ -121,9 +121,7 @@ class LocalExecutor(Executor):
             assert proc.returncode is not None
             status = shell_status(proc.returncode)
             result = CommandResult(args, status, out, err, time.monotonic() - start)
-        if check and result.exit_status != 0:
-            raise CommandFailed(result)
-        return result
+        return result.check() if check else result
 
     async def stream(
         self,

@@ -47,7 +47,7 @@ from tenacity import (
 )
 
 from agentkit.config import Settings
-from agentkit.errors import AgentkitError, CommandFailed, CommandTimeout, ExecutorConnectionError
+from agentkit.errors import AgentkitError, CommandTimeout, ExecutorConnectionError
 from agentkit.executors._errors import SSHErrorContext, is_connection_failure, map_ssh_error
 from agentkit.executors._hostkeys import HostKeyClient, HostKeys
 from agentkit.executors._sshcommand import (
@@ -277,9 +277,7 @@ class SSHExecutor(Executor):
             return CommandResult(args, status, out, err, time.monotonic() - start)
 
         result = await self._call(op, idempotent=idempotent)
-        if check and result.exit_status != 0:
-            raise CommandFailed(result)
-        return result
+        return result.check() if check else result
 
     async def _start(
         self, conn: asyncssh.SSHClientConnection, command: bytes
