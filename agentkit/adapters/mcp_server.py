@@ -70,18 +70,8 @@ def structured_content(result: ToolResult, toolset: Toolset | None = None) -> di
         logger.debug("tool data is not JSON serialisable; sending text only", exc_info=True)
         return None
     if toolset is not None:
-        data = _redact_json(data, toolset.context.redactor.redact)
+        data = toolset.context.redactor.redact_data(data)
     return data if isinstance(data, dict) else {"result": data}
-
-
-def _redact_json(value: Any, redact: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: _redact_json(item, redact) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact_json(item, redact) for item in value]
-    return value
 
 
 def to_call_tool_result(result: ToolResult, toolset: Toolset | None = None) -> CallToolResult:

@@ -269,21 +269,12 @@ class DiscordWebhookNotifier:
         self._unreported += 1
 
     def _finish(self, payload: Payload) -> Payload:
-        out: Payload = self._redact(payload)
+        out: Payload = self.redactor.redact_data(payload)
         if self.username:
             out["username"] = self.username
         # Model text may contain @everyone or role mentions: never ping anyone.
         out["allowed_mentions"] = {"parse": []}
         return out
-
-    def _redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redactor.redact(value)
-        if isinstance(value, dict):
-            return {key: self._redact(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self._redact(item) for item in value]
-        return value
 
     # --- rendering (agentkit.adapters.discord_messages) ----------------------------------------
 
