@@ -288,10 +288,7 @@ class AgentService:
             source = list(run.tail)
             total = run.lines
         else:
-            if run is not None and run.task is not None and not run.task.done():
-                await asyncio.wait([run.task], timeout=30)  # the record is being written
-            raw = await self.store.read_output(status.id)
-            source = raw.decode("utf-8", "replace").splitlines()
+            source = await self._recorded_lines(status.id, run)
             total = len(source)
         events = [e for line in source[-max(lines * 3, lines + 50) :] for e in parse_line(line)]
         text = render_events(events, lines=lines, max_bytes=12_000)
@@ -307,10 +304,7 @@ class AgentService:
         status = await self.status(container_id)
         run = self._follower.runs.get(status.id)
         if status.finished or run is None or run.done.is_set():
-            if run is not None and run.task is not None and not run.task.done():
-                await asyncio.wait([run.task], timeout=30)  # the record is being written
-            raw = await self.store.read_output(status.id)
-            for line in raw.decode("utf-8", "replace").splitlines():
+            for line in await self._recorded_lines(status.id, run):
                 for event in parse_line(line):
                     yield event
             return
@@ -327,6 +321,13 @@ class AgentService:
                 yield item
         finally:
             run.watchers.discard(queue)
+
+    async def _recorded_lines(self, run_id: str, run: LiveRun | None) -> list[str]:
+        """The record's output lines (waiting up to 30 s for ``run`` to finish writing it)."""
+        if run is not None and run.task is not None and not run.task.done():
+            await asyncio.wait([run.task], timeout=30)
+        raw = await self.store.read_output(run_id)
+        return raw.decode("utf-8", "replace").splitlines()
 
     async def stop(self, container_id: str) -> AgentStatus:
         """Stop a running agent (SIGTERM via init, SIGKILL after 1 s); its state is ``stopped``."""
