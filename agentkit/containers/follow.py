@@ -120,22 +120,18 @@ class Follower:
     def record_in_background(self, run_id: str) -> None:
         """Record an exited agent nobody follows (status/output/settle wait for it)."""
 
-        async def go() -> None:
+        run = self.runs.setdefault(run_id, LiveRun(run_id, {}))
+
+        async def record_and_forget() -> None:
             try:
                 await self.finalizer.finalize(None, run_id=run_id)
             except AgentkitError as exc:
                 logger.warning("could not record finished agent %s: %s", run_id, exc)
-
-        run = self.runs.setdefault(run_id, LiveRun(run_id, {}))
-
-        async def go_and_forget() -> None:
-            try:
-                await go()
             finally:
                 if self.runs.get(run_id) is run:
                     del self.runs[run_id]
 
-        run.task = asyncio.create_task(go_and_forget(), name=f"finalize {run_id}")
+        run.task = asyncio.create_task(record_and_forget(), name=f"finalize {run_id}")
 
     async def stop(self, run_id: str, reason: AgentState) -> None:
         """Record why the agent is stopped (first reason wins), then stop its container."""
