@@ -365,12 +365,8 @@ class ScriptedAnthropicServer:
             return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         response = web.StreamResponse(status=answer.status, headers=answer.headers)
         await response.prepare(request)
-        if answer.chunk_delay > 0:
-            for chunk in answer.chunks:
-                await response.write(chunk)
-                await asyncio.sleep(answer.chunk_delay)
-        else:
-            await response.write(b"".join(answer.chunks))
+        async for chunk in _paced(answer.chunks, answer.chunk_delay):
+            await response.write(chunk)
         await response.write_eof()
         return response
 
