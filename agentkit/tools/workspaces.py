@@ -28,10 +28,6 @@ def _line(info: WorkspaceInfo) -> str:
     )
 
 
-def _data(info: WorkspaceInfo) -> dict[str, Any]:
-    return info.to_dict()
-
-
 @tool
 async def clone_repo(
     ctx: ToolContext,
@@ -60,7 +56,7 @@ async def clone_repo(
     return ToolResult(
         f"Cloned into workspace {info.name!r} at {info.path} (branch {info.branch}, "
         f"last commit {_commit(info.last_commit)}).",
-        data=_data(info),
+        data=info.to_dict(),
     )
 
 
@@ -86,7 +82,7 @@ async def create_workspace(
         workspace_name, create_github_repo=create_github_repo, repo_visibility=repo_visibility
     )
     text = f"Created workspace {info.name!r} at {info.path} (branch {info.branch})."
-    data = _data(info)
+    data = info.to_dict()
     if repo is not None:
         text += (
             f" GitHub repository {repo.full_name} ({repo.visibility}) is its origin: "
@@ -107,7 +103,7 @@ async def list_workspaces(ctx: ToolContext) -> ToolResult:
     whether an agent is working in each now."""
     service = ctx.require_workspaces()
     infos = await service.list()
-    data = {"root": service.root, "workspaces": [_data(i) for i in infos]}
+    data = {"root": service.root, "workspaces": [i.to_dict() for i in infos]}
     if not infos:
         return ToolResult(
             f"No workspaces yet (root {service.root}). Use create_workspace or clone_repo.",
