@@ -99,6 +99,13 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` is an http(s) URL on the origin of ``base`` (the only origin that is
+    handed the token)."""
+    origin = origin_of(base)
+    return origin is not None and origin_of(url) == origin
+
+
 class Git:
     """Runs git commands for workspaces through an executor."""
 

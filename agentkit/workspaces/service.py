@@ -23,7 +23,7 @@ from agentkit.config import Settings
 from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.redact import Redactor, strip_url_credentials
-from agentkit.workspaces.git import Git, GitError, GitOutput, origin_of
+from agentkit.workspaces.git import Git, GitError, GitOutput, same_origin
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
 from agentkit.workspaces.names import (
     InvalidNameError,
@@ -122,7 +122,6 @@ def parse_repo_url(value: str, github_url: str) -> RepoURL:
         raise ToolError(f"repo_url must be {_URL_FORMS}, without spaces")
     if url.startswith("-"):
         raise ToolError(f"repo_url may not start with '-'; give {_URL_FORMS}")
-    token_origin = origin_of(github_url)
     shorthand = _SHORTHAND.fullmatch(url)
     if shorthand:
         repo = shorthand.group("repo")
@@ -143,7 +142,7 @@ def parse_repo_url(value: str, github_url: str) -> RepoURL:
             "repo_url contains credentials; remove them. The GitHub token is taken from "
             "GITHUB_TOKEN and handed to git without ever entering a URL."
         )
-    uses_token = token_origin is not None and origin_of(url) == token_origin
+    uses_token = same_origin(url, github_url)
     return RepoURL(url, _default_name(parts.path, value), uses_token=uses_token)
 
 
@@ -538,12 +537,10 @@ class WorkspaceService:
             raise ToolError(
                 f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
             )
-        token_origin = origin_of(github_web_url(self.settings))
-        uses_token = token_origin is not None and origin_of(remote) == token_origin
         out = await self.git.run(
             ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
             cwd=ws.path,
-            auth=uses_token,
+            auth=same_origin(remote, github_web_url(self.settings)),
             check=False,
         )
         if not out.ok:
