@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentkit.config import Settings
+from agentkit.config import Settings, load_settings
 from agentkit.errors import RuntimeUnavailable
 from agentkit.executors import make_executor
 from agentkit.executors.base import Executor
@@ -74,7 +74,7 @@ async def connect(
     from agentkit.containers.service import AgentService
     from agentkit.workspaces.service import WorkspaceService
 
-    settings = settings or Settings()
+    settings = settings or load_settings()
     executor = make_executor(settings)
     async with executor:
         agents = AgentService(executor, settings)
@@ -85,7 +85,9 @@ async def connect(
                 except RuntimeUnavailable as exc:
                     # Workspace tools still work without Docker; agent tools will say why not.
                     logger.warning("agent runs not reconciled: %s", exc)
-            workspaces = WorkspaceService(executor, settings, busy=agents.active_workspaces)
+            workspaces = WorkspaceService(
+                executor, settings, busy=agents.active_workspaces, redactor=agents.redactor
+            )
             context = ToolContext(
                 settings=settings,
                 executor=executor,
