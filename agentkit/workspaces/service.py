@@ -291,16 +291,21 @@ class WorkspaceService:
 
     # --- info / list --------------------------------------------------------------------------
 
+    async def _busy_or_unknown(self) -> set[str] | None:
+        """:meth:`busy_paths`, or ``None`` (logged) when it cannot be told."""
+        try:
+            return await self.busy_paths()
+        except Exception as exc:
+            logger.warning("cannot tell which workspaces are busy: %s", exc)
+            return None
+
     async def info(self, name: str, *, busy: set[str] | None = None) -> WorkspaceInfo:
         """Branch, remote, dirty state, last commit and agent status of one workspace."""
         ws = self.resolve(name)
-        running: bool | None
-        if busy is None:
-            try:
-                busy = await self.busy_paths()
-            except Exception as exc:
-                logger.warning("cannot tell which workspaces are busy: %s", exc)
-                busy = None
+        return await self._info(ws, await self._busy_or_unknown() if busy is None else busy)
+
+    async def _info(self, ws: WorkspacePath, busy: set[str] | None) -> WorkspaceInfo:
+        """:meth:`info` with the busy paths already known (``None``: unknown)."""
         running = None if busy is None else self._is_busy(ws, busy)
         if running:
             # While an agent works here it can rewrite .git/config at any moment, e.g. right
@@ -370,17 +375,12 @@ class WorkspaceService:
             for name in (posixpath.basename(p) for p in out.stdout_text().splitlines())
             if is_valid_workspace_name(name)
         )
-        busy: set[str] | None
-        try:
-            busy = await self.busy_paths()
-        except Exception as exc:
-            logger.warning("cannot tell which workspaces are busy: %s", exc)
-            busy = None
+        busy = await self._busy_or_unknown()  # once for all: None (unknown) is not asked again
         limit = asyncio.Semaphore(8)
 
         async def one(name: str) -> WorkspaceInfo:
             async with limit:
-                return await self.info(name, busy=busy)
+                return await self._info(self.resolve(name), busy)
 
         return builtins.list(await asyncio.gather(*(one(n) for n in names)))
 
