@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
-from agentkit.containers.live import STDERR_BYTES, LiveRun, as_float
+from agentkit.containers.live import LiveRun, as_float
 from agentkit.containers.models import AgentState, AgentStatus, decide_state
-from agentkit.containers.runtime import STDERR, ContainerInfo, ContainerRuntime
+from agentkit.containers.runtime import ContainerInfo, ContainerRuntime
 from agentkit.containers.streamjson import RunSummary
 from agentkit.errors import AgentkitError, NotFoundError
 
@@ -239,13 +239,7 @@ class Finalizer:
         partial = b""
         async with contextlib.aclosing(runtime.logs(run.id, follow=False)) as stream:
             async for chunk in stream:
-                if chunk.stream == STDERR:
-                    run.stderr.extend(chunk.data)
-                    continue
-                *lines, partial = (partial + chunk.data).split(b"\n")
-                for raw in lines:
-                    run.take_line(raw, self.redactor, out)
+                partial = run.take_chunk(chunk, partial, self.redactor, out)
         if partial:
             run.take_line(partial, self.redactor, out)
-        del run.stderr[: max(len(run.stderr) - STDERR_BYTES, 0)]
         await self.store.write_output(run.id, bytes(out))

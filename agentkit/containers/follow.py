@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
-from agentkit.containers.live import STDERR_BYTES, LiveRun
+from agentkit.containers.live import LiveRun
 from agentkit.containers.models import AgentState
 from agentkit.containers.runtime import STDERR, ContainerRuntime
 from agentkit.errors import AgentkitError
@@ -229,16 +229,9 @@ class Follower:
             try:
                 async with contextlib.aclosing(runtime.logs(run.id, follow=True)) as stream:
                     async for chunk in stream:
-                        if chunk.stream == STDERR:
-                            run.stderr.extend(chunk.data)
-                            if len(run.stderr) > STDERR_BYTES:
-                                del run.stderr[: len(run.stderr) - STDERR_BYTES]
-                            continue
-                        data = partial + chunk.data
-                        *lines, partial = data.split(b"\n")
-                        for raw in lines:
-                            run.take_line(raw, self.redactor, pending)
-                        wakeup.set()
+                        partial = run.take_chunk(chunk, partial, self.redactor, pending)
+                        if chunk.stream != STDERR:
+                            wakeup.set()
                 complete = True
             except AgentkitError as exc:
                 logger.warning("following %s broke (%s); will re-read its logs", run.id, exc)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import AgentState, AgentStatus
+from agentkit.containers.runtime import STDERR
 from agentkit.containers.streamjson import Event, RunSummary, parse_line
 
 if TYPE_CHECKING:
-    from agentkit.containers.runtime import ContainerInfo
+    from agentkit.containers.runtime import ContainerInfo, LogChunk
     from agentkit.redact import Redactor
 
 __all__ = ["STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
@@ -79,6 +80,20 @@ class LiveRun:
         line = redactor.redact(raw.decode("utf-8", "replace")).rstrip("\r")
         out.extend(line.encode("utf-8") + b"\n")
         self.add_line(line)
+
+    def take_chunk(
+        self, chunk: LogChunk, partial: bytes, redactor: Redactor, out: bytearray
+    ) -> bytes:
+        """Take one log chunk: stderr is kept (its last ``STDERR_BYTES``), stdout's complete
+        lines go through :meth:`take_line`. Returns the unfinished line, for the next chunk."""
+        if chunk.stream == STDERR:
+            self.stderr.extend(chunk.data)
+            del self.stderr[: max(len(self.stderr) - STDERR_BYTES, 0)]
+            return partial
+        *lines, partial = (partial + chunk.data).split(b"\n")
+        for raw in lines:
+            self.take_line(raw, redactor, out)
+        return partial
 
     def running_status(
         self, *, info: ContainerInfo | None = None, started_at: float | None = None
