@@ -225,14 +225,16 @@ class Git:
 
     # --- helpers used by the service --------------------------------------------------------
 
-    async def current_branch(self, path: str) -> str | None:
-        out = await self.run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=path, check=False)
+    async def _answer(self, path: str, args: list[str]) -> str | None:
+        """The trimmed output of ``git <args>`` in ``path``; ``None`` if it failed or was empty."""
+        out = await self.run(args, cwd=path, check=False)
         return out.stdout.strip() or None if out.ok else None
+
+    async def current_branch(self, path: str) -> str | None:
+        return await self._answer(path, ["symbolic-ref", "--quiet", "--short", "HEAD"])
 
     async def head(self, path: str) -> str | None:
-        out = await self.run(["rev-parse", "--verify", "--quiet", "HEAD"], cwd=path, check=False)
-        return out.stdout.strip() or None if out.ok else None
+        return await self._answer(path, ["rev-parse", "--verify", "--quiet", "HEAD"])
 
     async def remote_url(self, path: str, remote: str = "origin") -> str | None:
-        out = await self.run(["remote", "get-url", remote], cwd=path, check=False)
-        return out.stdout.strip() or None if out.ok else None
+        return await self._answer(path, ["remote", "get-url", remote])
