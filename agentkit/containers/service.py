@@ -259,7 +259,10 @@ class AgentService:
         final = self._finalizer.finals.get(run_id)
         if final is not None:
             return final
-        run_id, info = await self._own(run_id)
+        return await self._status_of(*await self._own(run_id))
+
+    async def _status_of(self, run_id: str, info: ContainerInfo | None) -> AgentStatus:
+        """:meth:`status` from the container as inspected (``None``: there is none)."""
         if info is None:
             final = await self._finalizer.recorded(run_id)
             if final is None:
@@ -333,7 +336,7 @@ class AgentService:
         """Stop a running agent (SIGTERM via init, SIGKILL after 1 s); its state is ``stopped``."""
         run_id, info = await self._own(container_id)
         if info is None or not info.running:
-            return await self.status(run_id)
+            return await self._status_of(run_id, info)  # nothing to stop: not inspected again
         run = self._follower.attach(run_id, info.labels)
         await self._follower.stop(run_id, AgentState.STOPPED)
         await run.done.wait()
