@@ -9,7 +9,7 @@ local). See ``docs/executors.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentkit.executors.base import (
     CommandResult,
@@ -19,10 +19,19 @@ from agentkit.executors.base import (
     UnixConnection,
 )
 from agentkit.executors.local import LocalExecutor
-from agentkit.executors.ssh import SSHExecutor
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
+    from agentkit.executors.ssh import SSHExecutor
+
+
+def __getattr__(name: str) -> Any:
+    # asyncssh takes ~140 ms to import: load it only when a remote host is used.
+    if name == "SSHExecutor":
+        from agentkit.executors.ssh import SSHExecutor
+
+        return SSHExecutor
+    raise AttributeError(f"module 'agentkit.executors' has no attribute {name!r}")
 
 __all__ = [
     "CommandResult",
@@ -46,5 +55,7 @@ def make_executor(settings: Settings | None = None) -> Executor:
 
         settings = Settings()
     if settings.host:
+        from agentkit.executors.ssh import SSHExecutor
+
         return SSHExecutor(settings)
     return LocalExecutor()
