@@ -65,7 +65,7 @@ def settings_checks(settings: Settings) -> list[Check]:
 
 async def host_checks(settings: Settings) -> list[Check]:
     from agentkit.containers.docker import open_docker
-    from agentkit.containers.image import ImageBuilder, build_args, collect_context, inputs_hash
+    from agentkit.containers.image import ImageBuilder
     from agentkit.executors import make_executor
     from agentkit.executors.diagnostics import diagnose
 
@@ -107,8 +107,10 @@ async def host_checks(settings: Settings) -> list[Check]:
         if not diag.docker_socket_reachable:
             return checks
         docker = await open_docker(executor, settings)
+        builder = ImageBuilder(docker, settings)
         try:
-            info = await ImageBuilder(docker, settings).inspect()
+            info = await builder.inspect()
+            expected = await builder.expected_hash()
         finally:
             await docker.close()
         if info is None:
@@ -121,8 +123,7 @@ async def host_checks(settings: Settings) -> list[Check]:
                 )
             )
         else:
-            context = collect_context(settings.extra_ca_dir)
-            current = info.inputs_hash == inputs_hash(context, build_args(settings))
+            current = info.inputs_hash == expected
             checks.append(
                 Check(
                     "agent image",

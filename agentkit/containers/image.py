@@ -140,6 +140,10 @@ class ImageBuilder:
             collect_context, self._settings.extra_ca_dir, sources=self._sources
         )
 
+    async def expected_hash(self) -> str:
+        """The inputs hash an image built now from the current sources and settings would carry."""
+        return inputs_hash(await self.context(), self._buildargs)
+
     async def inspect(self) -> ImageInfo | None:
         """The image currently tagged ``settings.image``, or ``None`` if there is none."""
         try:
