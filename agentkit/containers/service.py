@@ -376,7 +376,11 @@ class AgentService:
         for info in containers:
             if not ID_PATTERN.fullmatch(info.name) or info.name in out:
                 continue
-            if info.running:
+            if info.name in finals:
+                # a status this service already decided beats the engine's view: it still lists
+                # a container as running for a moment after it exited
+                out[info.name] = finals[info.name]
+            elif info.running:
                 run = self._follower.attach(info.name, info.labels)
                 out[info.name] = run.running_status(info=info)
             else:
