@@ -33,6 +33,7 @@ def __getattr__(name: str) -> Any:
         return SSHExecutor
     raise AttributeError(f"module 'agentkit.executors' has no attribute {name!r}")
 
+
 __all__ = [
     "CommandResult",
     "Executor",
