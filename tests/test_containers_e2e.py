@@ -12,12 +12,11 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
@@ -31,56 +30,21 @@ from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
 from tests.containers_support import (
-    AGENT_IMAGE,
     bridge_gateway,
-    docker_ok,
     host_cmdlines,
-    image_ok,
-    remove_containers_of_root,
 )
-from tests.support import require
 
-pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.image,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("agent_cleanup"),
+]
 
 HOSTILE_TASK = (
     "--help -p $(touch /tmp/pwned) `id` ; rm -rf / && echo \"double\" 'single' \\back\\slash\n"
     "second line\twith tab | cat > /etc/passwd; ünïcödé 🚀 %s %n {x} ${HOME} $$ !! *"
 )
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def agent_image() -> str:
-    require(await docker_ok(), "dockerd (/var/run/docker.sock)")
-    require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE} (.ci/build-images.sh)")
-    return AGENT_IMAGE
-
-
-@pytest.fixture(params=["local", "ssh"])
-def host(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> tuple[Executor, Callable[..., Settings]]:
-    """(executor, make_settings) for the local machine or the loopback SSH server."""
-    root = str(tmp_path / "root")
-    if request.param == "local":
-
-        def make(**kw: Any) -> Settings:
-            return Settings(host=None, root=root, **kw)
-
-        return LocalExecutor(), make  # stateless: nothing to close
-    sshd = request.getfixturevalue("sshd")
-    executor = request.getfixturevalue("ssh_executor")
-
-    def make_ssh(**kw: Any) -> Settings:
-        return sshd.settings(root=root, **kw)  # type: ignore[no-any-return]
-
-    return executor, make_ssh
-
-
-@pytest_asyncio.fixture(loop_scope="session", autouse=True)
-async def _cleanup(tmp_path: Path) -> AsyncIterator[None]:
-    yield
-    if await docker_ok():
-        await remove_containers_of_root(str(tmp_path / "root"))
 
 
 def _texts(request_json: dict[str, Any]) -> list[str]:

@@ -12,21 +12,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-import pytest_asyncio
 
 from agentkit.agent.loop import ToolBasedAgent
 from agentkit.config import Settings
 from agentkit.connect import default_tools
 from agentkit.containers.service import AgentService
 from agentkit.executors.base import Executor
-from agentkit.executors.local import LocalExecutor
 from agentkit.redact import Redactor
 from agentkit.testing import ScriptedAnthropicServer, reply
 from agentkit.testing.scripts import ClaudeCodeScript
@@ -35,27 +33,21 @@ from agentkit.tools.base import ToolContext
 from agentkit.tools.toolset import Toolset
 from agentkit.workspaces.service import WorkspaceService
 from tests.containers_support import (
-    AGENT_IMAGE,
     bridge_gateway,
-    docker_ok,
     host_cmdlines,
-    image_ok,
-    remove_containers_of_root,
 )
 from tests.gitserver import GitHTTPServer, git_available
 from tests.support import require
 
-pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.image,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("agent_cleanup"),
+]
 
 TOKEN = "tok-story-" + secrets.token_hex(16)
 CONTENT = "print('hello from the agent')\n"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def agent_image() -> str:
-    require(await docker_ok(), "dockerd (/var/run/docker.sock)")
-    require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE} (.ci/build-images.sh)")
-    return AGENT_IMAGE
 
 
 @pytest.fixture
@@ -63,33 +55,6 @@ def git_server(tmp_path: Path) -> Iterator[GitHTTPServer]:
     require(git_available(), "git")
     with GitHTTPServer(tmp_path / "srv", token=TOKEN) as srv:
         yield srv
-
-
-@pytest.fixture(params=["local", "ssh"])
-def host(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> tuple[Executor, Callable[..., Settings]]:
-    root = str(tmp_path / "root")
-    if request.param == "local":
-
-        def make(**kw: Any) -> Settings:
-            return Settings(_env_file=None, host=None, root=root, **kw)  # type: ignore[call-arg]
-
-        return LocalExecutor(), make
-    sshd = request.getfixturevalue("sshd")
-    executor: Executor = request.getfixturevalue("ssh_executor")
-
-    def make_ssh(**kw: Any) -> Settings:
-        return sshd.settings(root=root, **kw)  # type: ignore[no-any-return]
-
-    return executor, make_ssh
-
-
-@pytest_asyncio.fixture(loop_scope="session", autouse=True)
-async def _cleanup(tmp_path: Path) -> AsyncIterator[None]:
-    yield
-    if await docker_ok():
-        await remove_containers_of_root(str(tmp_path / "root"))
 
 
 def fake_github(server: GitHTTPServer, seen: list[dict[str, Any]]) -> httpx.AsyncClient:
