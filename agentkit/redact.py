@@ -1,7 +1,16 @@
-"""Remove secrets from text before it leaves the library (tool results, logs, notifications)."""
+"""Remove secrets from text before it leaves the library (tool results, logs, notifications).
+
+Everything here runs on untrusted text (agent output, git output, file names, commit messages),
+so every step is linear in the text's length: registered secrets are found with ``str.find``,
+URL credentials with a single forward scan per ``://``, and the token-shape patterns start with
+a literal and use no nested or overlapping quantifiers. Text longer than :data:`MAX_REDACT_CHARS`
+is clipped (head and tail kept) before any work starts, and :meth:`Redactor.aredact` moves large
+texts off the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterable
@@ -9,12 +18,62 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 
-# Credentials embedded in URLs: https://user:token@host/ or https://token@host/
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-# Well-known token shapes, caught even when nobody registered them as secrets.
-_TOKEN_SHAPES = re.compile(
-    r"\b(?:sk-ant-[A-Za-z0-9_\-]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"
+#: Text above this many characters is clipped to its head and tail before redaction.
+MAX_REDACT_CHARS = 8 * 1024 * 1024
+#: :meth:`Redactor.aredact` redacts texts at least this long in a worker thread.
+THREAD_THRESHOLD = 64 * 1024
+
+# Well-known token shapes, caught even when nobody registered them as secrets. Each starts with
+# a literal (the engine skips ahead to it) and has one greedy class: linear.
+_TOKEN_SHAPES = (
+    re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{20,}|ithub_pat_[A-Za-z0-9_]{20,})"),
 )
+# Where a URL's authority (and so its userinfo) ends.
+_AUTHORITY_END = re.compile(r"[/?#@\s\\]")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+
+
+def _replace_userinfo(text: str, replacement: str) -> str:
+    """Replace the userinfo of every ``scheme://userinfo@host`` in ``text``.
+
+    One left-to-right pass: each ``://`` is followed by one search for the end of its authority,
+    and the next search starts where that one stopped, so every character is looked at a
+    bounded number of times (no regex backtracking over long runs of letters).
+    """
+    if "://" not in text or "@" not in text:
+        return text
+    out: list[str] = []
+    done = 0  # text[:done] is already in out
+    pos = text.find("://")
+    while pos != -1:
+        start = pos + 3
+        has_scheme = pos > 0 and text[pos - 1] in _SCHEME_CHARS
+        at = -1  # the last '@' of this authority (clients split userinfo at the last one)
+        end = _AUTHORITY_END.search(text, start)
+        while end is not None and end.group() == "@":
+            at = end.start()
+            end = _AUTHORITY_END.search(text, at + 1)
+        if has_scheme and at > start:
+            out.append(text[done:start])
+            out.append(replacement)
+            done = at
+        if end is None:
+            break
+        # a '://' before the terminator would contain it: the next one starts at end - 1 or later
+        pos = text.find("://", max(end.start() - 1, start))
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
+
+def clip(text: str, limit: int = MAX_REDACT_CHARS) -> str:
+    """``text`` with its middle cut out (and a marker put in) when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
 
 
 class Redactor:
@@ -22,25 +81,37 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._ordered: tuple[str, ...] = ()
         for secret in secrets:
             self.add(secret)
 
     def add(self, secret: str | None) -> None:
         # Very short values would redact ordinary words; real secrets are long.
-        if secret and len(secret) >= 6:
+        if secret and len(secret) >= 6 and secret not in self._secrets:
             self._secrets.add(secret)
+            self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
         return self.redact(text)
 
     def redact(self, text: str) -> str:
+        """``text`` without secrets; linear in its length (clipped to :data:`MAX_REDACT_CHARS`)."""
         if not text:
             return text
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        text = clip(text)
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
-        return _TOKEN_SHAPES.sub(REDACTED, text)
+        text = _replace_userinfo(text, REDACTED)
+        for shape in _TOKEN_SHAPES:
+            text = shape.sub(REDACTED, text)
+        return text
+
+    async def aredact(self, text: str) -> str:
+        """:meth:`redact`, in a worker thread when ``text`` is large (keeps the loop free)."""
+        if len(text) < THREAD_THRESHOLD:
+            return self.redact(text)
+        return await asyncio.to_thread(self.redact, text)
 
     def redact_data(self, value: Any) -> Any:
         """``value`` with :meth:`redact` applied to every string inside dicts, lists and tuples."""
@@ -53,6 +124,12 @@ class Redactor:
         if type(value) is tuple:
             return tuple(self.redact_data(item) for item in value)
         return value
+
+    async def aredact_data(self, value: Any) -> Any:
+        """:meth:`redact_data` in a worker thread (for results that may hold large text)."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return await asyncio.to_thread(self.redact_data, value)
 
 
 class RedactingFilter(logging.Filter):
@@ -72,5 +149,10 @@ class RedactingFilter(logging.Filter):
 
 
 def strip_url_credentials(url: str) -> str:
-    """``https://user:pw@host/x`` -> ``https://host/x`` (for display of remotes)."""
-    return _URL_CREDENTIALS.sub(lambda m: m.group("scheme"), url)
+    """``https://user:pw@host/x`` -> ``https://host/x`` (for *display* of remotes only).
+
+    The userinfo ends at the first ``@`` of the authority, which itself ends at ``/``, ``?``
+    or ``#``: ``http://127.0.0.1:1#@github.com/x`` is shown as it is, never as github.com.
+    Security decisions parse the raw URL (``urllib.parse.urlsplit``), never this display form.
+    """
+    return _replace_userinfo(url, "").replace("://@", "://")

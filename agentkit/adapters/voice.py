@@ -50,9 +50,11 @@ DEFAULT_MAX_SENTENCES = 3
 SDK_KEYS = frozenset({"tool_call_id"})
 
 _FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)
-_LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+_LINK = re.compile(r"\[([^\[\]\n]{1,300})\]\([^()\s]{1,2000}\)")
 _MARKUP = re.compile(r"[*_`#>|]+")
-_BULLET = re.compile(r"^\s*(?:[-+•]|\d+[.)])\s+", re.MULTILINE)
+_BULLET = re.compile(r"^[ \t]*(?:[-+•]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
+#: Only this much of a reply is read for speech (every pattern above is linear; this bounds it).
+MAX_SPEECH_INPUT = 32_768
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -68,6 +70,7 @@ def speech_summary(
 ) -> str:
     """``text`` made short and speakable: markup removed, at most ``max_sentences`` sentences
     (each line counts as one) and ``max_chars`` characters; "And more." marks a cut."""
+    text = text[:MAX_SPEECH_INPUT]
     text = _FENCE.sub(" (code omitted) ", text)
     text = _LINK.sub(r"\1", text)
     text = _BULLET.sub("", text)

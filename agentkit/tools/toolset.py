@@ -161,8 +161,9 @@ class Toolset:
         if tool_obj is not None:
             cap = tool_obj.max_result_bytes or cap
             hint = tool_obj.truncation_hint
-        content = truncate(ctx.redactor.redact(result.content), cap, hint)
-        data = ctx.redactor.redact_data(result.data)
+        # linear, and off the event loop when large (a tool may return an agent's huge output)
+        content = truncate(await ctx.redactor.aredact(result.content), cap, hint)
+        data = await ctx.redactor.aredact_data(result.data)
         if content == result.content and data == result.data:
             return result
         return ToolResult(content=content, is_error=result.is_error, data=data)
