@@ -113,9 +113,15 @@ def resolve_workspace(root: str, value: str) -> WorkspacePath:
     deeper inside a workspace) is refused with a message that says what to pass instead.
     """
     root = normalize_root(root)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         raise InvalidNameError(f"workspace name is empty: {NAME_RULES}")
-    value = value.strip()
+    if value != value.strip():
+        # One rule for every tool: create_workspace refuses such a name, so nothing may
+        # silently strip it (the name a tool acted on must be the name it was given).
+        raise InvalidNameError(
+            f"workspace name {_show(value)} has leading or trailing whitespace; pass it "
+            f"without: {NAME_RULES}"
+        )
     if not value.startswith("/"):
         return workspace_path(root, value)
     if not value.isascii():
