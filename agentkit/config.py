@@ -103,6 +103,24 @@ class Settings(BaseSettings):
     git_author_email: str = Field(
         default="agentkit@localhost", validation_alias=_env("AGENTKIT_GIT_AUTHOR_EMAIL")
     )
+    git_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["public"],
+        validation_alias=_env("AGENTKIT_GIT_ALLOW"),
+        description=(
+            "Where clone_repo may fetch from (comma separated): 'public' (https on port 443 to "
+            "hosts that resolve only to public addresses), host names, '*.domain', host:port, "
+            "IP addresses or CIDR ranges, or '*' for anywhere. The GitHub origin "
+            "(AGENTKIT_GITHUB_URL) is always allowed."
+        ),
+    )
+    git_ssh_host_keys: bool = Field(
+        default=False,
+        validation_alias=_env("AGENTKIT_GIT_SSH_HOST_KEYS"),
+        description=(
+            "Let ssh clones (git@host:owner/repo) use the agent host's own SSH keys and agent. "
+            "Off: ssh URLs are refused; use https (the token from GITHUB_TOKEN)."
+        ),
+    )
 
     # --- host layout and containers -------------------------------------------------------
     root: str = Field(default="/opt/agentflow", validation_alias=_env("AGENTKIT_ROOT"))
@@ -172,6 +190,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "container_env_passthrough",
+        "git_allow",
         "discord_allowed_users",
         "discord_allowed_roles",
         "discord_channels",

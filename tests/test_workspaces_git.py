@@ -192,8 +192,13 @@ async def test_clone_and_push_with_token_never_leak_it(
     assert "git" in caplog.text  # something was logged, and it is clean
 
 
-async def test_token_is_only_sent_to_the_configured_origin(kit: Kit, tmp_path: Path) -> None:
+async def test_token_is_only_sent_to_the_configured_origin(
+    executor: Executor, server: GitHTTPServer, tmp_path: Path
+) -> None:
     with GitHTTPServer(tmp_path / "other", token=TOKEN) as other:
+        # listed in AGENTKIT_GIT_ALLOW, so git does talk to it: but never with the token
+        settings = make_settings(tmp_path, server, git_allow=f"127.0.0.1:{other.port}")
+        kit = Kit(executor, settings)
         other.create_repo("evil/grab")
         result = await kit.error("clone_repo", repo_url=other.url("evil/grab"))
     assert "needs credentials" in result.content

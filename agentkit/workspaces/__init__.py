@@ -19,8 +19,8 @@ from agentkit.workspaces.service import (
     PushResult,
     WorkspaceInfo,
     WorkspaceService,
-    parse_repo_url,
 )
+from agentkit.workspaces.urls import GitAllowlist, check_destination, parse_repo_url
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -28,12 +28,14 @@ __all__ = [
     "BranchResult",
     "CommitInfo",
     "CreatedRepo",
+    "GitAllowlist",
     "GitHubClient",
     "InvalidNameError",
     "PushResult",
     "WorkspaceInfo",
     "WorkspacePath",
     "WorkspaceService",
+    "check_destination",
     "github_web_url",
     "parse_repo_url",
     "resolve_workspace",

@@ -15,7 +15,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,7 +25,6 @@ from agentkit.redact import Redactor, strip_url_credentials
 from agentkit.workspaces.git import Git, GitError, GitOutput, same_origin
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
 from agentkit.workspaces.names import (
-    InvalidNameError,
     WorkspacePath,
     is_valid_workspace_name,
     normalize_root,
@@ -35,19 +33,18 @@ from agentkit.workspaces.names import (
     validate_rev,
     validate_workspace_name,
 )
+from agentkit.workspaces.urls import (
+    RepoURL,
+    check_destination,
+    parse_getent,
+    parse_repo_url,
+)
 
 logger = logging.getLogger("agentkit.workspaces")
 
 BusyProvider = Callable[[], Awaitable[set[str]]]
 #: push/create_branch re-check a busy workspace with waits doubling up to this (s; ~3 s in all)
 BUSY_GRACE = 1.6
-
-_SHORTHAND = re.compile(r"(?P<owner>[A-Za-z0-9][A-Za-z0-9-]{0,38})/(?P<repo>[A-Za-z0-9._-]+)")
-_SCP_LIKE = re.compile(r"(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^\s]+)")
-_URL_FORMS = (
-    "an https URL (https://github.com/owner/repo.git), an ssh URL (git@github.com:owner/repo.git "
-    "or ssh://git@host/owner/repo.git) or owner/repo shorthand"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,62 +97,6 @@ class BranchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class RepoURL:
-    """A clone URL accepted by :func:`parse_repo_url`, and the workspace name it suggests."""
-
-    url: str
-    default_name: str
-    uses_token: bool
-
-
-def parse_repo_url(value: str, github_url: str) -> RepoURL:
-    """Accept https/http/ssh/git URLs, ``user@host:path`` and ``owner/repo`` shorthand.
-
-    Local paths, ``file://`` and transports like ``ext::`` are refused (they would read the
-    host's files or run commands); so are credentials inside the URL (use GITHUB_TOKEN).
-    """
-    url = value.strip()
-    if not url or re.search(r"[\x00-\x20\x7f]", url):
-        raise ToolError(f"repo_url must be {_URL_FORMS}, without spaces")
-    if url.startswith("-"):
-        raise ToolError(f"repo_url may not start with '-'; give {_URL_FORMS}")
-    shorthand = _SHORTHAND.fullmatch(url)
-    if shorthand:
-        repo = shorthand.group("repo")
-        suffix = "" if repo.endswith(".git") else ".git"
-        url = f"{github_url.rstrip('/')}/{shorthand.group('owner')}/{repo}{suffix}"
-    scp = _SCP_LIKE.fullmatch(url)
-    if scp and "://" not in url:
-        path = scp.group("path")
-        return RepoURL(url, _default_name(path, value), uses_token=False)
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
-        raise ToolError(
-            f"repo_url {strip_url_credentials(value)!r} is not supported: give {_URL_FORMS}. "
-            "Local paths, file:// and other transports are refused."
-        )
-    if parts.password is not None or (parts.username and parts.scheme in ("https", "http")):
-        raise ToolError(
-            "repo_url contains credentials; remove them. The GitHub token is taken from "
-            "GITHUB_TOKEN and handed to git without ever entering a URL."
-        )
-    uses_token = same_origin(url, github_url)
-    return RepoURL(url, _default_name(parts.path, value), uses_token=uses_token)
-
-
-def _default_name(path: str, original: str) -> str:
-    last = path.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    if last.endswith(".git"):
-        last = last[: -len(".git")]
-    if not is_valid_workspace_name(last):
-        raise InvalidNameError(
-            f"cannot derive a workspace name from {strip_url_credentials(original)!r}; "
-            "pass workspace_name explicitly"
-        )
-    return last
 
 
 _AUTH_FAILED = re.compile(
@@ -406,7 +347,8 @@ class WorkspaceService:
         async with self._lock(ws.name):
             await self._ensure_absent(ws)
             await self.executor.makedirs(self.root)
-            args = ["clone", "--origin", "origin", "--no-recurse-submodules"]
+            target = await check_destination(repo, self.settings, self._resolve)
+            args = [*target.git_options, "clone", "--origin", "origin", "--no-recurse-submodules"]
             if depth is not None:
                 args += ["--depth", str(depth)]
             if branch is not None:
@@ -418,6 +360,11 @@ class WorkspaceService:
                 raise self._clone_error(out, repo, web, branch)
         logger.info("cloned %s into workspace %s", strip_url_credentials(repo.url), ws.name)
         return await self.info(ws.name)
+
+    async def _resolve(self, host: str) -> builtins.list[str]:
+        """The addresses the agent host resolves ``host`` to (where git will connect from)."""
+        out = await self.executor.run(["getent", "ahosts", "--", host], idempotent=True, timeout=30)
+        return parse_getent(out.stdout_text()[:65536]) if out.ok else []
 
     def _clone_error(
         self, out: GitOutput, repo: RepoURL, web: str, branch: str | None
