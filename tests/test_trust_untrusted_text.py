@@ -134,3 +134,26 @@ def test_names_with_surrounding_whitespace_are_refused_not_stripped(value: str) 
     with pytest.raises(InvalidNameError) as info:
         resolve_workspace("/opt/agentflow/workspaces", value)
     assert "whitespace" in str(info.value)
+
+
+def test_an_endless_output_line_is_dropped_not_kept() -> None:
+    """An agent printing one line without end cannot grow the controller's memory: past
+    MAX_LINE_BYTES the line is dropped (a marker says so) and the next lines arrive intact."""
+    from agentkit.containers.live import MAX_LINE_BYTES, LiveRun
+    from agentkit.containers.runtime import STDOUT, LogChunk
+
+    run = LiveRun(id="claude-agent-1764240000000-abcdef", labels={})
+    out = bytearray()
+    partial = b""
+    chunk = b"x" * 65536
+    for _ in range(3 * MAX_LINE_BYTES // len(chunk)):
+        partial = run.take_chunk(LogChunk(STDOUT, chunk), partial, Redactor(), out)
+        assert len(partial) <= MAX_LINE_BYTES + len(chunk)
+    tail = b'xx\n{"type":"system","subtype":"init","session_id":"s1"}\n'
+    partial = run.take_chunk(LogChunk(STDOUT, tail), partial, Redactor(), out)
+    lines = out.decode().splitlines()
+    assert len(lines) == 2
+    assert "was dropped" in lines[0]
+    assert str(3 * MAX_LINE_BYTES + 2) in lines[0]
+    assert run.summary.session_id == "s1"
+    assert partial == b""

@@ -20,10 +20,18 @@ if TYPE_CHECKING:
     from agentkit.containers.runtime import ContainerInfo, LogChunk
     from agentkit.redact import Redactor
 
-__all__ = ["STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
+__all__ = ["MAX_LINE_BYTES", "STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
 
 TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
 STDERR_BYTES = 64 * 1024
+#: An output line longer than this is dropped (a marker line says so) before it is redacted,
+#: parsed or kept: an agent printing one endless line cannot grow the controller's memory or
+#: stall its event loop. Claude Code's own lines stay far below it (tool output is capped).
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def _dropped(size: int) -> str:
+    return f"[agentkit: an output line of {size} bytes was dropped (over {MAX_LINE_BYTES} bytes)]"
 
 
 def as_float(value: Any) -> float | None:
@@ -56,6 +64,8 @@ class LiveRun:
     finished_at: float | None = None
     started_at: float | None = None
     task: asyncio.Task[None] | None = None
+    # bytes of an over-long stdout line dropped so far (0: not inside one)
+    overlong: int = 0
     final: AgentStatus | None = None
 
     @property
@@ -77,9 +87,11 @@ class LiveRun:
 
     def take_line(self, raw: bytes, redactor: Redactor, out: bytearray) -> None:
         """Redact one raw stdout line, append it to ``out`` (to persist) and take it in."""
-        line = redactor.redact(raw.decode("utf-8", "replace")).rstrip("\r")
-        out.extend(line.encode("utf-8") + b"\n")
-        self.add_line(line)
+        if len(raw) > MAX_LINE_BYTES:
+            line = _dropped(len(raw))
+        else:
+            line = redactor.redact(raw.decode("utf-8", "replace")).rstrip("\r")
+        self.take_line_text(line, out)
 
     def take_chunk(
         self, chunk: LogChunk, partial: bytes, redactor: Redactor, out: bytearray
@@ -90,10 +102,25 @@ class LiveRun:
             self.stderr.extend(chunk.data)
             del self.stderr[: max(len(self.stderr) - STDERR_BYTES, 0)]
             return partial
-        *lines, partial = (partial + chunk.data).split(b"\n")
+        data = chunk.data
+        if self.overlong:  # inside a dropped line: skip to its end
+            end = data.find(b"\n")
+            if end < 0:
+                self.overlong += len(data)
+                return b""
+            self.take_line_text(_dropped(self.overlong + end), out)
+            self.overlong, data, partial = 0, data[end + 1 :], b""
+        *lines, partial = (partial + data).split(b"\n")
         for raw in lines:
             self.take_line(raw, redactor, out)
+        if len(partial) > MAX_LINE_BYTES:
+            self.overlong, partial = len(partial), b""
         return partial
+
+    def take_line_text(self, line: str, out: bytearray) -> None:
+        """Take a line agentkit wrote itself (no redaction needed)."""
+        out.extend(line.encode("utf-8") + b"\n")
+        self.add_line(line)
 
     def running_status(
         self, *, info: ContainerInfo | None = None, started_at: float | None = None
