@@ -121,6 +121,21 @@ class Settings(BaseSettings):
             "Off: ssh URLs are refused; use https (the token from GITHUB_TOKEN)."
         ),
     )
+    git_sandbox_memory: str = Field(
+        default="1g",
+        validation_alias=_env("AGENTKIT_GIT_SANDBOX_MEMORY"),
+        description="Memory limit of the short-lived container git runs in for workspace tools.",
+    )
+    git_sandbox_timeout: float = Field(
+        default=300.0,
+        validation_alias=_env("AGENTKIT_GIT_SANDBOX_TIMEOUT"),
+        description="Seconds one git sandbox may run before it is killed.",
+    )
+    git_bundle_max: str = Field(
+        default="2g",
+        validation_alias=_env("AGENTKIT_GIT_BUNDLE_MAX"),
+        description="Largest git bundle push_workspace accepts from a workspace's sandbox.",
+    )
 
     # --- host layout and containers -------------------------------------------------------
     root: str = Field(default="/opt/agentflow", validation_alias=_env("AGENTKIT_ROOT"))
@@ -211,6 +226,16 @@ class Settings(BaseSettings):
     @property
     def runs_root(self) -> str:
         return f"{self.root.rstrip('/')}/runs"
+
+    @property
+    def mirrors_root(self) -> str:
+        """Bare mirrors agentkit owns (pushes and clones go through them)."""
+        return f"{self.root.rstrip('/')}/mirrors"
+
+    @property
+    def state_root(self) -> str:
+        """agentkit's own trusted state (the workspace registry, sandbox exchange folders)."""
+        return f"{self.root.rstrip('/')}/state"
 
     @property
     def is_remote(self) -> bool:

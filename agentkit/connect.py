@@ -86,7 +86,11 @@ async def connect(
                     # Workspace tools still work without Docker; agent tools will say why not.
                     logger.warning("agent runs not reconciled: %s", exc)
             workspaces = WorkspaceService(
-                executor, settings, busy=agents.active_workspaces, redactor=agents.redactor
+                executor,
+                settings,
+                busy=agents.active_workspaces,
+                redactor=agents.redactor,
+                runtime=agents.runtime,  # git sandboxes share the agents' engine connection
             )
             context = ToolContext(
                 settings=settings,

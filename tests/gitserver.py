@@ -44,6 +44,10 @@ def run_git(*args: str, cwd: str | Path | None = None, input: str | None = None)
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
         "GIT_CONFIG_NOSYSTEM": "1",
         "LC_ALL": "C",
+        # tests play the agent too: workspaces belong to the agent user (uid 1001)
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": "*",
     }
     out = subprocess.run(
         [GIT, *args],

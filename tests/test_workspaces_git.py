@@ -3,6 +3,7 @@
 A smart-HTTP git server on loopback (``tests/gitserver.py``) demands the token with Basic auth,
 so clone and push prove the credential path; the token must never show up in ``.git/config``,
 any file of the workspace, a tool result, a log record or any process's argv while git runs.
+Git in workspaces runs in real sandbox containers (dockerd + the agent image).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import logging
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.executors.base import Executor
@@ -89,6 +91,12 @@ class Kit:
         )
         self.results: list[ToolResult] = []
 
+    async def __aenter__(self) -> Kit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.service.aclose()
+
     @property
     def root(self) -> Path:
         return Path(self.settings.workspaces_root)
@@ -118,9 +126,12 @@ class Kit:
                     assert TOKEN.encode() not in path.read_bytes(), path
 
 
-@pytest.fixture
-def kit(executor: Executor, tmp_path: Path, server: GitHTTPServer) -> Kit:
-    return Kit(executor, make_settings(tmp_path, server))
+@pytest_asyncio.fixture
+async def kit(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
+) -> AsyncIterator[Kit]:
+    async with Kit(executor, make_settings(tmp_path, server, image=agent_image)) as kit:
+        yield kit
 
 
 def cmdlines() -> list[str]:
@@ -211,9 +222,9 @@ async def test_token_is_only_sent_to_the_configured_origin(
 async def test_clone_without_a_token_says_how_to_fix_it(
     executor: Executor, tmp_path: Path, server: GitHTTPServer
 ) -> None:
-    kit = Kit(executor, make_settings(tmp_path, server, github_token=None))
-    server.create_repo("acme/private")
-    result = await kit.error("clone_repo", repo_url="acme/private")
+    async with Kit(executor, make_settings(tmp_path, server, github_token=None)) as kit:
+        server.create_repo("acme/private")
+        result = await kit.error("clone_repo", repo_url="acme/private")
     assert "GITHUB_TOKEN" in result.content
     assert not (kit.root / "private").exists()
 
@@ -222,9 +233,9 @@ async def test_clone_wrong_token_is_refused(
     executor: Executor, tmp_path: Path, server: GitHTTPServer
 ) -> None:
     wrong = "tok-wrong-" + secrets.token_hex(8)
-    kit = Kit(executor, make_settings(tmp_path, server, github_token=wrong))
-    server.create_repo("acme/private")
-    result = await kit.error("clone_repo", repo_url="acme/private")
+    async with Kit(executor, make_settings(tmp_path, server, github_token=wrong)) as kit:
+        server.create_repo("acme/private")
+        result = await kit.error("clone_repo", repo_url="acme/private")
     assert "rejected GITHUB_TOKEN" in result.content
     assert wrong not in result.content
     assert not (kit.root / "private").exists()
@@ -271,18 +282,31 @@ async def test_create_then_push_lifecycle(kit: Kit, server: GitHTTPServer) -> No
     ws = kit.root / "fresh"
 
     no_remote = await kit.error("push_workspace", workspace_name="fresh", commit_message="x")
-    assert "no remote 'origin'" in no_remote.content
+    assert "no pinned origin" in no_remote.content
+    assert "origin_url" in no_remote.content
 
+    # An origin in the workspace's own .git/config is never taken: the push still refuses.
     run_git("-C", str(ws), "remote", "add", "origin", server.url("acme/fresh"))
-    empty = await kit.error("push_workspace", workspace_name="fresh", commit_message="x")
+    still = await kit.error("push_workspace", workspace_name="fresh", commit_message="x")
+    assert "no pinned origin" in still.content
+
+    empty = await kit.error(
+        "push_workspace",
+        workspace_name="fresh",
+        commit_message="x",
+        origin_url=server.url("acme/fresh"),
+    )
     assert "no commits and no changes" in empty.content
+    assert (await kit.service.origin("fresh")) is not None  # pinned by that explicit call
 
     (ws / "a.txt").write_text("a\n")
     pushed = await kit.ok("push_workspace", workspace_name="fresh", commit_message="First")
     assert "Committed and pushed" in pushed.content
     assert server.log("acme/fresh") == ["First"]
-    upstream = run_git("-C", str(ws), "rev-parse", "--abbrev-ref", "@{upstream}").strip()
-    assert upstream == "origin/main"
+    # the upstream is configured in the workspace (its tracking ref is not: the workspace
+    # never talks to the origin itself)
+    merge = run_git("-C", str(ws), "config", "branch.main.merge").strip()
+    assert merge == "refs/heads/main"
 
     again = await kit.ok("push_workspace", workspace_name="fresh", commit_message="Nothing")
     assert "remote is up to date" in again.content
@@ -403,14 +427,21 @@ async def test_list_workspaces(kit: Kit, server: GitHTTPServer) -> None:
     assert "two [main] dirty (1 changed)" in (await kit.ok("list_workspaces")).content
 
 
-async def test_no_git_runs_in_a_workspace_an_agent_is_working_in(
-    tmp_path: Path, server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch
+async def test_host_git_never_runs_in_a_workspace(
+    tmp_path: Path, server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch, agent_image: str
 ) -> None:
-    """The agent can rewrite .git/config at any moment, e.g. right after check_config read
-    it: git on the host (status runs clean filters) would then run its commands."""
+    """Every host git process is seen by a wrapper on PATH: none ever runs in a workspace
+    (busy or not); git there runs only in the sandbox. Host git runs only on the mirror."""
     from agentkit.executors.local import LocalExecutor
 
-    kit = Kit(LocalExecutor(), make_settings(tmp_path, server))
+    settings = make_settings(tmp_path, server, image=agent_image)
+    async with Kit(LocalExecutor(), settings) as kit:
+        await _guarded(kit, tmp_path, server, monkeypatch)
+
+
+async def _guarded(
+    kit: Kit, tmp_path: Path, server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server.create_repo("acme/guarded")
     await kit.ok("clone_repo", repo_url="acme/guarded")
     ws = kit.root / "guarded"
@@ -435,24 +466,39 @@ async def test_no_git_runs_in_a_workspace_an_agent_is_working_in(
     assert str(ws) not in calls
 
     kit.busy = set()
+    await kit.ok("list_workspaces")
+    await kit.ok("create_branch", workspace_name="guarded", branch_name="next")
     await kit.ok("push_workspace", workspace_name="guarded", commit_message="done")
-    assert str(ws) in log.read_text()  # the wrapper does see git once the agent is done
+    calls = log.read_text()
+    assert str(ws) not in calls
+    assert kit.service.mirrors.path("guarded") in calls  # the wrapper does see host git
+    assert server.log("acme/guarded", "next")[0] == "done"
 
 
-async def test_list_strips_credentials_from_remotes(kit: Kit) -> None:
-    await kit.ok("create_workspace", workspace_name="cred")
+async def test_list_shows_the_pinned_origin_never_the_workspace_config(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    await kit.ok("create_workspace", workspace_name="cred", origin_url="acme/cred")
     run_git(
         "-C",
         str(kit.root / "cred"),
         "remote",
-        "add",
+        "set-url",
         "origin",
         "https://someone:hunter2-secret@example.com/a/b.git",
     )
     result = await kit.ok("list_workspaces")
     assert "hunter2" not in result.content
-    assert "hunter2" not in json.dumps(result.data)
-    assert result.data["workspaces"][0]["remote"] == "https://example.com/a/b.git"
+    assert "example.com" not in json.dumps(result.data)
+    assert result.data["workspaces"][0]["remote"] == server.url("acme/cred")
+    # credentials are refused where an origin is pinned
+    bad = await kit.error(
+        "create_workspace",
+        workspace_name="cred2",
+        origin_url="https://someone:hunter2-secret@example.com/a/b.git",
+    )
+    assert "credentials" in bad.content
+    assert "hunter2" not in bad.content
 
 
 async def test_delete_workspace(kit: Kit, tmp_path: Path) -> None:
@@ -479,26 +525,36 @@ async def test_delete_workspace(kit: Kit, tmp_path: Path) -> None:
     (outside / "keep.txt").write_text("keep")
     (kit.root / "link").symlink_to(outside)
     link = await kit.error("delete_workspace", workspace_name="link")
-    assert "does not resolve to a directory directly under" in link.content
+    assert "symbolic link" in link.content
     assert (outside / "keep.txt").read_text() == "keep"
 
 
-async def test_delete_refused_when_agent_status_is_unknown(
-    executor: Executor, tmp_path: Path, server: GitHTTPServer
+async def test_changes_refused_when_agent_status_is_unknown(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
 ) -> None:
+    """The busy check fails closed: delete, push and create_branch all refuse."""
+
     async def broken() -> set[str]:
         raise RuntimeError("docker is down")
 
-    settings = make_settings(tmp_path, server)
-    service = WorkspaceService(executor, settings, busy=broken)
-    await service.create("keep")
-    toolset = Toolset(workspace_tools(), context=ToolContext(workspaces=service))
-    result = await toolset.call("delete_workspace", {"workspace_name": "keep"})
-    assert result.is_error
-    assert "cannot check whether an agent is working" in result.content
-    assert (Path(settings.workspaces_root) / "keep").exists()
-    listed = await toolset.call("list_workspaces", {})
+    settings = make_settings(tmp_path, server, image=agent_image)
+    async with WorkspaceService(executor, settings, busy=broken) as service:
+        await service.create("keep", origin_url="acme/keep")
+        (Path(settings.workspaces_root) / "keep" / "x.txt").write_text("x")
+        toolset = Toolset(workspace_tools(), context=ToolContext(workspaces=service))
+        for tool, extra in (
+            ("delete_workspace", {}),
+            ("push_workspace", {"commit_message": "m"}),
+            ("create_branch", {"branch_name": "b"}),
+        ):
+            result = await toolset.call(tool, {"workspace_name": "keep", **extra})
+            assert result.is_error, tool
+            assert "cannot check whether an agent is working" in result.content, tool
+        assert (Path(settings.workspaces_root) / "keep").exists()
+        listed = await toolset.call("list_workspaces", {})
     assert listed.data["workspaces"][0]["agent_running"] is None
+    assert listed.data["workspaces"][0]["dirty"] is True  # the sandbox may run: it is safe
+    assert server.requests == []  # nothing was pushed
 
 
 # --- names through the tools ------------------------------------------------------------------
@@ -547,19 +603,17 @@ async def test_tampered_git_config_and_hooks_do_not_run_on_the_host(
     await kit.ok("push_workspace", workspace_name="tamper", commit_message="with hooks present")
     assert not marker.exists(), "a workspace hook ran on the host"
 
+    # Configuration that runs commands or redirects the push is harmless now: git in the
+    # workspace runs only in the sandbox, and the push goes from the mirror to the pinned origin.
     (ws / ".gitattributes").write_text("*.txt filter=evil\n")
     run_git("-C", str(ws), "config", "filter.evil.clean", f"touch {marker}; cat")
-    (ws / "g.txt").write_text("g\n")
-    result = await kit.error("push_workspace", workspace_name="tamper", commit_message="filter")
-    assert "filter.evil.clean" in result.content
-    listed = await kit.ok("list_workspaces")
-    assert "filter.evil.clean" in listed.data["workspaces"][0]["error"]
-    assert not marker.exists(), "a clean filter ran on the host"
-    run_git("-C", str(ws), "config", "--unset", "filter.evil.clean")
-
     run_git("-C", str(ws), "config", "url.http://127.0.0.1:1/.insteadOf", server.origin)
-    result = await kit.error("push_workspace", workspace_name="tamper", commit_message="redirect")
-    assert "url.http://127.0.0.1:1/.insteadof" in result.content.lower()
+    (ws / "g.txt").write_text("g\n")
+    listed = await kit.ok("list_workspaces")
+    assert listed.data["workspaces"][0]["dirty"] is True
+    await kit.ok("push_workspace", workspace_name="tamper", commit_message="filter")
+    assert not marker.exists(), "a clean filter ran on the host"
+    assert server.log("acme/tamper")[:2] == ["filter", "with hooks present"]
 
 
 async def test_workspace_owned_by_the_agent_user_stays_usable(
@@ -589,7 +643,7 @@ async def test_workspace_owned_by_the_agent_user_stays_usable(
 async def test_dot_git_pointing_elsewhere_is_refused(kit: Kit, server: GitHTTPServer) -> None:
     server.create_repo("acme/elsewhere")
     await kit.ok("clone_repo", repo_url="acme/elsewhere")
-    await kit.ok("create_workspace", workspace_name="decoy")
+    await kit.ok("create_workspace", workspace_name="decoy", origin_url="acme/elsewhere")
     decoy = kit.root / "decoy"
     (decoy / ".git").rename(kit.root / "decoy-git")
     (decoy / ".git").write_text(f"gitdir: {kit.root / 'elsewhere' / '.git'}\n")
@@ -645,20 +699,24 @@ async def test_git_output_echoing_the_token_is_redacted_by_the_service(
     assert TOKEN not in str(info.value)
 
     with pytest.raises(ToolError) as info:  # git echoes its argument in the error
-        await kit.service.git.run(["checkout", TOKEN], cwd=str(kit.root / "echo"))
-    assert "did not match" in str(info.value)
+        await kit.service.git.run(["show", TOKEN], cwd=kit.service.mirrors.path("echo"))
+    assert "unknown revision" in str(info.value)
     assert TOKEN not in str(info.value)
 
 
 async def test_busy_check_sees_through_a_symlinked_root(
-    executor: Executor, tmp_path: Path, server: GitHTTPServer
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
 ) -> None:
     """The agent service reports resolved paths; a root behind a symlink must still match."""
     real = tmp_path / "real-root"
     real.mkdir()
     (tmp_path / "linked").symlink_to(real)
-    settings = make_settings(tmp_path, server, root=str(tmp_path / "linked"))
-    kit = Kit(executor, settings)
+    settings = make_settings(tmp_path, server, root=str(tmp_path / "linked"), image=agent_image)
+    async with Kit(executor, settings) as kit:
+        await _busy_through_link(kit, real)
+
+
+async def _busy_through_link(kit: Kit, real: Path) -> None:
     await kit.ok("create_workspace", workspace_name="busy")
     kit.busy = {str(real / "workspaces" / "busy")}
     refused = await kit.error("delete_workspace", workspace_name="busy")

@@ -66,9 +66,10 @@ async def create_workspace(
     workspace_name: str,
     create_github_repo: bool = False,
     repo_visibility: Literal["private", "public", "internal"] = "private",
+    origin_url: str | None = None,
 ) -> ToolResult:
     """Create a new, empty git workspace (branch main), optionally with a new GitHub repository
-    set as its origin so push_workspace can publish it.
+    (or an existing repository, origin_url) pinned as the origin push_workspace publishes to.
 
     Args:
         workspace_name: letters, digits, '-', '_', '.'; starts with a letter, digit or '_';
@@ -76,12 +77,19 @@ async def create_workspace(
         create_github_repo: also create a GitHub repository with the same name (needs
             GITHUB_TOKEN).
         repo_visibility: visibility of the GitHub repository ('internal' only for organisations).
+        origin_url: an existing repository to push to (https/ssh URL or owner/repo); not
+            together with create_github_repo.
     """
     service = ctx.require_workspaces()
     info, repo = await service.create(
-        workspace_name, create_github_repo=create_github_repo, repo_visibility=repo_visibility
+        workspace_name,
+        create_github_repo=create_github_repo,
+        repo_visibility=repo_visibility,
+        origin_url=origin_url,
     )
     text = f"Created workspace {info.name!r} at {info.path} (branch {info.branch})."
+    if repo is None and info.remote:
+        text += f" Its origin is {info.remote}."
     data = info.to_dict()
     if repo is not None:
         text += (
@@ -115,9 +123,14 @@ async def list_workspaces(ctx: ToolContext) -> ToolResult:
 
 @tool(destructive=True)
 async def push_workspace(
-    ctx: ToolContext, workspace_name: str, commit_message: str, branch: str | None = None
+    ctx: ToolContext,
+    workspace_name: str,
+    commit_message: str,
+    branch: str | None = None,
+    origin_url: str | None = None,
 ) -> ToolResult:
-    """Commit every change in a workspace and push it to its origin, setting the upstream.
+    """Commit every change in a workspace and push it to its pinned origin (the repository
+    clone_repo / create_workspace set up; never what the workspace's git config says).
 
     With nothing to commit, existing commits are pushed. Rejected pushes (remote has newer
     commits, protected branch) are explained.
@@ -126,9 +139,13 @@ async def push_workspace(
         workspace_name: the workspace to publish.
         commit_message: message of the commit that records the changes.
         branch: remote branch to push to; default: the workspace's current branch.
+        origin_url: only for a workspace without a pinned origin: the repository to push to
+            (then pinned). It cannot change an origin already pinned.
     """
     service = ctx.require_workspaces()
-    result = await service.push(workspace_name, commit_message, branch=branch)
+    result = await service.push(
+        workspace_name, commit_message, branch=branch, origin_url=origin_url
+    )
     what = "Committed and pushed" if result.committed else "Nothing new to commit; pushed"
     if result.up_to_date:
         what = (

@@ -9,24 +9,24 @@ token only when git asks for credentials for exactly that origin (``scheme://hos
 No input is ever interpolated into the helper; the token is never in a URL, an argv, a file or
 ``.git/config``, and every bit of git output that leaves this module goes through the Redactor.
 
-Hardening for repositories an agent could have tampered with
-------------------------------------------------------------
-Workspaces are written by agents running in containers, so git on the host never runs hooks
-(``core.hooksPath=/dev/null``), never an fsmonitor, never the ``ext::`` transport, ignores every
-other credential helper, and :meth:`Git.check_config` refuses a workspace whose ``.git/config``
-sets keys that run commands or redirect traffic.
+Host git never runs in a workspace
+----------------------------------
+Workspaces are written by agents, so host git only ever runs on repositories agentkit owns: the
+clean bare mirrors (:mod:`agentkit.workspaces.mirror`). Git inside workspaces runs in the
+sandbox (:mod:`agentkit.workspaces.sandbox`). Host git still never runs hooks
+(``core.hooksPath=/dev/null``), an fsmonitor, the ``ext::`` transport, submodule recursion or
+any credential helper but ours.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agentkit.config import Settings
-from agentkit.errors import PermissionDeniedError, ToolError
+from agentkit.errors import ToolError
 from agentkit.executors.base import CommandResult, Executor
 from agentkit.redact import Redactor
 from agentkit.workspaces.github import github_web_url
@@ -49,18 +49,6 @@ CREDENTIAL_HELPER = (
 
 DEFAULT_TIMEOUT = 120.0
 NETWORK_TIMEOUT = 600.0
-
-# .git/config keys that make host-side git run a command, load more config, move the work tree
-# or send traffic (and credentials) elsewhere. An agent can write .git/config; we refuse these.
-_DANGEROUS_CONFIG = re.compile(
-    r"^(?:include\.|includeif\.|filter\.|diff\.[^.]+\.(?:textconv|command)$|merge\.[^.]+\.driver$"
-    r"|credential|url\.|http\.|core\.(?:fsmonitor|hookspath|sshcommand|askpass|gitproxy|worktree"
-    r"|pager|editor|alternaterefscommand)$|uploadpack\.|receivepack\.|sequence\.editor$"
-    r"|remote\.[^.]+\.(?:uploadpack|receivepack|proxy|vcs)$|gpg\.|commit\.gpgsign$"
-    r"|tag\.gpgsign$|protocol\.|ssh\.|diff\.external$|core\.attributesfile$"
-    r"|extensions\.worktreeconfig$)",
-    re.IGNORECASE,
-)
 
 
 class GitError(ToolError):
@@ -132,12 +120,16 @@ class Git:
             "-c",
             "protocol.ext.allow=never",
             "-c",
+            "push.recurseSubmodules=no",
+            "-c",
+            "submodule.recurse=false",
+            "-c",
             "credential.helper=",
         ]
         if auth:
             argv += ["-c", f"credential.helper={CREDENTIAL_HELPER}"]
         if cwd is not None:
-            # Workspaces may be owned by the agent's uid; trust exactly this one directory.
+            # trust exactly this one directory (a mirror agentkit made)
             argv += ["-c", f"safe.directory={cwd}"]
         return argv
 
@@ -193,48 +185,3 @@ class Git:
         lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
         detail = "\n".join(lines[-6:]) or f"exit status {out.exit_status}"
         return GitError(f"{what} failed: {detail}", stderr=out.stderr, exit_status=out.exit_status)
-
-    # --- checks ---------------------------------------------------------------------------
-
-    async def check_repository(self, path: str) -> None:
-        """Refuse a workspace whose ``.git`` is not a plain directory (a file or symlink can
-        point git at another repository on the host)."""
-        dot_git = f"{path}/.git"
-        res = await self.executor.run(
-            ["test", "-d", dot_git, "-a", "!", "-L", dot_git], idempotent=True
-        )
-        if res.exit_status != 0:
-            raise ToolError(
-                f"{path} is not a git repository (no .git directory); re-create the workspace "
-                "or clone into a new one"
-            )
-
-    async def check_config(self, path: str) -> None:
-        """Refuse when ``.git/config`` sets keys that would run commands on the host or
-        redirect traffic (see module docs)."""
-        out = await self.run(["config", "--local", "--list", "--name-only"], cwd=path, check=False)
-        if not out.ok:
-            return  # no local config at all: nothing to refuse
-        bad = sorted({k for k in out.stdout.splitlines() if _DANGEROUS_CONFIG.match(k.strip())})
-        if bad:
-            raise PermissionDeniedError(
-                f"the workspace's .git/config sets {', '.join(bad)}, which could run commands "
-                "or send credentials elsewhere from the host; remove these settings (for "
-                f"example `git config --local --unset {bad[0]}` inside the workspace) and retry"
-            )
-
-    # --- helpers used by the service --------------------------------------------------------
-
-    async def _answer(self, path: str, args: list[str]) -> str | None:
-        """The trimmed output of ``git <args>`` in ``path``; ``None`` if it failed or was empty."""
-        out = await self.run(args, cwd=path, check=False)
-        return out.stdout.strip() or None if out.ok else None
-
-    async def current_branch(self, path: str) -> str | None:
-        return await self._answer(path, ["symbolic-ref", "--quiet", "--short", "HEAD"])
-
-    async def head(self, path: str) -> str | None:
-        return await self._answer(path, ["rev-parse", "--verify", "--quiet", "HEAD"])
-
-    async def remote_url(self, path: str, remote: str = "origin") -> str | None:
-        return await self._answer(path, ["remote", "get-url", remote])

@@ -13,26 +13,36 @@ import logging
 import posixpath
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Self
 
 import httpx
 
 from agentkit.config import Settings
+from agentkit.containers.runtime import ContainerRuntime, DockerRuntime
 from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.redact import Redactor, strip_url_credentials
-from agentkit.workspaces.git import Git, GitError, GitOutput, same_origin
+from agentkit.workspaces.git import Git, GitOutput
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
+from agentkit.workspaces.mirror import Mirrors
 from agentkit.workspaces.names import (
     WorkspacePath,
     is_valid_workspace_name,
     normalize_root,
     resolve_workspace,
     validate_branch_name,
-    validate_rev,
     validate_workspace_name,
 )
+from agentkit.workspaces.pushing import create_branch, push_workspace
+from agentkit.workspaces.registry import Origin, OriginRegistry
+from agentkit.workspaces.reports import (
+    BranchResult,
+    CommitInfo,
+    PushResult,
+    WorkspaceInfo,
+    workspace_report,
+)
+from agentkit.workspaces.sandbox import SANDBOX_UID, GitSandbox, RuntimeProvider
 from agentkit.workspaces.urls import (
     RepoURL,
     check_destination,
@@ -40,63 +50,21 @@ from agentkit.workspaces.urls import (
     parse_repo_url,
 )
 
+__all__ = [
+    "BranchResult",
+    "CommitInfo",
+    "PushResult",
+    "RepoURL",
+    "WorkspaceInfo",
+    "WorkspaceService",
+    "parse_repo_url",
+]
+
 logger = logging.getLogger("agentkit.workspaces")
 
 BusyProvider = Callable[[], Awaitable[set[str]]]
 #: push/create_branch re-check a busy workspace with waits doubling up to this (s; ~3 s in all)
 BUSY_GRACE = 1.6
-
-
-@dataclass(frozen=True, slots=True)
-class CommitInfo:
-    hash: str
-    subject: str
-    age: str
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkspaceInfo:
-    """What :meth:`WorkspaceService.list` reports for one workspace."""
-
-    name: str
-    path: str
-    branch: str | None = None
-    remote: str | None = None
-    dirty: bool | None = None
-    changed_files: int = 0
-    last_commit: CommitInfo | None = None
-    agent_running: bool | None = False
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    name: str
-    branch: str
-    remote: str
-    committed: bool
-    pushed: bool
-    up_to_date: bool
-    commit: CommitInfo | None
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class BranchResult:
-    name: str
-    branch: str
-    from_ref: str | None
-    head: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _AUTH_FAILED = re.compile(
@@ -114,12 +82,20 @@ def _auth_failed(text: str) -> bool:
 class WorkspaceService:
     """Clone, create, list, push, branch and delete git workspaces on the executor's host.
 
+    Git never runs on the host inside a workspace: every git command that reads or writes one
+    runs in a short-lived sandbox container (:mod:`~agentkit.workspaces.sandbox`), and pushes
+    and clones go through a clean bare mirror agentkit owns (:mod:`~agentkit.workspaces.mirror`)
+    to the origin pinned in agentkit's registry (:mod:`~agentkit.workspaces.registry`).
+
     Args:
-        executor: the host (local or SSH) where workspaces live and git runs.
-        settings: root, GitHub token/URLs/owner and git identity.
+        executor: the host (local or SSH) where workspaces live.
+        settings: root, image, GitHub token/URLs/owner and git identity.
         busy: async provider of the host paths of workspaces an agent is working in now
             (``AgentService.active_workspaces``); ``None``: no agents are tracked.
         http_client: optional shared ``httpx.AsyncClient`` for the GitHub REST API.
+        runtime: the container runtime for the git sandboxes, or an async provider of it
+            (``AgentService.runtime``); ``None``: Docker over the executor, opened on first use
+            and closed by :meth:`aclose`.
     """
 
     def __init__(
@@ -130,6 +106,7 @@ class WorkspaceService:
         busy: BusyProvider | None = None,
         http_client: httpx.AsyncClient | None = None,
         redactor: Redactor | None = None,
+        runtime: ContainerRuntime | RuntimeProvider | None = None,
     ) -> None:
         self.executor = executor
         self.settings = settings
@@ -137,8 +114,40 @@ class WorkspaceService:
         self.redactor = redactor or Redactor(settings.secrets())
         self.git = Git(executor, settings, self.redactor)
         self.github = GitHubClient(settings, http_client=http_client, redactor=self.redactor)
+        self.registry = OriginRegistry(executor, settings)
+        self.mirrors = Mirrors(executor, settings, self.git)
         self._busy = busy
         self._locks: dict[str, asyncio.Lock] = {}
+        self._given_runtime = runtime
+        self._own_runtime: ContainerRuntime | None = None
+        self._runtime_lock = asyncio.Lock()
+        self.sandbox = GitSandbox(self._runtime, settings, self.redactor)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the Docker connection this service opened itself (if any)."""
+        if self._own_runtime is not None:
+            await self._own_runtime.aclose()
+            self._own_runtime = None
+
+    async def _runtime(self) -> ContainerRuntime:
+        given = self._given_runtime
+        if isinstance(given, ContainerRuntime):
+            return given
+        if given is not None:
+            return await given()
+        async with self._runtime_lock:
+            if self._own_runtime is None:
+                from agentkit.containers.docker import open_docker
+
+                docker = await open_docker(self.executor, self.settings)
+                self._own_runtime = DockerRuntime(docker, socket=self.settings.docker_socket)
+            return self._own_runtime
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -149,33 +158,47 @@ class WorkspaceService:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def _existing(self, name: str) -> WorkspacePath:
+    async def _existing(self, name: str) -> tuple[WorkspacePath, str]:
+        """The workspace and its real host path: a directory directly under the real root.
+        A symbolic link (even to another workspace) is refused."""
         ws = self.resolve(name)
-        if not await self.executor.exists(ws.path):
+        out = await self.executor.run(
+            ["sh", "-c", _LOCATE, "locate-workspace", self.root, ws.name], idempotent=True
+        )
+        real = out.stdout_text().strip()
+        if out.exit_status == 3:
+            raise PermissionDeniedError(
+                f"workspace {ws.name!r} is a symbolic link; agentkit refuses to follow it. "
+                "Delete the link on the host or use another workspace (see list_workspaces)"
+            )
+        if not out.ok or not real.startswith("/"):
             raise NotFoundError(
                 f"workspace {ws.name!r} does not exist; call list_workspaces to see the "
                 "workspaces, or create_workspace / clone_repo to make it"
             )
-        return ws
+        return ws, real
 
     async def _ensure_absent(self, ws: WorkspacePath) -> None:
-        if await self.executor.exists(ws.path):
+        if await self.executor.exists(ws.path) or await self._is_link(ws.path):
             raise ConflictError(
                 f"workspace {ws.name!r} already exists at {ws.path}; choose another name, "
                 "or delete_workspace it first"
             )
 
+    async def _is_link(self, path: str) -> bool:
+        return (await self.executor.run(["test", "-L", path], idempotent=True)).ok
+
     async def _remove(self, path: str) -> None:
         await self.executor.run(["rm", "-rf", "--one-file-system", "--", path])
 
-    async def _restore_owner(self, ws: WorkspacePath, target: str) -> None:
-        """Give files git just wrote back to the workspace's owner (the agent's uid after a
-        spawn), so the next agent can still write ``.git``. Best effort."""
+    async def _hand_to_sandbox(self, real: str) -> None:
+        """Give the workspace to the sandbox's uid (files the host or another user wrote), never
+        following a symbolic link. Only while no agent works in it. Best effort."""
         out = await self.executor.run(
-            ["chown", "-R", f"--reference={ws.path}", "--", target], idempotent=True
+            ["chown", "-R", "-h", f"{SANDBOX_UID}", "--", real], idempotent=True
         )
         if not out.ok:
-            logger.debug("could not restore ownership of %s: %s", target, out.stderr_text())
+            logger.debug("could not hand %s to %s: %s", real, SANDBOX_UID, out.stderr_text())
 
     async def busy_paths(self) -> set[str]:
         """Normalized host paths with an agent working in them (raises if unknown)."""
@@ -197,7 +220,8 @@ class WorkspaceService:
         return any(p == ws.path or p.startswith(ws.path + "/") for p in busy)
 
     async def _refuse_if_busy(self, ws: WorkspacePath, action: str) -> None:
-        """Refuse to run git in a workspace an agent is working in (see :meth:`info`).
+        """Refuse to change a workspace an agent is working in; also when that cannot be told
+        (fails closed).
 
         An agent that has just finished is waited for a moment: the engine's container list
         can show it running for a fraction of a second after ``wait_for_claude_agent`` returned.
@@ -207,8 +231,11 @@ class WorkspaceService:
             try:
                 busy = await self.busy_paths()
             except Exception as exc:
-                logger.warning("cannot tell whether %s is busy: %s", ws.name, exc)
-                return
+                raise ConflictError(
+                    f"cannot check whether an agent is working in {ws.name!r} "
+                    f"({self.redactor.redact(str(exc))[:300]}); not going to {action} it. "
+                    "Retry once the agent runtime (Docker) answers again."
+                ) from None
             if not self._is_busy(ws, busy):
                 return
             if delay > BUSY_GRACE:
@@ -216,19 +243,13 @@ class WorkspaceService:
             await asyncio.sleep(delay)
             delay *= 2
         raise ConflictError(
-            f"cannot {action} workspace {ws.name!r} while an agent is working in it (the "
-            "agent can change its git configuration at any moment). Wait for it "
-            "(wait_for_claude_agent) or stop it (stop_claude_agent), then retry."
+            f"cannot {action} workspace {ws.name!r} while an agent is working in it. Wait for "
+            "it (wait_for_claude_agent) or stop it (stop_claude_agent), then retry."
         )
 
-    async def _last_commit(self, path: str) -> CommitInfo | None:
-        out = await self.git.run(
-            ["log", "-1", "--format=%H%x1f%s%x1f%cr%x1f%ct"], cwd=path, check=False
-        )
-        fields = out.stdout.strip().split("\x1f")
-        if not out.ok or len(fields) != 4:
-            return None
-        return CommitInfo(fields[0], fields[1], fields[2], int(fields[3] or 0))
+    async def _remote(self, name: str) -> str | None:
+        origin = await self.registry.get(name)
+        return strip_url_credentials(origin.url) if origin is not None else None
 
     # --- info / list --------------------------------------------------------------------------
 
@@ -241,89 +262,66 @@ class WorkspaceService:
             return None
 
     async def info(self, name: str, *, busy: set[str] | None = None) -> WorkspaceInfo:
-        """Branch, remote, dirty state, last commit and agent status of one workspace."""
-        ws = self.resolve(name)
-        return await self._info(ws, await self._busy_or_unknown() if busy is None else busy)
+        """Branch, pinned remote, dirty state, last commit and agent status of one workspace."""
+        ws, real = await self._existing(name)
+        return await self._info(ws, real, await self._busy_or_unknown() if busy is None else busy)
 
-    async def _info(self, ws: WorkspacePath, busy: set[str] | None) -> WorkspaceInfo:
+    async def _info(self, ws: WorkspacePath, real: str, busy: set[str] | None) -> WorkspaceInfo:
         """:meth:`info` with the busy paths already known (``None``: unknown)."""
         running = None if busy is None else self._is_busy(ws, busy)
+        remote = await self._remote(ws.name)
         if running:
-            # While an agent works here it can rewrite .git/config at any moment, e.g. right
-            # after check_config read it, and git on the host would run what it names (even
-            # `git status` runs clean filters). No git runs here until the agent is done.
-            return WorkspaceInfo(ws.name, ws.path, dirty=None, agent_running=True)
+            # its git state is in flux while an agent works: shown once it is done
+            return WorkspaceInfo(ws.name, ws.path, remote=remote, dirty=None, agent_running=True)
         try:
-            await self.git.check_repository(ws.path)
-        except ToolError:
+            result = await self.sandbox.run(real, "info", writable=False)
+        except ToolError as exc:
             return WorkspaceInfo(
-                ws.name, ws.path, agent_running=running, error="not a git repository"
+                ws.name, ws.path, remote=remote, agent_running=running, error=str(exc)
             )
-        try:
-            # git status may run clean filters: never on a tampered configuration
-            await self.git.check_config(ws.path)
-        except PermissionDeniedError as exc:
-            return WorkspaceInfo(ws.name, ws.path, agent_running=running, error=str(exc))
-        status, commit, remote = await asyncio.gather(
-            self.git.run(
-                ["--no-optional-locks", "status", "--porcelain=v2", "--branch"],
-                cwd=ws.path,
-                check=False,
-            ),
-            self._last_commit(ws.path),
-            self.git.remote_url(ws.path),
-        )
-        if not status.ok:
-            return WorkspaceInfo(
-                ws.name,
-                ws.path,
-                agent_running=running,
-                error=self.git.failure(status, "git status").args[0],
-            )
-        branch: str | None = None
-        changed = 0
-        for line in status.stdout.splitlines():
-            if line.startswith("# branch.head "):
-                head = line[len("# branch.head ") :].strip()
-                branch = None if head == "(detached)" else head
-            elif line and not line.startswith("#"):
-                changed += 1
-        return WorkspaceInfo(
-            name=ws.name,
-            path=ws.path,
-            branch=branch,
-            remote=strip_url_credentials(remote) if remote else None,
-            dirty=changed > 0,
-            changed_files=changed,
-            last_commit=commit,
-            agent_running=running,
-        )
+        return workspace_report(ws.name, ws.path, result, remote=remote, agent_running=running)
 
     async def list(self) -> builtins.list[WorkspaceInfo]:
-        """Every workspace under the root, sorted by name."""
+        """Every workspace under the root (symbolic links are not workspaces), sorted by name;
+        one sandbox per workspace, run concurrently."""
         out = await self.executor.run(
-            ["find", self.root, "-mindepth", "1", "-maxdepth", "1", "-type", "d"],
-            idempotent=True,
+            ["sh", "-c", _LIST, "list-workspaces", self.root], idempotent=True
         )
-        if not out.ok:
-            if not await self.executor.exists(self.root):
-                return []
+        if out.exit_status == 2:
+            return []
+        lines = out.stdout_text().splitlines()
+        if not out.ok or not lines:
             raise ToolError(
                 f"cannot list {self.root}: {self.redactor.redact(out.stderr_text().strip())}"
             )
+        real_root = lines[0]
         names = sorted(
             name
-            for name in (posixpath.basename(p) for p in out.stdout_text().splitlines())
+            for name in (posixpath.basename(p) for p in lines[1:])
             if is_valid_workspace_name(name)
         )
         busy = await self._busy_or_unknown()  # once for all: None (unknown) is not asked again
-        limit = asyncio.Semaphore(8)
+        return builtins.list(
+            await asyncio.gather(
+                *(self._info(self.resolve(n), f"{real_root}/{n}", busy) for n in names)
+            )
+        )
 
-        async def one(name: str) -> WorkspaceInfo:
-            async with limit:
-                return await self._info(self.resolve(name), busy)
+    # --- origins ------------------------------------------------------------------------------
 
-        return builtins.list(await asyncio.gather(*(one(n) for n in names)))
+    async def origin(self, workspace_name: str) -> Origin | None:
+        """The pinned origin of a workspace (``None``: none pinned yet)."""
+        return await self.registry.get(self.resolve(workspace_name).name)
+
+    async def set_origin(self, workspace_name: str, url: str) -> Origin:
+        """Pin (or change) the origin ``push_workspace`` pushes to: the explicit, validated way
+        to change it (the workspace's own ``.git/config`` is never consulted)."""
+        ws, _ = await self._existing(workspace_name)
+        repo = parse_repo_url(url, github_web_url(self.settings))
+        async with self._lock(ws.name):
+            origin = await self.registry.set(ws.name, repo.url, source="set_origin")
+        logger.info("origin of workspace %s set to %s", ws.name, strip_url_credentials(repo.url))
+        return origin
 
     # --- clone / create -----------------------------------------------------------------------
 
@@ -335,7 +333,11 @@ class WorkspaceService:
         branch: str | None = None,
         depth: int | None = None,
     ) -> WorkspaceInfo:
-        """Clone ``repo_url`` into a new workspace (name defaults from the URL)."""
+        """Clone ``repo_url`` into a new workspace (name defaults from the URL).
+
+        Host git clones into the workspace's clean mirror (the only process given the token);
+        the sandbox then clones the workspace from the mirror, mounted read-only.
+        """
         web = github_web_url(self.settings)
         repo = parse_repo_url(repo_url, web)
         name = validate_workspace_name(workspace_name or repo.default_name)
@@ -346,20 +348,52 @@ class WorkspaceService:
         ws = self.resolve(name)
         async with self._lock(ws.name):
             await self._ensure_absent(ws)
-            await self.executor.makedirs(self.root)
             target = await check_destination(repo, self.settings, self._resolve)
-            args = [*target.git_options, "clone", "--origin", "origin", "--no-recurse-submodules"]
-            if depth is not None:
-                args += ["--depth", str(depth)]
-            if branch is not None:
-                args += ["--branch", branch]
-            args += ["--", repo.url, ws.path]
-            out = await self.git.run(args, auth=repo.uses_token, check=False)
+            out = await self.mirrors.clone(
+                ws.name,
+                repo.url,
+                auth=repo.uses_token,
+                branch=branch,
+                depth=depth,
+                options=target.git_options,
+            )
             if not out.ok:
-                await self._remove(ws.path)
+                await self.mirrors.remove(ws.name)
                 raise self._clone_error(out, repo, web, branch)
+            try:
+                await self.mirrors.readable(ws.name)
+                real = await self._prepare(ws)
+                result = await self.sandbox.run(
+                    real,
+                    "clone",
+                    [repo.url, branch or "", str(depth or "")],
+                    mirror=self.mirrors.path(ws.name),
+                )
+                if result.get("clone") is None or not result.sections["clone"].ok:
+                    raise ToolError(
+                        f"could not populate workspace {ws.name!r} from its mirror: "
+                        f"{result.error('clone') or result.stderr[-500:]}"
+                    )
+                await self.registry.set(ws.name, repo.url, source="clone_repo")
+            except BaseException:
+                await asyncio.shield(self._discard(ws))
+                raise
         logger.info("cloned %s into workspace %s", strip_url_credentials(repo.url), ws.name)
-        return await self.info(ws.name)
+        return workspace_report(
+            ws.name, ws.path, result, remote=strip_url_credentials(repo.url), agent_running=False
+        )
+
+    async def _prepare(self, ws: WorkspacePath) -> str:
+        """Make the workspace directory for the sandbox's uid (never through a symlink)."""
+        from agentkit.containers.launch import prepare_workspace
+
+        return await prepare_workspace(self.executor, self.settings, ws.name)
+
+    async def _discard(self, ws: WorkspacePath) -> None:
+        """Undo a half-made workspace: its directory, mirror and registry entry."""
+        await self._remove(ws.path)
+        await self.mirrors.remove(ws.name)
+        await self.registry.forget(ws.name)
 
     async def _resolve(self, host: str) -> builtins.list[str]:
         """The addresses the agent host resolves ``host`` to (where git will connect from)."""
@@ -394,12 +428,19 @@ class WorkspaceService:
         *,
         create_github_repo: bool = False,
         repo_visibility: str = "private",
+        origin_url: str | None = None,
     ) -> tuple[WorkspaceInfo, CreatedRepo | None]:
-        """``git init`` a new workspace (branch ``main``); optionally create + link a GitHub repo.
+        """``git init`` a new workspace (branch ``main``) in the sandbox; optionally create a
+        GitHub repo, or pin an existing ``origin_url``, as the origin push_workspace uses.
 
         The GitHub repository is created first: if that fails, nothing is made on the host.
         """
         ws = self.resolve(validate_workspace_name(workspace_name))
+        if create_github_repo and origin_url is not None:
+            raise ToolError("give either create_github_repo or origin_url, not both")
+        pinned = (
+            parse_repo_url(origin_url, github_web_url(self.settings)).url if origin_url else None
+        )
         async with self._lock(ws.name):
             await self._ensure_absent(ws)
             created: CreatedRepo | None = None
@@ -407,15 +448,20 @@ class WorkspaceService:
                 created = await self.github.create_repo(
                     ws.name, visibility=repo_visibility, owner=self.settings.github_owner
                 )
+                pinned = created.clone_url
             try:
-                await self.executor.makedirs(self.root)
-                # init + symbolic-ref rather than --initial-branch: works with git < 2.28 too
-                await self.git.run(["init", "--quiet", ws.path])
-                await self.git.run(["symbolic-ref", "HEAD", "refs/heads/main"], cwd=ws.path)
-                if created is not None:
-                    await self.git.run(["remote", "add", "origin", created.clone_url], cwd=ws.path)
+                await self.mirrors.remove(ws.name)  # a mirror left by an older workspace
+                real = await self._prepare(ws)
+                result = await self.sandbox.run(real, "init", [pinned or ""])
+                for step in ("init", "remote"):
+                    section = result.get(step)
+                    if section is not None and not section.ok:
+                        raise ToolError(f"git {step} failed: {result.error(step)}")
+                if pinned is not None:
+                    source = "create_workspace"
+                    await self.registry.set(ws.name, pinned, source=source)
             except BaseException as exc:
-                await asyncio.shield(self._remove(ws.path))
+                await asyncio.shield(self._discard(ws))
                 if created is not None and isinstance(exc, ToolError):
                     raise ToolError(
                         f"{exc} (the GitHub repository {created.full_name} was created; "
@@ -423,190 +469,39 @@ class WorkspaceService:
                     ) from exc
                 raise
         logger.info("created workspace %s", ws.name)
-        return await self.info(ws.name), created
+        remote = strip_url_credentials(pinned) if pinned else None
+        info = workspace_report(ws.name, ws.path, result, remote=remote, agent_running=False)
+        return info, created
 
-    # --- push ---------------------------------------------------------------------------------
+    # --- push / branches ----------------------------------------------------------------------
 
     async def push(
-        self, workspace_name: str, commit_message: str, *, branch: str | None = None
-    ) -> PushResult:
-        """Stage everything, commit (if anything changed) and push to ``origin`` with upstream."""
-        if not commit_message.strip():
-            raise ToolError("commit_message must not be empty")
-        ws = await self._existing(workspace_name)
-        async with self._lock(ws.name):
-            await self._refuse_if_busy(ws, "push")
-            await self.git.check_repository(ws.path)
-            await self.git.check_config(ws.path)
-            remote = await self.git.remote_url(ws.path)
-            if not remote:
-                raise ToolError(
-                    f"workspace {ws.name!r} has no remote 'origin' to push to; create it with "
-                    "create_workspace(create_github_repo=true) or clone_repo"
-                )
-            current = await self.git.current_branch(ws.path)
-            target = branch or current
-            if target is None:
-                raise ToolError(
-                    f"workspace {ws.name!r} is not on a branch (detached HEAD); pass branch= "
-                    "or create_branch first"
-                )
-            validate_branch_name(target)
-            warnings: list[str] = []
-            try:
-                return await self._commit_and_push(ws, commit_message, target, remote, warnings)
-            finally:
-                await self._restore_owner(ws, f"{ws.path}/.git")
-
-    async def _commit_and_push(
         self,
-        ws: WorkspacePath,
+        workspace_name: str,
         commit_message: str,
-        target: str,
-        remote: str,
-        warnings: builtins.list[str],
+        *,
+        branch: str | None = None,
+        origin_url: str | None = None,
     ) -> PushResult:
-        shown_remote = strip_url_credentials(remote)
-        await self.git.run(["add", "--all"], cwd=ws.path)
-        staged = await self.git.run(["diff", "--cached", "--quiet"], cwd=ws.path, check=False)
-        committed = False
-        if staged.exit_status == 1:
-            await self.git.run(
-                ["commit", "--quiet", "--no-verify", "--file=-"],
-                cwd=ws.path,
-                stdin=commit_message,
-            )
-            committed = True
-        elif not staged.ok:
-            raise self.git.failure(staged, "git diff")
-        commit = await self._last_commit(ws.path)
-        if commit is None:
-            raise ToolError(
-                f"nothing to push: workspace {ws.name!r} has no commits and no changes yet"
-            )
-        out = await self.git.run(
-            ["push", "--porcelain", "--set-upstream", "origin", f"HEAD:refs/heads/{target}"],
-            cwd=ws.path,
-            auth=same_origin(remote, github_web_url(self.settings)),
-            check=False,
-        )
-        if not out.ok:
-            raise self._push_error(out, ws, target, shown_remote, commit, committed)
-        up_to_date = "[up to date]" in out.stdout
-        return PushResult(
-            name=ws.name,
-            branch=target,
-            remote=shown_remote,
-            committed=committed,
-            pushed=not up_to_date,
-            up_to_date=up_to_date,
-            commit=commit,
-            warnings=warnings,
-        )
+        """Commit everything (if anything changed) in the sandbox and push the branch from the
+        workspace's clean mirror to its pinned origin (see :mod:`agentkit.workspaces.pushing`).
 
-    def _push_error(
-        self,
-        out: GitOutput,
-        ws: WorkspacePath,
-        branch: str,
-        remote: str,
-        commit: CommitInfo,
-        committed: bool,
-    ) -> ToolError:
-        text = f"{out.stdout}\n{out.stderr}"
-        low = text.lower()
-        saved = f" Your commit {commit.hash[:12]} is saved in the workspace." if committed else ""
-        if "non-fast-forward" in low or "fetch first" in low:
-            return ConflictError(
-                f"push to {branch!r} of {remote} was rejected: the remote branch has commits "
-                f"the workspace does not have (non-fast-forward).{saved} Have an agent run "
-                f"`git pull --rebase origin {branch}` in workspace {ws.name!r} and resolve any "
-                "conflicts, or push to a new branch with branch='...'."
-            )
-        if (
-            "protected branch" in low
-            or "gh006" in low
-            or "remote rejected" in low
-            or ("declined" in low)
-        ):
-            reason = next((ln.strip() for ln in text.splitlines() if "rejected" in ln.lower()), "")
-            said = [ln.strip() for ln in out.stderr.splitlines() if ln.startswith("remote:")]
-            server_says = f" The server said: {' | '.join(said[-3:])}" if said else ""
-            return PermissionDeniedError(
-                f"the remote refused the push to {branch!r} (protected branch or server "
-                f"rule: {reason or 'declined'}).{saved} Push to another branch "
-                f"(branch='agent/...') and open a pull request.{server_says}"
-            )
-        if _auth_failed(low):
-            return PermissionDeniedError(
-                f"{remote} rejected the push credentials.{saved} Check that GITHUB_TOKEN is "
-                "set and can push to this repository (scope 'repo'); it is only sent to "
-                f"{github_web_url(self.settings)}."
-            )
-        error = self.git.failure(out, f"git push to {remote}")
-        return GitError(f"{error}{saved}", stderr=error.stderr, exit_status=error.exit_status)
-
-    # --- branches -----------------------------------------------------------------------------
+        ``origin_url`` pins the origin of a workspace that has none yet; it never changes a
+        pinned one (use :meth:`set_origin`)."""
+        return await push_workspace(self, workspace_name, commit_message, branch, origin_url)
 
     async def create_branch(
         self, workspace_name: str, branch_name: str, *, from_ref: str | None = None
     ) -> BranchResult:
         """Create ``branch_name`` (at ``from_ref`` or HEAD) and switch the workspace to it."""
-        validate_branch_name(branch_name)
-        if from_ref is not None:
-            validate_rev(from_ref, what="from_ref")
-        ws = await self._existing(workspace_name)
-        async with self._lock(ws.name):
-            await self._refuse_if_busy(ws, "create a branch in")
-            await self.git.check_repository(ws.path)
-            await self.git.check_config(ws.path)
-            exists = await self.git.run(
-                ["show-ref", "--verify", "--quiet", f"refs/heads/{branch_name}"],
-                cwd=ws.path,
-                check=False,
-            )
-            if exists.ok:
-                raise ConflictError(
-                    f"branch {branch_name!r} already exists in workspace {ws.name!r}; "
-                    "pick another name"
-                )
-            args = ["switch", "--quiet", "--create", branch_name]
-            if from_ref is not None:
-                resolved = await self.git.run(
-                    [
-                        "rev-parse",
-                        "--verify",
-                        "--quiet",
-                        "--end-of-options",
-                        f"{from_ref}^{{commit}}",
-                    ],
-                    cwd=ws.path,
-                    check=False,
-                )
-                if not resolved.ok:
-                    raise NotFoundError(
-                        f"from_ref {from_ref!r} is not a branch, tag or commit in workspace "
-                        f"{ws.name!r}"
-                    )
-                args.append(resolved.stdout.strip())
-            out = await self.git.run(args, cwd=ws.path, check=False)
-            await self._restore_owner(ws, ws.path)
-            if not out.ok:
-                if "would be overwritten" in out.stderr:
-                    raise ConflictError(
-                        f"cannot switch workspace {ws.name!r} to {from_ref!r}: uncommitted "
-                        "changes would be overwritten; push them first or create the branch "
-                        "without from_ref"
-                    )
-                raise self.git.failure(out, f"git switch --create {branch_name}")
-            head = await self.git.head(ws.path)
-        return BranchResult(ws.name, branch_name, from_ref, head)
+        return await create_branch(self, workspace_name, branch_name, from_ref)
 
     # --- delete -------------------------------------------------------------------------------
 
     async def delete(self, workspace_name: str) -> WorkspacePath:
-        """Remove a workspace directory; refused while an agent is working in it."""
-        ws = await self._existing(workspace_name)
+        """Remove a workspace directory (and its mirror and registry entry); refused while an
+        agent is working in it, or when that cannot be told."""
+        ws, real = await self._existing(workspace_name)
         async with self._lock(ws.name):
             try:
                 busy = await self.busy_paths()
@@ -620,20 +515,30 @@ class WorkspaceService:
                     f"workspace {ws.name!r} is in use: an agent is working in it now. Wait for "
                     "it (wait_for_claude_agent) or stop it (stop_claude_agent), then delete."
                 )
-            real = await self.executor.run(
-                ["realpath", "-e", "--", self.root, ws.path], idempotent=True
-            )
-            lines = real.stdout_text().splitlines()
-            if not real.ok or len(lines) != 2 or lines[1] != posixpath.join(lines[0], ws.name):
-                raise PermissionDeniedError(
-                    f"refusing to delete {ws.path}: it does not resolve to a directory directly "
-                    f"under {self.root} (is it a symlink?)"
-                )
-            out = await self.executor.run(["rm", "-rf", "--one-file-system", "--", lines[1]])
+            out = await self.executor.run(["rm", "-rf", "--one-file-system", "--", real])
             if not out.ok:
                 raise ToolError(
                     f"could not delete workspace {ws.name!r}: "
                     f"{self.redactor.redact(out.stderr_text().strip())[-500:]}"
                 )
+            await self.mirrors.remove(ws.name)
+            await self.registry.forget(ws.name)
         logger.info("deleted workspace %s", ws.name)
         return ws
+
+
+# $1 the root, $2 a validated workspace name. Prints the real path of "$root/$2"; exit 3 when it
+# is a symbolic link, 2 when it is missing or not a directory.
+_LOCATE = r"""root=$(realpath -e -- "$1") || exit 2
+ws="$root/$2"
+if [ -L "$ws" ]; then exit 3; fi
+if [ ! -d "$ws" ]; then exit 2; fi
+printf '%s\n' "$ws"
+"""
+
+# $1 the root: prints its real path, then every directory directly under it (never a symbolic
+# link); exit 2 when the root does not exist.
+_LIST = r"""root=$(realpath -e -- "$1") || exit 2
+printf '%s\n' "$root"
+find "$root" -mindepth 1 -maxdepth 1 -type d
+"""
