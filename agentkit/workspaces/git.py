@@ -170,7 +170,7 @@ class Git:
         limit = timeout or (NETWORK_TIMEOUT if auth else DEFAULT_TIMEOUT)
         logger.debug("git %s (cwd=%s)", " ".join(args[:3]), cwd)
         result: CommandResult = await self.executor.run(
-            argv, env=self.env(auth=auth), stdin=stdin, timeout=limit
+            argv, env=self.env(auth=auth), stdin=stdin, timeout=limit, cwd=cwd
         )
         out = GitOutput(
             exit_status=result.exit_status,

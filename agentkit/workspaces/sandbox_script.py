@@ -44,7 +44,9 @@ run() {
   return "$rc"
 }
 repo() {
-  if [ -L .git ] || [ ! -d .git ]; then say norepo '' 1; exit 0; fi
+  if [ -L .git ] || [ ! -d .git ] || ! git rev-parse --git-dir > /dev/null 2>&1; then
+    say norepo '' 1; exit 0
+  fi
 }
 report() {
   git status --porcelain=v2 --branch > /tmp/status 2> /tmp/err; rc=$?

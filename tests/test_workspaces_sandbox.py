@@ -1,0 +1,338 @@
+"""The trust boundary (issue 9): a workspace an agent wrote is hostile, and the host never runs
+a program its repository data can configure.
+
+Each test plants what an attacker would (nested repositories with filters, submodules with
+``receivepack``, a ``pushurl`` with a hook, ``commondir`` / ``alternates`` into another
+workspace, an empty ``.git`` inside a parent checkout, symlinked workspaces) and checks, with
+real git, the real token-demanding git server and real sandbox containers, that nothing runs on
+the host, the token goes nowhere else, and no other repository's data is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from agentkit.executors.base import Executor
+from agentkit.executors.local import LocalExecutor
+from tests.gitserver import GitHTTPServer, git_available, run_git
+from tests.support import require
+from tests.test_workspaces_git import TOKEN, Kit, make_settings
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GitHTTPServer]:
+    require(git_available(), "git")
+    with GitHTTPServer(tmp_path / "srv", token=TOKEN) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["local", "ssh"])
+def executor(request: pytest.FixtureRequest) -> Executor:
+    if request.param == "local":
+        return LocalExecutor()
+    executor: Executor = request.getfixturevalue("ssh_executor")
+    return executor
+
+
+@pytest_asyncio.fixture
+async def kit(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
+) -> AsyncIterator[Kit]:
+    async with Kit(executor, make_settings(tmp_path, server, image=agent_image)) as kit:
+        yield kit
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+# --- list_workspaces: nested repositories ------------------------------------------------------
+
+
+async def test_nested_repo_and_submodule_filters_never_run_on_the_host(
+    kit: Kit, server: GitHTTPServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "host-marker"
+    evil = f"touch {marker}; cat"
+    await kit.ok("create_workspace", workspace_name="nest")
+    ws = kit.root / "nest"
+    # an embedded repository recorded as a gitlink: `git status` recurses into it
+    inner = ws / "inner"
+    inner.mkdir()
+    run_git("init", "-q", str(inner))
+    (inner / "a.txt").write_text("a\n")
+    run_git("-C", str(inner), "add", "a.txt")
+    run_git("-C", str(inner), "commit", "-qm", "inner")
+    run_git("-C", str(inner), "config", "filter.evil.clean", evil)
+    (inner / ".gitattributes").write_text("*.txt filter=evil\n")
+    (ws / "top.txt").write_text("top\n")
+    run_git("-C", str(ws), "add", "top.txt", "inner")
+    run_git("-C", str(ws), "commit", "-qm", "outer")
+    (inner / "a.txt").write_text("changed\n")
+    # and a real submodule whose config (in .git/modules) sets a filter too
+    lib = server.create_repo("acme/lib")
+    run_git("-C", str(ws), "-c", "protocol.file.allow=always", "submodule", "add", str(lib), "sub")
+    run_git("-C", str(ws), "commit", "-qm", "add sub")
+    run_git("-C", str(ws / "sub"), "config", "filter.evil.clean", evil)
+    (ws / "sub" / ".gitattributes").write_text("* filter=evil\n")
+    (ws / "sub" / "README.md").write_text("changed\n")
+
+    listed = await kit.ok("list_workspaces")
+    row = listed.data["workspaces"][0]
+    assert row["error"] is None, row
+    assert row["branch"] == "main"
+    assert row["dirty"] is True
+    assert row["last_commit"]["subject"] == "add sub"
+    assert not marker.exists(), "a nested repository's filter ran on the host"
+
+
+# --- push_workspace: submodules, pushurl hooks, a rewritten remote ----------------------------
+
+
+async def test_push_never_runs_workspace_configured_programs_and_the_origin_is_pinned(
+    kit: Kit, server: GitHTTPServer, tmp_path: Path
+) -> None:
+    leaks = tmp_path / "leaks"
+    leaks.mkdir()
+    server.create_repo("acme/app")
+    lib = server.create_repo("acme/lib2")
+    await kit.ok("clone_repo", repo_url="acme/app")
+    ws = kit.root / "app"
+    run_git("-C", str(ws), "-c", "protocol.file.allow=always", "submodule", "add", str(lib), "lib")
+    # the submodule has an unpushed commit and a receivepack that would get the token
+    (ws / "lib" / "new.txt").write_text("new\n")
+    run_git("-C", str(ws / "lib"), "add", "new.txt")
+    run_git("-C", str(ws / "lib"), "commit", "-qm", "sub change")
+    receivepack = script(
+        leaks / "rp.sh", f'env > {leaks}/receivepack.env\nexec git-receive-pack "$@"'
+    )
+    run_git("-C", str(ws / "lib"), "config", "remote.origin.receivepack", str(receivepack))
+    run_git("-C", str(ws), "config", "push.recurseSubmodules", "on-demand")
+    # a pushurl to a local bare repository whose pre-receive hook would see the token
+    trap = tmp_path / "trap.git"
+    run_git("init", "-q", "--bare", str(trap))
+    script(trap / "hooks" / "pre-receive", f"env > {leaks}/hook.env")
+    run_git("-C", str(ws), "config", "remote.origin.pushurl", str(trap))
+    # and the url itself rewritten to another server that asks for credentials
+    with GitHTTPServer(tmp_path / "other", token=TOKEN) as other:
+        other.create_repo("evil/grab")
+        run_git("-C", str(ws), "remote", "set-url", "origin", other.url("evil/grab"))
+        (ws / "work.txt").write_text("work\n")
+        pushed = await kit.ok("push_workspace", workspace_name="app", commit_message="Work")
+        assert other.requests == []
+    assert pushed.data["remote"] == server.url("acme/app")
+    assert server.log("acme/app")[0] == "Work"
+    assert server.log("acme/lib2") == ["initial commit"]  # the submodule was not pushed
+    assert run_git("--git-dir", str(trap), "for-each-ref").strip() == ""
+    assert sorted(p.name for p in leaks.iterdir()) == ["rp.sh"]  # neither program ran
+    assert files_holding(tmp_path, TOKEN.encode()) == []
+    kit.assert_no_token_anywhere()
+
+
+# --- other repositories: commondir, alternates, a parent checkout ------------------------------
+
+
+async def test_commondir_and_alternates_do_not_reach_another_workspace(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    secret = "victim-secret-" + TOKEN[-8:]
+    await kit.ok("create_workspace", workspace_name="victim", origin_url="acme/victim")
+    victim = kit.root / "victim"
+    (victim / "secret.txt").write_text(secret)
+    run_git("-C", str(victim), "add", "secret.txt")
+    run_git("-C", str(victim), "commit", "-qm", "victim's work")
+    victim_sha = run_git("-C", str(victim), "rev-parse", "HEAD").strip()
+
+    # commondir: create_branch would check out the victim's files into the attacker's tree
+    await kit.ok("create_workspace", workspace_name="thief", origin_url="acme/thief")
+    thief = kit.root / "thief"
+    (thief / ".git" / "commondir").write_text("../../victim/.git\n")
+    branched = await kit.call(
+        "create_branch", workspace_name="thief", branch_name="grab", from_ref=victim_sha
+    )
+    assert branched.is_error, branched.content
+    assert not (thief / "secret.txt").exists()
+    assert secret not in branched.content
+    assert run_git("-C", str(victim), "branch", "--list", "grab").strip() == ""
+    (thief / ".git" / "commondir").unlink()
+
+    # alternates: push would read the victim's objects and push them with the token
+    thief_remote = server.create_repo("acme/thief", files={})
+    (thief / ".git" / "objects" / "info" / "alternates").write_text(
+        "../../../victim/.git/objects\n"
+    )
+    (thief / ".git" / "refs" / "heads" / "main").write_text(victim_sha + "\n")
+    pushed = await kit.call("push_workspace", workspace_name="thief", commit_message="x")
+    assert pushed.is_error, pushed.content
+    assert run_git("--git-dir", str(thief_remote), "for-each-ref").strip() == ""
+    assert files_holding(server.root, secret.encode()) == []
+    assert files_holding(Path(kit.service.mirrors.root), secret.encode()) == []
+
+
+async def test_empty_dot_git_inside_a_parent_checkout_reaches_nothing(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
+) -> None:
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    run_git("init", "-q", str(parent))
+    (parent / "private.txt").write_text("parent's secret\n")
+    run_git("-C", str(parent), "add", "private.txt")
+    run_git("-C", str(parent), "commit", "-qm", "parent secret commit")
+    before = run_git("-C", str(parent), "log", "--format=%H %s")
+    settings = make_settings(tmp_path, server, image=agent_image, root=str(parent / "agentkit"))
+    async with Kit(executor, settings) as kit:
+        await kit.ok("create_workspace", workspace_name="hollow", origin_url="acme/hollow")
+        hollow = kit.root / "hollow"
+        subprocess.run(["rm", "-rf", str(hollow / ".git")], check=True)
+        (hollow / ".git").mkdir()
+        (hollow / "mine.txt").write_text("mine\n")
+        listed = await kit.ok("list_workspaces")
+        row = listed.data["workspaces"][0]
+        assert row["error"], row
+        assert row["last_commit"] is None
+        assert "parent secret" not in listed.content
+        pushed = await kit.error("push_workspace", workspace_name="hollow", commit_message="x")
+        assert "not a git repository" in pushed.content
+        assert "secret" not in pushed.content
+        branched = await kit.error("create_branch", workspace_name="hollow", branch_name="b")
+        assert "not a git repository" in branched.content
+        assert "secret" not in branched.content
+    assert run_git("-C", str(parent), "log", "--format=%H %s") == before
+    assert run_git("-C", str(parent), "branch", "--list", "b").strip() == ""
+    assert server.requests == []
+
+
+# --- symlinked workspaces ----------------------------------------------------------------------
+
+
+async def test_symlinked_workspace_is_refused_by_every_workspace_tool(
+    kit: Kit, server: GitHTTPServer, tmp_path: Path
+) -> None:
+    server.create_repo("acme/real")
+    await kit.ok("clone_repo", repo_url="acme/real")
+    real = kit.root / "real"
+    (real / "wip.txt").write_text("wip\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep\n")
+    (kit.root / "alias").symlink_to(real)
+    (kit.root / "away").symlink_to(outside)
+    head = run_git("-C", str(real), "rev-parse", "HEAD")
+    for name in ("alias", "away"):
+        for tool, extra in (
+            ("push_workspace", {"commit_message": "via link", "origin_url": "acme/real"}),
+            ("create_branch", {"branch_name": "via-link"}),
+            ("delete_workspace", {}),
+            ("create_workspace", {}),
+            ("clone_repo", {"repo_url": "acme/real"}),
+        ):
+            result = await kit.error(tool, workspace_name=name, **extra)
+            assert "symbolic link" in result.content or "already exists" in result.content
+    listed = await kit.ok("list_workspaces")
+    assert [w["name"] for w in listed.data["workspaces"]] == ["real"]
+    assert run_git("-C", str(real), "rev-parse", "HEAD") == head
+    assert run_git("-C", str(real), "branch", "--list", "via-link").strip() == ""
+    assert (real / "wip.txt").exists()
+    assert (outside / "keep.txt").read_text() == "keep\n"
+    assert server.log("acme/real") == ["initial commit"]
+
+
+# --- the token is only in the process that pushes from the mirror -------------------------------
+
+
+class EnvironScanner(threading.Thread):
+    """Reads every process's environment on this machine (containers' too) until stopped and
+    records (pid, cwd, argv) of each one that holds ``needle``."""
+
+    def __init__(self, needle: bytes) -> None:
+        super().__init__(daemon=True)
+        self.needle = needle
+        self.seen: dict[int, tuple[str, str]] = {}
+        self.scans = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        own = os.getpid()
+        while not self.stopped.is_set():
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or int(entry) == own:
+                    continue
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as fh:
+                        if self.needle not in fh.read():
+                            continue
+                    cwd = os.readlink(f"/proc/{entry}/cwd")
+                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                        argv = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+                except OSError:
+                    continue
+                self.seen.setdefault(int(entry), (cwd, argv))
+            self.scans += 1
+
+
+async def test_token_is_only_in_the_process_that_pushes_from_the_mirror(
+    tmp_path: Path, server: GitHTTPServer, agent_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two independent views of one push: a ``git`` wrapper first on PATH logs every host git
+    process (its directory, arguments and whether it got the token), and a thread reads every
+    process's environment (container processes included) while the push runs."""
+    log = tmp_path / "git-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True)
+    script(
+        bin_dir / "git",
+        f'has=no; [ -n "${{AGENTKIT_GIT_TOKEN:-}}" ] && has=yes\n'
+        f'printf "%s|%s|%s\\n" "$has" "$PWD" "$*" >> {log}\n'
+        f'exec {real_git.stdout.strip()} "$@"',
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    server.create_repo("acme/scan")
+    settings = make_settings(tmp_path, server, image=agent_image)
+    async with Kit(LocalExecutor(), settings) as kit:
+        await kit.ok("clone_repo", repo_url="acme/scan")
+        (kit.root / "scan" / "x.txt").write_text("x\n")
+        log.write_text("")
+        server.hold_seconds = 0.3  # git is talking to the server while the thread scans
+        scanner = EnvironScanner(TOKEN.encode())
+        scanner.start()
+        try:
+            await kit.ok("push_workspace", workspace_name="scan", commit_message="Scanned")
+        finally:
+            scanner.stopped.set()
+            await asyncio.to_thread(scanner.join, 10)
+        mirror = kit.service.mirrors.path("scan")
+    calls = [line.split("|", 2) for line in log.read_text().splitlines()]
+    with_token = [c for c in calls if c[0] == "yes"]
+    assert len(with_token) == 1, calls
+    assert with_token[0][2].split(" -c ")[0] == f"-C {mirror}"
+    assert " push --porcelain " in with_token[0][2]
+    assert all(c[1] != str(kit.root / "scan") and str(kit.root) not in c[2] for c in calls)
+    assert scanner.scans > 3
+    assert scanner.seen, "the scan never saw the push (it holds the token for ~0.3 s)"
+    for pid, (cwd, argv) in scanner.seen.items():
+        assert cwd == mirror, (pid, cwd, argv)  # git push and its helpers, in the mirror only
+    assert server.log("acme/scan")[0] == "Scanned"
