@@ -159,7 +159,11 @@ async def test_create_spawn_wait_push_through_the_agent_loop(
         )
         async with AgentService(executor, settings) as agents:
             workspaces = WorkspaceService(
-                executor, settings, busy=agents.active_workspaces, http_client=github_http
+                executor,
+                settings,
+                busy=agents.active_workspaces,
+                http_client=github_http,
+                runtime=agents.runtime,
             )
             toolset = Toolset(
                 default_tools(),
