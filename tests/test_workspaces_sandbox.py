@@ -336,3 +336,55 @@ async def test_token_is_only_in_the_process_that_pushes_from_the_mirror(
     for pid, (cwd, argv) in scanner.seen.items():
         assert cwd == mirror, (pid, cwd, argv)  # git push and its helpers, in the mirror only
     assert server.log("acme/scan")[0] == "Scanned"
+
+
+# --- the sandbox container itself ----------------------------------------------------------------
+
+
+async def test_sandbox_container_is_hardened_and_never_an_agent(
+    tmp_path: Path, server: GitHTTPServer, agent_image: str
+) -> None:
+    """The create request of a sandbox (the Docker runtime's body), and a real one created on the
+    engine: not listed by list_claude_agents, not touchable by the agent tools."""
+    from agentkit.containers.runtime import DockerRuntime
+    from agentkit.containers.service import AgentService
+    from agentkit.tools.base import ToolContext
+    from agentkit.tools.containers import container_tools
+    from agentkit.tools.toolset import Toolset
+    from agentkit.workspaces.sandbox import GitSandbox
+
+    key = "sk-ant-test-" + TOKEN[-12:]
+    settings = make_settings(tmp_path, server, image=agent_image, anthropic_api_key=key)
+    ws = tmp_path / "root" / "workspaces" / "one"
+    ws.mkdir(parents=True)
+    async with AgentService(LocalExecutor(), settings) as agents:
+        runtime = await agents.runtime()
+        sandbox = GitSandbox(agents.runtime, settings, agents.redactor)
+        spec = sandbox.spec("agentkit-git-test-" + TOKEN[-6:], str(ws), "info", [], writable=False)
+        body = DockerRuntime.create_body(spec)
+        host = body["HostConfig"]
+        assert body["User"] == "1001:1001"
+        assert host["CapDrop"] == ["ALL"]
+        assert host["CapAdd"] == []
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["NetworkMode"] == "none"
+        assert host["Init"] is True
+        assert host["Privileged"] is False
+        assert host["PidsLimit"] > 0
+        assert host["Memory"] > 0
+        assert host["Mounts"] == [
+            {"Type": "bind", "Source": str(ws), "Target": "/workspace", "ReadOnly": True}
+        ]
+        env = "\n".join(body["Env"])
+        assert TOKEN not in env
+        assert key not in env
+        await runtime.create(spec)
+        try:
+            toolset = Toolset(container_tools(), context=ToolContext(agents=agents))
+            listed = await toolset.call("list_claude_agents", {})
+            assert spec.name not in listed.content
+            assert spec.name not in str(listed.data)
+            stop = await toolset.call("stop_claude_agent", {"container_id": spec.name})
+            assert stop.is_error
+        finally:
+            await runtime.remove(spec.name, force=True)

@@ -58,7 +58,7 @@ SANDBOX_MANAGED_BY = "agentkit-git-sandbox"
 SANDBOX_UID = "1001:1001"
 WORKSPACE, EXCHANGE, MIRROR = "/workspace", "/exchange", "/mirror"
 #: sandboxes running at once per service (the engine serialises much of create/start anyway)
-CONCURRENCY = 8
+CONCURRENCY = 16
 PIDS_LIMIT = 256
 #: stdout bytes read from one sandbox (sections are bounded in the script too)
 MAX_STDOUT = 8 << 20
