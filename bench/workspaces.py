@@ -1,5 +1,7 @@
 """``list_workspaces`` over N workspaces: this checkout (git in one sandbox container per
-workspace) beside a baseline checkout (e.g. ``main`` before issue 9: host git), one run.
+changed workspace, reports of unchanged ones reused) beside a baseline checkout (e.g. ``main``
+before issue 9: host git), one run. This checkout is measured twice: with every workspace
+changed before each listing (a sandbox each), and with nothing changed.
 
     .venv/bin/python bench/workspaces.py [--workspaces 20] [--n 5] [--baseline /work/main]
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 MEASURE = r"""
 import asyncio, json, statistics, sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from agentkit.config import Settings
 from agentkit.executors.local import LocalExecutor
@@ -44,7 +47,11 @@ async def main():
     service = WorkspaceService(LocalExecutor(), settings)
     toolset = Toolset(workspace_tools(), context=ToolContext(workspaces=service))
     times = []
+    cold = sys.argv[5] == "cold"
     for i in range(int(sys.argv[3]) + 1):
+        if cold:  # every workspace changed since the last listing
+            for ws in Path(sys.argv[2], "workspaces").iterdir():
+                (ws / "file0.txt").write_text(f"changed {i}\n")
         start = time.perf_counter()
         result = await toolset.call("list_workspaces", {})
         took = (time.perf_counter() - start) * 1000
@@ -76,9 +83,9 @@ def make_workspaces(root: Path, count: int) -> None:
         (ws / "file0.txt").write_text("changed\n")
 
 
-def measure(checkout: Path, root: Path, n: int, image: str) -> dict[str, float]:
+def measure(checkout: Path, root: Path, n: int, image: str, mode: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(checkout), str(root), str(n), image],
+        [sys.executable, "-c", MEASURE, str(checkout), str(root), str(n), image, mode],
         capture_output=True,
         text=True,
         check=False,
@@ -136,22 +143,25 @@ def main() -> None:
     try:
         root = tmp / "root"
         make_workspaces(root, args.workspaces)
-        after = measure(HERE, root, args.n, image)
-        before = measure(args.baseline, root, args.n, image) if args.baseline else None
+        cold = measure(HERE, root, args.n, image, "cold")
+        warm = measure(HERE, root, args.n, image, "warm")
+        before = measure(args.baseline, root, args.n, image, "cold") if args.baseline else None
         git_floor, box_floor = asyncio.run(floors(root, image, args.n))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"list_workspaces over {args.workspaces} workspaces, p50 of {args.n} runs:")
-    print(f"  this checkout (sandbox per workspace): {after['p50']:8.1f} ms")
+    print(f"  this checkout, every workspace changed:  {cold['p50']:8.1f} ms (a sandbox each)")
+    print(f"  this checkout, nothing changed:          {warm['p50']:8.1f} ms (reports reused)")
     if before is not None:
-        print(f"  baseline {args.baseline} (host git): {before['p50']:8.1f} ms")
-        print(f"  ratio after/before:                    {after['p50'] / before['p50']:8.2f}x")
+        print(f"  baseline {args.baseline} (host git):  {before['p50']:8.1f} ms")
+        print(f"  ratio changed/before:                    {cold['p50'] / before['p50']:8.2f}x")
+        print(f"  ratio unchanged/before:                  {warm['p50'] / before['p50']:8.2f}x")
     print(f"  floor: one host git status               {git_floor:8.1f} ms")
     print(f"  floor: one empty sandbox container       {box_floor:8.1f} ms")
     if box_floor:
         print(
-            f"  after / (workspaces x empty sandbox):   "
-            f"{after['p50'] / (args.workspaces * box_floor):8.2f}x (1.0 = fully serial)"
+            f"  changed / (workspaces x empty sandbox):  "
+            f"{cold['p50'] / (args.workspaces * box_floor):8.2f}x (1.0 = fully serial)"
         )
 
 

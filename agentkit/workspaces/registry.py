@@ -24,6 +24,15 @@ __all__ = ["Origin", "OriginRegistry"]
 _MAX_BYTES = 64 << 10
 
 
+# $1 the registry folder, then workspace names (validated): "<name><TAB><entry>" for each entry
+# (entries are single-line JSON written by agentkit).
+_READ_MANY = r"""dir=$1; shift
+for n in "$@"; do
+  if [ -f "$dir/$n.json" ]; then printf '%s\t' "$n"; head -c 65536 "$dir/$n.json"; printf '\n'; fi
+done
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """The pinned origin of one workspace."""
@@ -31,6 +40,19 @@ class Origin:
     url: str
     source: str  # clone_repo | create_workspace | push_workspace | set_origin
     set_at: float
+
+
+def _parse(raw: bytes) -> Origin | None:
+    try:
+        if len(raw) > _MAX_BYTES:
+            return None
+        data = json.loads(raw)
+        url, source, set_at = data["origin"], data["source"], data["set_at"]
+        if not isinstance(url, str) or not isinstance(source, str):
+            return None
+        return Origin(url, source, float(set_at))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class OriginRegistry:
@@ -49,19 +71,32 @@ class OriginRegistry:
             raw = await self.executor.read_file(self.path(name))
         except FileNotFoundError:
             return None
-        try:
-            if len(raw) > _MAX_BYTES:
-                raise ValueError("too large")
-            data = json.loads(raw)
-            url, source, set_at = data["origin"], data["source"], data["set_at"]
-            if not isinstance(url, str) or not isinstance(source, str):
-                raise ValueError("bad types")
-            return Origin(url, source, float(set_at))
-        except (ValueError, KeyError, TypeError) as exc:
+        origin = _parse(raw)
+        if origin is None:
             raise ConfigError(
-                f"the workspace registry entry {self.path(name)} is damaged ({exc}); delete it "
-                "and pin the origin again (WorkspaceService.set_origin)"
-            ) from None
+                f"the workspace registry entry {self.path(name)} is damaged; delete it and pin "
+                "the origin again (WorkspaceService.set_origin)"
+            )
+        return origin
+
+    async def get_many(self, names: list[str]) -> dict[str, Origin]:
+        """The pinned origins of ``names`` that have one, in one host command (damaged entries
+        are left out; :meth:`get` reports them)."""
+        if not names:
+            return {}
+        out = await self.executor.run(
+            ["sh", "-c", _READ_MANY, "read-origins", self.directory]
+            + [validate_workspace_name(n) for n in names],
+            idempotent=True,
+        )
+        found: dict[str, Origin] = {}
+        for line in out.stdout_text().splitlines():
+            name, _, text = line.partition("\t")
+            if name in names and name not in found:
+                origin = _parse(text.encode("utf-8"))
+                if origin is not None:
+                    found[name] = origin
+        return found
 
     async def set(self, name: str, url: str, *, source: str) -> Origin:
         """Pin ``url`` (already validated by the caller) as the origin of ``name``."""

@@ -8,6 +8,7 @@ to, a commit to push) are validated by the service before use.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "PushResult",
     "WorkspaceInfo",
     "parse_commit",
+    "relative_age",
     "workspace_report",
 ]
 
@@ -83,6 +85,28 @@ class BranchResult:
         return asdict(self)
 
 
+def relative_age(timestamp: int, now: float | None = None) -> str:
+    """``"5 minutes ago"``, in git's steps (seconds < 90, minutes < 90, hours < 36, days < 14,
+    weeks < 70 days, months < a year, then years)."""
+    diff = int((time.time() if now is None else now) - timestamp)
+    if diff < 0:
+        return "in the future"
+    steps = ((90, 1, "second"), (90 * 60, 60, "minute"), (36 * 3600, 3600, "hour"))
+    for limit, unit, word in steps:
+        if diff < limit:
+            n = (diff + unit // 2) // unit
+            return f"{n} {word}{'s' if n != 1 else ''} ago"
+    days = (diff + 43200) // 86400
+    if days < 14:
+        return f"{days} days ago"
+    if days < 70:
+        return f"{(days + 3) // 7} weeks ago"
+    if days < 365:
+        return f"{(days + 15) // 30} months ago"
+    years = (days * 12 + 182) // 365 // 12
+    return f"{years} year{'s' if years != 1 else ''} ago"
+
+
 def _printable(text: str, limit: int) -> str:
     clipped = text[:limit]
     return "".join(ch if ch.isprintable() else "?" for ch in clipped)
@@ -95,16 +119,13 @@ def parse_commit(section: Section | None) -> CommitInfo | None:
     fields = section.text(64 << 10).strip("\n").split("\x1f")
     if len(fields) != 4:
         return None
-    sha, subject, age, stamp = fields
+    sha, subject, _age, stamp = fields
     if not sha.isalnum() or len(sha) not in (40, 64):
         return None
     stamp = stamp.strip()
-    return CommitInfo(
-        sha,
-        _printable(subject, MAX_SUBJECT),
-        _printable(age, 60),
-        int(stamp) if stamp.isdigit() and len(stamp) < 12 else 0,
-    )
+    when = int(stamp) if stamp.isdigit() and len(stamp) < 12 else 0
+    # the age is computed here from the commit time, so a reused report never goes stale
+    return CommitInfo(sha, _printable(subject, MAX_SUBJECT), relative_age(when), when)
 
 
 def _branch_of(status: Section) -> str | None:

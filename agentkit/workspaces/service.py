@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import logging
 import posixpath
 import re
@@ -24,6 +25,7 @@ from agentkit.executors.base import Executor
 from agentkit.redact import Redactor, strip_url_credentials
 from agentkit.workspaces.git import Git, GitOutput
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
+from agentkit.workspaces.listcache import ReportCache
 from agentkit.workspaces.mirror import Mirrors
 from agentkit.workspaces.names import (
     WorkspacePath,
@@ -63,6 +65,7 @@ __all__ = [
 logger = logging.getLogger("agentkit.workspaces")
 
 BusyProvider = Callable[[], Awaitable[set[str]]]
+_UNKNOWN = object()
 #: push/create_branch re-check a busy workspace with waits doubling up to this (s; ~3 s in all)
 BUSY_GRACE = 1.6
 
@@ -116,6 +119,7 @@ class WorkspaceService:
         self.github = GitHubClient(settings, http_client=http_client, redactor=self.redactor)
         self.registry = OriginRegistry(executor, settings)
         self.mirrors = Mirrors(executor, settings, self.git)
+        self.reports = ReportCache(executor, settings)
         self._busy = busy
         self._locks: dict[str, asyncio.Lock] = {}
         self._given_runtime = runtime
@@ -266,24 +270,43 @@ class WorkspaceService:
         ws, real = await self._existing(name)
         return await self._info(ws, real, await self._busy_or_unknown() if busy is None else busy)
 
-    async def _info(self, ws: WorkspacePath, real: str, busy: set[str] | None) -> WorkspaceInfo:
-        """:meth:`info` with the busy paths already known (``None``: unknown)."""
+    async def _info(
+        self,
+        ws: WorkspacePath,
+        real: str,
+        busy: set[str] | None,
+        remote: str | object | None = _UNKNOWN,
+        *,
+        cached: WorkspaceInfo | None = None,
+    ) -> WorkspaceInfo:
+        """:meth:`info` with the busy paths already known (``None``: unknown), and maybe the
+        remote and a reusable report (see :mod:`~agentkit.workspaces.listcache`)."""
         running = None if busy is None else self._is_busy(ws, busy)
-        remote = await self._remote(ws.name)
+        shown = await self._remote(ws.name) if remote is _UNKNOWN else remote
+        assert shown is None or isinstance(shown, str)
         if running:
             # its git state is in flux while an agent works: shown once it is done
-            return WorkspaceInfo(ws.name, ws.path, remote=remote, dirty=None, agent_running=True)
+            return WorkspaceInfo(ws.name, ws.path, remote=shown, dirty=None, agent_running=True)
+        if cached is not None:
+            return dataclasses.replace(cached, remote=shown, agent_running=running)
+        stamped = await self.reports.begin(ws.name)
         try:
             result = await self.sandbox.run(real, "info", writable=False)
         except ToolError as exc:
             return WorkspaceInfo(
-                ws.name, ws.path, remote=remote, agent_running=running, error=str(exc)
+                ws.name, ws.path, remote=shown, agent_running=running, error=str(exc)
             )
-        return workspace_report(ws.name, ws.path, result, remote=remote, agent_running=running)
+        report = workspace_report(ws.name, ws.path, result, remote=shown, agent_running=running)
+        if stamped:
+            try:
+                await self.reports.store(ws.name, report)
+            except Exception as exc:  # a cache: never fail the listing for it
+                logger.debug("report of %s not kept: %s", ws.name, exc)
+        return report
 
     async def list(self) -> builtins.list[WorkspaceInfo]:
-        """Every workspace under the root (symbolic links are not workspaces), sorted by name;
-        one sandbox per workspace, run concurrently."""
+        """Every workspace under the root (symbolic links are not workspaces), sorted by name.
+        Workspaces changed since their last report get one sandbox each, run concurrently."""
         out = await self.executor.run(
             ["sh", "-c", _LIST, "list-workspaces", self.root], idempotent=True
         )
@@ -295,15 +318,29 @@ class WorkspaceService:
                 f"cannot list {self.root}: {self.redactor.redact(out.stderr_text().strip())}"
             )
         real_root = lines[0]
-        names = sorted(
-            name
-            for name in (posixpath.basename(p) for p in lines[1:])
+        spaces = {
+            name: self.resolve(name)
+            for name in sorted(posixpath.basename(p) for p in lines[1:])
             if is_valid_workspace_name(name)
-        )
+        }
         busy = await self._busy_or_unknown()  # once for all: None (unknown) is not asked again
+        idle = {n: ws.path for n, ws in spaces.items() if not busy or not self._is_busy(ws, busy)}
+        origins, cached = await asyncio.gather(
+            self.registry.get_many(builtins.list(spaces)),
+            self.reports.fresh(real_root, idle),
+        )
         return builtins.list(
             await asyncio.gather(
-                *(self._info(self.resolve(n), f"{real_root}/{n}", busy) for n in names)
+                *(
+                    self._info(
+                        ws,
+                        f"{real_root}/{n}",
+                        busy,
+                        strip_url_credentials(origins[n].url) if n in origins else None,
+                        cached=cached.get(n),
+                    )
+                    for n, ws in spaces.items()
+                )
             )
         )
 
@@ -394,6 +431,7 @@ class WorkspaceService:
         await self._remove(ws.path)
         await self.mirrors.remove(ws.name)
         await self.registry.forget(ws.name)
+        await self.reports.forget(ws.name)
 
     async def _resolve(self, host: str) -> builtins.list[str]:
         """The addresses the agent host resolves ``host`` to (where git will connect from)."""
@@ -523,6 +561,7 @@ class WorkspaceService:
                 )
             await self.mirrors.remove(ws.name)
             await self.registry.forget(ws.name)
+            await self.reports.forget(ws.name)
         logger.info("deleted workspace %s", ws.name)
         return ws
 
