@@ -388,3 +388,45 @@ async def test_sandbox_container_is_hardened_and_never_an_agent(
             assert stop.is_error
         finally:
             await runtime.remove(spec.name, force=True)
+
+
+# --- reports reused while nothing changed ------------------------------------------------------
+
+
+async def test_list_reuses_a_report_only_while_nothing_in_the_workspace_changed(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    """An agent cannot hide a change by setting file times back: ctime gives it away."""
+    await kit.ok("create_workspace", workspace_name="w", origin_url="acme/w")
+    ws = kit.root / "w"
+    (ws / "a.txt").write_text("a\n")
+    run_git("-C", str(ws), "add", "a.txt")
+    run_git("-C", str(ws), "commit", "-qm", "first")
+    stamp = Path(kit.service.reports.directory) / "w.stamp"
+
+    def row(result: object) -> dict[str, object]:
+        return result.data["workspaces"][0]  # type: ignore[attr-defined,no-any-return]
+
+    await kit.ok("list_workspaces")  # changes from just before a run are looked at once more
+    first = row(await kit.ok("list_workspaces"))
+    assert first["dirty"] is False
+    ran_at = stamp.stat().st_mtime_ns
+    again = row(await kit.ok("list_workspaces"))
+    assert again["last_commit"]["hash"] == first["last_commit"]["hash"]  # type: ignore[index]
+    assert {**again, "last_commit": None} == {**first, "last_commit": None}
+    assert stamp.stat().st_mtime_ns == ran_at  # no sandbox ran for it
+
+    before = (ws / "a.txt").stat()
+    (ws / "a.txt").write_text("b\n")  # same size, times set back: only ctime moves
+    os.utime(ws / "a.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+    changed = row(await kit.ok("list_workspaces"))
+    assert changed["dirty"] is True
+    assert changed["changed_files"] == 1
+
+    run_git("-C", str(ws), "commit", "-qam", "second")
+    committed = row(await kit.ok("list_workspaces"))
+    assert committed["dirty"] is False
+    assert committed["last_commit"]["subject"] == "second"  # type: ignore[index]
+
+    (ws / "a.txt").chmod(0o755)
+    assert row(await kit.ok("list_workspaces"))["dirty"] is True

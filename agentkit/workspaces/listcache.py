@@ -3,7 +3,7 @@
 A git sandbox costs a container start (~0.5 s on a busy machine); most workspaces have not
 changed since the last listing. After a sandbox reported on a workspace, the report is kept at
 ``<AGENTKIT_ROOT>/state/reports/<name>.json`` beside a *stamp* file created just before that
-sandbox ran, with its time set one second back (file times come from a coarse clock). The next
+sandbox ran, with its time set 0.1 s back (file times come from a coarse clock). The next
 listing reuses the report only if no file, directory or ``.git`` entry of the workspace has a
 **status-change time** (``ctime``) newer than the stamp: ``find -cnewer`` on the host only
 ``lstat``s names (it interprets nothing, follows no link), and ``ctime`` changes with every
@@ -46,8 +46,11 @@ for n in "$@"; do
 done
 """.replace("__MAX__", str(_MAX_REPORT))
 
-# $1 the reports folder, $2 the new stamp: made (or reset) one second in the past.
-_STAMP = r"""mkdir -p -m 700 -- "$1" && touch -d '1 second ago' -- "$2"
+# $1 the reports folder, $2 the new stamp: made (or reset) 0.1 s in the past, more than one clock
+# tick (file times come from the kernel's coarse clock, 1-10 ms a tick).
+_STAMP = r"""mkdir -p -m 700 -- "$1" || exit 1
+ns=$(($(date +%s%N) - 100000000)); s=${ns%?????????}
+touch -d "@$s.${ns#"$s"}" -- "$2"
 """
 
 
