@@ -294,25 +294,33 @@ class EnvironScanner(threading.Thread):
 
 
 async def test_token_is_only_in_the_process_that_pushes_from_the_mirror(
-    tmp_path: Path, server: GitHTTPServer, agent_image: str, monkeypatch: pytest.MonkeyPatch
+    executor: Executor,
+    tmp_path: Path,
+    server: GitHTTPServer,
+    agent_image: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two independent views of one push: a ``git`` wrapper first on PATH logs every host git
-    process (its directory, arguments and whether it got the token), and a thread reads every
-    process's environment (container processes included) while the push runs."""
+    """Two independent views of one push. A thread reads every process's environment on this
+    machine (container processes and sshd's children included) while the push runs; every
+    process that holds the token must have been started in the mirror. Locally, a ``git``
+    wrapper first on PATH also logs every host git process (its arguments and whether it got
+    the token): exactly one, ``git -C <mirror> ... push``."""
+    local = isinstance(executor, LocalExecutor)
     log = tmp_path / "git-calls.log"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True)
-    script(
-        bin_dir / "git",
-        f'has=no; [ -n "${{AGENTKIT_GIT_TOKEN:-}}" ] && has=yes\n'
-        f'printf "%s|%s|%s\\n" "$has" "$PWD" "$*" >> {log}\n'
-        f'exec {real_git.stdout.strip()} "$@"',
-    )
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    if local:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True)
+        script(
+            bin_dir / "git",
+            f'has=no; [ -n "${{AGENTKIT_GIT_TOKEN:-}}" ] && has=yes\n'
+            f'printf "%s|%s|%s\\n" "$has" "$PWD" "$*" >> {log}\n'
+            f'exec {real_git.stdout.strip()} "$@"',
+        )
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     server.create_repo("acme/scan")
     settings = make_settings(tmp_path, server, image=agent_image)
-    async with Kit(LocalExecutor(), settings) as kit:
+    async with Kit(executor, settings) as kit:
         await kit.ok("clone_repo", repo_url="acme/scan")
         (kit.root / "scan" / "x.txt").write_text("x\n")
         log.write_text("")
@@ -325,17 +333,19 @@ async def test_token_is_only_in_the_process_that_pushes_from_the_mirror(
             scanner.stopped.set()
             await asyncio.to_thread(scanner.join, 10)
         mirror = kit.service.mirrors.path("scan")
-    calls = [line.split("|", 2) for line in log.read_text().splitlines()]
-    with_token = [c for c in calls if c[0] == "yes"]
-    assert len(with_token) == 1, calls
-    assert with_token[0][2].split(" -c ")[0] == f"-C {mirror}"
-    assert " push --porcelain " in with_token[0][2]
-    assert all(c[1] != str(kit.root / "scan") and str(kit.root) not in c[2] for c in calls)
     assert scanner.scans > 3
     assert scanner.seen, "the scan never saw the push (it holds the token for ~0.3 s)"
     for pid, (cwd, argv) in scanner.seen.items():
         assert cwd == mirror, (pid, cwd, argv)  # git push and its helpers, in the mirror only
+    assert any(" push " in argv for _, argv in scanner.seen.values())
     assert server.log("acme/scan")[0] == "Scanned"
+    if local:
+        calls = [line.split("|", 2) for line in log.read_text().splitlines()]
+        with_token = [c for c in calls if c[0] == "yes"]
+        assert len(with_token) == 1, calls
+        assert with_token[0][2].split(" -c ")[0] == f"-C {mirror}"
+        assert " push --porcelain " in with_token[0][2]
+        assert all(str(kit.root) not in c[1] and str(kit.root) not in c[2] for c in calls)
 
 
 # --- the sandbox container itself ----------------------------------------------------------------
