@@ -91,14 +91,15 @@ async def test_nested_repo_and_submodule_filters_never_run_on_the_host(
     (ws / "top.txt").write_text("top\n")
     run_git("-C", str(ws), "add", "top.txt", "inner")
     run_git("-C", str(ws), "commit", "-qm", "outer")
-    (inner / "a.txt").write_text("changed\n")
+    (inner / "a.txt").write_text("b\n")  # same size: git must hash it, through the filter
     # and a real submodule whose config (in .git/modules) sets a filter too
     lib = server.create_repo("acme/lib")
     run_git("-C", str(ws), "-c", "protocol.file.allow=always", "submodule", "add", str(lib), "sub")
     run_git("-C", str(ws), "commit", "-qm", "add sub")
     run_git("-C", str(ws / "sub"), "config", "filter.evil.clean", evil)
     (ws / "sub" / ".gitattributes").write_text("* filter=evil\n")
-    (ws / "sub" / "README.md").write_text("changed\n")
+    readme = ws / "sub" / "README.md"
+    readme.write_text(readme.read_text().upper())  # same size again
 
     listed = await kit.ok("list_workspaces")
     row = listed.data["workspaces"][0]
