@@ -441,3 +441,40 @@ async def test_list_reuses_a_report_only_while_nothing_in_the_workspace_changed(
 
     (ws / "a.txt").chmod(0o755)
     assert row(await kit.ok("list_workspaces"))["dirty"] is True
+
+
+# --- the pinned origin ---------------------------------------------------------------------------
+
+
+async def test_pinned_origin_changes_only_through_set_origin(
+    kit: Kit, server: GitHTTPServer, tmp_path: Path
+) -> None:
+    server.create_repo("acme/first")
+    second = server.create_repo("acme/second", files={})
+    await kit.ok("clone_repo", repo_url="acme/first")
+    ws = kit.root / "first"
+    (ws / "x.txt").write_text("x\n")
+    refused = await kit.error(
+        "push_workspace",
+        workspace_name="first",
+        commit_message="x",
+        origin_url=server.url("acme/second"),
+    )
+    assert "cannot change" in refused.content
+    assert run_git("--git-dir", str(second), "for-each-ref").strip() == ""
+    with pytest.raises(Exception, match="not supported"):
+        await kit.service.set_origin("first", "file:///etc")
+    origin = await kit.service.set_origin("first", "acme/second")
+    assert origin.url == server.url("acme/second")
+    assert origin.source == "set_origin"
+    await kit.ok("push_workspace", workspace_name="first", commit_message="moved")
+    assert server.log("acme/second")[0] == "moved"
+    listed = await kit.ok("list_workspaces")
+    assert listed.data["workspaces"][0]["remote"] == server.url("acme/second")
+    # the registry lives outside the workspaces, and deleting the workspace drops its entry
+    registry = Path(kit.service.registry.path("first"))
+    assert not registry.is_relative_to(kit.root)
+    assert registry.exists()
+    await kit.ok("delete_workspace", workspace_name="first")
+    assert not registry.exists()
+    assert not Path(kit.service.mirrors.path("first")).exists()
