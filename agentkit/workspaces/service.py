@@ -23,17 +23,16 @@ from agentkit.containers.runtime import ContainerRuntime, DockerRuntime
 from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.redact import Redactor, strip_url_credentials
-from agentkit.workspaces.git import Git, GitOutput
+from agentkit.workspaces.git import Git
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
 from agentkit.workspaces.listcache import ReportCache
+from agentkit.workspaces.making import clone_workspace, create_workspace
 from agentkit.workspaces.mirror import Mirrors
 from agentkit.workspaces.names import (
     WorkspacePath,
     is_valid_workspace_name,
     normalize_root,
     resolve_workspace,
-    validate_branch_name,
-    validate_workspace_name,
 )
 from agentkit.workspaces.pushing import create_branch, push_workspace
 from agentkit.workspaces.registry import Origin, OriginRegistry
@@ -47,7 +46,6 @@ from agentkit.workspaces.reports import (
 from agentkit.workspaces.sandbox import SANDBOX_UID, GitSandbox, RuntimeProvider
 from agentkit.workspaces.urls import (
     RepoURL,
-    check_destination,
     parse_getent,
     parse_repo_url,
 )
@@ -370,55 +368,9 @@ class WorkspaceService:
         branch: str | None = None,
         depth: int | None = None,
     ) -> WorkspaceInfo:
-        """Clone ``repo_url`` into a new workspace (name defaults from the URL).
-
-        Host git clones into the workspace's clean mirror (the only process given the token);
-        the sandbox then clones the workspace from the mirror, mounted read-only.
-        """
-        web = github_web_url(self.settings)
-        repo = parse_repo_url(repo_url, web)
-        name = validate_workspace_name(workspace_name or repo.default_name)
-        if branch is not None:
-            validate_branch_name(branch)
-        if depth is not None and depth < 1:
-            raise ToolError("depth must be at least 1")
-        ws = self.resolve(name)
-        async with self._lock(ws.name):
-            await self._ensure_absent(ws)
-            target = await check_destination(repo, self.settings, self._resolve)
-            out = await self.mirrors.clone(
-                ws.name,
-                repo.url,
-                auth=repo.uses_token,
-                branch=branch,
-                depth=depth,
-                options=target.git_options,
-            )
-            if not out.ok:
-                await self.mirrors.remove(ws.name)
-                raise self._clone_error(out, repo, web, branch)
-            try:
-                await self.mirrors.readable(ws.name)
-                real = await self._prepare(ws)
-                result = await self.sandbox.run(
-                    real,
-                    "clone",
-                    [repo.url, branch or "", str(depth or "")],
-                    mirror=self.mirrors.path(ws.name),
-                )
-                if result.get("clone") is None or not result.sections["clone"].ok:
-                    raise ToolError(
-                        f"could not populate workspace {ws.name!r} from its mirror: "
-                        f"{result.error('clone') or result.stderr[-500:]}"
-                    )
-                await self.registry.set(ws.name, repo.url, source="clone_repo")
-            except BaseException:
-                await asyncio.shield(self._discard(ws))
-                raise
-        logger.info("cloned %s into workspace %s", strip_url_credentials(repo.url), ws.name)
-        return workspace_report(
-            ws.name, ws.path, result, remote=strip_url_credentials(repo.url), agent_running=False
-        )
+        """Clone ``repo_url`` into a new workspace (name defaults from the URL), through the
+        workspace's clean mirror (see :mod:`agentkit.workspaces.making`)."""
+        return await clone_workspace(self, repo_url, workspace_name, branch, depth)
 
     async def _prepare(self, ws: WorkspacePath) -> str:
         """Make the workspace directory for the sandbox's uid (never through a symlink)."""
@@ -427,7 +379,7 @@ class WorkspaceService:
         return await prepare_workspace(self.executor, self.settings, ws.name)
 
     async def _discard(self, ws: WorkspacePath) -> None:
-        """Undo a half-made workspace: its directory, mirror and registry entry."""
+        """Undo a half-made workspace: its directory, mirror, registry entry and report."""
         await self._remove(ws.path)
         await self.mirrors.remove(ws.name)
         await self.registry.forget(ws.name)
@@ -437,28 +389,6 @@ class WorkspaceService:
         """The addresses the agent host resolves ``host`` to (where git will connect from)."""
         out = await self.executor.run(["getent", "ahosts", "--", host], idempotent=True, timeout=30)
         return parse_getent(out.stdout_text()[:65536]) if out.ok else []
-
-    def _clone_error(
-        self, out: GitOutput, repo: RepoURL, web: str, branch: str | None
-    ) -> ToolError:
-        text = out.stderr.lower()
-        shown = strip_url_credentials(repo.url)
-        if branch and "remote branch" in text and "not found" in text:
-            return NotFoundError(f"branch {branch!r} does not exist in {shown}")
-        if _auth_failed(text):
-            if repo.uses_token:
-                why = "GitHub rejected GITHUB_TOKEN for it; check the token can read the repo"
-            else:
-                why = (
-                    f"it needs credentials; a token is only sent to {web} "
-                    "(set GITHUB_TOKEN, and AGENTKIT_GITHUB_URL for another GitHub)"
-                )
-            return PermissionDeniedError(f"cannot clone {shown}: {why}")
-        if "not found" in text or "does not appear to be a git repository" in text:
-            return NotFoundError(
-                f"repository {shown} was not found (or is private and the token cannot see it)"
-            )
-        return self.git.failure(out, f"git clone {shown}")
 
     async def create(
         self,
@@ -473,43 +403,9 @@ class WorkspaceService:
 
         The GitHub repository is created first: if that fails, nothing is made on the host.
         """
-        ws = self.resolve(validate_workspace_name(workspace_name))
-        if create_github_repo and origin_url is not None:
-            raise ToolError("give either create_github_repo or origin_url, not both")
-        pinned = (
-            parse_repo_url(origin_url, github_web_url(self.settings)).url if origin_url else None
+        return await create_workspace(
+            self, workspace_name, create_github_repo, repo_visibility, origin_url
         )
-        async with self._lock(ws.name):
-            await self._ensure_absent(ws)
-            created: CreatedRepo | None = None
-            if create_github_repo:
-                created = await self.github.create_repo(
-                    ws.name, visibility=repo_visibility, owner=self.settings.github_owner
-                )
-                pinned = created.clone_url
-            try:
-                await self.mirrors.remove(ws.name)  # a mirror left by an older workspace
-                real = await self._prepare(ws)
-                result = await self.sandbox.run(real, "init", [pinned or ""])
-                for step in ("init", "remote"):
-                    section = result.get(step)
-                    if section is not None and not section.ok:
-                        raise ToolError(f"git {step} failed: {result.error(step)}")
-                if pinned is not None:
-                    source = "create_workspace"
-                    await self.registry.set(ws.name, pinned, source=source)
-            except BaseException as exc:
-                await asyncio.shield(self._discard(ws))
-                if created is not None and isinstance(exc, ToolError):
-                    raise ToolError(
-                        f"{exc} (the GitHub repository {created.full_name} was created; "
-                        "clone it with clone_repo or delete it on GitHub)"
-                    ) from exc
-                raise
-        logger.info("created workspace %s", ws.name)
-        remote = strip_url_credentials(pinned) if pinned else None
-        info = workspace_report(ws.name, ws.path, result, remote=remote, agent_running=False)
-        return info, created
 
     # --- push / branches ----------------------------------------------------------------------
 
