@@ -1,4 +1,4 @@
-"""create_workspace with create_github_repo: GitHub REST (respx) + real git init on this machine.
+"""create_workspace with create_github_repo: GitHub REST (respx) + real git init (in the sandbox).
 
 Every failure must be actionable, never contain the token, and leave no workspace behind.
 """
@@ -49,8 +49,20 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+_OPEN: list[WorkspaceService] = []
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_services() -> AsyncIterator[None]:
+    """Services made by toolset_for open a Docker connection for the git sandbox: close it."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
 def toolset_for(settings: Settings, http: httpx.AsyncClient) -> Toolset:
     service = WorkspaceService(LocalExecutor(), settings, http_client=http)
+    _OPEN.append(service)
     return Toolset(
         workspace_tools(),
         context=ToolContext(
@@ -82,9 +94,9 @@ def _git() -> None:
 
 @pytest.mark.parametrize("visibility", ["private", "public"])
 async def test_created_for_the_tokens_user(
-    tmp_path: Path, http: httpx.AsyncClient, visibility: str
+    tmp_path: Path, http: httpx.AsyncClient, visibility: str, agent_image: str
 ) -> None:
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, image=agent_image)  # git init runs in the sandbox
     toolset = toolset_for(settings, http)
     with respx.mock(base_url=API, assert_all_called=True) as router:
         route = router.post("/user/repos").respond(
@@ -109,8 +121,10 @@ async def test_created_for_the_tokens_user(
     assert_clean(result)
 
 
-async def test_created_in_an_organisation(tmp_path: Path, http: httpx.AsyncClient) -> None:
-    settings = settings_for(tmp_path, github_owner="acme")
+async def test_created_in_an_organisation(
+    tmp_path: Path, http: httpx.AsyncClient, agent_image: str
+) -> None:
+    settings = settings_for(tmp_path, github_owner="acme", image=agent_image)
     toolset = toolset_for(settings, http)
     with respx.mock(base_url=API) as router:
         route = router.post("/orgs/acme/repos").respond(201, json=created("acme/tool", True))
