@@ -478,3 +478,28 @@ async def test_pinned_origin_changes_only_through_set_origin(
     await kit.ok("delete_workspace", workspace_name="first")
     assert not registry.exists()
     assert not Path(kit.service.mirrors.path("first")).exists()
+
+
+async def test_a_workspace_that_makes_git_hang_is_stopped_and_the_others_still_listed(
+    tmp_path: Path, server: GitHTTPServer, agent_image: str
+) -> None:
+    from agentkit.workspaces.sandbox import sandbox_labels
+
+    settings = make_settings(tmp_path, server, image=agent_image, git_sandbox_timeout=3)
+    async with Kit(LocalExecutor(), settings) as kit:
+        for name in ("calm", "stuck"):
+            await kit.ok("create_workspace", workspace_name=name)
+            ws = kit.root / name
+            (ws / "a.txt").write_text("a\n")
+            run_git("-C", str(ws), "add", "a.txt")
+            run_git("-C", str(ws), "commit", "-qm", f"{name} work")
+        stuck = kit.root / "stuck"
+        run_git("-C", str(stuck), "config", "filter.slow.clean", "sleep 1000; cat")
+        (stuck / ".gitattributes").write_text("*.txt filter=slow\n")
+        (stuck / "a.txt").write_text("b\n")  # same size: status must hash it, through the filter
+        listed = await kit.ok("list_workspaces")
+        rows = {w["name"]: w for w in listed.data["workspaces"]}
+        assert rows["calm"]["last_commit"]["subject"] == "calm work"
+        assert "took longer than 3 s" in rows["stuck"]["error"]
+        runtime = await kit.service._runtime()
+        assert await runtime.list(sandbox_labels(settings.root)) == []

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,7 @@ from agentkit.workspaces.sandbox_script import SCRIPT
 __all__ = [
     "EXCHANGE",
     "MIRROR",
+    "REPORT_TIMEOUT",
     "SANDBOX_MANAGED_BY",
     "SANDBOX_UID",
     "WORKSPACE",
@@ -63,6 +65,9 @@ PIDS_LIMIT = 256
 #: stdout bytes read from one sandbox (sections are bounded in the script too)
 MAX_STDOUT = 8 << 20
 MAX_STDERR = 16 << 10
+#: seconds a read-only report (list_workspaces) may take: one workspace whose configuration makes
+#: git hang must not hold the whole listing for the full AGENTKIT_GIT_SANDBOX_TIMEOUT
+REPORT_TIMEOUT = 60.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz_.")
 
 RuntimeProvider = Callable[[], Awaitable[ContainerRuntime]]
@@ -218,8 +223,10 @@ class GitSandbox:
         writable: bool = True,
         exchange: str | None = None,
         mirror: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the sandbox's own deadline
     ) -> SandboxResult:
-        """Run ``mode`` on the workspace at host path ``workspace`` (already confined)."""
+        """Run ``mode`` on the workspace at host path ``workspace`` (already confined), killed
+        after ``timeout`` seconds (default ``AGENTKIT_GIT_SANDBOX_TIMEOUT``)."""
         async with self._limit:
             runtime = await self._runtime()
             await self._prepare(runtime)
@@ -230,12 +237,12 @@ class GitSandbox:
             try:
                 await runtime.create(spec)
                 await runtime.start(name)
-                timeout = self.settings.git_sandbox_timeout
+                limit = min(timeout or math.inf, self.settings.git_sandbox_timeout)
                 try:
-                    code = await asyncio.wait_for(runtime.wait(name), timeout)
+                    code = await asyncio.wait_for(runtime.wait(name), limit)
                 except TimeoutError:
                     raise ToolError(
-                        f"git in the workspace took longer than {timeout:g} s and was stopped "
+                        f"git in the workspace took longer than {limit:g} s and was stopped "
                         "(AGENTKIT_GIT_SANDBOX_TIMEOUT); the repository may be very large or "
                         "its configuration may make git hang"
                     ) from None

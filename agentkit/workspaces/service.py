@@ -43,7 +43,7 @@ from agentkit.workspaces.reports import (
     WorkspaceInfo,
     workspace_report,
 )
-from agentkit.workspaces.sandbox import SANDBOX_UID, GitSandbox, RuntimeProvider
+from agentkit.workspaces.sandbox import REPORT_TIMEOUT, SANDBOX_UID, GitSandbox, RuntimeProvider
 from agentkit.workspaces.urls import (
     RepoURL,
     parse_getent,
@@ -289,7 +289,7 @@ class WorkspaceService:
             return dataclasses.replace(cached, remote=shown, agent_running=running)
         stamped = await self.reports.begin(ws.name)
         try:
-            result = await self.sandbox.run(real, "info", writable=False)
+            result = await self.sandbox.run(real, "info", writable=False, timeout=REPORT_TIMEOUT)
         except ToolError as exc:
             return WorkspaceInfo(
                 ws.name, ws.path, remote=shown, agent_running=running, error=str(exc)
