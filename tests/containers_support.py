@@ -79,8 +79,12 @@ async def remove_containers_of_root(root: str) -> int:
     import json
 
     async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
-        filters = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
-        rows = await docker.containers.list(all=True, filters=filters)
+        rows = []
+        for owner in ("agentkit", "agentkit-git-sandbox"):  # agents, and git sandboxes
+            filters = json.dumps(
+                {"label": [f"agentkit.managed-by={owner}", f"agentkit.root={root}"]}
+            )
+            rows += await docker.containers.list(all=True, filters=filters)
         for container in rows:
             try:
                 await container.delete(force=True)

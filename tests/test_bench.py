@@ -41,3 +41,9 @@ async def test_agents_bench_runs_side_by_side() -> None:
     require(Path("/usr/sbin/sshd").exists(), "OpenSSH server (apt install openssh-server)")
     out = _bench("agents.py", "--n", "5", "--spawns", "3", timeout=400)
     assert "status" in out
+
+
+async def test_workspaces_bench_runs(agent_image: str) -> None:
+    out = _bench("workspaces.py", "--workspaces", "3", "--n", "1", timeout=400)
+    assert "every workspace changed" in out
+    assert "nothing changed" in out
