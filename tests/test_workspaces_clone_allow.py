@@ -170,10 +170,13 @@ async def test_a_listed_host_is_reached(
 
 
 async def test_the_configured_github_origin_is_always_allowed(
-    executor: Executor, tmp_path: Path, server: GitHTTPServer
+    executor: Executor, tmp_path: Path, server: GitHTTPServer, agent_image: str
 ) -> None:
-    ws = service(executor, tmp_path, github_url=server.origin, git_allow="")
-    info = await ws.clone(server.url("acme/demo"), "demo")
+    # the clone completes: the workspace is populated in the git sandbox (the agent image)
+    async with service(
+        executor, tmp_path, github_url=server.origin, git_allow="", image=agent_image
+    ) as ws:
+        info = await ws.clone(server.url("acme/demo"), "demo")
     assert info.branch == "main"
 
 

@@ -464,13 +464,26 @@ async def test_pinned_origin_changes_only_through_set_origin(
     assert run_git("--git-dir", str(second), "for-each-ref").strip() == ""
     with pytest.raises(Exception, match="not supported"):
         await kit.service.set_origin("first", "file:///etc")
+    # an origin is checked like a clone source (AGENTKIT_GIT_ALLOW): no internal addresses
+    with pytest.raises(Exception, match="AGENTKIT_GIT_ALLOW"):
+        await kit.service.set_origin("first", "http://169.254.169.254/x.git")
+    await kit.ok("create_workspace", workspace_name="fresh")
+    internal = await kit.error(
+        "push_workspace",
+        workspace_name="fresh",
+        commit_message="m",
+        origin_url="http://10.0.0.1/x.git",
+    )
+    assert "AGENTKIT_GIT_ALLOW" in internal.content
+    assert await kit.service.origin("fresh") is None
     origin = await kit.service.set_origin("first", "acme/second")
     assert origin.url == server.url("acme/second")
     assert origin.source == "set_origin"
     await kit.ok("push_workspace", workspace_name="first", commit_message="moved")
     assert server.log("acme/second")[0] == "moved"
     listed = await kit.ok("list_workspaces")
-    assert listed.data["workspaces"][0]["remote"] == server.url("acme/second")
+    rows = {w["name"]: w for w in listed.data["workspaces"]}
+    assert rows["first"]["remote"] == server.url("acme/second")
     # the registry lives outside the workspaces, and deleting the workspace drops its entry
     registry = Path(kit.service.registry.path("first"))
     assert not registry.is_relative_to(kit.root)

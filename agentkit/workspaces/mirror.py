@@ -161,10 +161,28 @@ class Mirrors:
             raise ToolError("the mirror did not record the workspace's commit")
         return sha
 
-    async def push(self, name: str, url: str, sha: str, branch: str, *, auth: bool) -> GitOutput:
-        """Push ``sha`` to ``refs/heads/<branch>`` of ``url`` from the mirror."""
+    async def push(
+        self,
+        name: str,
+        url: str,
+        sha: str,
+        branch: str,
+        *,
+        auth: bool,
+        options: Sequence[str] = (),
+    ) -> GitOutput:
+        """Push ``sha`` to ``refs/heads/<branch>`` of ``url`` from the mirror (``options``: git
+        ``-c`` pairs that keep it on the checked destination)."""
         return await self.git.run(
-            ["push", "--porcelain", "--no-verify", "--", url, f"{sha}:refs/heads/{branch}"],
+            [
+                *options,
+                "push",
+                "--porcelain",
+                "--no-verify",
+                "--",
+                url,
+                f"{sha}:refs/heads/{branch}",
+            ],
             cwd=self.path(name),
             auth=auth,
             check=False,

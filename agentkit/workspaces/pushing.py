@@ -30,6 +30,7 @@ from agentkit.workspaces.names import validate_branch_name, validate_rev
 from agentkit.workspaces.registry import Origin
 from agentkit.workspaces.reports import BranchResult, CommitInfo, PushResult, parse_commit
 from agentkit.workspaces.sandbox import SANDBOX_UID, SandboxResult
+from agentkit.workspaces.urls import parse_repo_url
 
 if TYPE_CHECKING:
     from agentkit.workspaces.names import WorkspacePath
@@ -63,8 +64,6 @@ async def _pinned_origin(
     service: WorkspaceService, ws: WorkspacePath, origin_url: str | None
 ) -> Origin:
     """The registry's origin of ``ws``; ``origin_url`` pins one only if there is none yet."""
-    from agentkit.workspaces.service import parse_repo_url
-
     origin = await service.registry.get(ws.name)
     if origin is not None:
         if origin_url is not None:
@@ -83,7 +82,7 @@ async def _pinned_origin(
             "with the repository to push to (it is then pinned), or create workspaces with "
             "create_workspace(create_github_repo=true) or clone_repo, which pin it."
         )
-    repo = parse_repo_url(origin_url, github_web_url(service.settings))
+    repo, _target = await service.check_origin(origin_url)
     return await service.registry.set(ws.name, repo.url, source="push_workspace")
 
 
@@ -181,8 +180,12 @@ async def _publish(
         sha = await service.mirrors.take_bundle(ws.name, f"{folder}/out.bundle")
         if sha != head:
             raise ToolError("the workspace's bundle does not hold the commit the sandbox made")
+    # checked again now: the allowlist may have changed, and a name may resolve elsewhere today
+    _repo, destination = await service.check_origin(origin.url)
     auth = same_origin(origin.url, github_web_url(service.settings))
-    out = await service.mirrors.push(ws.name, origin.url, sha, target, auth=auth)
+    out = await service.mirrors.push(
+        ws.name, origin.url, sha, target, auth=auth, options=destination.git_options
+    )
     shown = strip_url_credentials(origin.url)
     if not out.ok:
         raise _push_error(service, out, ws, target, shown, commit, committed)

@@ -45,7 +45,9 @@ from agentkit.workspaces.reports import (
 )
 from agentkit.workspaces.sandbox import REPORT_TIMEOUT, SANDBOX_UID, GitSandbox, RuntimeProvider
 from agentkit.workspaces.urls import (
+    CloneTarget,
     RepoURL,
+    check_destination,
     parse_getent,
     parse_repo_url,
 )
@@ -352,11 +354,18 @@ class WorkspaceService:
         """Pin (or change) the origin ``push_workspace`` pushes to: the explicit, validated way
         to change it (the workspace's own ``.git/config`` is never consulted)."""
         ws, _ = await self._existing(workspace_name)
-        repo = parse_repo_url(url, github_web_url(self.settings))
+        repo, _target = await self.check_origin(url)
         async with self._lock(ws.name):
             origin = await self.registry.set(ws.name, repo.url, source="set_origin")
         logger.info("origin of workspace %s set to %s", ws.name, strip_url_credentials(repo.url))
         return origin
+
+    async def check_origin(self, url: str) -> tuple[RepoURL, CloneTarget]:
+        """Validate an origin to pin or push to with the same rules as a clone source
+        (``AGENTKIT_GIT_ALLOW``, ssh only with ``AGENTKIT_GIT_SSH_HOST_KEYS``); the target's
+        git options keep the connection on the checked addresses."""
+        repo = parse_repo_url(url, github_web_url(self.settings))
+        return repo, await check_destination(repo, self.settings, self._resolve)
 
     # --- clone / create -----------------------------------------------------------------------
 
