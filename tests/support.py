@@ -6,7 +6,12 @@ with the reason on a laptop, but under ``CI=true`` it fails: CI must never pass 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -39,3 +44,34 @@ TOOL_NAMES = frozenset(
         "delete_workspace",
     }
 )
+
+
+async def wait_until(
+    condition: Callable[[], object | Awaitable[object]],
+    what: str,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.02,
+) -> Any:
+    """Wait until ``condition()`` (sync or async) returns something truthy; return it.
+
+    This is how tests synchronise with another process or task: on a state they can observe,
+    with a generous ``timeout`` that only matters when something is broken (then the test fails
+    saying what it waited for), never on a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+        await asyncio.sleep(interval)
+
+
+async def wait_past(moment: float) -> None:
+    """Return once the wall clock (``time.time()``) has passed ``moment`` (e.g. a deadline)."""
+    while time.time() <= moment:
+        await asyncio.sleep(min(max(moment - time.time(), 0.0) + 0.01, 1.0))

@@ -42,10 +42,19 @@ class FakeSentMessage:
 class FakeMessageable:
     sent: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     last: FakeSentMessage | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, content: Any = None, **kwargs: Any) -> FakeSentMessage:
         self.sent.append((content, kwargs))
         self.last = FakeSentMessage(content, kwargs.get("view"))
+        self.arrived.set()
+        return self.last
+
+    async def next_message(self) -> FakeSentMessage:
+        """Wait (generously) until something was sent; return the newest message."""
+        await asyncio.wait_for(self.arrived.wait(), 30)
+        self.arrived.clear()
+        assert self.last is not None
         return self.last
 
 
@@ -91,9 +100,7 @@ async def test_only_allowed_people_can_press_the_approval_buttons() -> None:
     channel = DiscordChannel(target, POLICY)
     call = ToolCall(id="t1", name="delete_workspace", input={"workspace_name": "demo"})
     pending = asyncio.create_task(channel.ask_approval(call, "Delete demo?", Author(111)))
-    await asyncio.sleep(0)
-    assert target.last is not None
-    view = target.last.view
+    view = (await target.next_message()).view
     assert isinstance(view, ApprovalView)
 
     stranger = interaction(STRANGER)
@@ -115,9 +122,8 @@ async def test_approve_button_approves() -> None:
     channel = DiscordChannel(target, POLICY)
     call = ToolCall(id="t1", name="push_workspace", input={})
     pending = asyncio.create_task(channel.ask_approval(call, "Push?", Author(111)))
-    await asyncio.sleep(0)
-    assert target.last is not None
-    await target.last.view.approve.callback(interaction(ALLOWED))
+    view = (await target.next_message()).view
+    await view.approve.callback(interaction(ALLOWED))
     assert await pending is True
 
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -238,22 +238,89 @@ async def test_claude_code_uses_the_server_as_an_mcp_client(tmp_path: Path) -> N
     assert events[-1]["result"] == "Found it."
 
 
-def test_to_mcp_uses_the_same_schema_as_the_other_exports() -> None:
+#: what the three test tools' signatures and docstrings promise, written out by hand
+EXPECTED_DEFINITIONS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "add": (
+        "Add two integers.",
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "description": "first number."},
+                "b": {"type": "integer", "description": "second number.", "default": 1},
+            },
+            "required": ["a"],
+            "additionalProperties": False,
+        },
+        False,
+    ),
+    "lookup": (
+        "Look a key up and return structured data.",
+        {
+            "type": "object",
+            "properties": {
+                "key": {"type": "string", "description": "what to look up."},
+                "mode": {
+                    "type": "string",
+                    "enum": ["short", "long"],
+                    "description": "how much to say.",
+                    "default": "short",
+                },
+            },
+            "required": ["key"],
+            "additionalProperties": False,
+        },
+        False,
+    ),
+    "delete_thing": (
+        "Delete a thing permanently.",
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string", "description": "the thing to delete."}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        True,
+    ),
+}
+
+
+def test_each_export_format_carries_the_expected_definition() -> None:
+    """Anthropic, OpenAI and MCP exports, each checked against the hand-written expectation
+    (not against each other), in the toolset's order; MCP's survives the SDK's own model."""
     import mcp.types
 
     toolset = make_toolset()
-    exported = toolset.to_mcp()
-    anthropic_defs = {d["name"]: d for d in toolset.to_anthropic()}
-    openai_defs = {d["function"]["name"]: d["function"] for d in toolset.to_openai()}
-    for entry in exported:
-        name = entry["name"]
-        assert entry["inputSchema"] == anthropic_defs[name]["input_schema"]
-        assert entry["inputSchema"] == openai_defs[name]["parameters"]
-        assert entry["description"] == anthropic_defs[name]["description"]
-        parsed = mcp.types.Tool.model_validate(entry)
-        assert (
-            parsed.model_dump(by_alias=True, exclude_none=True)["inputSchema"]
-            == entry["inputSchema"]
-        )
-    hints = {e["name"]: e["annotations"]["destructiveHint"] for e in exported}
-    assert hints == {"add": False, "lookup": False, "delete_thing": True}
+    names = list(EXPECTED_DEFINITIONS)
+    anthropic_defs = toolset.to_anthropic()
+    openai_defs = toolset.to_openai()
+    mcp_defs = toolset.to_mcp()
+    assert [d["name"] for d in anthropic_defs] == names
+    assert [d["function"]["name"] for d in openai_defs] == names
+    assert [d["name"] for d in mcp_defs] == names
+    for anthropic_def, openai_def, mcp_def in zip(
+        anthropic_defs, openai_defs, mcp_defs, strict=True
+    ):
+        description, schema, destructive = EXPECTED_DEFINITIONS[anthropic_def["name"]]
+        assert anthropic_def == {
+            "name": anthropic_def["name"],
+            "description": description,
+            "input_schema": schema,
+        }
+        assert openai_def == {
+            "type": "function",
+            "function": {
+                "name": anthropic_def["name"],
+                "description": description,
+                "parameters": schema,
+            },
+        }
+        assert mcp_def == {
+            "name": anthropic_def["name"],
+            "description": description,
+            "inputSchema": schema,
+            "annotations": {"destructiveHint": destructive},
+        }
+        parsed = mcp.types.Tool.model_validate(mcp_def)
+        dumped = parsed.model_dump(by_alias=True, exclude_none=True)
+        assert dumped["inputSchema"] == schema
+        assert dumped["annotations"]["destructiveHint"] is destructive

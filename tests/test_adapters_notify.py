@@ -25,6 +25,7 @@ from agentkit.agent.events import (
     Usage,
 )
 from agentkit.redact import Redactor
+from tests.support import wait_until
 
 URL = "https://discord.com/api/webhooks/123456/webhook-secret-token-abcdef"
 CONTAINER = "claude-agent-1764240000000-a1b2c3"
@@ -198,20 +199,25 @@ async def test_429_retry_after_header_is_honoured() -> None:
 
 @respx.mock
 async def test_empty_bucket_headers_delay_the_next_message() -> None:
-    route = respx.post(URL).mock(
-        side_effect=[
-            httpx.Response(
-                204, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "0.3"}
-            ),
-            httpx.Response(204),
-        ]
-    )
+    sent_at: list[float] = []
+    answers = [
+        httpx.Response(
+            204, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "0.3"}
+        ),
+        httpx.Response(204),
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent_at.append(time.monotonic())
+        return answers[len(sent_at) - 1]
+
+    route = respx.post(URL).mock(side_effect=answer)
     async with DiscordWebhookNotifier(URL) as notifier:
         notifier.post("a")
         notifier.post("b")
-        await asyncio.sleep(0.1)
-        assert route.call_count == 1  # waiting for the bucket to refill
-    assert route.call_count == 2
+    assert [b["content"] for b in bodies(route)] == ["a", "b"]
+    # the second message waited for the bucket to refill (a lower bound: never flaky)
+    assert sent_at[1] - sent_at[0] >= 0.3
 
 
 @respx.mock
@@ -334,7 +340,6 @@ async def test_queue_overflow_is_counted_and_reported_without_blocking() -> None
 
     route = respx.post(URL).mock(side_effect=slow)
     notifier = DiscordWebhookNotifier(URL, queue_size=2)
-    time.monotonic()
     for i in range(10):
         notifier.post(f"message {i}")
     # notify returned while the webhook is still blocked: it never waits on the network
@@ -350,23 +355,22 @@ async def test_queue_overflow_is_counted_and_reported_without_blocking() -> None
 
 @respx.mock
 async def test_drops_while_busy_are_reported_once_the_backlog_clears() -> None:
-    gate = asyncio.Event()
+    gate, in_flight = asyncio.Event(), asyncio.Event()
 
     async def slow(request: httpx.Request) -> httpx.Response:
+        in_flight.set()
         await gate.wait()
         return httpx.Response(204)
 
     route = respx.post(URL).mock(side_effect=slow)
     async with DiscordWebhookNotifier(URL, queue_size=1) as notifier:
         notifier.post("one")
-        await asyncio.sleep(0.05)  # the sender holds "one" in flight, the queue is empty
+        # the sender holds "one" in flight, the queue is empty
+        await asyncio.wait_for(in_flight.wait(), 60)
         notifier.post("two")
         notifier.post("three")  # dropped
         gate.set()
-        for _ in range(100):
-            if route.call_count >= 3:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: route.call_count >= 3, "the backlog and the drop report")
         sent = [b["content"] for b in bodies(route)]
         assert sent == ["one", "two", sent[2]]
         assert "1 notification dropped" in sent[2]

@@ -120,8 +120,7 @@ async def test_claude_code_writes_a_file_through_the_scripted_server(tmp_path: P
 
 async def test_claude_code_runs_bash_and_reports_api_errors(tmp_path: Path) -> None:
     binary = claude_bin()
-    if shutil.which("bash") is None:  # pragma: no cover - Claude Code needs a shell
-        pytest.skip("no bash")
+    require(shutil.which("bash") is not None, "bash (Claude Code's Bash tool runs it)")
     home = tmp_path / "home"
     home.mkdir()
     target = tmp_path / "bash.txt"

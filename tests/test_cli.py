@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from agentkit.config import Settings
+from agentkit.containers.service import AgentService
+from agentkit.executors.local import LocalExecutor
 from agentkit.testing import ScriptedAnthropicServer, reply
-from tests.containers_support import AGENT_IMAGE, BASE_IMAGE, docker_ok, image_ok
+from tests.containers_support import (
+    AGENT_IMAGE,
+    BASE_IMAGE,
+    docker_ok,
+    image_ok,
+    remove_containers_of_root,
+)
 from tests.support import TOOL_NAMES, require
 
 
@@ -220,6 +231,65 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     assert "[succeeded] turns=2" in followed.stdout
     foreign = agentkit(tmp_path, "logs", "not-an-agent")
     assert foreign.returncode != 0
+
+
+#: three assistant lines, each written only once the test created /workspace/go-<i>, then a result
+GATED = (
+    "for i in 0 1 2; do "
+    'printf \'{"type":"assistant","message":{"id":"m%s","content":"line %s"}}\\n\' "$i" "$i"; '
+    'while [ ! -e "/workspace/go-$i" ]; do sleep 0.05; done; done; '
+    'printf \'{"type":"result","subtype":"success","is_error":false,"num_turns":3,'
+    '"total_cost_usd":0.5,"session_id":"s","result":"all done"}\\n\''
+)
+
+
+async def test_logs_follow_prints_lines_as_a_running_agent_writes_them(tmp_path: Path) -> None:
+    """`logs -f` on a running agent: each line shows while the agent waits for the test to let
+    it write the next; the command ends by itself when the agent ends."""
+    require(await docker_ok(), "a running Docker engine")
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE}")
+    settings = Settings(  # what the CLI process reads from _env(): the same root, local host
+        _env_file=None,  # type: ignore[call-arg]
+        host=None,
+        root=str(tmp_path / "root"),
+        image=BASE_IMAGE,
+        anthropic_api_key="sk-ant-test-" + secrets.token_hex(8),
+    )
+    try:
+        async with LocalExecutor() as executor:
+            agents = AgentService(executor, settings)
+            spawned = await agents.spawn("gated", "gated", 120_000, command=["sh", "-c", GATED])
+            await agents.aclose()  # the agent runs on; only the CLI follows it
+        assert spawned.workspace is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentkit.cli.main", "logs", spawned.id, "-f", "--json",
+            env=_env(tmp_path), cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            for i in range(3):
+                line = await asyncio.wait_for(proc.stdout.readline(), 60)
+                assert json.loads(line) == {"id": spawned.id, "text": f"agent: line {i}"}
+                assert proc.returncode is None  # still following: the agent is waiting
+                Path(spawned.workspace, f"go-{i}").touch()
+            rest = await asyncio.wait_for(proc.stdout.read(), 60)
+            code = await asyncio.wait_for(proc.wait(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        assert code == 0, stderr
+        finished, final = (json.loads(line) for line in rest.decode().splitlines())
+        assert finished == {
+            "id": spawned.id,
+            "text": "[finished] success, 3 turns, $0.5000: all done",
+        }
+        assert final["final"]["state"] == "succeeded"
+        assert final["final"]["turns"] == 3
+    finally:
+        await remove_containers_of_root(settings.root)
 
 
 def test_custom_tools_example_runs(tmp_path: Path) -> None:

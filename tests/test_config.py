@@ -122,3 +122,27 @@ def test_documented_defaults_match_settings() -> None:
         if f"`{_doc_default(default)}`" not in rows.get(name, ""):
             wrong.append(f"{name}: code {default!r}, docs {rows.get(name)!r}")
     assert not wrong, f"fix the defaults in docs/configuration.md: {wrong}"
+
+
+def test_missing_or_empty_api_key_message_and_a_set_key(clean_env: pytest.MonkeyPatch) -> None:
+    expected = (
+        "ANTHROPIC_API_KEY is not set: export it or put it in .env (see docs/configuration.md)"
+    )
+    for settings in (Settings(), Settings(anthropic_api_key="")):
+        with pytest.raises(ConfigError) as info:
+            settings.require_api_key()
+        assert str(info.value) == expected
+    assert Settings(anthropic_api_key="sk-ant-x").require_api_key() == "sk-ant-x"
+
+
+def test_every_invalid_value_is_named_in_one_message(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENTKIT_SSH_PORT", "not-a-port")
+    clean_env.setenv("AGENTKIT_CONTAINER_PIDS", "many")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid settings (AGENTKIT_SSH_PORT: Input should be a valid integer, unable to parse "
+        "string as an integer; AGENTKIT_CONTAINER_PIDS: Input should be a valid integer, unable "
+        "to parse string as an integer); see docs/configuration.md"
+    )
+    assert info.value.__cause__ is None  # pydantic's long report is not chained

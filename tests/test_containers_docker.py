@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import aiodocker.exceptions as dexc
 import aiohttp
@@ -20,6 +21,7 @@ from agentkit.errors import (
     ToolError,
 )
 from agentkit.executors.local import LocalExecutor
+from tests.containers_support import BASE_IMAGE, image_ok
 from tests.support import require
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -97,6 +99,9 @@ async def test_open_docker_missing_socket_is_runtime_unavailable(tmp_path: objec
 
 async def test_real_engine_404_and_409_are_mapped() -> None:
     require(os.path.exists(DOCKER_SOCKET), "dockerd (/var/run/docker.sock)")
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE} (.ci/build-images.sh)")
+    name = f"agentkit-test-conflict-{uuid.uuid4().hex[:8]}"
+    config = {"Image": BASE_IMAGE, "Cmd": ["true"], "Labels": {"agentkit.test": "conflict"}}
     async with LocalExecutor() as executor:
         docker = await open_docker(executor, Settings(docker_socket=DOCKER_SOCKET))
         try:
@@ -104,6 +109,18 @@ async def test_real_engine_404_and_409_are_mapped() -> None:
                 await docker.containers.get("claude-agent-0000000000000-nosuch")
             with pytest.raises(NotFoundError), docker_errors("inspect image"):
                 await docker.images.inspect("agentkit-test-no-such-image:none")
+            # the engine answers 409 for a second container with the same name
+            first = await docker.containers.create(config, name=name)
+            try:
+                with (
+                    pytest.raises(ConflictError, match="create container") as info,
+                    docker_errors("create container"),
+                ):
+                    await docker.containers.create(config, name=name)
+                assert isinstance(info.value.__cause__, dexc.DockerError)
+                assert info.value.__cause__.status == 409
+            finally:
+                await first.delete(force=True)
             assert docker.api_version.startswith("v1.")
         finally:
             await docker.close()

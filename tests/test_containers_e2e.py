@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiodocker
 import pytest
 
 from agentkit.config import Settings
@@ -24,15 +24,14 @@ from agentkit.containers.streamjson import AssistantToolUse, ResultEvent
 from agentkit.errors import NotFoundError
 from agentkit.executors.base import Executor
 from agentkit.executors.local import LocalExecutor
-from agentkit.testing import ScriptedAnthropicServer, reply
-from agentkit.testing.scripts import ClaudeCodeScript
+from agentkit.testing import RecordedRequest, ScriptedAnthropicServer, reply
+from agentkit.testing.replies import Reply
+from agentkit.testing.scripts import ClaudeCodeScript, is_side_request
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
-from tests.containers_support import (
-    bridge_gateway,
-    host_cmdlines,
-)
+from tests.containers_support import DOCKER_SOCKET, bridge_gateway, host_cmdlines
+from tests.support import wait_until
 
 pytestmark = [
     pytest.mark.docker,
@@ -66,14 +65,23 @@ async def test_agent_writes_a_file_end_to_end(
     content = "print('hello from the agent')\n"
     script = ClaudeCodeScript(
         [
-            reply.tool_use(
-                "Write", {"file_path": "/workspace/hello.py", "content": content}
-            ).delayed(1.0),
+            reply.tool_use("Write", {"file_path": "/workspace/hello.py", "content": content}),
             reply.text("Wrote hello.py as asked."),
         ]
     )
+    # The first turn is held until the test has looked at every argv on the host while Claude
+    # Code is surely running (it is waiting for this answer).
+    first_turn, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: RecordedRequest) -> Reply | None:
+        answer = script(request)
+        if not is_side_request(request) and not first_turn.is_set():
+            first_turn.set()
+            await asyncio.wait_for(release.wait(), 120)
+        return answer
+
     gateway = await bridge_gateway()
-    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+    async with ScriptedAnthropicServer(held, host="0.0.0.0") as server:
         settings = make_settings(
             image=agent_image,
             anthropic_api_key=key,
@@ -123,8 +131,9 @@ async def test_agent_writes_a_file_end_to_end(
             assert not hc.get("Binds")
             # the key is in the create request's environment, never in any argv on the host
             assert f"ANTHROPIC_API_KEY={key}" in raw["Config"]["Env"]
-            await asyncio.sleep(0.5)  # Claude Code is up, waiting for the (delayed) first turn
+            await asyncio.wait_for(first_turn.wait(), 120)  # Claude Code is up and asking
             assert key not in host_cmdlines()
+            release.set()
 
             waited = await toolset.call(
                 "wait_for_claude_agent", {"container_id": agent_id, "timeout": 180000}
@@ -207,7 +216,11 @@ async def test_deadline_holds_across_controller_restarts(agent_image: str, tmp_p
             a = await first.spawn("think slowly", "slow-a", 3000)
             b = await first.spawn("think slowly too", "slow-b", 7000)
             await first.aclose()  # the controller goes away; the agents keep running
-            await asyncio.sleep(max(a.deadline - time.time(), 0) + 2.5)
+            # A ends by itself (the in-container `timeout`) while no controller runs: wait for
+            # the engine to report its exit before a new controller looks at it.
+            async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+                exited = await docker.containers.container(a.id).wait(timeout=120)
+            assert exited["StatusCode"] == 124
             async with AgentService(executor, settings) as second:
                 report = await second.reconcile()
                 assert report["followed"] >= 1
@@ -218,7 +231,8 @@ async def test_deadline_holds_across_controller_restarts(agent_image: str, tmp_p
                 assert waited.timed_out is False
                 assert waited.status.state == AgentState.TIMED_OUT
                 assert waited.status.finished_at is not None
-                assert waited.status.finished_at <= (b.deadline or 0) + 5
+                # ended by its deadline, not by the model's answer 300 s later
+                assert waited.status.finished_at <= (b.deadline or 0) + 60
                 runtime = await second.runtime()
                 await second.settle()
                 for agent_id in (a.id, b.id):
@@ -243,13 +257,14 @@ async def test_stop_is_quick_and_recorded(agent_image: str, tmp_path: Path) -> N
         )
         async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
             spawned = await agents.spawn("wait for the model", "stopme", 120_000)
-            await asyncio.sleep(1.0)
+            # Claude Code is up: its first model request (answered only after 300 s) arrived
+            await wait_until(lambda: server.message_requests, "Claude Code's first request")
             assert (await agents.status(spawned.id)).state == AgentState.RUNNING
-            started = time.monotonic()
             stopped = await agents.stop(spawned.id)
-            took = time.monotonic() - started
             assert stopped.state == AgentState.STOPPED
-            assert took < 5.0  # init forwards SIGTERM: no 10 s docker stop
+            # init forwarded SIGTERM and Claude Code ended on it (143), before the SIGKILL (137)
+            # that follows an ignored SIGTERM
+            assert stopped.exit_code == 143, stopped
             again = await agents.stop(spawned.id)  # stopping a finished agent changes nothing
             assert again.state == AgentState.STOPPED
             waited = await agents.wait(spawned.id, 0)

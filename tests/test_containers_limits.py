@@ -8,10 +8,10 @@ do not need the Claude Code image.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from agentkit.config import Settings
+from agentkit.containers.follow import DEADLINE_GRACE
 from agentkit.containers.runtime import ContainerSpec
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.errors import ConfigError, NotFoundError, PermissionDeniedError, ToolError
@@ -34,7 +35,7 @@ from tests.containers_support import (
     image_ok,
     remove_containers_of_root,
 )
-from tests.support import require
+from tests.support import require, wait_past, wait_until
 
 pytestmark = [pytest.mark.docker]
 
@@ -70,25 +71,26 @@ async def test_fork_bomb_is_held_at_the_pids_limit(base_image: str, tmp_path: Pa
     # refused fork would end it, and the container with it, before the measurement).
     bomb = "b() { b & b & exec sleep 600; }; b & exec sleep 600"
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
-        spawned = await agents.spawn("fork bomb", "bomb", 8000, command=["sh", "-c", bomb])
+        spawned = await agents.spawn("fork bomb", "bomb", 15_000, command=["sh", "-c", bomb])
         runtime = await agents.runtime()
         docker = runtime.docker  # type: ignore[attr-defined]
         samples: list[int] = []
-        until = time.monotonic() + 5.0
-        while time.monotonic() < until and (not samples or samples[-1] < 40):
+
+        async def filled_up() -> bool:
             stats = await docker._query_json(
                 f"containers/{spawned.id}/stats", params={"stream": "0", "one-shot": "1"}
             )
-            samples.append(int(stats["pids_stats"]["current"]))
-            await asyncio.sleep(0.1)
+            samples.append(int(stats["pids_stats"].get("current", 0)))
+            return samples[-1] >= 40
+
+        await wait_until(filled_up, "the bomb to fill the pids limit", timeout=60, interval=0.1)
         # it ran into the limit and never past it
-        assert 40 <= max(samples) <= 48, samples
-        # the host stays healthy: it still runs commands promptly
-        started = time.monotonic()
-        assert (await executor.run(["true"])).ok
-        assert time.monotonic() - started < 2.0
+        assert max(samples) <= 48, samples
+        # the host stays healthy: it can still fork plenty of processes of its own
+        forks = await executor.run(["sh", "-c", "for i in $(seq 100); do true & done; wait"])
+        assert forks.ok, forks
         # no in-container timeout here: the controller's deadline guard ends it
-        waited = await agents.wait(spawned.id, 30_000)
+        waited = await agents.wait(spawned.id, 60_000)
         assert waited.status.state == AgentState.TIMED_OUT, waited.status
         # the bomb did run into the limit (dash reports each refused fork)
         await agents.settle()  # the record is written right after wait returns
@@ -107,6 +109,56 @@ async def test_memory_hog_ends_oom_killed(base_image: str, tmp_path: Path) -> No
         assert waited.status.exit_code == 137
 
 
+#: prints the limits the kernel holds the container to (cgroup v1 files, or v2 where mounted),
+#: then lets `tail` eat memory until the kernel's OOM killer ends it (the shell survives to report)
+LIMITS_PROBE = r"""
+cg=/sys/fs/cgroup
+if [ -f $cg/memory/memory.limit_in_bytes ]; then
+  echo "memory $(cat $cg/memory/memory.limit_in_bytes)"
+  echo "pids $(cat $cg/pids/pids.max)"
+  echo "cpu $(cat $cg/cpu/cpu.cfs_quota_us) $(cat $cg/cpu/cpu.cfs_period_us)"
+  tail /dev/zero
+  echo "tail-exit $?"
+  echo "peak $(cat $cg/memory/memory.max_usage_in_bytes)"
+  echo "oom-kills $(sed -n 's/^oom_kill //p' $cg/memory/memory.oom_control)"
+else
+  echo "memory $(cat $cg/memory.max)"
+  echo "pids $(cat $cg/pids.max)"
+  echo "cpu $(cat $cg/cpu.max)"
+  tail /dev/zero
+  echo "tail-exit $?"
+  echo "peak $(cat $cg/memory.peak)"
+  echo "oom-kills $(sed -n 's/^oom_kill //p' $cg/memory.events)"
+fi
+"""
+
+
+@pytest.mark.slow
+async def test_the_default_limits_are_enforced_by_the_kernel(
+    base_image: str, tmp_path: Path
+) -> None:
+    """No limit configured: the container runs under the documented defaults (4g memory, 2
+    CPUs, 200 pids) as the kernel sees them, and using more than 4 GiB gets a process killed."""
+    settings = _settings(tmp_path, base_image)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        spawned = await agents.spawn(
+            "limits", "limits", 120_000, command=["sh", "-c", f"{{\n{LIMITS_PROBE}\n}} >&2"]
+        )
+        waited = await agents.wait(spawned.id, 120_000)
+        await agents.settle()
+        report = (await agents.store.read_stderr(spawned.id)).decode()
+        assert waited.status.exit_code == 0, (waited.status, report)
+    values = dict(line.partition(" ")[::2] for line in report.splitlines())
+    gib4 = 4 << 30
+    assert int(values["memory"]) == gib4, report
+    assert values["pids"] == "200", report
+    assert values["cpu"] == "200000 100000", report  # 2 CPUs: 200 ms per 100 ms period
+    assert values["tail-exit"] == "137", report  # SIGKILL from the OOM killer
+    assert int(values["oom-kills"]) >= 1, report
+    # it really got that far: the peak sits at the limit, not below it, and not past it
+    assert gib4 - (64 << 20) <= int(values["peak"]) <= gib4, report
+
+
 async def test_reconcile_enforces_deadlines_without_any_in_container_timeout(
     base_image: str, tmp_path: Path
 ) -> None:
@@ -115,7 +167,9 @@ async def test_reconcile_enforces_deadlines_without_any_in_container_timeout(
         first = AgentService(executor, settings)
         spawned = await first.spawn("sleeper", "sleepy", 1000, command=["sleep", "600"])
         await first.aclose()  # controller gone before the deadline
-        await asyncio.sleep(3.0)
+        assert spawned.deadline is not None
+        # the deadline and the grace the in-container timeout gets pass while no controller runs
+        await wait_past(spawned.deadline + DEADLINE_GRACE)
         second = AgentService(executor, settings)
         try:
             report = await second.reconcile()  # the first call connects and reconciles
@@ -213,24 +267,42 @@ async def test_runtime_streams_logs_apart_and_reports_die_events(
         labels = {k: v for k, v in agents.labels.items() if v is not None}
         name = new_agent_id()
         events: list[tuple[str, str, str | None]] = []
+        seen = asyncio.Event()
 
         async def collect() -> None:
             async for event in runtime.events(agents.labels, actions=("die",)):
                 events.append((event.action, event.name, event.attributes.get("exitCode")))
-                return
+                seen.set()
+                if event.name == name:
+                    return
+
+        async def run_to_end(container: str, command: tuple[str, ...]) -> int:
+            spec = ContainerSpec(
+                name=container, image=base_image, labels=labels, env={}, command=command
+            )
+            await runtime.create(spec)
+            await runtime.start(container)
+            return await runtime.wait(container)
 
         collector = asyncio.create_task(collect())
-        await asyncio.sleep(0.2)
+        # The subscription is live once it reports a container of ours: run short probes
+        # until one is seen (usually the first), then the container under test.
+        probes: list[str] = []
+        while not seen.is_set():
+            assert len(probes) < 30, "the event stream never reported a probe container"
+            probes.append(new_agent_id())
+            assert await run_to_end(probes[-1], ("true",)) == 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen.wait(), 2)
+        for probe in probes:
+            await runtime.remove(probe, force=True)
         script = "printf 'out-1\\n'; printf 'err-1\\n' >&2; printf 'out-2\\n'; exit 7"
-        await runtime.create(
-            ContainerSpec(
-                name=name, image=base_image, labels=labels, env={}, command=("sh", "-c", script)
-            )
-        )
-        await runtime.start(name)
-        assert await runtime.wait(name) == 7
-        await asyncio.wait_for(collector, 10)
-        assert events == [("die", name, "7")]
+        assert await run_to_end(name, ("sh", "-c", script)) == 7
+        await asyncio.wait_for(collector, 60)
+        # only our containers' die events, each with its exit code; ours last
+        assert {event[1] for event in events} <= {*probes, name}
+        assert events[-1] == ("die", name, "7")
+        assert all(event == ("die", event[1], "0") for event in events[:-1])
         chunks = [chunk async for chunk in runtime.logs(name)]
         stdout = b"".join(c.data for c in chunks if c.stream == 1)
         stderr = b"".join(c.data for c in chunks if c.stream == 2)

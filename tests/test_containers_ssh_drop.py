@@ -25,15 +25,17 @@ from tests.containers_support import (
     image_ok,
     remove_containers_of_root,
 )
-from tests.support import require
+from tests.support import require, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.sshd]
 
-# 15 numbered lines over ~3 s, then a result line
+# 15 numbered lines, then a result line; after line 4 it waits until /workspace/go exists, so
+# the connection drop surely happens mid-run
 CHATTY = (
     'i=0; while [ "$i" -lt 15 ]; do '
     'printf \'{"type":"assistant","message":{"id":"m%s","content":"line %s"}}\\n\' "$i" "$i"; '
-    "i=$((i+1)); sleep 0.2; done; "
+    'if [ "$i" -eq 4 ]; then while [ ! -e /workspace/go ]; do sleep 0.05; done; fi; '
+    "i=$((i+1)); sleep 0.1; done; "
     'printf \'{"type":"result","subtype":"success","is_error":false,"num_turns":15,'
     '"total_cost_usd":0.5,"session_id":"s","result":"all done"}\\n\''
 )
@@ -57,9 +59,14 @@ async def test_connection_drop_mid_run_loses_nothing(
         anthropic_api_key="sk-ant-test-" + secrets.token_hex(8),
     )
     async with AgentService(ssh_executor, settings) as agents:
-        spawned = await agents.spawn("chatty", "drop", 60_000, command=["sh", "-c", CHATTY])
-        await asyncio.sleep(1.0)
+        spawned = await agents.spawn("chatty", "drop", 120_000, command=["sh", "-c", CHATTY])
+
+        async def halfway() -> bool:
+            return "agent: line 4" in (await agents.output(spawned.id, lines=100)).text
+
+        await wait_until(halfway, "the first five lines")
         await asyncio.to_thread(sshd.restart)  # every connection dropped, listener back
+        Path(spawned.workspace, "go").touch()  # the agent goes on (the loopback host's disk)
         waited = await agents.wait(spawned.id, 30_000)
         assert waited.timed_out is False
         assert waited.status.state == AgentState.SUCCEEDED, waited.status

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from agentkit.config import Settings
+from agentkit.containers.launch import plan_launch
 from agentkit.containers.runs import RunStore
 from agentkit.containers.runtime import (
-    ContainerSpec,
     DockerRuntime,
-    Mount,
     _parse_time,
     parse_memory,
 )
@@ -30,6 +29,7 @@ from agentkit.containers.service import (
 )
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
+from agentkit.redact import Redactor
 
 
 def test_ids_have_the_public_shape_and_are_unique() -> None:
@@ -87,16 +87,22 @@ def test_decide_state(kwargs: dict[str, object], expected: AgentState) -> None:
 
 
 def test_create_body_is_hardened() -> None:
-    spec = ContainerSpec(
-        name="claude-agent-1764240000000-abcdef",
+    """The create request for an agent planned from default settings (nothing configured):
+    the documented defaults (4g, 2 CPUs, 200 pids; docs/configuration.md) and the hardening.
+    The engine applying them is shown in test_containers_limits.py."""
+    settings = Settings(_env_file=None, host=None, anthropic_api_key="sk-ant-secret")  # type: ignore[call-arg]
+    spec, meta = plan_launch(
+        settings,
+        Redactor(),
+        run_id="claude-agent-1764240000000-abcdef",
+        task="a=b\nc",
+        workspace="/opt/agentflow/workspaces/w",
         image="img:1",
-        labels={"agentkit.managed-by": "agentkit"},
-        env={"ANTHROPIC_API_KEY": "sk-ant-secret", "AGENTKIT_TASK": "a=b\nc"},
-        mounts=(Mount("/opt/agentflow/workspaces/w", "/workspace"),),
-        memory_bytes=parse_memory("4g"),
-        nano_cpus=2_000_000_000,
-        pids_limit=200,
+        timeout_ms=60_000,
+        created=1764240000.0,
+        runtime_name="docker",
     )
+    assert meta["limits"] == {"memory": "4g", "cpus": 2.0, "pids": 200}
     body = DockerRuntime.create_body(spec)
     host = body["HostConfig"]
     assert body["User"] == "1001:1001"
@@ -104,7 +110,10 @@ def test_create_body_is_hardened() -> None:
     assert body["AttachStdin"] is False
     assert body["Tty"] is False
     assert "Cmd" not in body  # the image's entrypoint runs; the task never is an argument
-    assert body["Env"] == ["ANTHROPIC_API_KEY=sk-ant-secret", "AGENTKIT_TASK=a=b\nc"]
+    env = dict(item.split("=", 1) for item in body["Env"])
+    assert env["ANTHROPIC_API_KEY"] == "sk-ant-secret"
+    assert env["AGENTKIT_TASK"] == "a=b\nc"
+    assert env["AGENTKIT_DEADLINE"] == "1764240060"
     assert host["Init"] is True
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["CapDrop"] == ["ALL"]

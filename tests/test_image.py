@@ -359,48 +359,196 @@ async def test_runs_as_claude_1001_with_settings_and_tools(
 
 @pytest.mark.docker
 @pytest.mark.image
-async def test_extra_ca_certificates_are_trusted(
+async def test_the_agent_image_holds_exactly_the_extra_certificates_it_was_built_with(
     docker: aiodocker.Docker, agent_image: ImageInfo
 ) -> None:
+    """The host's extra CA files where it has them (none on a clean machine), each trusted."""
     ca_dir = _host_ca_dir()
-    require(ca_dir is not None, f"extra CA certificates in {HOST_CA_DIR}")
-    assert ca_dir is not None
-    names = sorted(p.name for p in ca_dir.glob("*.crt"))
+    names = sorted(p.name for p in ca_dir.glob("*.crt")) if ca_dir else []
     script = (
         'echo "$NODE_EXTRA_CA_CERTS $SSL_CERT_FILE"; '
         "for f in /usr/local/share/ca-certificates/agentkit/*.crt; do "
-        '  openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt "$f"; done'
+        '  [ -e "$f" ] && openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt "$f";'
+        " done; true"
     )
     out = await _sh(docker, agent_image.tag, script)
     lines = out.splitlines()
     bundle = "/etc/ssl/certs/ca-certificates.crt"
     assert lines[0] == f"{bundle} {bundle}"
-    verified = sorted(line.split("/")[-1].removesuffix(": OK") for line in lines[1:])
-    assert verified == names
-    assert all(line.endswith(": OK") for line in lines[1:])
+    assert all(line.endswith(": OK") for line in lines[1:]), lines
+    assert sorted(line.split("/")[-1].removesuffix(": OK") for line in lines[1:]) == names
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """Two CAs (one to trust, one not) and a localhost server certificate from each."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    out: dict[str, Path] = {}
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    for label in ("trusted", "stranger"):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"agentkit test {label} CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name)
+            .public_key(server_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        for name, data in (
+            (f"{label}-ca.crt", ca.public_bytes(serialization.Encoding.PEM)),
+            (f"{label}-server.crt", server.public_bytes(serialization.Encoding.PEM)),
+            (f"{label}-server.key", pem_key(server_key)),
+        ):
+            out[name] = folder / name
+            out[name].write_bytes(data)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _https_server(cert: Path, key: Path) -> AsyncIterator[int]:
+    """A local HTTPS server answering ``GET /ping`` with ``pong``; yields its port."""
+    import ssl
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+#: the agent Dockerfile up to (not including) this step: tools, extra CAs and the TLS settings
+_CLAUDE_STEP = "# 3. Claude Code"
 
 
 @pytest.mark.docker
-@pytest.mark.image
-async def test_extra_ca_lets_node_and_curl_through_the_proxy(
-    docker: aiodocker.Docker, agent_image: ImageInfo
+@pytest.mark.slow
+async def test_extra_ca_files_make_node_and_curl_trust_a_tls_proxy(
+    docker: aiodocker.Docker, tmp_path: Path
 ) -> None:
-    """Where outbound TLS passes an intercepting proxy (CI here), trust is proven end to end."""
-    url = "https://registry.npmjs.org/-/ping"
-    probe = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "-m", "10", "-o", "/dev/null", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    # CI builds the image from the npm registry, so there the registry must be reachable.
-    require(await probe.wait() == 0, f"HTTPS access to {url} from the host")
-    out = await _sh(
-        docker,
-        agent_image.tag,
-        f"curl -sS -m 20 -o /dev/null -w '%{{http_code}}\\n' {url}; "
-        f"node -e \"fetch('{url}').then(r => console.log(r.status))"
-        '.catch(e => { console.error(e.cause || e); process.exit(1) })"',
-    )
-    assert out.split() == ["200", "200"]
+    """Self-contained (no host CA files, no network): a CA made here goes into the build
+    context's certs/; the image's steps up to its TLS settings are built from it (the same
+    Dockerfile text, so the tools layer comes from the agent image's build cache); curl and node
+    in that image then reach a local HTTPS server whose certificate that CA signed, and refuse
+    one signed by a CA they were not given."""
+    require(await _has_image(docker, BASE_IMAGE), f"base image {BASE_IMAGE}")
+    dockerfile = (REPO / "docker" / DOCKERFILE).read_text()
+    assert _CLAUDE_STEP in dockerfile, "the Dockerfile's steps changed: update this test"
+    certs = await asyncio.to_thread(_certificates, tmp_path)
+    context = tmp_path / "context"
+    (context / CERTS_DIR).mkdir(parents=True)
+    (context / DOCKERFILE).write_text(dockerfile.split(_CLAUDE_STEP)[0])
+    shutil.copy(certs["trusted-ca.crt"], context / CERTS_DIR / "proxy.crt")
+    (context / CERTS_DIR / "README").write_text("not a certificate: dropped by the build")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(context, arcname=".")
+    tag = f"agentkit-test-ca:{uuid.uuid4().hex[:8]}"
+    try:
+        archive.seek(0)
+        log = [
+            str(item.get("stream") or item.get("error") or "")
+            async for item in docker.images.build(
+                fileobj=archive,
+                encoding="identity",
+                tag=tag,
+                path_dockerfile=DOCKERFILE,
+                buildargs={"BASE_IMAGE": BASE_IMAGE},
+                rm=True,
+                forcerm=True,
+                stream=True,
+            )
+        ]
+        assert await _has_image(docker, tag), "".join(log)
+        probe = (
+            "ls /usr/local/share/ca-certificates/agentkit/; "
+            "for port in $PORTS; do url=https://localhost:$port/ping; "
+            'curl -sS -m 20 "$url" >/dev/null 2>&1; echo "curl $?"; '
+            "node -e 'fetch(process.argv[1]).then(r => r.text())"
+            '.then(t => console.log("node " + t))'
+            '.catch(e => console.log("node " + (e.cause ? e.cause.code : e)))\' "$url"; done'
+        )
+        async with (
+            _https_server(certs["trusted-server.crt"], certs["trusted-server.key"]) as good,
+            _https_server(certs["stranger-server.crt"], certs["stranger-server.key"]) as bad,
+        ):
+            code, out, err = await _run(
+                docker,
+                tag,
+                ["-c", probe],
+                entrypoint=["/bin/sh"],
+                env={"PORTS": f"{good} {bad}"},
+                network_mode="host",
+            )
+    finally:
+        await _remove_image(docker, tag)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "proxy.crt"  # only the certificate was kept
+    assert lines[1:3] == ["curl 0", "node pong"]  # the CA given at build time is trusted
+    assert lines[3] == "curl 60"  # curl: peer certificate cannot be authenticated
+    assert lines[4].startswith("node "), lines
+    assert lines[4] != "node pong", lines  # node refuses it too
 
 
 # --- the entrypoint, against a tiny local Messages API stand-in -----------------------------------
@@ -489,7 +637,7 @@ async def test_entrypoint_passes_the_task_byte_exact_and_streams_json(
     assert result["is_error"] is True
     assert api.bodies, "claude never called the API"
     assert HOSTILE_TASK in _prompt_texts(api.bodies[0])
-    assert code != 0 or result["is_error"]
+    assert code == 1, err  # claude's own status for an errored run, passed through
 
 
 @pytest.mark.docker
@@ -552,8 +700,7 @@ async def test_entrypoint_enforces_the_deadline_inside_the_container(
     docker: aiodocker.Docker, agent_image: ImageInfo
 ) -> None:
     async with _Api(hang=True) as api:
-        deadline = int(time.time()) + 4
-        started = time.monotonic()
+        deadline = int(time.time()) + 8
         code, _, _ = await _run(
             docker,
             agent_image.tag,
@@ -561,11 +708,10 @@ async def test_entrypoint_enforces_the_deadline_inside_the_container(
             network_mode="host",
             timeout=60,
         )
-        elapsed = time.monotonic() - started
     assert api.bodies, "claude never reached the API"
+    # `timeout` exits 124 when SIGTERM at the deadline ended claude; had it needed the SIGKILL
+    # 10 s later, the status would be 137
     assert code == 124
-    # SIGTERM at the deadline ends it (SIGKILL would come 10 s later, at >= 13 s).
-    assert elapsed < 9
 
 
 # --- building through the Engine API -------------------------------------------------------------

@@ -621,8 +621,7 @@ async def test_workspace_owned_by_the_agent_user_stays_usable(
 ) -> None:
     """After a spawn the workspace belongs to uid 1001; git on the host still works there (no
     'dubious ownership') and hands what it wrote back to that owner."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to chown to the agent uid")
+    require(os.geteuid() == 0, "root (to chown the workspace to the agent uid 1001)")
     server.create_repo("acme/owned")
     await kit.ok("clone_repo", repo_url="acme/owned")
     ws = kit.root / "owned"
