@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from agentkit.config import Settings
-from agentkit.errors import ConfigError, PermissionDeniedError
+from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.workspaces.service import WorkspaceService
 from agentkit.workspaces.urls import GitAllowlist, check_destination, parse_repo_url
@@ -253,3 +253,29 @@ def test_allowlist_entries_match_names_wildcards_ports_and_ranges() -> None:
     assert not allow.names_host("gitea.lan", 3001)
     assert allow.lists_address("10.20.30.40")
     assert not allow.lists_address("11.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://bücher.example/x.git", "https://exa\u0307mple.com/x.git"],
+)
+def test_non_ascii_host_names_are_refused(url: str) -> None:
+    """curl resolves the punycode form of a Unicode name, past a pin made for the Unicode form."""
+    with pytest.raises(ToolError) as info:
+        parse_repo_url(url, "https://github.com")
+    assert "punycode" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["2002:7f00:1::1", "64:ff9b::a00:1", "::7f00:1", "fec0::1", "fe80::1", "::ffff:10.0.0.1"],
+)
+async def test_ipv6_forms_that_reach_ipv4_or_local_ranges_are_not_public(address: str) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    async def resolves(host: str) -> list[str]:
+        return [address]
+
+    repo = parse_repo_url("https://git.example.org/a/b.git", "https://github.com")
+    with pytest.raises(PermissionDeniedError):
+        await check_destination(repo, settings, resolves)

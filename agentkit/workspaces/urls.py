@@ -40,6 +40,7 @@ _SHORTHAND = re.compile(r"(?P<owner>[A-Za-z0-9][A-Za-z0-9-]{0,38})/(?P<repo>[A-Z
 _SCP_LIKE = re.compile(
     r"(?P<user>[A-Za-z0-9._-]{1,64})@(?P<host>[A-Za-z0-9.-]{1,253}):(?P<path>[^\s]{1,1024})"
 )
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 _HOST_ENTRY = re.compile(r"(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _URL_FORMS = (
     "an https URL (https://github.com/owner/repo.git), an ssh URL (git@github.com:owner/repo.git "
@@ -97,6 +98,7 @@ def parse_repo_url(value: str, github_url: str) -> RepoURL:
         url = f"{github_url.rstrip('/')}/{shorthand.group('owner')}/{repo}{suffix}"
     scp = _SCP_LIKE.fullmatch(url)
     if scp and "://" not in url:
+        _check_host(scp.group("host"), value)
         return RepoURL(
             url,
             _default_name(scp.group("path"), value),
@@ -125,6 +127,7 @@ def parse_repo_url(value: str, github_url: str) -> RepoURL:
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise ToolError(f"repo_url {strip_url_credentials(value)!r} has an invalid port") from None
+    _check_host(parts.hostname, value)
     return RepoURL(
         url,
         _default_name(parts.path, value),
@@ -133,6 +136,16 @@ def parse_repo_url(value: str, github_url: str) -> RepoURL:
         host=parts.hostname.lower(),
         port=port,
     )
+
+
+def _check_host(host: str, original: str) -> None:
+    """Only ASCII host names (or IP literals): curl turns a Unicode name into its punycode form
+    before resolving it, so the name checked and pinned would not be the name connected to."""
+    if _ip(host) is None and not _HOST_NAME.fullmatch(host.lower()):
+        raise ToolError(
+            f"repo_url {strip_url_credentials(original)!r} has a host name with characters other "
+            "than ASCII letters, digits, '-' and '.'; give the punycode form (xn--...) instead"
+        )
 
 
 def _default_name(path: str, original: str) -> str:
@@ -215,12 +228,23 @@ class GitAllowlist:
         return ip is not None and any(ip in net for net in self.networks)
 
 
+#: IPv6 ranges that carry or reach IPv4 addresses (6to4, NAT64, IPv4-compatible) or are
+#: deprecated site-local: never taken as public, whatever ``is_global`` says.
+_V6_NOT_PUBLIC = tuple(
+    ipaddress.IPv6Network(net) for net in ("2002::/16", "64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
 def _is_public(address: str) -> bool:
     ip = _ip(address)
     if ip is None:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip not in _V6_GLOBAL_UNICAST or any(ip in net for net in _V6_NOT_PUBLIC):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -274,7 +298,8 @@ def _pin(repo: RepoURL, addresses: Sequence[str]) -> tuple[str, ...]:
     if repo.scheme not in ("http", "https") or _ip(repo.host) is not None:
         return ()
     shown = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
-    return ("-c", f"http.curloptResolve={repo.host}:{repo.port}:{shown}")
+    # no proxy either: a proxy would resolve the name itself, past the pin
+    return ("-c", f"http.curloptResolve={repo.host}:{repo.port}:{shown}", "-c", "http.proxy=")
 
 
 def parse_getent(output: str, limit: int = 32) -> list[str]:
