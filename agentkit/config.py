@@ -136,6 +136,15 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_GIT_BUNDLE_MAX"),
         description="Largest git bundle push_workspace accepts from a workspace's sandbox.",
     )
+    git_host_memory: str = Field(
+        default="2g",
+        validation_alias=_env("AGENTKIT_GIT_HOST_MEMORY"),
+        description=(
+            "Heap limit (RLIMIT_DATA, via prlimit) of every git process agentkit runs on the host "
+            "(mirrors: clone, bundle fetch, push). A pack from a workspace or a remote can declare "
+            "objects of any size; this keeps one from exhausting the host. '0': no limit."
+        ),
+    )
 
     # --- host layout and containers -------------------------------------------------------
     root: str = Field(default="/opt/agentflow", validation_alias=_env("AGENTKIT_ROOT"))

@@ -21,11 +21,13 @@ any credential helper but ours.
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agentkit.config import Settings
+from agentkit.containers.runtime import parse_memory
 from agentkit.errors import ToolError
 from agentkit.executors.base import CommandResult, Executor
 from agentkit.redact import Redactor
@@ -165,12 +167,20 @@ class Git:
     ) -> GitOutput:
         """Run ``git <args>`` (in ``cwd``); with ``check`` a failure raises :class:`GitError`."""
         argv = [*self.base_argv(cwd, auth=auth), *args]
+        env = self.env(auth=auth)
         if cwd is not None:
             argv[1:1] = ["-C", cwd]
+            # the mirror itself or nothing: never a repository above it
+            env["GIT_CEILING_DIRECTORIES"] = posixpath.dirname(cwd.rstrip("/")) or "/"
+        heap = parse_memory(self.settings.git_host_memory)
+        if heap > 0:
+            # Packs (from a workspace's bundle or a remote) declare object sizes: a 1 KB
+            # delta can claim gigabytes. Host git gets a heap limit; malloc fails, git exits.
+            argv = ["prlimit", f"--data={heap}", "--", *argv]
         limit = timeout or (NETWORK_TIMEOUT if auth else DEFAULT_TIMEOUT)
         logger.debug("git %s (cwd=%s)", " ".join(args[:3]), cwd)
         result: CommandResult = await self.executor.run(
-            argv, env=self.env(auth=auth), stdin=stdin, timeout=limit, cwd=cwd
+            argv, env=env, stdin=stdin, timeout=limit, cwd=cwd
         )
         out = GitOutput(
             exit_status=result.exit_status,

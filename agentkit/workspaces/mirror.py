@@ -156,8 +156,11 @@ class Mirrors:
             cwd=path,
             what="fetching the workspace's bundle into the mirror",
         )
-        sha = (await self.git.run(["rev-parse", "--verify", INCOMING], cwd=path)).stdout.strip()
-        if not is_sha(sha):
+        resolved = await self.git.run(
+            ["rev-parse", "--verify", "--quiet", f"{INCOMING}^{{commit}}"], cwd=path, check=False
+        )
+        sha = resolved.stdout.strip()
+        if not resolved.ok or not is_sha(sha):
             raise ToolError("the mirror did not record the workspace's commit")
         return sha
 
