@@ -185,6 +185,28 @@ async def test_large_stdin_and_output(executor: Executor) -> None:
     assert ignored.exit_status == 0
 
 
+async def test_output_beyond_the_capture_bound_is_dropped_in_the_middle(
+    executor: Executor,
+) -> None:
+    """A command printing 100 MB (as a hostile remote or workspace can make git do) leaves the
+    controller with the bounded head and tail only, and still finishes with its status."""
+    from agentkit.executors._util import MAX_CAPTURE
+
+    script = (
+        "import sys; w = sys.stdout.buffer.write; w(b'HEAD'); "
+        "[w(b'x' * 1048576) for _ in range(100)]; w(b'TAIL'); "
+        "sys.stderr.write('e' * 30000000 + 'END'); sys.exit(3)"
+    )
+    result = await executor.run([sys.executable, "-c", script], timeout=60)
+    assert result.exit_status == 3
+    assert result.stdout.startswith(b"HEAD")
+    assert result.stdout.endswith(b"TAIL")
+    assert len(result.stdout) <= MAX_CAPTURE + 100
+    assert b"bytes of output dropped" in result.stdout
+    assert len(result.stderr) <= MAX_CAPTURE + 100
+    assert result.stderr.endswith(b"END")
+
+
 async def test_hostile_env_values_arrive_exact(executor: Executor, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     values = [v for v in hostile_corpus(marker) if len(v) < 5000]

@@ -73,6 +73,51 @@ def as_bytes(stdin: bytes | str | None) -> bytes | None:
 
 MAX_LINE = 1 << 20  # a "line" longer than this is yielded in pieces
 
+#: ``run()`` keeps at most this many bytes of each output stream: its first and last halves,
+#: with a marker saying how much was dropped in between. A command whose output an agent or a
+#: remote server controls (git talking to a remote, a listing of agent-made files) cannot fill
+#: the controller's memory; the rest is read and discarded so the process never blocks.
+MAX_CAPTURE = 16 << 20
+
+
+class BoundedCapture:
+    """The first and last ``limit / 2`` bytes of a stream, and how many were dropped."""
+
+    def __init__(self, limit: int = MAX_CAPTURE) -> None:
+        self.half = max(limit // 2, 1)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail += chunk
+        excess = len(self.tail) - self.half
+        if excess > 0:
+            del self.tail[:excess]
+            self.dropped += excess
+
+    def value(self) -> bytes:
+        if not self.dropped:
+            return bytes(self.head + self.tail)
+        marker = f"\n[... {self.dropped} bytes of output dropped ...]\n".encode()
+        return bytes(self.head) + marker + bytes(self.tail)
+
+
+async def capture(read: Callable[[int], Awaitable[bytes]], limit: int = MAX_CAPTURE) -> bytes:
+    """Read a stream to its end with ``read``, keeping a :class:`BoundedCapture` of it."""
+    kept = BoundedCapture(limit)
+    while True:
+        chunk = await read(65536)
+        if not chunk:
+            return kept.value()
+        kept.add(chunk)
+
 
 async def pump_lines(
     read: Callable[[int], Awaitable[bytes]],

@@ -23,6 +23,7 @@ from agentkit.executors._util import (
     CALL_ID_VAR,
     as_bytes,
     before_deadline,
+    capture,
     check_argv,
     check_env,
     kill_by_call_id,
@@ -109,7 +110,7 @@ class LocalExecutor(Executor):
             result = proc
         else:
             try:
-                out, err = await asyncio.wait_for(proc.communicate(data), timeout)
+                out, err = await asyncio.wait_for(_communicate(proc, data), timeout)
             except TimeoutError:
                 await self._kill(proc, call_id)
                 await proc.wait()
@@ -192,6 +193,25 @@ class LocalExecutor(Executor):
         self._running.clear()
         if self._kill_tasks:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
+
+
+async def _communicate(proc: asyncio.subprocess.Process, data: bytes | None) -> tuple[bytes, bytes]:
+    """``proc.communicate(data)`` with each output stream bounded (:func:`capture`)."""
+
+    async def feed() -> None:
+        if proc.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            if data:
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    _, out, err = await asyncio.gather(feed(), capture(proc.stdout.read), capture(proc.stderr.read))
+    await proc.wait()
+    return out, err
 
 
 def _read_file(path: str) -> bytes:

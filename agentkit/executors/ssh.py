@@ -63,6 +63,7 @@ from agentkit.executors._util import (
     CALL_ID_VAR,
     as_bytes,
     before_deadline,
+    capture,
     check_argv,
     check_env,
     merged_lines,
@@ -257,7 +258,11 @@ class SSHExecutor(Executor):
                     proc.stdin.write(payload)
                 if not devnull:
                     proc.stdin.write_eof()
-                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+                out, err = await asyncio.wait_for(
+                    asyncio.gather(capture(proc.stdout.read), capture(proc.stderr.read)),
+                    timeout,
+                )
+                await proc.wait_closed()
             except TimeoutError:
                 await self._kill(conn, proc, call_id)
                 raise CommandTimeout(args, timeout or 0.0) from None
