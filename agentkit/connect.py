@@ -20,6 +20,7 @@ logger = logging.getLogger("agentkit")
 if TYPE_CHECKING:
     from agentkit.agent.loop import ToolBasedAgent
     from agentkit.containers.service import AgentService
+    from agentkit.runtimes.base import Runtime
     from agentkit.workspaces.service import WorkspaceService
 
 
@@ -57,11 +58,16 @@ class Connection:
 
 @asynccontextmanager
 async def connect(
-    settings: Settings | None = None, *, reconcile: bool = True
+    settings: Settings | None = None,
+    *,
+    reconcile: bool = True,
+    runtime: Runtime | str | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to the configured host and yield a :class:`Connection`.
 
-    ``AGENTKIT_HOST`` unset means the local machine. On entry the agent service reconciles
+    ``AGENTKIT_HOST`` unset means the local machine. Agents run on ``runtime``: a name
+    (``"docker"``, ``"swarm"``), a :class:`~agentkit.runtimes.base.Runtime` (e.g. the in-memory
+    one in tests), or ``None`` for ``AGENTKIT_RUNTIME``. On entry the agent service reconciles
     runs left by earlier controllers (deadlines enforced, finished runs recorded) unless
     ``reconcile=False``. Everything is closed on exit; running agents keep running.
 
@@ -77,7 +83,7 @@ async def connect(
     settings = settings or load_settings()
     executor = make_executor(settings)
     async with executor:
-        agents = AgentService(executor, settings)
+        agents = AgentService(executor, settings, runtime=runtime)
         try:
             if reconcile:
                 try:

@@ -10,7 +10,12 @@ import aiohttp
 import pytest
 
 from agentkit.config import Settings
-from agentkit.containers.docker import BACKEND_ERRORS, docker_errors, map_docker_error, open_docker
+from agentkit.runtimes.docker_engine import (
+    BACKEND_ERRORS,
+    docker_errors,
+    map_docker_error,
+    open_docker,
+)
 from agentkit.errors import (
     ConfigError,
     ConflictError,

@@ -1,0 +1,454 @@
+"""`SwarmRuntime`: the runtime contract on Docker Swarm - one replicated-job service per run.
+
+Each run is a service in ``ReplicatedJob`` mode (exactly one task, never restarted), hardened
+like the Docker runtime's containers (:mod:`~agentkit.runtimes.swarm_spec` says how, field by
+field) and pinned to one node: ``spec.node``, else the node of the engine agentkit talks to
+(where the executor keeps the workspaces). The engine must be a swarm manager
+(:meth:`SwarmRuntime.open` says how to make it one).
+
+* **exits**: the manager's event stream - the task container's ``die``/``oom`` (container
+  events carry the service name) and ``node`` events (a node going down makes its runs
+  ``lost``). Tasks that never got a container (image missing on the node, no node fits) have
+  no container event: :meth:`wait` re-reads the task every ``BACKSTOP`` seconds for those.
+* **logs**: the service logs API. It does not end when the task ends, so a followed stream is
+  closed once the run ended and the stream was quiet for ``LOG_IDLE`` seconds.
+* **stop**: the task container is stopped on the node it runs on, through the manager's engine
+  when that is the node; a run on another node (or not started yet) is stopped by removing
+  its service (its end is then remembered here as ``signalled``).
+* **images**: the image must exist on the node (built on the manager with ``ensure_image``);
+  a node without it rejects the task, and the run ends ``rejected`` with the engine's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from agentkit.errors import AgentkitError, ConfigError, NotFoundError, ToolError
+from agentkit.runtimes.base import (
+    ExitEvent,
+    ExitReason,
+    LogChunk,
+    RunInfo,
+    RunSpec,
+    RunState,
+    Runtime,
+)
+from agentkit.runtimes.docker import (
+    DockerRuntime,
+    exit_reason,
+    label_filters,
+    parse_time,
+    read_multiplexed,
+)
+from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.runtimes.swarm_spec import argv_for, service_body, task_exit, task_state
+
+if TYPE_CHECKING:
+    import aiodocker
+
+    from agentkit.config import Settings
+
+__all__ = ["BACKSTOP", "LOG_IDLE", "SwarmRuntime", "manager_problem"]
+
+logger = logging.getLogger("agentkit.runtimes")
+
+BACKSTOP = 2.0  # seconds between task re-reads while waiting (rejected/lost tasks have no event)
+LOG_IDLE = 0.5  # a followed log stream of an ended run closes after this long without data
+SERVICE_LABEL = "com.docker.swarm.service.name"
+
+
+def manager_problem(info: Mapping[str, Any]) -> str | None:
+    """Why ``GET /info`` says this engine cannot run swarm services (``None``: it can)."""
+    swarm = info.get("Swarm") or {}
+    state = swarm.get("LocalNodeState")
+    if state != "active":
+        return (
+            f"the Docker Engine is not part of a swarm (swarm state {state or 'inactive'!r}); "
+            "make it a manager with `docker swarm init --advertise-addr <this host's address>` "
+            "(or join it to a swarm as a manager), or set AGENTKIT_RUNTIME=docker"
+        )
+    if not swarm.get("ControlAvailable"):
+        return (
+            "the Docker Engine is a swarm worker, not a manager: point AGENTKIT_HOST at a "
+            "manager node, or promote this one (`docker node promote <node>` on a manager)"
+        )
+    return None
+
+
+class SwarmRuntime(Runtime):
+    """:class:`Runtime` over a swarm manager's Engine API (one aiodocker client)."""
+
+    name = "swarm"
+
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        *,
+        node_id: str,
+        socket: str = "the Docker socket",
+        settings: Settings | None = None,
+    ) -> None:
+        self.docker = docker
+        self.node_id = node_id
+        self._socket = socket
+        self.engine = DockerRuntime(docker, socket=socket, settings=settings)
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._removed: dict[str, RunInfo] = {}  # runs stopped by removing their service
+
+    @classmethod
+    async def open(
+        cls,
+        docker: aiodocker.Docker,
+        *,
+        socket: str = "the Docker socket",
+        settings: Settings | None = None,
+    ) -> SwarmRuntime:
+        """Check the engine is a swarm manager (``ConfigError`` saying how to fix it)."""
+        with docker_errors("ask the Docker Engine about its swarm", socket):
+            info = await docker._query_json("info")
+        problem = manager_problem(info)
+        if problem:
+            raise ConfigError(f"AGENTKIT_RUNTIME=swarm: {problem}")
+        return cls(docker, node_id=str(info["Swarm"]["NodeID"]), socket=socket, settings=settings)
+
+    def _errors(self, what: str) -> Any:
+        return docker_errors(what, self._socket)
+
+    async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        with self._errors(f"GET {path}"):
+            return await self.docker._query_json(path, params=dict(params or {}))
+
+    # --- create / start -------------------------------------------------------------------------
+
+    async def create(self, spec: RunSpec) -> str:
+        """Resolve the service body now (the image's entrypoint is read on the manager); the
+        service itself is created by :meth:`start`, since a service starts at once."""
+        entrypoint: list[str] | None = None
+        cmd: list[str] | None = None
+        if spec.entrypoint is None or spec.command is None:
+            try:
+                image = await self._get(f"images/{spec.image}/json")
+            except NotFoundError:
+                raise ToolError(
+                    f"image {spec.image} does not exist on the swarm manager; build it there "
+                    "(`agentkit image build`) and make it available on the agent's node"
+                ) from None
+            config = image.get("Config") or {}
+            entrypoint, cmd = config.get("Entrypoint"), config.get("Cmd")
+        argv = argv_for(spec, entrypoint, cmd)
+        if not argv:
+            raise ToolError(f"image {spec.image} has no entrypoint or command, and none was given")
+        self._pending[spec.name] = service_body(spec, node=spec.node or self.node_id, argv=argv)
+        return spec.name
+
+    async def start(self, name: str) -> None:
+        body = self._pending.pop(name, None)
+        if body is None:
+            raise NotFoundError(f"no created run {name} to start")
+        with self._errors(f"create service {name}"):
+            await self.docker._query_json("services/create", method="POST", data=body)
+
+    # --- inspect / list -------------------------------------------------------------------------
+
+    async def _tasks(self, services: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The newest task of each service, by service name (one request)."""
+        ids = {str(s.get("ID")): str((s.get("Spec") or {}).get("Name")) for s in services}
+        if not ids:
+            return {}
+        rows = await self._get("tasks", {"filters": json.dumps({"service": list(ids)})})
+        newest: dict[str, dict[str, Any]] = {}
+        for task in rows:
+            sid = str(task.get("ServiceID"))
+            if sid not in newest or str(task.get("CreatedAt")) > str(newest[sid].get("CreatedAt")):
+                newest[sid] = task
+        return {ids[sid]: task for sid, task in newest.items() if sid in ids}
+
+    async def _down_nodes(self) -> set[str]:
+        nodes = await self._get("nodes")
+        return {
+            str(n.get("ID"))
+            for n in nodes
+            if (n.get("Status") or {}).get("State") in ("down", "disconnected", "unknown")
+        }
+
+    async def _oom(self, task: Mapping[str, Any]) -> bool:
+        """Whether the task's container was OOM-killed (known only on the manager's node)."""
+        container = (task.get("Status") or {}).get("ContainerStatus") or {}
+        cid = container.get("ContainerID")
+        if not cid or container.get("ExitCode") != 137 or task.get("NodeID") != self.node_id:
+            return False
+        try:
+            return (await self.engine.inspect(str(cid))).oom_killed
+        except NotFoundError:
+            return False
+
+    async def _info(
+        self, service: Mapping[str, Any], task: Mapping[str, Any] | None, down: set[str]
+    ) -> RunInfo:
+        spec = service.get("Spec") or {}
+        name = str(spec.get("Name", ""))
+        state = task_state(task, bool(task and task.get("NodeID") in down))
+        exit_event = None
+        if task is not None and state in (RunState.EXITED, RunState.LOST):
+            exit_event = task_exit(name, task, state, await self._oom(task))
+        status = (task or {}).get("Status") or {}
+        container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        return RunInfo(
+            id=str(service.get("ID", "")),
+            name=name,
+            labels=dict(spec.get("Labels") or {}),
+            state=state,
+            exit=exit_event,
+            created_at=parse_time(service.get("CreatedAt")),
+            started_at=parse_time(status.get("Timestamp")) if state == RunState.RUNNING else None,
+            image=container.get("Image"),
+            node=(task or {}).get("NodeID"),
+            raw={"ServiceID": service.get("ID"), "Task": {"Status": status}},
+        )
+
+    async def inspect(self, name: str) -> RunInfo:
+        try:
+            service = await self._get(f"services/{name}")
+        except NotFoundError:
+            if name in self._removed:
+                return self._removed[name]
+            raise
+        tasks, down = await asyncio.gather(self._tasks([service]), self._down_nodes())
+        return await self._info(service, tasks.get(name), down)
+
+    async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
+        services = await self._get(
+            "services", {"filters": json.dumps({"label": label_filters(labels)})}
+        )
+        names = [str((s.get("Spec") or {}).get("Name")) for s in services]
+        tasks, down = await asyncio.gather(self._tasks(services), self._down_nodes())
+        return [
+            await self._info(s, tasks.get(n), down) for s, n in zip(services, names, strict=True)
+        ]
+
+    # --- exits ----------------------------------------------------------------------------------
+
+    async def _events(
+        self, filters: Mapping[str, Sequence[str]]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        with self._errors("follow swarm events"):
+            resp = await self.docker._do_query(
+                "events",
+                "GET",
+                params={"filters": json.dumps(filters)},
+                timeout=aiohttp.ClientTimeout(),
+            )
+            try:
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        return
+                    with contextlib.suppress(ValueError):
+                        data = json.loads(line)
+                        if isinstance(data, dict):
+                            yield data
+            finally:
+                resp.close()
+
+    async def exits(self, labels: Mapping[str, str | None]) -> AsyncGenerator[ExitEvent, None]:
+        """Task containers' ``die`` (with a preceding ``oom``), and runs lost with a node."""
+        oom: set[str] = set()
+        filters = {
+            "type": ["container", "node"],
+            "event": ["die", "oom", "update", "remove"],
+        }
+        async for data in self._events(filters):
+            actor = data.get("Actor") or {}
+            attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+            if data.get("Type") == "node":
+                for info in await self.list(labels):
+                    if info.state == RunState.LOST and info.exit is not None:
+                        yield info.exit
+                continue
+            name = attrs.get(SERVICE_LABEL)
+            if not name or not all(
+                k in attrs and (v is None or attrs[k] == v) for k, v in labels.items()
+            ):
+                continue
+            if data.get("Action") == "oom":
+                oom.add(name)
+                continue
+            code = attrs.get("exitCode", "")
+            exit_code = int(code) if code.lstrip("-").isdigit() else None
+            killed = name in oom
+            oom.discard(name)
+            at = data.get("timeNano")
+            yield ExitEvent(
+                name,
+                exit_code,
+                killed,
+                exit_reason(exit_code, killed),
+                at / 1e9 if isinstance(at, int | float) else None,
+            )
+
+    async def wait(self, name: str) -> ExitEvent:
+        """The run's end: its container's ``die`` event, or the task seen ended (re-read every
+        ``BACKSTOP`` s, for tasks rejected before they had a container, or lost)."""
+        filters = {
+            "type": ["container", "node"],
+            "event": ["die", "update", "remove"],
+        }
+        woke = asyncio.Event()
+
+        async def listen() -> None:
+            async for data in self._events(filters):
+                attrs = (data.get("Actor") or {}).get("Attributes") or {}
+                if data.get("Type") == "node" or attrs.get(SERVICE_LABEL) == name:
+                    woke.set()
+
+        listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
+        try:
+            while True:
+                info = await self.inspect(name)
+                if info.exit is not None:
+                    return info.exit
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woke.wait(), BACKSTOP)
+                woke.clear()
+                if listener.done() and listener.exception() is not None:
+                    listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentkitError):
+                await listener
+
+    # --- logs -----------------------------------------------------------------------------------
+
+    async def logs(
+        self, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> AsyncGenerator[LogChunk, None]:
+        params: dict[str, Any] = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if follow else "0",
+            "tail": "all" if tail is None else str(tail),
+        }
+        if name in self._removed:
+            return
+        ended = asyncio.Event()
+
+        async def watch_end() -> None:
+            with contextlib.suppress(AgentkitError):
+                await self.wait(name)
+            ended.set()
+
+        watcher = asyncio.create_task(watch_end()) if follow else None
+        with self._errors(f"logs of {name}"):
+            resp = await self.docker._do_query(
+                f"services/{name}/logs", "GET", params=params, timeout=aiohttp.ClientTimeout()
+            )
+            stream = read_multiplexed(resp)
+            try:
+                while True:
+                    chunk = await self._next_chunk(stream, ended if follow else None)
+                    if chunk is None:
+                        return
+                    yield chunk
+            finally:
+                await stream.aclose()
+                resp.close()
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+
+    @staticmethod
+    async def _next_chunk(
+        stream: AsyncGenerator[LogChunk, None], ended: asyncio.Event | None
+    ) -> LogChunk | None:
+        """The next chunk; ``None`` at the end, or once ``ended`` and quiet for ``LOG_IDLE``."""
+        reader = asyncio.ensure_future(anext(stream))
+        try:
+            if ended is not None and not ended.is_set():
+                end = asyncio.ensure_future(ended.wait())
+                await asyncio.wait({reader, end}, return_when=asyncio.FIRST_COMPLETED)
+                end.cancel()
+            if not reader.done():
+                if ended is None:
+                    return await reader
+                done, _ = await asyncio.wait({reader}, timeout=LOG_IDLE)
+                if not done:
+                    return None
+            return reader.result()
+        except StopAsyncIteration:
+            return None
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await reader
+
+    # --- stop / remove --------------------------------------------------------------------------
+
+    async def stop(self, name: str, grace: float = 1.0) -> None:
+        try:
+            service = await self._get(f"services/{name}")
+        except NotFoundError:
+            if name in self._removed:
+                return
+            raise
+        tasks, down = await asyncio.gather(self._tasks([service]), self._down_nodes())
+        task = tasks.get(name) or {}
+        info = await self._info(service, tasks.get(name), down)
+        if not info.running:
+            return
+        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if cid and task.get("NodeID") == self.node_id:
+            await self.engine.stop(str(cid), grace)
+            return
+        # not on this engine's node (or not started yet): removing the service stops it
+        code = 143
+        self._removed[name] = RunInfo(
+            id=info.id,
+            name=name,
+            labels=info.labels,
+            state=RunState.EXITED,
+            exit=ExitEvent(
+                name,
+                code,
+                False,
+                ExitReason.SIGNALLED,
+                time.time(),
+                "stopped by removing its service",
+            ),
+            created_at=info.created_at,
+            started_at=info.started_at,
+            image=info.image,
+            node=info.node,
+        )
+        with self._errors(f"remove service {name}"):
+            await self.engine.call(f"services/{name}", "DELETE")
+
+    async def remove(self, name: str, *, force: bool = False) -> None:
+        self._pending.pop(name, None)
+        self._removed.pop(name, None)
+        try:
+            with self._errors(f"remove service {name}"):
+                await self.engine.call(f"services/{name}", "DELETE")
+        except NotFoundError:
+            return
+
+    # --- images ---------------------------------------------------------------------------------
+
+    async def image_exists(self, image: str) -> bool:
+        return await self.engine.image_exists(image)
+
+    async def ensure_image(self, image: str) -> None:
+        """The image on the manager (the configured one is built there if missing)."""
+        await self.engine.ensure_image(image)
+
+    async def aclose(self) -> None:
+        await self.docker.close()
