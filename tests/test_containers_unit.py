@@ -14,9 +14,6 @@ import pytest
 from agentkit.config import Settings
 from agentkit.containers.launch import plan_launch
 from agentkit.containers.runs import RunStore
-from agentkit.runtimes.base import ExitReason, RunSpec, parse_memory
-from agentkit.runtimes.docker import DockerRuntime, exit_reason
-from agentkit.runtimes.docker import parse_time as _parse_time
 from agentkit.containers.service import (
     AgentService,
     AgentState,
@@ -28,6 +25,9 @@ from agentkit.containers.service import (
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.redact import Redactor
+from agentkit.runtimes.base import ExitReason, parse_memory
+from agentkit.runtimes.docker import DockerRuntime, exit_reason
+from agentkit.runtimes.docker import parse_time as _parse_time
 
 
 def test_ids_have_the_public_shape_and_are_unique() -> None:

@@ -182,9 +182,12 @@ class Runtime(abc.ABC):
         """All runs (running or not, not removed) carrying ``labels`` (``None``: key only)."""
 
     @abc.abstractmethod
-    def exits(self, labels: Mapping[str, str | None]) -> AsyncGenerator[ExitEvent, None]:
+    def exits(
+        self, labels: Mapping[str, str | None], *, since: float | None = None
+    ) -> AsyncGenerator[ExitEvent, None]:
         """Exit events of runs carrying ``labels``, as they happen (until closed or the engine
-        connection breaks; then an :mod:`agentkit.errors` error is raised)."""
+        connection breaks; then an :mod:`agentkit.errors` error is raised). ``since`` (unix
+        time) first replays the exits that happened from then on."""
 
     @abc.abstractmethod
     async def wait(self, name: str) -> ExitEvent:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import struct
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -357,17 +357,16 @@ class DockerRuntime(Runtime):
             finally:
                 resp.close()
 
-    async def container_events(
-        self, labels: Mapping[str, str | None], actions: tuple[str, ...]
+    async def events(
+        self, filters: Mapping[str, Sequence[str]], *, since: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The engine's raw container events (``die``, ``oom``, ...) for ``labels``."""
-        filters = {"type": ["container"], "label": label_filters(labels), "event": list(actions)}
-        with self._errors("follow container events"):
+        """The engine's raw events matching ``filters`` (``since``: replayed from then on)."""
+        params = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        with self._errors("follow engine events"):
             resp = await self.docker._do_query(
-                "events",
-                "GET",
-                params={"filters": json.dumps(filters)},
-                timeout=aiohttp.ClientTimeout(),
+                "events", "GET", params=params, timeout=aiohttp.ClientTimeout()
             )
             try:
                 while True:
@@ -383,10 +382,13 @@ class DockerRuntime(Runtime):
             finally:
                 resp.close()
 
-    async def exits(self, labels: Mapping[str, str | None]) -> AsyncGenerator[ExitEvent, None]:
+    async def exits(
+        self, labels: Mapping[str, str | None], *, since: float | None = None
+    ) -> AsyncGenerator[ExitEvent, None]:
         """``die`` events, told apart from OOM kills by the ``oom`` event that precedes them."""
         oom: set[str] = set()
-        async for data in self.container_events(labels, ("die", "oom")):
+        filters = {"type": ["container"], "label": label_filters(labels), "event": ["die", "oom"]}
+        async for data in self.events(filters, since=since):
             actor = data.get("Actor") or {}
             attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
             name = attrs.get("name", "")

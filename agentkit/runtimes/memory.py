@@ -114,7 +114,8 @@ class MemoryRuntime(Runtime):
         self.agent = agent
         self.images: set[str] = set(images)
         self.runs: dict[str, MemoryRun] = {}
-        self._listeners: set[tuple[Mapping[str, str | None], asyncio.Queue[ExitEvent]]] = set()
+        self._listeners: list[tuple[Mapping[str, str | None], asyncio.Queue[ExitEvent]]] = []
+        self._history: list[tuple[Mapping[str, str], ExitEvent]] = []
         self._serial = 0
 
     def add_image(self, image: str) -> None:
@@ -174,6 +175,7 @@ class MemoryRuntime(Runtime):
 
     def _finish(self, run: MemoryRun, event: ExitEvent) -> None:
         run.exit = event
+        self._history.append((run.spec.labels, event))
         for wanted, queue in list(self._listeners):
             if _matches(run.spec.labels, wanted):
                 queue.put_nowait(event)
@@ -204,15 +206,21 @@ class MemoryRuntime(Runtime):
     async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
         return [self._info(r) for r in self.runs.values() if _matches(r.spec.labels, labels)]
 
-    async def exits(self, labels: Mapping[str, str | None]) -> AsyncGenerator[ExitEvent, None]:
+    async def exits(
+        self, labels: Mapping[str, str | None], *, since: float | None = None
+    ) -> AsyncGenerator[ExitEvent, None]:
         queue: asyncio.Queue[ExitEvent] = asyncio.Queue()
+        if since is not None:
+            for run_labels, event in self._history:
+                if event.at is not None and event.at >= since and _matches(run_labels, labels):
+                    queue.put_nowait(event)
         entry = (labels, queue)
-        self._listeners.add(entry)
+        self._listeners.append(entry)
         try:
             while True:
                 yield await queue.get()
         finally:
-            self._listeners.discard(entry)
+            self._listeners.remove(entry)
 
     async def wait(self, name: str) -> ExitEvent:
         run = self._get(name)

@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -236,36 +236,16 @@ class SwarmRuntime(Runtime):
 
     # --- exits ----------------------------------------------------------------------------------
 
-    async def _events(
-        self, filters: Mapping[str, Sequence[str]]
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        with self._errors("follow swarm events"):
-            resp = await self.docker._do_query(
-                "events",
-                "GET",
-                params={"filters": json.dumps(filters)},
-                timeout=aiohttp.ClientTimeout(),
-            )
-            try:
-                while True:
-                    line = await resp.content.readline()
-                    if not line:
-                        return
-                    with contextlib.suppress(ValueError):
-                        data = json.loads(line)
-                        if isinstance(data, dict):
-                            yield data
-            finally:
-                resp.close()
-
-    async def exits(self, labels: Mapping[str, str | None]) -> AsyncGenerator[ExitEvent, None]:
+    async def exits(
+        self, labels: Mapping[str, str | None], *, since: float | None = None
+    ) -> AsyncGenerator[ExitEvent, None]:
         """Task containers' ``die`` (with a preceding ``oom``), and runs lost with a node."""
         oom: set[str] = set()
         filters = {
             "type": ["container", "node"],
             "event": ["die", "oom", "update", "remove"],
         }
-        async for data in self._events(filters):
+        async for data in self.engine.events(filters, since=since):
             actor = data.get("Actor") or {}
             attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
             if data.get("Type") == "node":
@@ -304,7 +284,7 @@ class SwarmRuntime(Runtime):
         woke = asyncio.Event()
 
         async def listen() -> None:
-            async for data in self._events(filters):
+            async for data in self.engine.events(filters):
                 attrs = (data.get("Actor") or {}).get("Attributes") or {}
                 if data.get("Type") == "node" or attrs.get(SERVICE_LABEL) == name:
                     woke.set()
