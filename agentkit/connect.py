@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ logger = logging.getLogger("agentkit")
 
 if TYPE_CHECKING:
     from agentkit.agent.loop import ToolBasedAgent
+    from agentkit.containers.registry import RunObserver
     from agentkit.containers.service import AgentService
     from agentkit.runtimes.base import Runtime
     from agentkit.workspaces.service import WorkspaceService
@@ -62,6 +63,7 @@ async def connect(
     *,
     reconcile: bool = True,
     runtime: Runtime | str | None = None,
+    observers: Sequence[RunObserver] = (),
 ) -> AsyncIterator[Connection]:
     """Connect to the configured host and yield a :class:`Connection`.
 
@@ -69,7 +71,9 @@ async def connect(
     (``"docker"``, ``"swarm"``), a :class:`~agentkit.runtimes.base.Runtime` (e.g. the in-memory
     one in tests), or ``None`` for ``AGENTKIT_RUNTIME``. On entry the agent service reconciles
     runs left by earlier controllers (deadlines enforced, finished runs recorded) unless
-    ``reconcile=False``. Everything is closed on exit; running agents keep running.
+    ``reconcile=False``. ``observers`` hear of every agent run's start, events and end
+    (:class:`~agentkit.containers.registry.RunObserver`), reconciled ones included. Everything
+    is closed on exit; running agents keep running.
 
     Example::
 
@@ -83,7 +87,7 @@ async def connect(
     settings = settings or load_settings()
     executor = make_executor(settings)
     async with executor:
-        agents = AgentService(executor, settings, runtime=runtime)
+        agents = AgentService(executor, settings, runtime=runtime, observers=observers)
         try:
             if reconcile:
                 try:

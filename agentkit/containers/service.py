@@ -94,6 +94,8 @@ class AgentService:
             with the configured secrets. Secret-looking pass-through values
             (``AGENTKIT_CONTAINER_ENV``) are added to it at once, so output of agents spawned
             by an earlier controller is redacted too.
+        observers: told of every run's start, events and end from the first reconcile on
+            (:meth:`subscribe` adds more later).
 
     Use ``async with AgentService(...) as agents`` or call :meth:`aclose`. The first call
     connects and runs :meth:`reconcile` once. :attr:`registry` owns the agents' state;
@@ -108,6 +110,7 @@ class AgentService:
         *,
         runtime: Runtime | str | None = None,
         redactor: Redactor | None = None,
+        observers: Sequence[RunObserver] = (),
     ) -> None:
         self.executor = executor
         self.settings = settings
@@ -126,6 +129,8 @@ class AgentService:
         # only the runs of its own root, whose records it holds.
         self.labels = scope_labels(settings.root)
         self.registry = RunRegistry()
+        for observer in observers:
+            self.registry.subscribe(observer)
         self._finalizer = Finalizer(self.runtime, self.store, self.redactor, self.registry)
         self._follower = Follower(
             self.runtime, self.store, self.redactor, self._finalizer, self.labels, self.registry
