@@ -74,7 +74,7 @@ class RuntimeUnderTest:
     image: str
 
 
-async def _remove_labelled(labels: dict[str, str]) -> None:
+async def remove_labelled(labels: dict[str, str]) -> None:
     """Remove what a test left on the engine (services, then containers), by its labels."""
     filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
     async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
@@ -146,4 +146,4 @@ async def _runtime_under_test(kind: str) -> AsyncIterator[RuntimeUnderTest]:
         yield RuntimeUnderTest(kind, runtime, labels, BASE_IMAGE)
     finally:
         await runtime.aclose()
-        await _remove_labelled(labels)
+        await remove_labelled(labels)

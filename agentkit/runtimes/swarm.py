@@ -146,8 +146,28 @@ class SwarmRuntime(Runtime):
         argv = argv_for(spec, entrypoint, cmd)
         if not argv:
             raise ToolError(f"image {spec.image} has no entrypoint or command, and none was given")
-        self._pending[spec.name] = service_body(spec, node=spec.node or self.node_id, argv=argv)
+        node = spec.node or self.node_id
+        await self.check_node(node)
+        self._pending[spec.name] = service_body(spec, node=node, argv=argv)
         return spec.name
+
+    async def check_node(self, node: str) -> None:
+        """Refuse a run pinned to a node that is unknown, down or drained: its workspaces live
+        there, so it could never start (the task would wait forever for a node)."""
+        try:
+            data = await self._get(f"nodes/{node}")
+        except NotFoundError:
+            raise ToolError(
+                f"swarm node {node!r} does not exist: check AGENTKIT_SWARM_NODE "
+                "(`docker node ls` on a manager lists the nodes)"
+            ) from None
+        state = (data.get("Status") or {}).get("State")
+        availability = (data.get("Spec") or {}).get("Availability")
+        if state != "ready" or availability != "active":
+            raise ToolError(
+                f"swarm node {node!r}, where this workspace lives, is {state}/{availability}: "
+                "agents on its workspaces cannot start until it is back (`docker node ls`)"
+            )
 
     async def start(self, name: str) -> None:
         body = self._pending.pop(name, None)
