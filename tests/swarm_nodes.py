@@ -2,11 +2,11 @@
 
 Started by tests (``extra_engine`` fixture factory): its own data root, exec root, socket and
 containerd namespace, its own bridge interface (``akn<tag>``, created here on a 198.18.x
-benchmarking /24 that no traffic leaves), no iptables, joined to the local swarm as a worker on 127.0.0.1:<port> when asked,
-and given the base image from the main engine (``docker save | docker load``). Swarm sees it as
-a second node: agents pinned to it run there, and killing its dockerd is a node disappearing
-mid-run. Everything is undone afterwards (the node leaves and is removed from the swarm, its
-processes stopped, its mounts and bridge released).
+benchmarking /24 that no traffic leaves), no iptables; joined to the local swarm as a worker
+on 127.0.0.1:<port> when asked, and given images from the main engine (``docker save`` then
+``docker load``). Swarm sees it as a second node: agents pinned to it run there, and killing
+its dockerd is a node disappearing mid-run. Everything is undone afterwards (the node is
+killed and removed from the swarm, its processes stopped, its mounts and bridge released).
 
 Never ``--bridge none``: dockerd then deletes the host's ``docker0`` on start (it "removes the
 default bridge"), which breaks every container of the main engine. Teardown kills the engine
@@ -139,7 +139,7 @@ def extra_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
                 namespace,
                 "--containerd-plugins-namespace",
                 namespace + "-p",
-            ],  # fmt: skip
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
