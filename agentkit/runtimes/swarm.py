@@ -61,7 +61,7 @@ __all__ = ["BACKSTOP", "LOG_IDLE", "SwarmRuntime", "manager_problem"]
 logger = logging.getLogger("agentkit.runtimes")
 
 BACKSTOP = 2.0  # seconds between task re-reads while waiting (rejected/lost tasks have no event)
-LOG_IDLE = 0.5  # a followed log stream of an ended run closes after this long without data
+LOG_IDLE = 0.3  # a followed log stream of an ended run closes after this long without data
 SERVICE_LABEL = "com.docker.swarm.service.name"
 
 
@@ -83,6 +83,12 @@ def manager_problem(info: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _newest(tasks: list[dict[str, Any]], service_id: str) -> dict[str, Any] | None:
+    """The newest task of one service (a replicated job has one; a retried one, more)."""
+    mine = [t for t in tasks if str(t.get("ServiceID")) == service_id]
+    return max(mine, key=lambda t: str(t.get("CreatedAt")), default=None)
+
+
 class SwarmRuntime(Runtime):
     """:class:`Runtime` over a swarm manager's Engine API (one aiodocker client)."""
 
@@ -102,6 +108,7 @@ class SwarmRuntime(Runtime):
         self.engine = DockerRuntime(docker, socket=socket, settings=settings)
         self._pending: dict[str, dict[str, Any]] = {}
         self._removed: dict[str, RunInfo] = {}  # runs stopped by removing their service
+        self._waiting: dict[str, set[asyncio.Event]] = {}  # wait() calls, woken by stop()
 
     @classmethod
     async def open(
@@ -184,12 +191,12 @@ class SwarmRuntime(Runtime):
         if not ids:
             return {}
         rows = await self._get("tasks", {"filters": json.dumps({"service": list(ids)})})
-        newest: dict[str, dict[str, Any]] = {}
-        for task in rows:
-            sid = str(task.get("ServiceID"))
-            if sid not in newest or str(task.get("CreatedAt")) > str(newest[sid].get("CreatedAt")):
-                newest[sid] = task
-        return {ids[sid]: task for sid, task in newest.items() if sid in ids}
+        out = {}
+        for sid, name in ids.items():
+            task = _newest(rows, sid)
+            if task is not None:
+                out[name] = task
+        return out
 
     async def _down_nodes(self) -> set[str]:
         nodes = await self._get("nodes")
@@ -235,14 +242,18 @@ class SwarmRuntime(Runtime):
         )
 
     async def inspect(self, name: str) -> RunInfo:
+        """One round of requests: the service, its tasks and the nodes, side by side."""
         try:
-            service = await self._get(f"services/{name}")
+            service, rows, down = await asyncio.gather(
+                self._get(f"services/{name}"),
+                self._get("tasks", {"filters": json.dumps({"service": [name]})}),
+                self._down_nodes(),
+            )
         except NotFoundError:
             if name in self._removed:
                 return self._removed[name]
             raise
-        tasks, down = await asyncio.gather(self._tasks([service]), self._down_nodes())
-        return await self._info(service, tasks.get(name), down)
+        return await self._info(service, _newest(rows, str(service.get("ID"))), down)
 
     async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
         services = await self._get(
@@ -295,21 +306,43 @@ class SwarmRuntime(Runtime):
             )
 
     async def wait(self, name: str) -> ExitEvent:
-        """The run's end: its container's ``die`` event, or the task seen ended (re-read every
-        ``BACKSTOP`` s, for tasks rejected before they had a container, or lost)."""
+        """The run's end: its container's ``die`` event (as it happens), or the task seen ended
+        (re-read at start, on node events and every ``BACKSTOP`` s: a task rejected before it
+        had a container, or lost with its node, has no container event)."""
         filters = {
             "type": ["container", "node"],
-            "event": ["die", "update", "remove"],
+            "event": ["die", "oom", "update", "remove"],
         }
         woke = asyncio.Event()
+        died: list[ExitEvent] = []
+        since = time.time()
 
         async def listen() -> None:
-            async for data in self.engine.events(filters):
+            oom = False
+            async for data in self.engine.events(filters, since=since):
                 attrs = (data.get("Actor") or {}).get("Attributes") or {}
-                if data.get("Type") == "node" or attrs.get(SERVICE_LABEL) == name:
+                if data.get("Type") == "node":
                     woke.set()
+                elif attrs.get(SERVICE_LABEL) == name and data.get("Action") == "oom":
+                    oom = True
+                elif attrs.get(SERVICE_LABEL) == name and data.get("Action") == "die":
+                    code = str(attrs.get("exitCode", ""))
+                    exit_code = int(code) if code.lstrip("-").isdigit() else None
+                    at = data.get("timeNano")
+                    died.append(
+                        ExitEvent(
+                            name,
+                            exit_code,
+                            oom,
+                            exit_reason(exit_code, oom),
+                            at / 1e9 if isinstance(at, int | float) else None,
+                        )
+                    )
+                    woke.set()
+                    return
 
         listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
+        self._waiting.setdefault(name, set()).add(woke)
         try:
             while True:
                 info = await self.inspect(name)
@@ -318,9 +351,12 @@ class SwarmRuntime(Runtime):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woke.wait(), BACKSTOP)
                 woke.clear()
-                if listener.done() and listener.exception() is not None:
+                if died:
+                    return died[0]
+                if listener.done() and (listener.cancelled() or listener.exception()):
                     listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
         finally:
+            self._waiting.get(name, set()).discard(woke)
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, AgentkitError):
                 await listener
@@ -431,6 +467,8 @@ class SwarmRuntime(Runtime):
         )
         with self._errors(f"remove service {name}"):
             await self.engine.call(f"services/{name}", "DELETE")
+        for woke in self._waiting.get(name, set()):
+            woke.set()  # no container event tells them: this run ended here
 
     async def remove(self, name: str, *, force: bool = False) -> None:
         self._pending.pop(name, None)
