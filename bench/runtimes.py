@@ -107,11 +107,11 @@ async def measure(kind: str, args: argparse.Namespace) -> Result:
                 stamp = float(printed.text.split()[-1])
                 result.noticed_ms.append((returned - stamp) * 1000)
             # status of a running agent, then stop it
-            for i in range(args.n):
+            first = await agents.spawn("s", "s", 60_000, command=["sh", "-c", "exec sleep 600"])
+            result.status_ms = await latencies(lambda: agents.status(first.id), args.status)
+            await agents.stop(first.id)
+            for _ in range(args.n):
                 s = await agents.spawn("s", "s", 60_000, command=["sh", "-c", "exec sleep 600"])
-                if i == 0:
-                    running = s.id
-                    result.status_ms = await latencies(lambda: agents.status(running), args.status)
                 begin = time.perf_counter()
                 stopped = await agents.stop(s.id)
                 result.stop_ms.append((time.perf_counter() - begin) * 1000)

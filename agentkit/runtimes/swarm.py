@@ -10,8 +10,10 @@ field) and pinned to one node: ``spec.node``, else the node of the engine agentk
   events carry the service name) and ``node`` events (a node going down makes its runs
   ``lost``). Tasks that never got a container (image missing on the node, no node fits) have
   no container event: :meth:`wait` re-reads the task every ``BACKSTOP`` seconds for those.
-* **logs**: the service logs API. It does not end when the task ends, so a followed stream is
-  closed once the run ended and the stream was quiet for ``LOG_IDLE`` seconds.
+* **logs**: a task on the engine's own node is read from its container (complete and ended
+  the moment it exits); a task on another node through the service logs API, which does not
+  end with the task: a followed stream is closed once the run ended and was quiet for
+  ``LOG_IDLE`` seconds.
 * **stop**: the task container is stopped on the node it runs on, through the manager's engine
   when that is the node; a run on another node (or not started yet) is stopped by removing
   its service (its end is then remembered here as ``signalled``).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -109,6 +112,8 @@ class SwarmRuntime(Runtime):
         self._pending: dict[str, dict[str, Any]] = {}
         self._removed: dict[str, RunInfo] = {}  # runs stopped by removing their service
         self._waiting: dict[str, set[asyncio.Event]] = {}  # wait() calls, woken by stop()
+        # ends seen in die events: swarm updates the task's state a moment later
+        self._died: dict[str, ExitEvent] = {}
 
     @classmethod
     async def open(
@@ -226,6 +231,8 @@ class SwarmRuntime(Runtime):
         exit_event = None
         if task is not None and state in (RunState.EXITED, RunState.LOST):
             exit_event = task_exit(name, task, state, await self._oom(task))
+        elif name in self._died:  # the container died; the task's state has not caught up
+            state, exit_event = RunState.EXITED, self._died[name]
         status = (task or {}).get("Status") or {}
         container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
         return RunInfo(
@@ -297,13 +304,15 @@ class SwarmRuntime(Runtime):
             killed = name in oom
             oom.discard(name)
             at = data.get("timeNano")
-            yield ExitEvent(
+            event = ExitEvent(
                 name,
                 exit_code,
                 killed,
                 exit_reason(exit_code, killed),
                 at / 1e9 if isinstance(at, int | float) else None,
             )
+            self._died.setdefault(name, event)
+            yield event
 
     async def wait(self, name: str) -> ExitEvent:
         """The run's end: its container's ``die`` event (as it happens), or the task seen ended
@@ -338,6 +347,7 @@ class SwarmRuntime(Runtime):
                             at / 1e9 if isinstance(at, int | float) else None,
                         )
                     )
+                    self._died.setdefault(name, died[0])
                     woke.set()
                     return
 
@@ -363,8 +373,67 @@ class SwarmRuntime(Runtime):
 
     # --- logs -----------------------------------------------------------------------------------
 
+    async def _local_container(self, name: str, *, wait: bool) -> str | None:
+        """The id of the run's container when it runs on this engine's node (``None``: on
+        another node, or it ended without one). ``wait``: until the task has been placed."""
+        filters = {"type": ["container"], "event": ["create", "start", "die"]}
+        since = time.time()
+        woke = asyncio.Event()
+
+        async def listen() -> None:
+            async for data in self.engine.events(filters, since=since):
+                if ((data.get("Actor") or {}).get("Attributes") or {}).get(SERVICE_LABEL) == name:
+                    woke.set()
+
+        listener = asyncio.create_task(listen()) if wait else None
+        try:
+            while True:
+                service, rows = await asyncio.gather(
+                    self._get(f"services/{name}"),
+                    self._get("tasks", {"filters": json.dumps({"service": [name]})}),
+                )
+                task = _newest(rows, str(service.get("ID"))) or {}
+                status = task.get("Status") or {}
+                cid = (status.get("ContainerStatus") or {}).get("ContainerID")
+                if cid:
+                    return str(cid) if task.get("NodeID") == self.node_id else None
+                placed = task.get("NodeID") and task.get("NodeID") != self.node_id
+                if not wait or placed or task_state(task, False) != RunState.PENDING:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woke.wait(), BACKSTOP)
+                woke.clear()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, AgentkitError):
+                    await listener
+
     async def logs(
         self, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> AsyncGenerator[LogChunk, None]:
+        """On this engine's node: the task container's own logs (they end exactly when it
+        does). Elsewhere: the service logs API, closed once the run ended and went quiet."""
+        try:
+            cid = await self._local_container(name, wait=follow)
+        except NotFoundError:
+            if name in self._removed:  # stopped by removing its service: nothing more to read
+                return
+            raise
+        if cid is not None:
+            async with contextlib.aclosing(self.engine.logs(cid, follow=follow, tail=tail)) as it:
+                async for chunk in it:
+                    yield chunk
+            if follow:  # it ended: remember how (the task's state catches up a moment later)
+                ended = await self.engine.wait(cid)
+                self._died.setdefault(name, dataclasses.replace(ended, run=name))
+            return
+        async with contextlib.aclosing(self._service_logs(name, follow, tail)) as it:
+            async for chunk in it:
+                yield chunk
+
+    async def _service_logs(
+        self, name: str, follow: bool, tail: int | None
     ) -> AsyncGenerator[LogChunk, None]:
         params: dict[str, Any] = {
             "stdout": "1",
@@ -372,8 +441,6 @@ class SwarmRuntime(Runtime):
             "follow": "1" if follow else "0",
             "tail": "all" if tail is None else str(tail),
         }
-        if name in self._removed:
-            return
         ended = asyncio.Event()
 
         async def watch_end() -> None:
@@ -473,6 +540,7 @@ class SwarmRuntime(Runtime):
     async def remove(self, name: str, *, force: bool = False) -> None:
         self._pending.pop(name, None)
         self._removed.pop(name, None)
+        self._died.pop(name, None)
         try:
             with self._errors(f"remove service {name}"):
                 await self.engine.call(f"services/{name}", "DELETE")
