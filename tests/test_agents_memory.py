@@ -233,3 +233,32 @@ async def test_an_image_the_runtime_lacks_is_refused_before_anything_starts(
             await agents.spawn("x", "ws", 60_000, image="agentkit-missing:1")
         assert memory.runs == {}
         assert await agents.list() == []
+
+
+async def test_connect_takes_a_runtime_and_the_tools_do_not_change(
+    settings: Settings, memory: MemoryRuntime
+) -> None:
+    from agentkit import connect
+
+    recorder = Recorder()
+    async with connect(settings, runtime=memory, observers=[recorder]) as conn:
+        spawned = await conn.toolset.call(
+            "spawn_claude_agent", {"task": "via tools", "workspace_path": "t"}
+        )
+        assert not spawned.is_error, spawned.content
+        agent_id = spawned.data["id"]
+        waited = await conn.toolset.call("wait_for_claude_agent", {"container_id": agent_id})
+        assert waited.data["state"] == "succeeded", waited.content
+        listing = await conn.toolset.call("list_claude_agents", {})
+        assert agent_id in listing.content
+        await asyncio.wait_for(recorder.finished_one.wait(), 10)
+        assert recorder.finished[0].id == agent_id
+
+
+async def test_an_unknown_runtime_name_is_a_config_error(settings: Settings) -> None:
+    from agentkit.errors import ConfigError
+
+    agents = AgentService(LocalExecutor(), settings, runtime="kubernetes")
+    with pytest.raises(ConfigError, match="unknown runtime 'kubernetes': use one of docker, swarm"):
+        await agents.start()
+    await agents.aclose()
