@@ -161,6 +161,9 @@ async def test_swarm_on_an_engine_that_is_no_manager_says_how_to_fix_it(
     check = checks["swarm manager (AGENTKIT_RUNTIME=swarm)"]
     assert not check.ok
     assert "docker swarm init" in (check.fix or "")
+    # and the manager passes the same check
+    manager = {c.name: c for c in await host_checks(swarm())}
+    assert manager["swarm manager (AGENTKIT_RUNTIME=swarm)"].ok
     # the same engine as a plain Docker runtime is fine
     assert (await open_runtime(LocalExecutor(), settings, "docker")).name == "docker"
 
@@ -187,6 +190,7 @@ async def test_agents_land_on_their_workspace_node_and_an_image_missing_there_fa
                 else:
                     assert info.state == AgentState.FAILED, info
                     assert BASE_IMAGE.split(":")[0] in (info.error or ""), info
+                    assert f"on node {engine.node_id}: copy the image" in (info.error or "")
 
 
 async def test_a_node_that_disappears_mid_run_leaves_its_agent_lost_with_its_output(

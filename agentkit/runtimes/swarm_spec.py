@@ -159,7 +159,13 @@ def task_exit(name: str, task: Mapping[str, Any], state: RunState, oom: bool) ->
     code = container.get("ExitCode")
     code = code if isinstance(code, int) else None
     if raw_state == "rejected" or (raw_state == "failed" and not container.get("ContainerID")):
-        return ExitEvent(name, code, False, ExitReason.REJECTED, at, error or raw_state)
+        reason = str(error or raw_state)
+        if "No such image" in reason or "pull access denied" in reason:
+            reason += (
+                f" (on node {task.get('NodeID') or '?'}: copy the image there with docker save |"
+                " docker load, see docs/scale-out.md#images)"
+            )
+        return ExitEvent(name, code, False, ExitReason.REJECTED, at, reason)
     if raw_state == "complete" and code is None:
         code = 0
     return ExitEvent(name, code, oom, exit_reason(code, oom), at, error)
