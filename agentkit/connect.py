@@ -95,12 +95,16 @@ async def connect(
                 except RuntimeUnavailable as exc:
                     # Workspace tools still work without Docker; agent tools will say why not.
                     logger.warning("agent runs not reconciled: %s", exc)
+
+            async def sandbox_runtime() -> Runtime:
+                return (await agents.runtime()).node_runtime()
+
             workspaces = WorkspaceService(
                 executor,
                 settings,
                 busy=agents.active_workspaces,
                 redactor=agents.redactor,
-                runtime=agents.runtime,  # git sandboxes share the agents' engine connection
+                runtime=sandbox_runtime,  # git sandboxes share the agents' engine connection
             )
             context = ToolContext(
                 settings=settings,

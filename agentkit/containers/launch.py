@@ -4,7 +4,6 @@ Functions over an executor, a runtime and settings, used by :class:`AgentService
 
 * :func:`check_task` / :func:`check_timeout` - what a task and a timeout may be;
 * :func:`check_network` - the configured network (never ``host`` or ``container:<id>``);
-* :func:`ensure_image` - the agent image is there (the default one is built on first use);
 * :func:`prepare_workspace` - a workspace (one directory directly under the workspaces root,
   never a symlink) created and handed to the agent user in ONE host command (a constant script
   whose paths are positional arguments: nothing from the model is ever parsed as shell code);
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
     from agentkit.redact import Redactor
-    from agentkit.runtimes.base import Runtime
 
 __all__ = [
     "AGENT_UID",
@@ -47,7 +45,6 @@ __all__ = [
     "check_timeout",
     "confine",
     "container_env",
-    "ensure_image",
     "has_credentials",
     "passthrough_secrets",
     "plan_launch",
@@ -242,11 +239,6 @@ def plan_launch(
         "node": node,
     }
     return spec, meta
-
-
-async def ensure_image(runtime: Runtime, settings: Settings, image: str) -> None:
-    """The image is there for new runs (the runtime builds the configured one if it can)."""
-    await runtime.ensure_image(image)
 
 
 async def prepare_workspace(

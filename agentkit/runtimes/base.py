@@ -220,6 +220,12 @@ class Runtime(abc.ABC):
         if not await self.image_exists(image):
             raise ToolError(f"image {image} does not exist on the {self.name} runtime")
 
+    def node_runtime(self) -> Runtime:
+        """The runtime for short helper runs (git sandboxes) on the node whose disk holds the
+        workspaces: this runtime on a single engine; a cluster runtime returns that node's
+        engine (no scheduling round trip for a few seconds of git)."""
+        return self
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

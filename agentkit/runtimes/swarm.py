@@ -547,6 +547,10 @@ class SwarmRuntime(Runtime):
         except NotFoundError:
             return
 
+    def node_runtime(self) -> Runtime:
+        """Git sandboxes run on the engine agentkit talks to: the workspaces' node."""
+        return self.engine
+
     # --- images ---------------------------------------------------------------------------------
 
     async def image_exists(self, image: str) -> bool:
