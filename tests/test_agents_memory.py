@@ -238,7 +238,7 @@ async def test_an_image_the_runtime_lacks_is_refused_before_anything_starts(
 async def test_connect_takes_a_runtime_and_the_tools_do_not_change(
     settings: Settings, memory: MemoryRuntime
 ) -> None:
-    from agentkit import connect
+    from agentkit.connect import connect
 
     recorder = Recorder()
     async with connect(settings, runtime=memory, observers=[recorder]) as conn:
