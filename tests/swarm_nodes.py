@@ -37,8 +37,9 @@ class Engine:
     root: Path
     socket: str
     namespace: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None  # dockerd on this host
     bridge: str
+    container: str | None = None  # or dockerd in this container (Docker-in-Docker)
     node_id: str | None = None
 
     def docker(self, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
@@ -62,8 +63,18 @@ class Engine:
         )
         return done.returncode == 0
 
+    @property
+    def alive(self) -> bool:
+        if self.container is not None:
+            return _main("inspect", "-f", "{{.State.Running}}", self.container) == "true"
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         """The node disappears: dockerd and its containerd die at once (SIGKILL)."""
+        if self.container is not None:
+            _main("rm", "-f", self.container)
+            return
+        assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
@@ -93,6 +104,26 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+NODE_IMAGE = "agentkit-swarm-node:test"
+
+
+def node_image() -> str:
+    """The Docker-in-Docker node image (docker/Dockerfile.swarm-node: Debian's docker.io in the
+    local base image), built once if missing."""
+    if _main("image", "inspect", "-f", "{{.Id}}", NODE_IMAGE):
+        return NODE_IMAGE
+    dockerfile = Path(__file__).resolve().parent.parent / "docker" / "Dockerfile.swarm-node"
+    base = os.environ.get("AGENTKIT_TEST_BASE_IMAGE", "agentkit-base:bookworm")
+    subprocess.run(
+        ["docker", "build", "-q", "-t", NODE_IMAGE, "--build-arg", f"BASE_IMAGE={base}", "-"],
+        input=dockerfile.read_bytes(),
+        capture_output=True,
+        check=True,
+        timeout=900,
+    )
+    return NODE_IMAGE
+
+
 def _main(*args: str) -> str:
     done = subprocess.run(["docker", *args], capture_output=True, check=False, timeout=60)
     return done.stdout.decode().strip()
@@ -104,7 +135,15 @@ def extra_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     require(shutil.which("dockerd") is not None, "dockerd (Debian's docker.io)")
     started: list[Engine] = []
 
-    def start(*, join: bool = True, images: tuple[str, ...] = ()) -> Engine:
+    def start(
+        *,
+        join: bool = True,
+        images: tuple[str, ...] = (),
+        dind: bool = False,
+        share: tuple[str, ...] = (),
+    ) -> Engine:
+        """A second engine; ``dind``: inside a container of the node image, seeing ``share``
+        (host paths, e.g. the workspaces root) at the same paths."""
         tag = secrets.token_hex(4)
         root = Path(f"/tmp/agentkit-node-{tag}")  # short: unix socket paths are limited
         root.mkdir()
@@ -120,35 +159,75 @@ def extra_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             subprocess.run(cmd, check=True, capture_output=True, timeout=30)
         had_docker0 = Path("/sys/class/net/docker0").exists()
         log = (tmp_path_factory.mktemp("node") / "dockerd.log").open("wb")
-        process = subprocess.Popen(
-            [
-                "dockerd",
-                "--data-root",
-                str(root / "data"),
-                "--exec-root",
-                str(root / "exec"),
-                "--pidfile",
-                str(root / "docker.pid"),
-                "-H",
-                f"unix://{socket}",
-                "--bridge",
-                bridge,
-                "--iptables=false",
-                "--ip-masq=false",
-                "--containerd-namespace",
-                namespace,
-                "--containerd-plugins-namespace",
-                namespace + "-p",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        engine = Engine(root, socket, namespace, process, bridge)
+        daemon_args = [
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "docker.pid"),
+            "-H",
+            f"unix://{socket}",
+            "--bridge",
+            bridge,
+            "--iptables=false",
+            "--ip-masq=false",
+            "--containerd-namespace",
+            namespace,
+            "--containerd-plugins-namespace",
+            namespace + "-p",
+        ]
+        if dind:
+            # Docker-in-Docker: dockerd in a container of the node image, on the host's network
+            # (so it reaches the manager on 127.0.0.1). --privileged would be simplest, but
+            # this machine lacks CAP_SYS_RESOURCE (runc: "unable to apply caps"), so: every
+            # other capability, no seccomp/apparmor, all devices, the cgroup tree writable.
+            container = namespace
+            mounts = [arg for path in (str(root), *share) for arg in ("-v", f"{path}:{path}")]
+            subprocess.run(
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    container,
+                    "--label",
+                    "agentkit.test=swarm-node",
+                    "--cap-add",
+                    "ALL",
+                    "--cap-drop",
+                    "SYS_RESOURCE",
+                    "--security-opt",
+                    "seccomp=unconfined",
+                    "--security-opt",
+                    "apparmor=unconfined",
+                    "--device-cgroup-rule",
+                    "a *:* rwm",
+                    "-v",
+                    "/sys/fs/cgroup:/sys/fs/cgroup",
+                    "--network",
+                    "host",
+                    *mounts,
+                    node_image(),
+                    *daemon_args,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            engine = Engine(root, socket, namespace, None, bridge, container=container)
+        else:
+            process = subprocess.Popen(
+                ["dockerd", *daemon_args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            engine = Engine(root, socket, namespace, process, bridge)
         started.append(engine)
         deadline = time.monotonic() + 60
         while not engine.answers():
-            if process.poll() is not None or time.monotonic() > deadline:
+            if not engine.alive or time.monotonic() > deadline:
                 raise RuntimeError(f"second dockerd did not start (see {log.name})")
             time.sleep(0.2)
         if had_docker0 and not Path("/sys/class/net/docker0").exists():
@@ -171,7 +250,7 @@ def extra_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 
     yield start
     for engine in started:
-        if engine.process.poll() is None:
+        if engine.alive:
             engine.kill()  # not `swarm leave`: that tears down interfaces shared with the host
         if engine.node_id:
             _main("node", "rm", "--force", engine.node_id)

@@ -217,3 +217,37 @@ async def test_a_node_that_disappears_mid_run_leaves_its_agent_lost_with_its_out
         # its workspace's node is down: new agents there are refused, saying why
         with pytest.raises(ToolError, match="cannot start until it is back"):
             await agents.spawn("again", "w", 60_000, command=["true"])
+
+
+async def test_agents_land_on_their_workspaces_nodes_in_a_docker_in_docker_swarm(
+    swarm: Callable[..., Settings], extra_engine: Callable[..., Engine], tmp_path: Path
+) -> None:
+    """Two Docker-in-Docker nodes (Debian's dockerd in containers of docker/Dockerfile.swarm-node)
+    join the swarm; each holds the workspaces of one agentkit root (a host directory mounted
+    into the node at the same path). An agent spawned on either runs on its workspace's node
+    (that node's engine runs its container, the other's does not) and finishes there."""
+    shared = str(tmp_path / "shared")
+    Path(shared).mkdir()
+    nodes = [extra_engine(images=(BASE_IMAGE,), dind=True, share=(shared,)) for _ in range(2)]
+    init = '{"type":"system","subtype":"init","session_id":"s"}'
+    script = (
+        f"printf '%s\\n' '{init}'; "
+        "while [ ! -e /workspace/go ]; do sleep 0.1; done; printf done > /workspace/landed.txt"
+    )
+    async with LocalExecutor() as executor:
+        for index, node in enumerate(nodes):
+            other = nodes[1 - index]
+            settings = swarm(root=f"{shared}/n{index}", swarm_node=node.node_id)
+            async with AgentService(executor, settings) as agents:
+                runtime = await agents.runtime()
+                spawned = await agents.spawn("land", "ws", 120_000, command=["sh", "-c", script])
+                async for _event in agents.watch(spawned.id):
+                    break  # it printed: it runs
+                assert (await runtime.inspect(spawned.id)).node == node.node_id
+                label = f"label=com.docker.swarm.service.name={spawned.id}"
+                assert node.docker("ps", "-q", "--filter", label) != ""
+                assert other.docker("ps", "-aq", "--filter", label) == ""
+                await executor.write_file(f"{spawned.workspace}/go", b"")
+                waited = await agents.wait(spawned.id, 120_000)
+                assert waited.status.state == AgentState.SUCCEEDED, waited.status
+                assert await executor.read_file(f"{spawned.workspace}/landed.txt") == b"done"
