@@ -63,6 +63,7 @@ __all__ = ["BACKSTOP", "LOG_IDLE", "SwarmRuntime", "manager_problem"]
 
 logger = logging.getLogger("agentkit.runtimes")
 
+NODES_TTL = 2.0  # seconds a list of down nodes is reused by inspect/list
 BACKSTOP = 2.0  # seconds between task re-reads while waiting (rejected/lost tasks have no event)
 LOG_IDLE = 0.3  # a followed log stream of an ended run closes after this long without data
 SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -114,6 +115,7 @@ class SwarmRuntime(Runtime):
         self._waiting: dict[str, set[asyncio.Event]] = {}  # wait() calls, woken by stop()
         # ends seen in die events: swarm updates the task's state a moment later
         self._died: dict[str, ExitEvent] = {}
+        self._down_cache: tuple[float, set[str]] | None = None
 
     @classmethod
     async def open(
@@ -204,12 +206,20 @@ class SwarmRuntime(Runtime):
         return out
 
     async def _down_nodes(self) -> set[str]:
+        """Nodes the manager sees down. Kept for ``NODES_TTL`` s (the slowest of the requests
+        an inspect makes; the manager itself needs ~10 s of missed heartbeats to mark a node
+        down, so this adds little to noticing a lost node) and dropped on every node event."""
+        now = time.monotonic()
+        if self._down_cache is not None and now - self._down_cache[0] < NODES_TTL:
+            return self._down_cache[1]
         nodes = await self._get("nodes")
-        return {
+        down = {
             str(n.get("ID"))
             for n in nodes
             if (n.get("Status") or {}).get("State") in ("down", "disconnected", "unknown")
         }
+        self._down_cache = (now, down)
+        return down
 
     async def _oom(self, task: Mapping[str, Any]) -> bool:
         """Whether the task's container was OOM-killed (known only on the manager's node)."""
@@ -287,6 +297,7 @@ class SwarmRuntime(Runtime):
             actor = data.get("Actor") or {}
             attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
             if data.get("Type") == "node":
+                self._down_cache = None
                 for info in await self.list(labels):
                     if info.state == RunState.LOST and info.exit is not None:
                         yield info.exit
@@ -331,6 +342,7 @@ class SwarmRuntime(Runtime):
             async for data in self.engine.events(filters, since=since):
                 attrs = (data.get("Actor") or {}).get("Attributes") or {}
                 if data.get("Type") == "node":
+                    self._down_cache = None
                     woke.set()
                 elif attrs.get(SERVICE_LABEL) == name and data.get("Action") == "oom":
                     oom = True
