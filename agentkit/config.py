@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("AGENTKIT_SWARM_NODE"),
     )
+    swarm_registry: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_SWARM_REGISTRY"),
+    )
 
     # --- model ----------------------------------------------------------------------------
     anthropic_api_key: SecretStr | None = Field(

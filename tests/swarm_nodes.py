@@ -21,8 +21,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket as socketlib
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,3 +269,42 @@ def extra_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             subprocess.run(["umount", "-l", mount], check=False, timeout=30)
         shutil.rmtree(engine.root, ignore_errors=True)
         subprocess.run(["ip", "link", "del", engine.bridge], check=False, timeout=30)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A real Docker registry (Debian's ``docker-registry``) on 127.0.0.1, for this test."""
+    binary = shutil.which("docker-registry")
+    require(binary is not None, "docker-registry (apt install docker-registry)")
+    assert binary is not None
+    with socketlib.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = (tmp_path / "registry.log").open("wb")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            url = f"http://127.0.0.1:{port}/v2/"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start (see {log.name})")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        # the tags pushes left on the main engine (the image itself stays)
+        tags = _main("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split()
+        for tag in tags:
+            if tag.startswith(f"127.0.0.1:{port}/"):
+                _main("rmi", tag)

@@ -193,6 +193,20 @@ async def test_agents_land_on_their_workspace_node_and_an_image_missing_there_fa
                     assert f"on node {engine.node_id}: copy the image" in (info.error or "")
 
 
+async def test_the_image_reaches_a_node_through_the_registry(
+    swarm: Callable[..., Settings], extra_engine: Callable[..., Engine], registry: str
+) -> None:
+    """AGENTKIT_SWARM_REGISTRY: a node that lacks the image pulls it from a real registry."""
+    node = extra_engine()  # no images at all
+    settings = swarm(swarm_node=node.node_id, swarm_registry=registry)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        spawned = await agents.spawn("pulled", "w", 120_000, command=["sh", "-c", "exit 0"])
+        waited = await agents.wait(spawned.id, 120_000)
+        assert waited.status.state == AgentState.SUCCEEDED, waited.status
+    pulled = node.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert f"{registry}/{BASE_IMAGE}" in pulled
+
+
 async def test_a_node_that_disappears_mid_run_leaves_its_agent_lost_with_its_output(
     swarm: Callable[..., Settings], extra_engine: Callable[..., Engine]
 ) -> None:

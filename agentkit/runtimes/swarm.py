@@ -17,8 +17,10 @@ field) and pinned to one node: ``spec.node``, else the node of the engine agentk
 * **stop**: the task container is stopped on the node it runs on, through the manager's engine
   when that is the node; a run on another node (or not started yet) is stopped by removing
   its service (its end is then remembered here as ``signalled``).
-* **images**: the image must exist on the node (built on the manager with ``ensure_image``);
-  a node without it rejects the task, and the run ends ``rejected`` with the engine's message.
+* **images**: built on the manager with ``ensure_image``; with ``AGENTKIT_SWARM_REGISTRY``
+  pushed to that registry and pulled by the nodes (:mod:`~agentkit.runtimes.swarm_images`),
+  otherwise it must exist on the node: a node without it rejects the task, and the run ends
+  ``rejected`` with the engine's message.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from agentkit.runtimes.docker import (
     read_multiplexed,
 )
 from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.runtimes.swarm_images import push_image
 from agentkit.runtimes.swarm_spec import argv_for, service_body, task_exit, task_state
 
 if TYPE_CHECKING:
@@ -110,6 +113,8 @@ class SwarmRuntime(Runtime):
         self.node_id = node_id
         self._socket = socket
         self.engine = DockerRuntime(docker, socket=socket, settings=settings)
+        self.registry = settings.swarm_registry if settings is not None else None
+        self._pushed: dict[str, str] = {}  # image -> the reference nodes pull (this image id)
         self._pending: dict[str, dict[str, Any]] = {}
         self._removed: dict[str, RunInfo] = {}  # runs stopped by removing their service
         self._waiting: dict[str, set[asyncio.Event]] = {}  # wait() calls, woken by stop()
@@ -162,6 +167,8 @@ class SwarmRuntime(Runtime):
             raise ToolError(f"image {spec.image} has no entrypoint or command, and none was given")
         node = spec.node or self.node_id
         await self.check_node(node)
+        if self.registry:
+            spec = dataclasses.replace(spec, image=await self._distribute(spec.image))
         self._pending[spec.name] = service_body(spec, node=node, argv=argv)
         return spec.name
 
@@ -569,8 +576,23 @@ class SwarmRuntime(Runtime):
         return await self.engine.image_exists(image)
 
     async def ensure_image(self, image: str) -> None:
-        """The image on the manager (the configured one is built there if missing)."""
+        """The image on the manager (the configured one is built there if missing), and with
+        ``AGENTKIT_SWARM_REGISTRY`` pushed where every node can pull it."""
         await self.engine.ensure_image(image)
+        if self.registry:
+            await self._distribute(image)
+
+    async def _distribute(self, image: str) -> str:
+        """The reference nodes pull ``image`` by, pushed once per image id."""
+        assert self.registry is not None
+        with self._errors(f"inspect image {image}"):
+            local = await self.docker._query_json(f"images/{image}/json")
+        key = f"{image}@{local.get('Id')}"
+        if key not in self._pushed:
+            self._pushed[key] = await push_image(
+                self.docker, image, self.registry, socket=self._socket
+            )
+        return self._pushed[key]
 
     async def aclose(self) -> None:
         await self.docker.close()
