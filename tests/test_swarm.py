@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -205,6 +206,24 @@ async def test_the_image_reaches_a_node_through_the_registry(
         assert waited.status.state == AgentState.SUCCEEDED, waited.status
     pulled = node.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split()
     assert f"{registry}/{BASE_IMAGE}" in pulled
+
+
+async def test_an_unreachable_registry_fails_the_spawn_saying_so(
+    swarm: Callable[..., Settings],
+) -> None:
+    settings = swarm(swarm_registry="127.0.0.1:9")  # discard port: nothing listens there
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        with pytest.raises(ToolError, match=r"AGENTKIT_SWARM_REGISTRY=127\.0\.0\.1:9 "):
+            await agents.spawn("x", "w", 60_000, command=["true"])
+        assert await agents.list() == []
+    tags = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for tag in {t for t in tags if t.startswith("127.0.0.1:9/")}:
+        subprocess.run(["docker", "rmi", f"{tag}:bookworm"], capture_output=True, check=False)
 
 
 async def test_a_node_that_disappears_mid_run_leaves_its_agent_lost_with_its_output(
