@@ -6,14 +6,8 @@ field) and pinned to one node: ``spec.node``, else the node of the engine agentk
 (where the executor keeps the workspaces). The engine must be a swarm manager
 (:meth:`SwarmRuntime.open` says how to make it one).
 
-* **exits**: the manager's event stream - the task container's ``die``/``oom`` (container
-  events carry the service name) and ``node`` events (a node going down makes its runs
-  ``lost``). Tasks that never got a container (image missing on the node, no node fits) have
-  no container event: :meth:`wait` re-reads the task every ``BACKSTOP`` seconds for those.
-* **logs**: a task on the engine's own node is read from its container (complete and ended
-  the moment it exits); a task on another node through the service logs API, which does not
-  end with the task: a followed stream is closed once the run ended and was quiet for
-  ``LOG_IDLE`` seconds.
+* **exits** and **logs**: :mod:`~agentkit.runtimes.swarm_follow` (the manager's events; the
+  task container's own logs on this node, the service logs API elsewhere).
 * **stop**: the task container is stopped on the node it runs on, through the manager's engine
   when that is the node; a run on another node (or not started yet) is stopped by removing
   its service (its end is then remembered here as ``signalled``).
@@ -26,21 +20,17 @@ field) and pinned to one node: ``spec.node``, else the node of the engine agentk
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from agentkit.errors import AgentkitError, ConfigError, NotFoundError, ToolError
+from agentkit.errors import ConfigError, NotFoundError, ToolError
 from agentkit.runtimes.base import (
     ExitEvent,
     ExitReason,
-    LogChunk,
     RunInfo,
     RunSpec,
     RunState,
@@ -48,12 +38,16 @@ from agentkit.runtimes.base import (
 )
 from agentkit.runtimes.docker import (
     DockerRuntime,
-    exit_reason,
     label_filters,
     parse_time,
-    read_multiplexed,
 )
 from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.runtimes.swarm_follow import (
+    BACKSTOP,
+    LOG_IDLE,
+    SwarmFollowing,
+    newest_task,
+)
 from agentkit.runtimes.swarm_images import push_image
 from agentkit.runtimes.swarm_spec import argv_for, service_body, task_exit, task_state
 
@@ -67,9 +61,6 @@ __all__ = ["BACKSTOP", "LOG_IDLE", "SwarmRuntime", "manager_problem"]
 logger = logging.getLogger("agentkit.runtimes")
 
 NODES_TTL = 2.0  # seconds a list of down nodes is reused by inspect/list
-BACKSTOP = 2.0  # seconds between task re-reads while waiting (rejected/lost tasks have no event)
-LOG_IDLE = 0.3  # a followed log stream of an ended run closes after this long without data
-SERVICE_LABEL = "com.docker.swarm.service.name"
 
 
 def manager_problem(info: Mapping[str, Any]) -> str | None:
@@ -90,13 +81,7 @@ def manager_problem(info: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _newest(tasks: list[dict[str, Any]], service_id: str) -> dict[str, Any] | None:
-    """The newest task of one service (a replicated job has one; a retried one, more)."""
-    mine = [t for t in tasks if str(t.get("ServiceID")) == service_id]
-    return max(mine, key=lambda t: str(t.get("CreatedAt")), default=None)
-
-
-class SwarmRuntime(Runtime):
+class SwarmRuntime(SwarmFollowing, Runtime):
     """:class:`Runtime` over a swarm manager's Engine API (one aiodocker client)."""
 
     name = "swarm"
@@ -207,7 +192,7 @@ class SwarmRuntime(Runtime):
         rows = await self._get("tasks", {"filters": json.dumps({"service": list(ids)})})
         out = {}
         for sid, name in ids.items():
-            task = _newest(rows, sid)
+            task = newest_task(rows, sid)
             if task is not None:
                 out[name] = task
         return out
@@ -277,7 +262,7 @@ class SwarmRuntime(Runtime):
             if name in self._removed:
                 return self._removed[name]
             raise
-        return await self._info(service, _newest(rows, str(service.get("ID"))), down)
+        return await self._info(service, newest_task(rows, str(service.get("ID"))), down)
 
     async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
         services = await self._get(
@@ -288,230 +273,6 @@ class SwarmRuntime(Runtime):
         return [
             await self._info(s, tasks.get(n), down) for s, n in zip(services, names, strict=True)
         ]
-
-    # --- exits ----------------------------------------------------------------------------------
-
-    async def exits(
-        self, labels: Mapping[str, str | None], *, since: float | None = None
-    ) -> AsyncGenerator[ExitEvent, None]:
-        """Task containers' ``die`` (with a preceding ``oom``), and runs lost with a node."""
-        oom: set[str] = set()
-        filters = {
-            "type": ["container", "node"],
-            "event": ["die", "oom", "update", "remove"],
-        }
-        async for data in self.engine.events(filters, since=since):
-            actor = data.get("Actor") or {}
-            attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
-            if data.get("Type") == "node":
-                self._down_cache = None
-                for info in await self.list(labels):
-                    if info.state == RunState.LOST and info.exit is not None:
-                        yield info.exit
-                continue
-            name = attrs.get(SERVICE_LABEL)
-            if not name or not all(
-                k in attrs and (v is None or attrs[k] == v) for k, v in labels.items()
-            ):
-                continue
-            if data.get("Action") == "oom":
-                oom.add(name)
-                continue
-            code = attrs.get("exitCode", "")
-            exit_code = int(code) if code.lstrip("-").isdigit() else None
-            killed = name in oom
-            oom.discard(name)
-            at = data.get("timeNano")
-            event = ExitEvent(
-                name,
-                exit_code,
-                killed,
-                exit_reason(exit_code, killed),
-                at / 1e9 if isinstance(at, int | float) else None,
-            )
-            self._died.setdefault(name, event)
-            yield event
-
-    async def wait(self, name: str) -> ExitEvent:
-        """The run's end: its container's ``die`` event (as it happens), or the task seen ended
-        (re-read at start, on node events and every ``BACKSTOP`` s: a task rejected before it
-        had a container, or lost with its node, has no container event)."""
-        filters = {
-            "type": ["container", "node"],
-            "event": ["die", "oom", "update", "remove"],
-        }
-        woke = asyncio.Event()
-        died: list[ExitEvent] = []
-        since = time.time()
-
-        async def listen() -> None:
-            oom = False
-            async for data in self.engine.events(filters, since=since):
-                attrs = (data.get("Actor") or {}).get("Attributes") or {}
-                if data.get("Type") == "node":
-                    self._down_cache = None
-                    woke.set()
-                elif attrs.get(SERVICE_LABEL) == name and data.get("Action") == "oom":
-                    oom = True
-                elif attrs.get(SERVICE_LABEL) == name and data.get("Action") == "die":
-                    code = str(attrs.get("exitCode", ""))
-                    exit_code = int(code) if code.lstrip("-").isdigit() else None
-                    at = data.get("timeNano")
-                    died.append(
-                        ExitEvent(
-                            name,
-                            exit_code,
-                            oom,
-                            exit_reason(exit_code, oom),
-                            at / 1e9 if isinstance(at, int | float) else None,
-                        )
-                    )
-                    self._died.setdefault(name, died[0])
-                    woke.set()
-                    return
-
-        listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
-        self._waiting.setdefault(name, set()).add(woke)
-        try:
-            while True:
-                info = await self.inspect(name)
-                if info.exit is not None:
-                    return info.exit
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woke.wait(), BACKSTOP)
-                woke.clear()
-                if died:
-                    return died[0]
-                if listener.done() and (listener.cancelled() or listener.exception()):
-                    listener = asyncio.create_task(listen(), name=f"swarm wait {name}")
-        finally:
-            self._waiting.get(name, set()).discard(woke)
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, AgentkitError):
-                await listener
-
-    # --- logs -----------------------------------------------------------------------------------
-
-    async def _local_container(self, name: str, *, wait: bool) -> str | None:
-        """The id of the run's container when it runs on this engine's node (``None``: on
-        another node, or it ended without one). ``wait``: until the task has been placed."""
-        filters = {"type": ["container"], "event": ["create", "start", "die"]}
-        since = time.time()
-        woke = asyncio.Event()
-
-        async def listen() -> None:
-            async for data in self.engine.events(filters, since=since):
-                if ((data.get("Actor") or {}).get("Attributes") or {}).get(SERVICE_LABEL) == name:
-                    woke.set()
-
-        listener = asyncio.create_task(listen()) if wait else None
-        try:
-            while True:
-                service, rows = await asyncio.gather(
-                    self._get(f"services/{name}"),
-                    self._get("tasks", {"filters": json.dumps({"service": [name]})}),
-                )
-                task = _newest(rows, str(service.get("ID"))) or {}
-                status = task.get("Status") or {}
-                cid = (status.get("ContainerStatus") or {}).get("ContainerID")
-                if cid:
-                    return str(cid) if task.get("NodeID") == self.node_id else None
-                placed = task.get("NodeID") and task.get("NodeID") != self.node_id
-                if not wait or placed or task_state(task, False) != RunState.PENDING:
-                    return None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woke.wait(), BACKSTOP)
-                woke.clear()
-        finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError, AgentkitError):
-                    await listener
-
-    async def logs(
-        self, name: str, *, follow: bool = False, tail: int | None = None
-    ) -> AsyncGenerator[LogChunk, None]:
-        """On this engine's node: the task container's own logs (they end exactly when it
-        does). Elsewhere: the service logs API, closed once the run ended and went quiet."""
-        try:
-            cid = await self._local_container(name, wait=follow)
-        except NotFoundError:
-            if name in self._removed:  # stopped by removing its service: nothing more to read
-                return
-            raise
-        if cid is not None:
-            async with contextlib.aclosing(self.engine.logs(cid, follow=follow, tail=tail)) as it:
-                async for chunk in it:
-                    yield chunk
-            if follow:  # it ended: remember how (the task's state catches up a moment later)
-                ended = await self.engine.wait(cid)
-                self._died.setdefault(name, dataclasses.replace(ended, run=name))
-            return
-        async with contextlib.aclosing(self._service_logs(name, follow, tail)) as it:
-            async for chunk in it:
-                yield chunk
-
-    async def _service_logs(
-        self, name: str, follow: bool, tail: int | None
-    ) -> AsyncGenerator[LogChunk, None]:
-        params: dict[str, Any] = {
-            "stdout": "1",
-            "stderr": "1",
-            "follow": "1" if follow else "0",
-            "tail": "all" if tail is None else str(tail),
-        }
-        ended = asyncio.Event()
-
-        async def watch_end() -> None:
-            with contextlib.suppress(AgentkitError):
-                await self.wait(name)
-            ended.set()
-
-        watcher = asyncio.create_task(watch_end()) if follow else None
-        with self._errors(f"logs of {name}"):
-            resp = await self.docker._do_query(
-                f"services/{name}/logs", "GET", params=params, timeout=aiohttp.ClientTimeout()
-            )
-            stream = read_multiplexed(resp)
-            try:
-                while True:
-                    chunk = await self._next_chunk(stream, ended if follow else None)
-                    if chunk is None:
-                        return
-                    yield chunk
-            finally:
-                await stream.aclose()
-                resp.close()
-                if watcher is not None:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
-
-    @staticmethod
-    async def _next_chunk(
-        stream: AsyncGenerator[LogChunk, None], ended: asyncio.Event | None
-    ) -> LogChunk | None:
-        """The next chunk; ``None`` at the end, or once ``ended`` and quiet for ``LOG_IDLE``."""
-        reader = asyncio.ensure_future(anext(stream))
-        try:
-            if ended is not None and not ended.is_set():
-                end = asyncio.ensure_future(ended.wait())
-                await asyncio.wait({reader, end}, return_when=asyncio.FIRST_COMPLETED)
-                end.cancel()
-            if not reader.done():
-                if ended is None:
-                    return await reader
-                done, _ = await asyncio.wait({reader}, timeout=LOG_IDLE)
-                if not done:
-                    return None
-            return reader.result()
-        except StopAsyncIteration:
-            return None
-        finally:
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await reader
 
     # --- stop / remove --------------------------------------------------------------------------
 
