@@ -44,6 +44,6 @@ else
 fi
 
 t=$(date +%s)
-"$PY" -m agentkit.containers.image --base-image "$BASE_IMAGE" "${ca_args[@]}" --progress steps
+"$PY" -m agentkit.runtimes.image --base-image "$BASE_IMAGE" "${ca_args[@]}" --progress steps
 echo "agent image: ready in $(elapsed "$t") (total $(elapsed "$t0"))"
 echo "use: AGENTKIT_BASE_IMAGE=$BASE_IMAGE AGENTKIT_EXTRA_CA_DIR=$CA_DIR"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: Docker engine, OpenSSH server, debootstrap (base image), git.
+# Debian packages the tests need: Docker engine, OpenSSH server, debootstrap (base image), git,
+# a Docker registry (the swarm runtime's image distribution).
 set -euo pipefail
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
@@ -9,6 +10,7 @@ command -v git >/dev/null || need+=(git)
 command -v ip >/dev/null || need+=(iproute2)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v ssh >/dev/null || need+=(openssh-client)
+command -v docker-registry >/dev/null || need+=(docker-registry)  # swarm image distribution tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,7 +7,7 @@ seed project's names (``HETZNER_SERVER_IP``, ``HETZNER_SSH_USER``) are accepted 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     )
     docker_socket: str = Field(
         default="/var/run/docker.sock", validation_alias=_env("AGENTKIT_DOCKER_SOCKET")
+    )
+    runtime: Literal["docker", "swarm"] = Field(
+        default="docker", validation_alias=_env("AGENTKIT_RUNTIME")
+    )
+    swarm_node: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_SWARM_NODE"),
+    )
+    swarm_registry: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_SWARM_REGISTRY"),
     )
 
     # --- model ----------------------------------------------------------------------------

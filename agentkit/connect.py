@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,9 @@ logger = logging.getLogger("agentkit")
 
 if TYPE_CHECKING:
     from agentkit.agent.loop import ToolBasedAgent
+    from agentkit.containers.registry import RunObserver
     from agentkit.containers.service import AgentService
+    from agentkit.runtimes.base import Runtime
     from agentkit.workspaces.service import WorkspaceService
 
 
@@ -57,13 +59,21 @@ class Connection:
 
 @asynccontextmanager
 async def connect(
-    settings: Settings | None = None, *, reconcile: bool = True
+    settings: Settings | None = None,
+    *,
+    reconcile: bool = True,
+    runtime: Runtime | str | None = None,
+    observers: Sequence[RunObserver] = (),
 ) -> AsyncIterator[Connection]:
     """Connect to the configured host and yield a :class:`Connection`.
 
-    ``AGENTKIT_HOST`` unset means the local machine. On entry the agent service reconciles
+    ``AGENTKIT_HOST`` unset means the local machine. Agents run on ``runtime``: a name
+    (``"docker"``, ``"swarm"``), a :class:`~agentkit.runtimes.base.Runtime` (e.g. the in-memory
+    one in tests), or ``None`` for ``AGENTKIT_RUNTIME``. On entry the agent service reconciles
     runs left by earlier controllers (deadlines enforced, finished runs recorded) unless
-    ``reconcile=False``. Everything is closed on exit; running agents keep running.
+    ``reconcile=False``. ``observers`` hear of every agent run's start, events and end
+    (:class:`~agentkit.containers.registry.RunObserver`), reconciled ones included. Everything
+    is closed on exit; running agents keep running.
 
     Example::
 
@@ -77,7 +87,7 @@ async def connect(
     settings = settings or load_settings()
     executor = make_executor(settings)
     async with executor:
-        agents = AgentService(executor, settings)
+        agents = AgentService(executor, settings, runtime=runtime, observers=observers)
         try:
             if reconcile:
                 try:
@@ -85,12 +95,16 @@ async def connect(
                 except RuntimeUnavailable as exc:
                     # Workspace tools still work without Docker; agent tools will say why not.
                     logger.warning("agent runs not reconciled: %s", exc)
+
+            async def sandbox_runtime() -> Runtime:
+                return (await agents.runtime()).node_runtime()
+
             workspaces = WorkspaceService(
                 executor,
                 settings,
                 busy=agents.active_workspaces,
                 redactor=agents.redactor,
-                runtime=agents.runtime,  # git sandboxes share the agents' engine connection
+                runtime=sandbox_runtime,  # git sandboxes share the agents' engine connection
             )
             context = ToolContext(
                 settings=settings,

@@ -37,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentkit.containers.runtime import ContainerSpec
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.executors import SSHExecutor
+from agentkit.runtimes.base import RunSpec
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
@@ -212,8 +212,8 @@ async def main() -> None:
         # the engine's own floor for the same operations, through the same forwarded socket
         runtime = await agents.runtime()
 
-        def raw_spec(cmd: list[str]) -> ContainerSpec:
-            return ContainerSpec(
+        def raw_spec(cmd: list[str]) -> RunSpec:
+            return RunSpec(
                 name=new_agent_id(),
                 image=BASE_IMAGE,
                 labels={k: v for k, v in agents.labels.items() if v is not None},

@@ -99,10 +99,10 @@ def measure(checkout: Path, root: Path, n: int, image: str, mode: str) -> dict[s
 async def floors(root: Path, image: str, n: int) -> tuple[float, float]:
     """p50 ms of one host ``git status`` and of one empty sandbox container."""
     from agentkit.config import Settings
-    from agentkit.containers.docker import open_docker
-    from agentkit.containers.runtime import DockerRuntime
     from agentkit.executors.local import LocalExecutor
     from agentkit.redact import Redactor
+    from agentkit.runtimes.docker import DockerRuntime
+    from agentkit.runtimes.docker_engine import open_docker
     from agentkit.workspaces.sandbox import GitSandbox
 
     ws = root / "workspaces" / "ws-00"

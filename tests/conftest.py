@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.sshd", "tests.agent_hosts"]
+pytest_plugins = ["tests.sshd", "tests.agent_hosts", "tests.runtimes_support", "tests.swarm_nodes"]

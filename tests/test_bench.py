@@ -47,3 +47,12 @@ async def test_workspaces_bench_runs(agent_image: str) -> None:
     out = _bench("workspaces.py", "--workspaces", "3", "--n", "1", timeout=400)
     assert "every workspace changed" in out
     assert "nothing changed" in out
+
+
+async def test_runtimes_bench_runs_side_by_side() -> None:
+    from tests.runtimes_support import swarm_manager
+
+    require(await swarm_manager(), "a swarm manager engine (.ci/swarm-init.sh)")
+    out = _bench("runtimes.py", "--spawns", "3", "--n", "2", "--status", "20", timeout=400)
+    assert "exit->noticed" in out
+    assert "swarm/docker" in out

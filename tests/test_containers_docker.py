@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 
 from agentkit.config import Settings
-from agentkit.containers.docker import BACKEND_ERRORS, docker_errors, map_docker_error, open_docker
 from agentkit.errors import (
     ConfigError,
     ConflictError,
@@ -21,6 +20,12 @@ from agentkit.errors import (
     ToolError,
 )
 from agentkit.executors.local import LocalExecutor
+from agentkit.runtimes.docker_engine import (
+    BACKEND_ERRORS,
+    docker_errors,
+    map_docker_error,
+    open_docker,
+)
 from tests.containers_support import BASE_IMAGE, image_ok
 from tests.support import require
 

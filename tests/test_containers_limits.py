@@ -7,8 +7,6 @@ do not need the Claude Code image.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -21,7 +19,6 @@ import pytest_asyncio
 
 from agentkit.config import Settings
 from agentkit.containers.follow import DEADLINE_GRACE
-from agentkit.containers.runtime import ContainerSpec
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.errors import ConfigError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
@@ -255,65 +252,6 @@ async def test_spawn_without_credentials_is_a_config_error(base_image: str, tmp_
         with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
             await agents.spawn("x", "w", 5000)
         assert await agents.list() == []
-
-
-async def test_runtime_streams_logs_apart_and_reports_die_events(
-    base_image: str, tmp_path: Path
-) -> None:
-    """The Engine API runtime on its own: demultiplexed logs, label-filtered die events."""
-    settings = _settings(tmp_path, base_image)
-    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
-        runtime = await agents.runtime()
-        labels = {k: v for k, v in agents.labels.items() if v is not None}
-        name = new_agent_id()
-        events: list[tuple[str, str, str | None]] = []
-        seen = asyncio.Event()
-
-        async def collect() -> None:
-            async for event in runtime.events(agents.labels, actions=("die",)):
-                events.append((event.action, event.name, event.attributes.get("exitCode")))
-                seen.set()
-                if event.name == name:
-                    return
-
-        async def run_to_end(container: str, command: tuple[str, ...]) -> int:
-            spec = ContainerSpec(
-                name=container, image=base_image, labels=labels, env={}, command=command
-            )
-            await runtime.create(spec)
-            await runtime.start(container)
-            return await runtime.wait(container)
-
-        collector = asyncio.create_task(collect())
-        # The subscription is live once it reports a container of ours: run short probes
-        # until one is seen (usually the first), then the container under test.
-        probes: list[str] = []
-        while not seen.is_set():
-            assert len(probes) < 30, "the event stream never reported a probe container"
-            probes.append(new_agent_id())
-            assert await run_to_end(probes[-1], ("true",)) == 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(seen.wait(), 2)
-        for probe in probes:
-            await runtime.remove(probe, force=True)
-        script = "printf 'out-1\\n'; printf 'err-1\\n' >&2; printf 'out-2\\n'; exit 7"
-        assert await run_to_end(name, ("sh", "-c", script)) == 7
-        await asyncio.wait_for(collector, 60)
-        # only our containers' die events, each with its exit code; ours last
-        assert {event[1] for event in events} <= {*probes, name}
-        assert events[-1] == ("die", name, "7")
-        assert all(event == ("die", event[1], "0") for event in events[:-1])
-        chunks = [chunk async for chunk in runtime.logs(name)]
-        stdout = b"".join(c.data for c in chunks if c.stream == 1)
-        stderr = b"".join(c.data for c in chunks if c.stream == 2)
-        assert (stdout, stderr) == (b"out-1\nout-2\n", b"err-1\n")
-        info = await runtime.inspect(name)
-        assert (info.state, info.exit_code, info.running) == ("exited", 7, False)
-        assert name in [c.name for c in await runtime.list(agents.labels)]
-        await runtime.remove(name, force=True)
-        await runtime.remove(name, force=True)  # already gone is fine
-        with pytest.raises(NotFoundError):
-            await runtime.inspect(name)
 
 
 async def test_closing_right_after_wait_still_records_and_removes(

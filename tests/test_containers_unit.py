@@ -14,11 +14,6 @@ import pytest
 from agentkit.config import Settings
 from agentkit.containers.launch import plan_launch
 from agentkit.containers.runs import RunStore
-from agentkit.containers.runtime import (
-    DockerRuntime,
-    _parse_time,
-    parse_memory,
-)
 from agentkit.containers.service import (
     AgentService,
     AgentState,
@@ -30,6 +25,9 @@ from agentkit.containers.service import (
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.redact import Redactor
+from agentkit.runtimes.base import ExitReason, parse_memory
+from agentkit.runtimes.docker import DockerRuntime, exit_reason
+from agentkit.runtimes.docker import parse_time as _parse_time
 
 
 def test_ids_have_the_public_shape_and_are_unique() -> None:
@@ -73,7 +71,8 @@ def test_foreign_ids_are_refused_without_touching_docker(bad: str) -> None:
         ({"exit_code": 0, "oom_killed": True}, AgentState.SUCCEEDED),
     ],
 )
-def test_decide_state(kwargs: dict[str, object], expected: AgentState) -> None:
+def test_docker_exits_decide_the_state(kwargs: dict[str, object], expected: AgentState) -> None:
+    """Docker's exit statuses go through the Docker runtime's translation, then the neutral rule."""
     args: dict[str, object] = {
         "exit_code": None,
         "oom_killed": False,
@@ -83,7 +82,38 @@ def test_decide_state(kwargs: dict[str, object], expected: AgentState) -> None:
         "result_is_error": None,
     }
     args.update(kwargs)
-    assert decide_state(**args) == expected  # type: ignore[arg-type]
+    oom = bool(args.pop("oom_killed"))
+    code = args["exit_code"]
+    assert isinstance(code, int)
+    assert decide_state(reason=exit_reason(code, oom), **args) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "expected"),
+    [
+        (ExitReason.EXITED, 0, AgentState.SUCCEEDED),
+        (ExitReason.EXITED, 3, AgentState.FAILED),
+        (ExitReason.DEADLINE, 124, AgentState.TIMED_OUT),
+        (ExitReason.OOM, None, AgentState.OOM_KILLED),
+        (ExitReason.SIGNALLED, 143, AgentState.FAILED),
+        (ExitReason.LOST, None, AgentState.LOST),
+        (ExitReason.REJECTED, None, AgentState.FAILED),
+        (None, None, AgentState.FAILED),  # never seen ending: not a success
+        (ExitReason.REJECTED, 0, AgentState.FAILED),  # a zero from a run that never ran
+    ],
+)
+def test_neutral_exit_reasons_decide_the_state(
+    reason: ExitReason | None, code: int | None, expected: AgentState
+) -> None:
+    state = decide_state(
+        reason=reason,
+        exit_code=code,
+        stop_reason=None,
+        finished_at=None,
+        deadline=None,
+        result_is_error=None,
+    )
+    assert state == expected
 
 
 def test_create_body_is_hardened() -> None:

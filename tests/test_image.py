@@ -30,7 +30,8 @@ import pytest
 from aiohttp import web
 
 from agentkit.config import Settings
-from agentkit.containers.image import (
+from agentkit.errors import ImageBuildError, RuntimeUnavailable
+from agentkit.runtimes.image import (
     CERTS_DIR,
     DOCKERFILE,
     INPUTS_HASH_LABEL,
@@ -46,7 +47,6 @@ from agentkit.containers.image import (
     find_build_sources,
     inputs_hash,
 )
-from agentkit.errors import ImageBuildError, RuntimeUnavailable
 from tests.support import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_sources_found_in_the_wheel_layout(tmp_path: Path) -> None:
         else:
             shutil.copy2(REPO / src, target)
     code = (
-        "from agentkit.containers.image import find_build_sources, collect_context\n"
+        "from agentkit.runtimes.image import find_build_sources, collect_context\n"
         "s = find_build_sources(); c = collect_context(sources=s)\n"
         "print(s.docker_dir); print(s.settings_file); print(sorted(c.files))"
     )

@@ -140,7 +140,7 @@ def test_an_endless_output_line_is_dropped_not_kept() -> None:
     """An agent printing one line without end cannot grow the controller's memory: past
     MAX_LINE_BYTES the line is dropped (a marker says so) and the next lines arrive intact."""
     from agentkit.containers.live import MAX_LINE_BYTES, LiveRun
-    from agentkit.containers.runtime import STDOUT, LogChunk
+    from agentkit.runtimes.base import STDOUT, LogChunk
 
     run = LiveRun(id="claude-agent-1764240000000-abcdef", labels={})
     out = bytearray()

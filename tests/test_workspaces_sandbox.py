@@ -357,8 +357,8 @@ async def test_sandbox_container_is_hardened_and_never_an_agent(
 ) -> None:
     """The create request of a sandbox (the Docker runtime's body), and a real one created on the
     engine: not listed by list_claude_agents, not touchable by the agent tools."""
-    from agentkit.containers.runtime import DockerRuntime
     from agentkit.containers.service import AgentService
+    from agentkit.runtimes.docker import DockerRuntime
     from agentkit.tools.base import ToolContext
     from agentkit.tools.containers import container_tools
     from agentkit.tools.toolset import Toolset

@@ -123,9 +123,9 @@ async def logs(args: argparse.Namespace) -> int:
 
 
 async def image(args: argparse.Namespace) -> int:
-    from agentkit.containers.docker import open_docker
-    from agentkit.containers.image import ensure_image
     from agentkit.executors import make_executor
+    from agentkit.runtimes.docker_engine import open_docker
+    from agentkit.runtimes.image import ensure_image
 
     overrides: dict[str, Any] = {}
     if args.base_image:

@@ -99,8 +99,8 @@ def _router(controller: ControllerScript, agent: scripts.ClaudeCodeScript) -> An
 
 
 async def _bridge_gateway(settings: Settings) -> str:
-    from agentkit.containers.docker import open_docker
     from agentkit.executors import make_executor
+    from agentkit.runtimes.docker_engine import open_docker
 
     async with make_executor(settings) as executor:
         docker = await open_docker(executor, settings)

@@ -43,6 +43,7 @@ def settings_checks(settings: Settings) -> list[Check]:
     )
     checks = [
         Check("target host", True, where),
+        Check("runtime", True, settings.runtime),
         Check("workspace root", True, settings.workspaces_root),
         Check(
             "ANTHROPIC_API_KEY",
@@ -64,10 +65,10 @@ def settings_checks(settings: Settings) -> list[Check]:
 
 
 async def host_checks(settings: Settings) -> list[Check]:
-    from agentkit.containers.docker import open_docker
-    from agentkit.containers.image import ImageBuilder
     from agentkit.executors import make_executor
     from agentkit.executors.diagnostics import diagnose
+    from agentkit.runtimes.docker_engine import open_docker
+    from agentkit.runtimes.image import ImageBuilder
 
     checks: list[Check] = []
     executor = make_executor(settings)
@@ -109,6 +110,8 @@ async def host_checks(settings: Settings) -> list[Check]:
         docker = await open_docker(executor, settings)
         builder = ImageBuilder(docker, settings)
         try:
+            if settings.runtime == "swarm":
+                checks.append(await swarm_check(docker))
             info = await builder.inspect()
             expected = await builder.expected_hash()
         finally:
@@ -137,6 +140,24 @@ async def host_checks(settings: Settings) -> list[Check]:
     finally:
         await executor.aclose()
     return checks
+
+
+async def swarm_check(docker: Any) -> Check:
+    """With ``AGENTKIT_RUNTIME=swarm``: the engine must be a swarm manager."""
+    from agentkit.runtimes.docker_engine import docker_errors
+    from agentkit.runtimes.swarm import manager_problem
+
+    with docker_errors("ask the Docker Engine about its swarm"):
+        info = await docker._query_json("info")
+    problem = manager_problem(info)
+    swarm = info.get("Swarm") or {}
+    detail = (
+        f"manager of a swarm of {swarm.get('Nodes', '?')} node(s) (node {swarm.get('NodeID')})"
+        if problem is None
+        else problem.split(";")[0]
+    )
+    fix = None if problem is None else problem.split(";", 1)[-1].strip()
+    return Check("swarm manager (AGENTKIT_RUNTIME=swarm)", problem is None, detail, fix)
 
 
 async def doctor(args: argparse.Namespace) -> int:

@@ -1,29 +1,22 @@
-"""Claude Code agents in hardened containers: the service, the runtime seam, records, events.
+"""Claude Code agents in hardened containers: the service, records, events, state.
 
 * :class:`AgentService` - spawn / status / output / stop / list / wait / reconcile (the logic
   behind the six agent tools; usable without any LLM).
-* :class:`ContainerRuntime` - the seam to a container engine; :class:`DockerRuntime` is the
-  Docker Engine API over the executor's forwarded socket (:func:`open_docker`).
-* :class:`RunStore` - run records under ``AGENTKIT_ROOT/runs/<container_id>/`` on the host.
+* :class:`RunRegistry` - the owner of agent state (live runs, final statuses); a
+  :class:`RunObserver` subscribed to it hears of every start, event and end.
+* :class:`RunStore` / :class:`RunRecord` - run records under ``AGENTKIT_ROOT/runs/<id>/``.
 * :mod:`agentkit.containers.streamjson` - Claude Code's stream-json events, typed and rendered.
 
-The service is a facade over ``launch`` (spawning), ``follow`` (following running agents),
-``finalize`` (recording ended ones), ``reconcile`` and ``ownership``; ``models`` holds the types.
+Where runs execute is :mod:`agentkit.runtimes` (Docker, Swarm, in-memory). The service is a
+facade over ``launcher`` (spawning), ``follow`` (following running agents), ``finalize``
+(recording ended ones), ``reconcile`` and ``ownership``; ``models`` holds the types.
 
 See ``docs/agents.md``.
 """
 
-from agentkit.containers.docker import docker_errors, map_docker_error, open_docker
+from agentkit.containers.records import RunRecord
+from agentkit.containers.registry import RunObserver, RunRegistry
 from agentkit.containers.runs import RunStore
-from agentkit.containers.runtime import (
-    ContainerInfo,
-    ContainerRuntime,
-    ContainerSpec,
-    DockerRuntime,
-    LogChunk,
-    Mount,
-    RuntimeEvent,
-)
 from agentkit.containers.service import (
     AgentOutput,
     AgentService,
@@ -38,17 +31,10 @@ __all__ = [
     "AgentService",
     "AgentState",
     "AgentStatus",
-    "ContainerInfo",
-    "ContainerRuntime",
-    "ContainerSpec",
-    "DockerRuntime",
-    "LogChunk",
-    "Mount",
+    "RunObserver",
+    "RunRecord",
+    "RunRegistry",
     "RunStore",
-    "RuntimeEvent",
     "WaitResult",
-    "docker_errors",
-    "map_docker_error",
-    "open_docker",
     "validate_agent_id",
 ]

@@ -1,13 +1,13 @@
-"""`Finalizer`: the end of an agent - its state decided, its record written, its container gone.
+"""`Finalizer`: the end of an agent - its state decided, its record written, its run removed.
 
-Used by the follower (when the agent it follows exits), by :meth:`AgentService.status`/``list``
-(an exited container nobody recorded yet) and by reconcile (after a controller restart). Order:
+Used by the follower (when the agent it follows ended), by :meth:`AgentService.status`/``list``
+(an ended run nobody recorded yet) and by reconcile (after a controller restart). Order:
 waiters are woken as soon as the final state is known; then output, stderr, ``result.json`` and
-the index line are written; only then is the container removed. A controller dying in between
-leaves the container, so reconcile redoes this.
+the index line are written; only then is the run removed from the runtime and the registry's
+observers told. A controller dying in between leaves the run, so reconcile redoes this.
 
-It also keeps the final statuses (the cache that makes ``status`` of a finished agent free) and
-rebuilds a run's output from the engine's logs when following it broke.
+It speaks only the runtime's neutral words (:class:`~agentkit.runtimes.base.ExitEvent`), and
+rebuilds a run's output from the runtime's logs when following it broke.
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from agentkit.containers.live import LiveRun, as_float
 from agentkit.containers.models import AgentState, AgentStatus, decide_state
-from agentkit.containers.runtime import ContainerInfo, ContainerRuntime
+from agentkit.containers.records import RunRecord
 from agentkit.containers.streamjson import RunSummary
 from agentkit.errors import AgentkitError, NotFoundError
+from agentkit.runtimes.base import ExitEvent, RunInfo, Runtime
 
 if TYPE_CHECKING:
+    from agentkit.containers.registry import RunRegistry
     from agentkit.containers.runs import RunStore
     from agentkit.redact import Redactor
 
@@ -38,8 +40,8 @@ async def _none() -> None:
     return None
 
 
-def recording_status(info: ContainerInfo) -> AgentStatus:
-    """What to report for an exited container whose result is still being recorded."""
+def recording_status(info: RunInfo) -> AgentStatus:
+    """What to report for an ended run whose result is still being recorded."""
     return AgentStatus(
         id=info.name,
         state=AgentState.RUNNING,
@@ -53,166 +55,170 @@ def recording_status(info: ContainerInfo) -> AgentStatus:
 
 
 class Finalizer:
-    """Records exited agents and remembers their final statuses.
+    """Records ended agents; their final statuses live in the registry.
 
     Args:
-        runtime: returns the connected container runtime.
+        runtime: returns the connected runtime.
         store: the run records.
         redactor: applied to everything written.
-        live: the followed runs by id (read only: a live run is told its final status too).
+        registry: the owner of live runs and final statuses.
     """
 
     def __init__(
         self,
-        runtime: Callable[[], Awaitable[ContainerRuntime]],
+        runtime: Callable[[], Awaitable[Runtime]],
         store: RunStore,
         redactor: Redactor,
-        live: Mapping[str, LiveRun],
+        registry: RunRegistry,
     ) -> None:
         self._runtime = runtime
         self.store = store
         self.redactor = redactor
-        self.live = live
-        self.finals: dict[str, AgentStatus] = {}
+        self.registry = registry
         self._locks: dict[str, asyncio.Lock] = {}
 
+    @property
+    def finals(self) -> dict[str, AgentStatus]:
+        return self.registry.finals
+
     async def recorded(self, run_id: str) -> AgentStatus | None:
-        """The final status from the cache or the run record; ``None`` if not finished."""
-        status = self.finals.get(run_id)
+        """The final status from the registry or the run record; ``None`` if not finished."""
+        status = self.registry.final(run_id)
         if status is not None:
             return status
         data = await self.store.read_result(run_id)
         if data is None:
             return None
-        status = AgentStatus.from_record(data)
-        self.finals[run_id] = status
-        return status
+        return self.registry.decided(AgentStatus.from_record(data))
 
     async def finalize(
         self,
         run: LiveRun | None,
         *,
         run_id: str | None = None,
-        exit_code: int | None = None,
         complete: bool = True,
         flush: Callable[[], Awaitable[None]] | None = None,
     ) -> AgentStatus:
-        """Record the end of an exited container, then remove the container.
+        """Record the end of an ended run, then remove it from the runtime.
 
         Waiters are woken as soon as the final state is known; the record (output flushed by
-        ``flush``, stderr, result, index line) is written next, and only then is the container
-        removed. A controller dying in between leaves the container, so reconcile redoes this.
+        ``flush``, stderr, result, index line) is written next, and only then is the run
+        removed. A controller dying in between leaves the run, so reconcile redoes this.
         """
         rid = run.id if run is not None else str(run_id)
         lock = self._locks.setdefault(rid, asyncio.Lock())
         async with lock:
-            if rid in self.finals:
+            known = self.registry.final(rid)
+            if known is not None:
                 if flush is not None:
                     await flush()
-                return self.finals[rid]
+                return known
             runtime = await self._runtime()
 
-            async def inspect() -> ContainerInfo | None:
+            async def inspect() -> RunInfo | None:
                 try:
                     return await runtime.inspect(rid)
                 except NotFoundError:
                     return None
 
-            # the die event already says how it ended; inspecting now would wait for the
-            # engine's cleanup (tens of ms), except to confirm an OOM kill the events missed
-            from_events = (
-                run is not None
-                and complete
-                and run.died.is_set()
-                and run.exit_code is not None
-                and (run.oom or run.exit_code != 137)
-            )
+            # the exit event already says how it ended: inspecting now would wait for the
+            # engine's cleanup (tens of ms)
+            ended = run.exit if run is not None and complete else None
             existing, info, stop, stored_meta = await asyncio.gather(
                 self.store.read_result(rid),
-                _none() if from_events else inspect(),
+                _none() if ended is not None else inspect(),
                 self.store.read_stop(rid),
                 self.store.read_meta(rid) if run is None or not run.meta else _none(),
             )
-            if from_events and run is not None:
-                info = ContainerInfo(
-                    id="",
-                    name=rid,
-                    labels=run.labels,
-                    state="exited",
-                    exit_code=run.exit_code,
-                    oom_killed=run.oom,
-                    started_at=run.started_at,
-                    finished_at=run.finished_at,
-                )
             if existing is not None:  # another controller finished it first
                 if flush is not None:
                     await flush()
                 return self._remember(run, AgentStatus.from_record(existing), persisted=True)
             meta = (run.meta if run is not None and run.meta else stored_meta) or {}
+            labels = dict(info.labels) if info is not None else {}
             if run is None or not complete:
-                run = run or LiveRun(rid, dict(info.labels) if info else {})
-                if info is not None:
-                    await self.reread_output(run)
-            summary = run.summary
-            res = summary.result
-            if info is not None and exit_code is None:
-                exit_code = info.exit_code
-            state = decide_state(
-                exit_code=exit_code,
-                oom_killed=bool(info and info.oom_killed),
-                stop_reason=stop.get("reason") if stop else None,
-                finished_at=info.finished_at if info else None,
-                deadline=as_float(meta.get("deadline")) or run.deadline,
-                result_is_error=res.is_error if res else None,
-            )
-            err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
-            error = None
-            if info is None:
-                error = "the container disappeared before its result was recorded"
-            elif state != AgentState.SUCCEEDED:
-                error = (summary.last_error or err_text[-500:] or info.error) or None
-            data = summary.to_dict()
-            record = {
-                **meta,
-                "id": rid,
-                "state": str(state),
-                "exit_code": exit_code,
-                "oom_killed": bool(info and info.oom_killed),
-                "started_at": info.started_at if info else None,
-                "finished_at": (info.finished_at if info else None) or time.time(),
-                "turns": data["turns"],
-                "cost_usd": data["cost_usd"],
-                "session_id": data["session_id"],
-                "last_text": data["last_text"],
-                "result_text": data["result_text"],
-                "is_error": data["is_error"],
-                "api_retries": data["api_retries"],
-                "stop_reason": stop.get("reason") if stop else None,
-                "error": self.redactor.redact(error) if error else None,
-                "output_lines": run.lines,
-            }
-            status = self._remember(run, AgentStatus.from_record(record))
+                run = run or LiveRun(rid, labels)
+                await self._reread_or_keep(run, info)
+            exit_event = ended or (info.exit if info is not None else None)
+            record = self._record(run, meta, labels, exit_event, info, stop)
+            status = self._remember(run, AgentStatus.from_record(record.to_dict()))
             # persist: output first, then stderr, then the result that marks the run finished
             if flush is not None:
                 await flush()
+            err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
             if err_text:
                 await self.store.write_stderr(rid, self.redactor.redact(err_text).encode())
-            await self.store.write_result(rid, record)
-            await self.store.append_index(record)
+            data = record.to_dict()
+            await self.store.write_result(rid, data)
+            await self.store.append_index(data)
             run.persisted.set()
-        # The output is safe in the record: the container can go.
-        if info is not None:
+        # The output is safe in the record: the run can go.
+        if info is not None or ended is not None:
             try:
                 await runtime.remove(rid, force=True)
             except AgentkitError as exc:
-                logger.warning("could not remove finished container %s: %s", rid, exc)
+                logger.warning("could not remove finished run %s: %s", rid, exc)
+        self.registry.finished(record)
         return status
+
+    def _record(
+        self,
+        run: LiveRun,
+        meta: dict[str, object],
+        labels: dict[str, str],
+        exit_event: ExitEvent | None,
+        info: RunInfo | None,
+        stop: dict[str, object] | None,
+    ) -> RunRecord:
+        """The final record from what the run printed and how the runtime says it ended."""
+        summary = run.summary
+        res = summary.result
+        stop_reason = stop.get("reason") if stop else None
+        record = RunRecord.running(run.id, meta, labels or run.labels)
+        deadline = record.deadline if record.deadline is not None else run.deadline
+        finished_at = exit_event.at if exit_event else None
+        state = decide_state(
+            reason=exit_event.reason if exit_event else None,
+            exit_code=exit_event.exit_code if exit_event else None,
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+            finished_at=finished_at,
+            deadline=deadline,
+            result_is_error=res.is_error if res else None,
+        )
+        err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
+        error = None
+        if exit_event is None:
+            error = "the run disappeared before its result was recorded"
+        elif state != AgentState.SUCCEEDED:
+            error = (summary.last_error or exit_event.error or err_text[-500:]) or None
+            if state == AgentState.LOST and not error:
+                error = "the node running it went away; how it ended is unknown"
+        data = summary.to_dict()
+        record.state = state
+        record.exit_code = exit_event.exit_code if exit_event else None
+        record.exit_reason = str(exit_event.reason) if exit_event else None
+        record.oom_killed = bool(exit_event and exit_event.oom)
+        record.started_at = (info.started_at if info else None) or run.started_at
+        record.finished_at = finished_at or time.time()
+        record.turns = data["turns"]
+        record.cost_usd = data["cost_usd"]
+        record.session_id = data["session_id"]
+        record.model = data.get("model")
+        record.last_text = data["last_text"]
+        record.result_text = data["result_text"]
+        record.is_error = data["is_error"]
+        record.api_retries = data["api_retries"]
+        record.usage = res.usage if res is not None and isinstance(res.usage, dict) else None
+        record.stop_reason = stop_reason if isinstance(stop_reason, str) else None
+        record.error = self.redactor.redact(error) if error else None
+        record.output_lines = run.lines
+        return record
 
     def _remember(
         self, run: LiveRun | None, status: AgentStatus, *, persisted: bool = False
     ) -> AgentStatus:
-        self.finals[status.id] = status
-        for item in {id(r): r for r in (run, self.live.get(status.id)) if r}.values():
+        status = self.registry.decided(status)
+        for item in {id(r): r for r in (run, self.registry.get(status.id)) if r}.values():
             item.final = status
             item.done.set()
             for queue in item.watchers:
@@ -221,16 +227,32 @@ class Finalizer:
                 item.persisted.set()
         return status
 
+    async def _reread_or_keep(self, run: LiveRun, info: RunInfo | None) -> None:
+        """The whole output from the runtime; when it cannot give it (the run's node is gone),
+        what the record already holds is kept and read back instead."""
+        if info is not None:
+            try:
+                await self.reread_output(run)
+                return
+            except AgentkitError as exc:
+                logger.warning("cannot re-read %s's output (%s); keeping the record's", run.id, exc)
+        if run.lines:
+            return  # followed until now: the record holds what was seen
+        for line in (await self.store.read_output(run.id)).decode("utf-8", "replace").splitlines():
+            run.add_line(line)
+
     async def reread_output(self, run: LiveRun) -> None:
-        """Rebuild the whole output from the engine (after a broken follow or a restart)."""
+        """Rebuild the whole output from the runtime (after a broken follow or a restart)."""
         runtime = await self._runtime()
         watchers, run.watchers = run.watchers, set()  # they have seen these events already
+        on_event, run.on_event = run.on_event, None  # nor should observers see them twice
         try:
             await self._reread_into(runtime, run)
         finally:
             run.watchers = watchers
+            run.on_event = on_event
 
-    async def _reread_into(self, runtime: ContainerRuntime, run: LiveRun) -> None:
+    async def _reread_into(self, runtime: Runtime, run: LiveRun) -> None:
         run.summary = RunSummary()
         run.tail.clear()
         run.tail_bytes = run.lines = 0

@@ -4,38 +4,32 @@ Functions over an executor, a runtime and settings, used by :class:`AgentService
 
 * :func:`check_task` / :func:`check_timeout` - what a task and a timeout may be;
 * :func:`check_network` - the configured network (never ``host`` or ``container:<id>``);
-* :func:`ensure_image` - the agent image is there (the default one is built on first use);
 * :func:`prepare_workspace` - a workspace (one directory directly under the workspaces root,
   never a symlink) created and handed to the agent user in ONE host command (a constant script
   whose paths are positional arguments: nothing from the model is ever parsed as shell code);
 * :func:`container_env` - the create request's environment (secrets never reach any argv);
-* :func:`plan_launch` - the container spec (labels, env, mount, limits, hardening) and the run
-  record's meta for one spawn;
-* :func:`launch` - the record and the container made side by side, then started; a failed start
-  is recorded as ``failed`` and leaves no container.
+* :func:`plan_launch` - the run spec (labels, env, mount, limits, hardening, node) and the run
+  record's meta for one spawn.
+
+:class:`~agentkit.containers.launcher.Launcher` puts these together for one spawn.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import os
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY, AgentState
-from agentkit.containers.runtime import ContainerSpec, DockerRuntime, Mount, parse_memory
+from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
+from agentkit.runtimes.base import Mount, RunSpec, parse_memory
 from agentkit.workspaces.names import resolve_workspace
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
-    from agentkit.containers.runs import RunStore
-    from agentkit.containers.runtime import ContainerRuntime
     from agentkit.executors.base import Executor
     from agentkit.redact import Redactor
 
@@ -51,9 +45,7 @@ __all__ = [
     "check_timeout",
     "confine",
     "container_env",
-    "ensure_image",
     "has_credentials",
-    "launch",
     "passthrough_secrets",
     "plan_launch",
     "prepare_workspace",
@@ -187,14 +179,16 @@ def plan_launch(
     timeout_ms: int,
     created: float,
     runtime_name: str,
+    node: str | None = None,
     command: Sequence[str] | None = None,
     entrypoint: Sequence[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
-) -> tuple[ContainerSpec, dict[str, Any]]:
-    """The container spec and the run record's meta of one agent (deadline = created + timeout).
+) -> tuple[RunSpec, dict[str, Any]]:
+    """The run spec and the run record's meta of one agent (deadline = created + timeout).
 
     The labels carry what a restarted controller needs (root, deadline, workspace, task); the
-    spec runs the agent user with ``init``, the configured limits and network.
+    spec runs the agent user with ``init``, the configured limits and network, on ``node``
+    (the workspace's node on a cluster; ``None``: wherever the runtime puts its workspaces).
     """
     network = check_network(settings)
     deadline = created + timeout_ms / 1000
@@ -210,7 +204,7 @@ def plan_launch(
     env = container_env(settings, redactor, task, deadline)
     if extra_env:
         env.update(extra_env)
-    spec = ContainerSpec(
+    spec = RunSpec(
         name=run_id,
         image=image,
         labels=labels,
@@ -225,6 +219,7 @@ def plan_launch(
         pids_limit=settings.container_pids,
         network=network,
         init=True,
+        node=node,
     )
     meta = {
         "id": run_id,
@@ -241,58 +236,9 @@ def plan_launch(
             "pids": settings.container_pids,
         },
         "network": settings.container_network or "bridge",
+        "node": node,
     }
     return spec, meta
-
-
-async def ensure_image(runtime: ContainerRuntime, settings: Settings, image: str) -> None:
-    """Refuse a missing image, except the configured one on Docker: that one is built."""
-    if not await runtime.image_exists(image):
-        if image != settings.image or not isinstance(runtime, DockerRuntime):
-            raise ToolError(f"image {image} does not exist on the host")
-        from agentkit.containers.image import ensure_image as build_image
-
-        logger.info("agent image %s is missing: building it (first use)", image)
-        await build_image(runtime.docker, settings)
-
-
-async def launch(
-    runtime: ContainerRuntime,
-    store: RunStore,
-    redactor: Redactor,
-    spec: ContainerSpec,
-    meta: dict[str, Any],
-    task: str,
-) -> None:
-    """Create the run record and the container side by side, then start the container.
-
-    The container starts only once its record exists. On any failure the container is removed
-    and the record closed as ``failed`` (best effort), and the error is raised.
-    """
-    run_id = spec.name
-    try:
-        created_ok = await asyncio.gather(
-            store.create(run_id, meta, task, mkdir=False),
-            runtime.create(spec),
-            return_exceptions=True,
-        )
-        for outcome in created_ok:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        await runtime.start(run_id)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            await runtime.remove(run_id, force=True)
-        failed = {
-            **meta,
-            "state": str(AgentState.FAILED),
-            "finished_at": time.time(),
-            "error": f"could not start: {redactor.redact(str(exc))}",
-        }
-        with contextlib.suppress(Exception):
-            await store.write_result(run_id, failed)
-            await store.append_index(failed)
-        raise
 
 
 async def prepare_workspace(

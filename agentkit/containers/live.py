@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import AgentState, AgentStatus
-from agentkit.containers.runtime import STDERR
 from agentkit.containers.streamjson import Event, RunSummary, parse_line
+from agentkit.runtimes.base import STDERR, ExitEvent
 
 if TYPE_CHECKING:
-    from agentkit.containers.runtime import ContainerInfo, LogChunk
     from agentkit.redact import Redactor
+    from agentkit.runtimes.base import LogChunk, RunInfo
 
 __all__ = ["MAX_LINE_BYTES", "STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
 
@@ -57,12 +58,12 @@ class LiveRun:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     persisted: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
-    # from the engine's event stream: how the container ended (faster than the wait API)
-    died: asyncio.Event = field(default_factory=asyncio.Event)
-    exit_code: int | None = None
-    oom: bool = False
-    finished_at: float | None = None
+    # from the runtime's exit stream: how the run ended (faster than asking for it)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit: ExitEvent | None = None
     started_at: float | None = None
+    #: called with every event parsed from the output (the registry's observers)
+    on_event: Callable[[LiveRun, Event], None] | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = None
     # bytes of an over-long stdout line dropped so far (0: not inside one)
     overlong: int = 0
@@ -72,10 +73,18 @@ class LiveRun:
     def deadline(self) -> float | None:
         return as_float(self.labels.get("agentkit.deadline"))
 
+    def ended(self, event: ExitEvent) -> None:
+        """The runtime said how the run ended (the first word wins)."""
+        if self.exit is None:
+            self.exit = event
+        self.exited.set()
+
     def add_line(self, line: str) -> None:
         events = parse_line(line)
         for event in events:
             self.summary.add(event)
+            if self.on_event is not None:
+                self.on_event(self, event)
         for queue in self.watchers:
             for event in events:
                 queue.put_nowait(event)
@@ -123,7 +132,7 @@ class LiveRun:
         self.add_line(line)
 
     def running_status(
-        self, *, info: ContainerInfo | None = None, started_at: float | None = None
+        self, *, info: RunInfo | None = None, started_at: float | None = None
     ) -> AgentStatus:
         """The ``running`` status from the labels and what the agent printed so far."""
         labels = self.labels

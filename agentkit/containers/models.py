@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from agentkit.errors import PermissionDeniedError
+from agentkit.runtimes.base import ExitReason
 
 __all__ = [
     "ID_PATTERN",
@@ -44,6 +45,8 @@ class AgentState(StrEnum):
     TIMED_OUT = "timed_out"
     STOPPED = "stopped"
     OOM_KILLED = "oom_killed"
+    #: the node or engine running it went away: how it ended is unknown
+    LOST = "lost"
 
 
 def new_agent_id(now_ms: int | None = None) -> str:
@@ -67,30 +70,36 @@ def validate_agent_id(container_id: str) -> str:
 
 def decide_state(
     *,
+    reason: ExitReason | None,
     exit_code: int | None,
-    oom_killed: bool,
     stop_reason: str | None,
     finished_at: float | None,
     deadline: float | None,
     result_is_error: bool | None,
 ) -> AgentState:
-    """The final state of an agent from what the engine and the record say."""
+    """The final state of an agent from how its run ended (neutral words) and its record.
+
+    ``reason`` is the runtime's :class:`~agentkit.runtimes.base.ExitReason` (``None``: the
+    run was never seen ending, e.g. it vanished); ``stop_reason`` is why agentkit stopped it.
+    """
     if stop_reason == AgentState.STOPPED:
         return AgentState.STOPPED
     if stop_reason == AgentState.TIMED_OUT:
         return AgentState.TIMED_OUT
-    if oom_killed and exit_code != 0:
+    if reason == ExitReason.OOM:
         return AgentState.OOM_KILLED
-    if exit_code == 124:  # the entrypoint's `timeout` fired at the deadline
+    if reason == ExitReason.DEADLINE:
         return AgentState.TIMED_OUT
     if (
-        exit_code in (137, 143)
+        reason == ExitReason.SIGNALLED
         and deadline is not None
         and finished_at is not None
         and finished_at >= deadline - 1.0
     ):
         return AgentState.TIMED_OUT
-    if exit_code == 0 and not result_is_error:
+    if reason == ExitReason.LOST:
+        return AgentState.LOST
+    if reason == ExitReason.EXITED and exit_code == 0 and not result_is_error:
         return AgentState.SUCCEEDED
     return AgentState.FAILED
 

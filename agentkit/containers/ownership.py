@@ -13,7 +13,7 @@ from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
 from agentkit.errors import NotFoundError, PermissionDeniedError
 
 if TYPE_CHECKING:
-    from agentkit.containers.runtime import ContainerInfo, ContainerRuntime
+    from agentkit.runtimes.base import RunInfo, Runtime
 
 __all__ = ["inspect_owned", "scope_labels"]
 
@@ -23,7 +23,7 @@ def scope_labels(root: str) -> dict[str, str | None]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ROOT: root}
 
 
-async def inspect_owned(runtime: ContainerRuntime, run_id: str, root: str) -> ContainerInfo | None:
+async def inspect_owned(runtime: Runtime, run_id: str, root: str) -> RunInfo | None:
     """The container ``run_id`` if it exists, ``None`` if not; refused if it is not ours.
 
     ``run_id`` must already be validated. Raises :class:`PermissionDeniedError` for a container

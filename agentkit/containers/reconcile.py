@@ -5,10 +5,14 @@ died never leaves an agent running past its deadline or a finished agent unrecor
 
 * running agents past their deadline are stopped and recorded ``timed_out``;
 * other running agents are followed (output persisted, deadline timer armed);
-* exited agents are recorded and their containers removed;
+* ended agents are recorded and their runs removed (a run whose node went away is recorded
+  ``lost``, with what was persisted of its output);
 * results missing their index line are indexed;
-* records whose container vanished without a result (older than ``LOST_AFTER``) are closed
-  as ``failed``.
+* records whose run vanished without a result (older than ``LOST_AFTER``) are closed as
+  ``lost``.
+
+It speaks only the runtime's neutral words, so it re-adopts Docker containers and Swarm
+services alike.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
     from agentkit.containers.finalize import Finalizer
     from agentkit.containers.follow import Follower
     from agentkit.containers.runs import RunStore
-    from agentkit.containers.runtime import ContainerRuntime
+    from agentkit.runtimes.base import Runtime
 
 __all__ = ["LOST_AFTER", "reconcile"]
 
@@ -38,13 +42,13 @@ LOST_AFTER = 120.0  # a record this old with neither container nor result was lo
 
 
 async def reconcile(
-    runtime: ContainerRuntime,
+    runtime: Runtime,
     store: RunStore,
     labels: Mapping[str, str | None],
     follower: Follower,
     finalizer: Finalizer,
 ) -> dict[str, int]:
-    """Reconcile the containers selected by ``labels`` with ``store``; return what was done."""
+    """Reconcile the runs selected by ``labels`` with ``store``; return what was done."""
     report = {
         "followed": 0,
         "timed_out": 0,
@@ -100,9 +104,9 @@ async def reconcile(
             continue  # possibly being spawned right now by another controller
         lost = {
             **meta,
-            "state": str(AgentState.FAILED),
+            "state": str(AgentState.LOST),
             "finished_at": time.time(),
-            "error": "the container was lost before its result was recorded",
+            "error": "the run was lost before its result was recorded",
         }
         await store.write_result(run_id, lost)
         await store.append_index(lost)

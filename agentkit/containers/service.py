@@ -1,8 +1,9 @@
 """`AgentService`: spawn, watch, stop and wait for Claude Code agents in hardened containers.
 
 The service holds the logic behind the six agent tools and is usable without any LLM. It talks
-to the host only through its executor (run records) and a :class:`ContainerRuntime` (Docker
-Engine API over the executor's forwarded socket).
+to the host only through its executor (run records, workspaces) and a
+:class:`~agentkit.runtimes.base.Runtime` (``AGENTKIT_RUNTIME``: one Docker Engine, or Docker
+Swarm services; any :class:`Runtime` can be passed in, e.g. the in-memory one in tests).
 
 Lifecycle of one agent::
 
@@ -17,7 +18,10 @@ a service starts (so a controller that died never leaves an agent running past i
 
 This module is the public facade; the work is done by its parts:
 
-* :mod:`~agentkit.containers.launch` - task checks, the workspace, the container spec;
+* :mod:`~agentkit.containers.launcher` - :class:`Launcher`: one spawn (checks, image, workspace,
+  record, run; the pure pieces in :mod:`~agentkit.containers.launch`);
+* :mod:`~agentkit.containers.registry` - :class:`RunRegistry`: live runs, final statuses and
+  the observers told about them;
 * :mod:`~agentkit.containers.follow` - :class:`Follower`: logs, exits, deadlines, persisting;
 * :mod:`~agentkit.containers.finalize` - :class:`Finalizer`: final state, record, removal;
 * :mod:`~agentkit.containers.reconcile` - records vs containers after a restart;
@@ -34,17 +38,8 @@ from typing import TYPE_CHECKING, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
-from agentkit.containers.launch import (
-    check_network,
-    check_task,
-    check_timeout,
-    ensure_image,
-    has_credentials,
-    launch,
-    passthrough_secrets,
-    plan_launch,
-    prepare_workspace,
-)
+from agentkit.containers.launch import passthrough_secrets
+from agentkit.containers.launcher import Launcher
 from agentkit.containers.live import LiveRun
 from agentkit.containers.models import (
     ID_PATTERN,
@@ -59,11 +54,12 @@ from agentkit.containers.models import (
 )
 from agentkit.containers.ownership import inspect_owned, scope_labels
 from agentkit.containers.reconcile import reconcile
+from agentkit.containers.registry import RunObserver, RunRegistry
 from agentkit.containers.runs import RunStore
-from agentkit.containers.runtime import ContainerInfo, ContainerRuntime, DockerRuntime
 from agentkit.containers.streamjson import Event, parse_line, render_events
 from agentkit.errors import NotFoundError, ToolError
 from agentkit.redact import Redactor
+from agentkit.runtimes.base import RunInfo, Runtime
 
 if TYPE_CHECKING:
     import aiodocker
@@ -86,20 +82,24 @@ __all__ = [
 
 
 class AgentService:
-    """Claude Code agents in containers on the executor's host.
+    """Claude Code agents on the configured runtime.
 
     Args:
         executor: the host (local or SSH). Must stay open while the service is used.
-        settings: image, limits, network, roots, secrets.
+        settings: image, limits, network, roots, secrets, runtime.
         docker: an open aiodocker client to reuse; ``None`` opens one over the executor.
-        runtime: a :class:`ContainerRuntime` to use instead of Docker (the cluster seam).
+        runtime: a :class:`Runtime` to use instead of opening ``settings.runtime``, or the
+            name of one (``"docker"``, ``"swarm"``).
         redactor: the redactor to use and share (e.g. with the tools' context); by default one
             with the configured secrets. Secret-looking pass-through values
             (``AGENTKIT_CONTAINER_ENV``) are added to it at once, so output of agents spawned
             by an earlier controller is redacted too.
+        observers: told of every run's start, events and end from the first reconcile on
+            (:meth:`subscribe` adds more later).
 
     Use ``async with AgentService(...) as agents`` or call :meth:`aclose`. The first call
-    connects and runs :meth:`reconcile` once.
+    connects and runs :meth:`reconcile` once. :attr:`registry` owns the agents' state;
+    :meth:`subscribe` an observer to hear of starts, events and ends.
     """
 
     def __init__(
@@ -108,8 +108,9 @@ class AgentService:
         settings: Settings,
         docker: aiodocker.Docker | None = None,
         *,
-        runtime: ContainerRuntime | None = None,
+        runtime: Runtime | str | None = None,
         redactor: Redactor | None = None,
+        observers: Sequence[RunObserver] = (),
     ) -> None:
         self.executor = executor
         self.settings = settings
@@ -118,22 +119,27 @@ class AgentService:
         for secret in passthrough_secrets(settings):
             self.redactor.add(secret)
         self._docker = docker
-        self._runtime = runtime
-        self._owns_runtime = runtime is None and docker is None
+        self._runtime = runtime if isinstance(runtime, Runtime) else None
+        self._runtime_kind = runtime if isinstance(runtime, str) else None
+        self._owns_runtime = self._runtime is None and docker is None
         self._start_lock = asyncio.Lock()
         self._started = False
-        self._image_ok: set[str] = set()
         self._last_reconcile: dict[str, int] = {}
         # One engine may serve several agentkit roots (tests, users): each service manages
-        # only the containers of its own root, whose records it holds.
+        # only the runs of its own root, whose records it holds.
         self.labels = scope_labels(settings.root)
-        # the agents being followed, by id: the follower adds and forgets them, the finalizer
-        # tells a followed one its final status
-        runs: dict[str, LiveRun] = {}
-        self._finalizer = Finalizer(self.runtime, self.store, self.redactor, runs)
+        self.registry = RunRegistry()
+        for observer in observers:
+            self.registry.subscribe(observer)
+        self._finalizer = Finalizer(self.runtime, self.store, self.redactor, self.registry)
         self._follower = Follower(
-            self.runtime, self.store, self.redactor, self._finalizer, self.labels, runs
+            self.runtime, self.store, self.redactor, self._finalizer, self.labels, self.registry
         )
+        self.launcher = Launcher(executor, settings, self.store, self.redactor, self.runtime)
+
+    def subscribe(self, observer: RunObserver) -> None:
+        """Tell ``observer`` of every run's start, events and end (see :class:`RunRegistry`)."""
+        self.registry.subscribe(observer)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -144,14 +150,14 @@ class AgentService:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def runtime(self) -> ContainerRuntime:
-        """The container runtime, connected on first use."""
+    async def runtime(self) -> Runtime:
+        """The runtime, connected on first use."""
         if self._runtime is None:
-            if self._docker is None:
-                from agentkit.containers.docker import open_docker
+            from agentkit.runtimes import open_runtime
 
-                self._docker = await open_docker(self.executor, self.settings)
-            self._runtime = DockerRuntime(self._docker, socket=self.settings.docker_socket)
+            self._runtime = await open_runtime(
+                self.executor, self.settings, self._runtime_kind, docker=self._docker
+            )
         return self._runtime
 
     async def start(self) -> None:
@@ -171,8 +177,8 @@ class AgentService:
         await self._follower.aclose()
         if self._runtime is not None and self._owns_runtime:
             await self._runtime.aclose()
-        self._runtime = None
         if self._owns_runtime:
+            self._runtime = None
             self._docker = None
 
     async def settle(self) -> None:
@@ -203,51 +209,27 @@ class AgentService:
         Code on the task.
         """
         await self.start()
-        check_task(task)
-        check_network(self.settings)
-        if command is None and not has_credentials(self.settings):
-            self.settings.require_api_key()  # raises: Claude Code cannot run without them
-        check_timeout(timeout_ms)
-        runtime = await self.runtime()
-        image = image or self.settings.image
-        await self._ensure_image(runtime, image)
-        run_id = new_agent_id()
-        workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
-        created = time.time()
-        spec, meta = plan_launch(
-            self.settings,
-            self.redactor,
-            run_id=run_id,
-            task=task,
-            workspace=workspace,
+        launched = await self.launcher.spawn(
+            task,
+            workspace_path,
+            timeout_ms,
             image=image,
-            timeout_ms=timeout_ms,
-            created=created,
-            runtime_name=getattr(runtime, "name", "?"),
             command=command,
             entrypoint=entrypoint,
             extra_env=extra_env,
         )
-        await launch(runtime, self.store, self.redactor, spec, meta, task)
-        run = self._follower.attach(run_id, spec.labels)
-        run.meta = meta
+        run = self._follower.attach(launched.id, launched.spec.labels)
+        run.meta = launched.meta
         run.started_at = time.time()
-        return run.running_status(started_at=created)
-
-    async def _ensure_image(self, runtime: ContainerRuntime, image: str) -> None:
-        if image not in self._image_ok:
-            await ensure_image(runtime, self.settings, image)
-            self._image_ok.add(image)
+        return run.running_status(started_at=launched.created)
 
     async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
         """Resolve, confine, create and hand over a workspace (``launch.prepare_workspace``)."""
-        return await prepare_workspace(
-            self.executor, self.settings, workspace_path, run_dir=run_dir
-        )
+        return await self.launcher.prepare_workspace(workspace_path, run_dir=run_dir)
 
     # --- queries --------------------------------------------------------------------------------
 
-    async def _own(self, container_id: str) -> tuple[str, ContainerInfo | None]:
+    async def _own(self, container_id: str) -> tuple[str, RunInfo | None]:
         """Validate the id; return the container if it exists (ours), else ``None``."""
         run_id = validate_agent_id(container_id)
         await self.start()
@@ -256,12 +238,12 @@ class AgentService:
     async def status(self, container_id: str) -> AgentStatus:
         """State, exit code, times, turns, cost, session id and last text of one agent."""
         run_id = validate_agent_id(container_id)
-        final = self._finalizer.finals.get(run_id)
+        final = self.registry.finals.get(run_id)
         if final is not None:
             return final
         return await self._status_of(*await self._own(run_id))
 
-    async def _status_of(self, run_id: str, info: ContainerInfo | None) -> AgentStatus:
+    async def _status_of(self, run_id: str, info: RunInfo | None) -> AgentStatus:
         """:meth:`status` from the container as inspected (``None``: there is none)."""
         if info is None:
             final = await self._finalizer.recorded(run_id)
@@ -274,7 +256,7 @@ class AgentService:
         if info.running:
             return self._follower.attach(run_id, info.labels).running_status(info=info)
         # exited: wait for our follower to record it, or record it now
-        live = self._follower.runs.get(run_id)
+        live = self.registry.get(run_id)
         if live is not None and live.task is not None and not live.task.done():
             await live.done.wait()
             if live.final is not None:
@@ -286,7 +268,7 @@ class AgentService:
         if lines < 1:
             raise ToolError("lines must be at least 1")
         status = await self.status(container_id)
-        run = self._follower.runs.get(status.id)
+        run = self.registry.get(status.id)
         if run is not None and not status.finished:
             source = list(run.tail)
             total = run.lines
@@ -305,7 +287,7 @@ class AgentService:
         For a finished agent the recorded events are yielded and the iterator ends.
         """
         status = await self.status(container_id)
-        run = self._follower.runs.get(status.id)
+        run = self.registry.get(status.id)
         if status.finished or run is None or run.done.is_set():
             for line in await self._recorded_lines(status.id, run):
                 for event in parse_line(line):
@@ -350,7 +332,7 @@ class AgentService:
         status = await self.status(container_id)
         if status.finished:
             return WaitResult(status, timed_out=False)
-        run = self._follower.runs.get(status.id)
+        run = self.registry.get(status.id)
         if run is None:  # finished in the meantime
             return WaitResult(await self.status(status.id), timed_out=False)
         try:
@@ -367,7 +349,7 @@ class AgentService:
         containers, records = await asyncio.gather(
             runtime.list(self.labels), self.store.read_index()
         )
-        finals = self._finalizer.finals
+        finals = self.registry.finals
         out: dict[str, AgentStatus] = {}
         for data in records:
             status = AgentStatus.from_record(data)
@@ -385,7 +367,7 @@ class AgentService:
                 out[info.name] = run.running_status(info=info)
             else:
                 # exited but not yet recorded: record it in the background
-                live = self._follower.runs.get(info.name)
+                live = self.registry.get(info.name)
                 if live is None or live.task is None or live.task.done():
                     self._follower.record_in_background(info.name)
                 out[info.name] = recording_status(info)
@@ -399,7 +381,7 @@ class AgentService:
         """
         await self.start()
         containers = await (await self.runtime()).list(self.labels)
-        finals = self._finalizer.finals
+        finals = self.registry.finals
         return {
             info.labels["agentkit.workspace"]
             for info in containers

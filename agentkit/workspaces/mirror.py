@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 
 from agentkit.config import Settings
-from agentkit.containers.runtime import parse_memory
 from agentkit.errors import ToolError
 from agentkit.executors.base import Executor
+from agentkit.runtimes.base import parse_memory
 from agentkit.workspaces.git import Git, GitOutput
 from agentkit.workspaces.names import validate_workspace_name
 

@@ -14,7 +14,7 @@ ONE container from the agent image (it already has git) that:
 * runs the constant script of :mod:`~agentkit.workspaces.sandbox_script`, whose output the
   controller parses bounded (:func:`parse_sections`) and treats as untrusted.
 
-Containers are created through the :class:`~agentkit.containers.runtime.ContainerRuntime`
+Containers are created through the :class:`~agentkit.runtimes.base.Runtime`
 (create/start, wait, logs, remove only), so this works over SSH and on any runtime. They carry
 ``agentkit.managed-by=agentkit-git-sandbox`` and the root label: agentkit owns them, but they are
 not agents (``list_claude_agents`` and the agent tools never see or touch them).
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 from agentkit.config import Settings
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT
-from agentkit.containers.runtime import ContainerRuntime, ContainerSpec, Mount, parse_memory
 from agentkit.errors import ToolError
 from agentkit.redact import Redactor
+from agentkit.runtimes.base import Mount, RunSpec, Runtime, parse_memory
 from agentkit.workspaces.sandbox_script import SCRIPT
 
 __all__ = [
@@ -70,7 +70,7 @@ MAX_STDERR = 16 << 10
 REPORT_TIMEOUT = 60.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz_.")
 
-RuntimeProvider = Callable[[], Awaitable[ContainerRuntime]]
+RuntimeProvider = Callable[[], Awaitable[Runtime]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +190,14 @@ class GitSandbox:
         writable: bool,
         exchange: str | None = None,
         mirror: str | None = None,
-    ) -> ContainerSpec:
+    ) -> RunSpec:
         """The hardened container spec of one sandbox run (pure; tested)."""
         mounts = [Mount(workspace, WORKSPACE, read_only=not writable)]
         if exchange is not None:
             mounts.append(Mount(exchange, EXCHANGE))
         if mirror is not None:
             mounts.append(Mount(mirror, MIRROR, read_only=True))
-        return ContainerSpec(
+        return RunSpec(
             name=name,
             image=self.settings.image,
             labels={**sandbox_labels(self.settings.root), "agentkit.workspace": workspace},
@@ -239,7 +239,7 @@ class GitSandbox:
                 await runtime.start(name)
                 limit = min(timeout or math.inf, self.settings.git_sandbox_timeout)
                 try:
-                    code = await asyncio.wait_for(runtime.wait(name), limit)
+                    ended = await asyncio.wait_for(runtime.wait(name), limit)
                 except TimeoutError:
                     raise ToolError(
                         f"git in the workspace took longer than {limit:g} s and was stopped "
@@ -250,6 +250,7 @@ class GitSandbox:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(runtime.remove(name, force=True))
+        code = ended.exit_code if ended.exit_code is not None else -1
         result = SandboxResult(
             code, parse_sections(stdout), self.redactor.redact(stderr.decode("utf-8", "replace"))
         )
@@ -261,7 +262,7 @@ class GitSandbox:
             )
         return result
 
-    async def _output(self, runtime: ContainerRuntime, name: str) -> tuple[bytes, bytes]:
+    async def _output(self, runtime: Runtime, name: str) -> tuple[bytes, bytes]:
         """stdout (at most MAX_STDOUT) and the tail of stderr of a finished sandbox."""
         out = bytearray()
         err = bytearray()
@@ -276,13 +277,11 @@ class GitSandbox:
                     break
         return bytes(out), bytes(err[-MAX_STDERR:])
 
-    async def _prepare(self, runtime: ContainerRuntime) -> None:
+    async def _prepare(self, runtime: Runtime) -> None:
         """First use: the image is there (built like spawn builds it), and sandboxes a dead
         controller left behind are removed."""
         if not self._image_ok:
-            from agentkit.containers.launch import ensure_image
-
-            await ensure_image(runtime, self.settings, self.settings.image)
+            await runtime.ensure_image(self.settings.image)
             self._image_ok = True
         if not self._swept:
             self._swept = True

@@ -19,10 +19,11 @@ from typing import Self
 import httpx
 
 from agentkit.config import Settings
-from agentkit.containers.runtime import ContainerRuntime, DockerRuntime
 from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.redact import Redactor, strip_url_credentials
+from agentkit.runtimes.base import Runtime
+from agentkit.runtimes.docker import DockerRuntime
 from agentkit.workspaces.git import Git
 from agentkit.workspaces.github import CreatedRepo, GitHubClient, github_web_url
 from agentkit.workspaces.listcache import ReportCache
@@ -109,7 +110,7 @@ class WorkspaceService:
         busy: BusyProvider | None = None,
         http_client: httpx.AsyncClient | None = None,
         redactor: Redactor | None = None,
-        runtime: ContainerRuntime | RuntimeProvider | None = None,
+        runtime: Runtime | RuntimeProvider | None = None,
     ) -> None:
         self.executor = executor
         self.settings = settings
@@ -123,7 +124,7 @@ class WorkspaceService:
         self._busy = busy
         self._locks: dict[str, asyncio.Lock] = {}
         self._given_runtime = runtime
-        self._own_runtime: ContainerRuntime | None = None
+        self._own_runtime: Runtime | None = None
         self._runtime_lock = asyncio.Lock()
         self.sandbox = GitSandbox(self._runtime, settings, self.redactor)
 
@@ -139,18 +140,20 @@ class WorkspaceService:
             await self._own_runtime.aclose()
             self._own_runtime = None
 
-    async def _runtime(self) -> ContainerRuntime:
+    async def _runtime(self) -> Runtime:
         given = self._given_runtime
-        if isinstance(given, ContainerRuntime):
+        if isinstance(given, Runtime):
             return given
         if given is not None:
             return await given()
         async with self._runtime_lock:
             if self._own_runtime is None:
-                from agentkit.containers.docker import open_docker
+                from agentkit.runtimes.docker_engine import open_docker
 
                 docker = await open_docker(self.executor, self.settings)
-                self._own_runtime = DockerRuntime(docker, socket=self.settings.docker_socket)
+                self._own_runtime = DockerRuntime(
+                    docker, socket=self.settings.docker_socket, settings=self.settings
+                )
             return self._own_runtime
 
     # --- helpers ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ The build context is assembled in memory from the package data (installed wheel:
 ``AGENTKIT_EXTRA_CA_DIR``, and sent to the engine as a deterministic tar.
 
 :func:`inputs_hash` is a sha256 over the context files and the build arguments; the builder
-(:mod:`agentkit.containers.image`) stores it as an image label and rebuilds only when it differs.
+(:mod:`agentkit.runtimes.image`) stores it as an image label and rebuilds only when it differs.
 """
 
 from __future__ import annotations

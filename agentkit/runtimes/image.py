@@ -1,6 +1,6 @@
 """Build the agent image on the target host through the Docker Engine API.
 
-:class:`ImageBuilder` sends the build context (:mod:`agentkit.containers.build_context`) as a tar
+:class:`ImageBuilder` sends the build context (:mod:`agentkit.runtimes.build_context`) as a tar
 to ``POST /build`` (classic builder) on whatever host the ``aiodocker.Docker`` client reaches, so
 the same code builds locally and over SSH, streaming the build output to a progress callback and
 keeping the failing step's output for :class:`~agentkit.errors.ImageBuildError`.
@@ -9,9 +9,9 @@ The image carries the label ``agentkit.inputs-hash``: a sha256 over the context 
 build arguments. :func:`ensure_image` rebuilds only when that hash differs (or when forced).
 
 The build-input names (``BuildSources``, ``collect_context``, ``inputs_hash``, ...) are
-re-exported here, so ``agentkit.containers.image`` remains the one import for image building.
+re-exported here, so ``agentkit.runtimes.image`` remains the one import for image building.
 
-Run ``python -m agentkit.containers.image --help`` for the command-line entry CI uses.
+Run ``python -m agentkit.runtimes.image --help`` for the command-line entry CI uses.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import aiodocker
 from aiodocker.exceptions import DockerError, DockerStreamError
 
 from agentkit.config import Settings
-from agentkit.containers.build_context import (
+from agentkit.errors import ImageBuildError, NotFoundError
+from agentkit.runtimes.build_context import (
     CERTS_DIR,
     DOCKERFILE,
     ENTRYPOINT,
@@ -41,8 +42,7 @@ from agentkit.containers.build_context import (
     find_build_sources,
     inputs_hash,
 )
-from agentkit.containers.docker import docker_errors
-from agentkit.errors import ImageBuildError, NotFoundError
+from agentkit.runtimes.docker_engine import docker_errors
 
 __all__ = [
     "CERTS_DIR",
@@ -338,8 +338,8 @@ class _StepLog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agentkit.containers.image``: the CLI in :mod:`agentkit.containers.image_cli`."""
-    from agentkit.containers.image_cli import main as cli_main
+    """``python -m agentkit.runtimes.image``: the CLI in :mod:`agentkit.runtimes.image_cli`."""
+    from agentkit.runtimes.image_cli import main as cli_main
 
     return cli_main(argv)
 

@@ -1,7 +1,7 @@
-"""The command-line entry that builds the agent image: ``python -m agentkit.containers.image``.
+"""The command-line entry that builds the agent image: ``python -m agentkit.runtimes.image``.
 
 CI runs it from ``.ci/build-images.sh``; it builds only when the image's inputs changed (see
-:func:`agentkit.containers.image.ensure_image`) and prints a one-line summary. ``agentkit image
+:func:`agentkit.runtimes.image.ensure_image`) and prints a one-line summary. ``agentkit image
 build`` is the main CLI's equivalent.
 """
 
@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from agentkit.config import Settings
-from agentkit.containers.docker import open_docker
-from agentkit.containers.image import _shorten, ensure_image
 from agentkit.errors import ImageBuildError, RuntimeUnavailable
+from agentkit.runtimes.docker_engine import open_docker
+from agentkit.runtimes.image import _shorten, ensure_image
 
 _STEP_LINE = re.compile(r"Step \d+/\d+ :|Successfully |building |built |image ")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m agentkit.containers.image",
+        prog="python -m agentkit.runtimes.image",
         description="Build the agentkit agent image (only when its inputs changed).",
     )
     parser.add_argument("--tag", help="image name (default: AGENTKIT_IMAGE)")

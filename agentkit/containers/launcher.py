@@ -1,0 +1,158 @@
+"""`Launcher`: one spawn, start to finish - checks, image, workspace, record, run.
+
+One object per service, holding what a spawn needs (executor, settings, store, redactor,
+runtime), instead of free functions fed the service's fields. The pure pieces (task and timeout
+checks, the agent's environment and network, the run spec) live in
+:mod:`~agentkit.containers.launch`; the agent's environment is built in ONE place there
+(:func:`~agentkit.containers.launch.container_env`).
+
+Order of one spawn: checks (no I/O) -> image available -> workspace prepared (and the run
+record's directory) -> record and run created side by side -> run started. The run starts only
+once its record exists; a failed start is recorded ``failed`` with the reason and leaves no run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentkit.containers.launch import (
+    check_network,
+    check_task,
+    check_timeout,
+    has_credentials,
+    plan_launch,
+    prepare_workspace,
+)
+from agentkit.containers.models import AgentState, new_agent_id
+from agentkit.containers.records import RunRecord
+
+if TYPE_CHECKING:
+    from agentkit.config import Settings
+    from agentkit.containers.runs import RunStore
+    from agentkit.executors.base import Executor
+    from agentkit.redact import Redactor
+    from agentkit.runtimes.base import RunSpec, Runtime
+
+__all__ = ["Launched", "Launcher"]
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A started run: its spec, its record's meta and when it was created."""
+
+    spec: RunSpec
+    meta: dict[str, Any]
+    created: float
+
+    @property
+    def id(self) -> str:
+        return self.spec.name
+
+
+class Launcher:
+    """Spawns agents for one service."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        settings: Settings,
+        store: RunStore,
+        redactor: Redactor,
+        runtime: Callable[[], Awaitable[Runtime]],
+    ) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.store = store
+        self.redactor = redactor
+        self._runtime = runtime
+        self._image_ok: set[str] = set()
+
+    def check(self, task: str, timeout_ms: int, *, scripted: bool) -> None:
+        """Everything that can be refused without touching the host."""
+        check_task(task)
+        check_network(self.settings)
+        if not scripted and not has_credentials(self.settings):
+            self.settings.require_api_key()  # raises: Claude Code cannot run without them
+        check_timeout(timeout_ms)
+
+    async def ensure_image(self, runtime: Runtime, image: str) -> None:
+        if image not in self._image_ok:
+            await runtime.ensure_image(image)
+            self._image_ok.add(image)
+
+    async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
+        return await prepare_workspace(
+            self.executor, self.settings, workspace_path, run_dir=run_dir
+        )
+
+    async def spawn(
+        self,
+        task: str,
+        workspace_path: str,
+        timeout_ms: int,
+        *,
+        image: str | None = None,
+        command: Sequence[str] | None = None,
+        entrypoint: Sequence[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Launched:
+        """Check, prepare and start one agent; returns what was started."""
+        self.check(task, timeout_ms, scripted=command is not None)
+        runtime = await self._runtime()
+        image = image or self.settings.image
+        await self.ensure_image(runtime, image)
+        run_id = new_agent_id()
+        workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
+        created = time.time()
+        spec, meta = plan_launch(
+            self.settings,
+            self.redactor,
+            run_id=run_id,
+            task=task,
+            workspace=workspace,
+            image=image,
+            timeout_ms=timeout_ms,
+            created=created,
+            runtime_name=runtime.name,
+            node=self.settings.swarm_node,
+            command=command,
+            entrypoint=entrypoint,
+            extra_env=extra_env,
+        )
+        await self.start(runtime, spec, meta, task)
+        return Launched(spec, meta, created)
+
+    async def start(self, runtime: Runtime, spec: RunSpec, meta: dict[str, Any], task: str) -> None:
+        """Create the run record and the run side by side, then start the run.
+
+        On any failure the run is removed and the record closed as ``failed`` (best effort),
+        and the error is raised.
+        """
+        run_id = spec.name
+        try:
+            created_ok = await asyncio.gather(
+                self.store.create(run_id, meta, task, mkdir=False),
+                runtime.create(spec),
+                return_exceptions=True,
+            )
+            for outcome in created_ok:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            await runtime.start(run_id)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await runtime.remove(run_id, force=True)
+            failed = RunRecord.from_dict(meta)
+            failed.state = AgentState.FAILED
+            failed.finished_at = time.time()
+            failed.error = f"could not start: {self.redactor.redact(str(exc))}"
+            with contextlib.suppress(Exception):
+                data = failed.to_dict()
+                await self.store.write_result(run_id, data)
+                await self.store.append_index(data)
+            raise

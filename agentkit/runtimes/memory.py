@@ -1,0 +1,278 @@
+"""`MemoryRuntime`: an in-process runtime for fast tests of the services (no engine at all).
+
+Like httpx's ``MockTransport``: the "agent" is a coroutine you pass in. It gets a
+:class:`MemoryRun` (the spec, its env and task) and prints stream-json lines with
+:meth:`MemoryRun.emit`; its return value is the exit status. It runs as an asyncio task, so
+spawning, following, stopping and recording agents take microseconds::
+
+    async def agent(run: MemoryRun) -> int:
+        run.emit({"type": "system", "subtype": "init", "session_id": "s1"})
+        run.emit({"type": "result", "subtype": "success", "is_error": False, "result": "done"})
+        return 0
+
+    service = AgentService(executor, settings, runtime=MemoryRuntime(agent))
+
+It behaves as the contract says (tests run the same suite against it and the real engines):
+``AGENTKIT_DEADLINE`` in the env is enforced as the agent image's ``timeout`` would (reason
+``deadline``), :meth:`stop` cancels the coroutine (reason ``signalled``), raising
+:class:`MemoryExit` ends a run with any code and reason (e.g. ``oom``), and an image must be
+known (:meth:`MemoryRuntime.add_image`) or the start is rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit.errors import ConflictError, NotFoundError, ToolError
+from agentkit.runtimes.base import (
+    STDERR,
+    STDOUT,
+    ExitEvent,
+    ExitReason,
+    LogChunk,
+    RunInfo,
+    RunSpec,
+    RunState,
+    Runtime,
+)
+
+__all__ = ["MemoryAgent", "MemoryExit", "MemoryRun", "MemoryRuntime"]
+
+
+class MemoryExit(Exception):
+    """Raise inside a memory agent to end with ``code`` and ``reason`` (e.g. an OOM kill)."""
+
+    def __init__(self, code: int, reason: ExitReason = ExitReason.EXITED) -> None:
+        super().__init__(f"exit {code} ({reason})")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class MemoryRun:
+    """One run of a memory agent: what it was given and what it printed."""
+
+    spec: RunSpec
+    id: str
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    chunks: list[LogChunk] = field(default_factory=list)
+    exit: ExitEvent | None = None
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_requested: bool = False
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self.spec.env
+
+    @property
+    def task_text(self) -> str:
+        """The agent's task (``AGENTKIT_TASK``), as the image's entrypoint would read it."""
+        return self.spec.env.get("AGENTKIT_TASK", "")
+
+    def emit(self, event: Mapping[str, Any] | str) -> None:
+        """Print one stdout line (a stream-json event, or raw text)."""
+        line = event if isinstance(event, str) else json.dumps(event)
+        self._add(LogChunk(STDOUT, line.encode("utf-8") + b"\n"))
+
+    def error(self, text: str) -> None:
+        """Print to stderr."""
+        self._add(LogChunk(STDERR, text.encode("utf-8")))
+
+    def _add(self, chunk: LogChunk) -> None:
+        self.chunks.append(chunk)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake everyone waiting for output or the end (a fresh event for the next change)."""
+        wake, self.wake = self.wake, asyncio.Event()
+        wake.set()
+
+
+MemoryAgent = Callable[[MemoryRun], Awaitable[int]]
+
+
+def _matches(labels: Mapping[str, str], wanted: Mapping[str, str | None]) -> bool:
+    return all(
+        key in labels and (value is None or labels[key] == value) for key, value in wanted.items()
+    )
+
+
+class MemoryRuntime(Runtime):
+    """The runtime contract in memory: each run is ``agent(run)`` as an asyncio task."""
+
+    name = "memory"
+
+    def __init__(self, agent: MemoryAgent, *, images: Iterable[str] = ()) -> None:
+        self.agent = agent
+        self.images: set[str] = set(images)
+        self.runs: dict[str, MemoryRun] = {}
+        self._listeners: list[tuple[Mapping[str, str | None], asyncio.Queue[ExitEvent]]] = []
+        self._history: list[tuple[Mapping[str, str], ExitEvent]] = []
+        self._serial = 0
+
+    def add_image(self, image: str) -> None:
+        self.images.add(image)
+
+    def _get(self, name: str) -> MemoryRun:
+        run = self.runs.get(name)
+        if run is None:
+            raise NotFoundError(f"no run {name} in the memory runtime")
+        return run
+
+    async def create(self, spec: RunSpec) -> str:
+        if spec.name in self.runs:
+            raise ConflictError(f"a run named {spec.name} already exists")
+        self._serial += 1
+        run = MemoryRun(spec, id=f"mem{self._serial:08d}")
+        self.runs[spec.name] = run
+        return run.id
+
+    async def start(self, name: str) -> None:
+        run = self._get(name)
+        if run.task is not None or run.exit is not None:
+            return
+        if run.spec.image not in self.images:
+            msg = f"image {run.spec.image} is not known to the memory runtime"
+            self._finish(run, ExitEvent(name, None, False, ExitReason.REJECTED, time.time(), msg))
+            raise ToolError(msg)
+        run.started_at = time.time()
+        run.task = asyncio.create_task(self._run(run), name=f"memory run {name}")
+
+    async def _run(self, run: MemoryRun) -> None:
+        deadline = _float(run.spec.env.get("AGENTKIT_DEADLINE"))
+        code: int | None
+        reason = ExitReason.EXITED
+        error = None
+        try:
+            if deadline is None:
+                code = await self.agent(run)
+            else:
+                async with asyncio.timeout(max(deadline - time.time(), 0)):
+                    code = await self.agent(run)
+        except TimeoutError:
+            code, reason = 124, ExitReason.DEADLINE
+        except asyncio.CancelledError:
+            if not run.stop_requested:
+                raise
+            code, reason = 143, ExitReason.SIGNALLED
+        except MemoryExit as exc:
+            code, reason = exc.code, exc.reason
+        except Exception as exc:  # the agent crashed: like a process dying with status 1
+            code, error = 1, f"{type(exc).__name__}: {exc}"
+            run.error(f"{error}\n")
+        self._finish(
+            run,
+            ExitEvent(run.spec.name, code, reason == ExitReason.OOM, reason, time.time(), error),
+        )
+
+    def _finish(self, run: MemoryRun, event: ExitEvent) -> None:
+        run.exit = event
+        self._history.append((run.spec.labels, event))
+        for wanted, queue in list(self._listeners):
+            if _matches(run.spec.labels, wanted):
+                queue.put_nowait(event)
+        run.notify()
+
+    def _info(self, run: MemoryRun) -> RunInfo:
+        if run.exit is not None:
+            state = RunState.EXITED
+        elif run.task is not None:
+            state = RunState.RUNNING
+        else:
+            state = RunState.PENDING
+        return RunInfo(
+            id=run.id,
+            name=run.spec.name,
+            labels=dict(run.spec.labels),
+            state=state,
+            exit=run.exit,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            image=run.spec.image,
+            node="memory",
+        )
+
+    async def inspect(self, name: str) -> RunInfo:
+        return self._info(self._get(name))
+
+    async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
+        return [self._info(r) for r in self.runs.values() if _matches(r.spec.labels, labels)]
+
+    async def exits(
+        self, labels: Mapping[str, str | None], *, since: float | None = None
+    ) -> AsyncGenerator[ExitEvent, None]:
+        queue: asyncio.Queue[ExitEvent] = asyncio.Queue()
+        if since is not None:
+            for run_labels, event in self._history:
+                if event.at is not None and event.at >= since and _matches(run_labels, labels):
+                    queue.put_nowait(event)
+        entry = (labels, queue)
+        self._listeners.append(entry)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(entry)
+
+    async def wait(self, name: str) -> ExitEvent:
+        run = self._get(name)
+        while run.exit is None:
+            await run.wake.wait()
+        return run.exit
+
+    async def logs(
+        self, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> AsyncGenerator[LogChunk, None]:
+        run = self._get(name)
+        index = 0 if tail is None else max(len(run.chunks) - tail, 0)
+        while True:
+            while index < len(run.chunks):
+                yield run.chunks[index]
+                index += 1
+            if not follow or run.exit is not None or run.task is None:
+                return
+            await run.wake.wait()
+
+    async def stop(self, name: str, grace: float = 1.0) -> None:
+        run = self._get(name)
+        if run.task is None or run.task.done():
+            return
+        run.stop_requested = True
+        run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([run.task], timeout=grace + 5)
+
+    async def remove(self, name: str, *, force: bool = False) -> None:
+        run = self.runs.get(name)
+        if run is None:
+            return
+        if run.task is not None and not run.task.done():
+            if not force:
+                raise ConflictError(f"run {name} is still running: stop it first")
+            await self.stop(name, 0)
+        self.runs.pop(name, None)
+
+    async def image_exists(self, image: str) -> bool:
+        return image in self.images
+
+    async def aclose(self) -> None:
+        for run in list(self.runs.values()):
+            if run.task is not None and not run.task.done():
+                run.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run.task
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
