@@ -516,3 +516,45 @@ async def test_a_workspace_that_makes_git_hang_is_stopped_and_the_others_still_l
         assert "took longer than 3 s" in rows["stuck"]["error"]
         runtime = await kit.service._runtime()
         assert await runtime.list(sandbox_labels(settings.root)) == []
+
+
+# --- the host side of a bundle -------------------------------------------------------------------
+
+
+async def test_the_host_takes_only_a_plain_verified_bounded_bundle(
+    executor: Executor, tmp_path: Path, server: GitHTTPServer
+) -> None:
+    """What a sandbox leaves in the exchange folder is checked before host git reads it: a
+    symlink (to a host file), a file over AGENTKIT_GIT_BUNDLE_MAX or a non-bundle is refused."""
+    from agentkit.errors import ToolError
+    from agentkit.redact import Redactor
+    from agentkit.workspaces.git import Git
+    from agentkit.workspaces.mirror import Mirrors
+
+    settings = make_settings(tmp_path, server, git_bundle_max="4k")
+    mirrors = Mirrors(executor, settings, Git(executor, settings, Redactor([])))
+    await mirrors.ensure("m")
+    secret = tmp_path / "host-secret"
+    secret.write_text("secret\n")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    link = exchange / "out.bundle"
+    link.symlink_to(secret)
+    with pytest.raises(ToolError, match="did not leave a bundle"):
+        await mirrors.take_bundle("m", str(link))
+    link.unlink()
+    link.write_bytes(b"x" * 5000)
+    with pytest.raises(ToolError, match="AGENTKIT_GIT_BUNDLE_MAX"):
+        await mirrors.take_bundle("m", str(link))
+    link.write_bytes(b"# v2 git bundle\nnot really\n")
+    with pytest.raises(ToolError, match="bundle"):
+        await mirrors.take_bundle("m", str(link))
+    # a real bundle is taken
+    repo = tmp_path / "src"
+    run_git("init", "-q", str(repo))
+    (repo / "f.txt").write_text("f\n")
+    run_git("-C", str(repo), "add", "f.txt")
+    run_git("-C", str(repo), "commit", "-qm", "c")
+    run_git("-C", str(repo), "bundle", "create", "-q", str(link), "HEAD")
+    sha = await mirrors.take_bundle("m", str(link))
+    assert sha == run_git("-C", str(repo), "rev-parse", "HEAD").strip()

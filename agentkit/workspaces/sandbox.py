@@ -266,15 +266,16 @@ class GitSandbox:
         """stdout (at most MAX_STDOUT) and the tail of stderr of a finished sandbox."""
         out = bytearray()
         err = bytearray()
-        async for chunk in runtime.logs(name):
-            if chunk.stream == 2:
-                err += chunk.data
-                if len(err) > 2 * MAX_STDERR:
-                    del err[:-MAX_STDERR]
-            else:
-                out += chunk.data[: MAX_STDOUT - len(out)]
-                if len(out) >= MAX_STDOUT:
-                    break
+        async with contextlib.aclosing(runtime.logs(name)) as chunks:  # closed on break too
+            async for chunk in chunks:
+                if chunk.stream == 2:
+                    err += chunk.data
+                    if len(err) > 2 * MAX_STDERR:
+                        del err[:-MAX_STDERR]
+                else:
+                    out += chunk.data[: MAX_STDOUT - len(out)]
+                    if len(out) >= MAX_STDOUT:
+                        break
         return bytes(out), bytes(err[-MAX_STDERR:])
 
     async def _prepare(self, runtime: Runtime) -> None:

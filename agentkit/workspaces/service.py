@@ -66,7 +66,6 @@ __all__ = [
 logger = logging.getLogger("agentkit.workspaces")
 
 BusyProvider = Callable[[], Awaitable[set[str]]]
-_UNKNOWN = object()
 #: push/create_branch re-check a busy workspace with waits doubling up to this (s; ~3 s in all)
 BUSY_GRACE = 1.6
 
@@ -271,35 +270,34 @@ class WorkspaceService:
     async def info(self, name: str, *, busy: set[str] | None = None) -> WorkspaceInfo:
         """Branch, pinned remote, dirty state, last commit and agent status of one workspace."""
         ws, real = await self._existing(name)
-        return await self._info(ws, real, await self._busy_or_unknown() if busy is None else busy)
+        known = await self._busy_or_unknown() if busy is None else busy
+        return await self._info(ws, real, known, await self._remote(ws.name))
 
     async def _info(
         self,
         ws: WorkspacePath,
         real: str,
         busy: set[str] | None,
-        remote: str | object | None = _UNKNOWN,
+        remote: str | None,
         *,
         cached: WorkspaceInfo | None = None,
     ) -> WorkspaceInfo:
-        """:meth:`info` with the busy paths already known (``None``: unknown), and maybe the
-        remote and a reusable report (see :mod:`~agentkit.workspaces.listcache`)."""
+        """:meth:`info` with the busy paths (``None``: unknown) and the shown remote already
+        known, and maybe a reusable report (see :mod:`~agentkit.workspaces.listcache`)."""
         running = None if busy is None else self._is_busy(ws, busy)
-        shown = await self._remote(ws.name) if remote is _UNKNOWN else remote
-        assert shown is None or isinstance(shown, str)
         if running:
             # its git state is in flux while an agent works: shown once it is done
-            return WorkspaceInfo(ws.name, ws.path, remote=shown, dirty=None, agent_running=True)
+            return WorkspaceInfo(ws.name, ws.path, remote=remote, dirty=None, agent_running=True)
         if cached is not None:
-            return dataclasses.replace(cached, remote=shown, agent_running=running)
+            return dataclasses.replace(cached, remote=remote, agent_running=running)
         stamped = await self.reports.begin(ws.name)
         try:
             result = await self.sandbox.run(real, "info", writable=False, timeout=REPORT_TIMEOUT)
         except ToolError as exc:
             return WorkspaceInfo(
-                ws.name, ws.path, remote=shown, agent_running=running, error=str(exc)
+                ws.name, ws.path, remote=remote, agent_running=running, error=str(exc)
             )
-        report = workspace_report(ws.name, ws.path, result, remote=shown, agent_running=running)
+        report = workspace_report(ws.name, ws.path, result, remote=remote, agent_running=running)
         if stamped:
             try:
                 await self.reports.store(ws.name, report)
