@@ -279,3 +279,19 @@ async def test_ipv6_forms_that_reach_ipv4_or_local_ranges_are_not_public(address
     repo = parse_repo_url("https://git.example.org/a/b.git", "https://github.com")
     with pytest.raises(PermissionDeniedError):
         await check_destination(repo, settings, resolves)
+
+
+async def test_a_chosen_origin_on_the_token_origin_must_belong_to_the_configured_owner(
+    executor: Executor, tmp_path: Path
+) -> None:
+    """With AGENTKIT_GITHUB_OWNER set, a model cannot point the token at any repository it can
+    write (another organisation's production repository, say) through origin_url."""
+    ws = service(executor, tmp_path, github_owner="acme")
+    with pytest.raises(PermissionDeniedError) as info:
+        await ws.create("w1", origin_url="other-org/prod")
+    assert "AGENTKIT_GITHUB_OWNER" in str(info.value)
+    assert not (tmp_path / "root" / "workspaces" / "w1").exists()
+    await ws.create("w2", origin_url="acme/tool")
+    origin = await ws.origin("w2")
+    assert origin is not None
+    assert origin.url == "https://github.com/acme/tool.git"

@@ -297,10 +297,16 @@ async def test_create_then_push_lifecycle(kit: Kit, server: GitHTTPServer) -> No
         origin_url=server.url("acme/fresh"),
     )
     assert "no commits and no changes" in empty.content
-    assert (await kit.service.origin("fresh")) is not None  # pinned by that explicit call
+    assert (await kit.service.origin("fresh")) is None  # a push that failed pins nothing
 
     (ws / "a.txt").write_text("a\n")
-    pushed = await kit.ok("push_workspace", workspace_name="fresh", commit_message="First")
+    pushed = await kit.ok(
+        "push_workspace",
+        workspace_name="fresh",
+        commit_message="First",
+        origin_url=server.url("acme/fresh"),
+    )
+    assert (await kit.service.origin("fresh")) is not None  # pinned by the push that succeeded
     assert "Committed and pushed" in pushed.content
     assert server.log("acme/fresh") == ["First"]
     # the upstream is configured in the workspace (its tracking ref is not: the workspace

@@ -135,7 +135,7 @@ async def create_workspace(
     ws = self.resolve(validate_workspace_name(workspace_name))
     if create_github_repo and origin_url is not None:
         raise ToolError("give either create_github_repo or origin_url, not both")
-    pinned = (await self.check_origin(origin_url))[0].url if origin_url else None
+    pinned = (await self.check_chosen_origin(origin_url))[0].url if origin_url else None
     async with self._lock(ws.name):
         await self._ensure_absent(ws)
         created: CreatedRepo | None = None

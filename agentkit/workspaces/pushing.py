@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from agentkit.errors import ConflictError, NotFoundError, PermissionDeniedError, ToolError
@@ -62,8 +63,9 @@ def _check_message(message: str) -> None:
 
 async def _pinned_origin(
     service: WorkspaceService, ws: WorkspacePath, origin_url: str | None
-) -> Origin:
-    """The registry's origin of ``ws``; ``origin_url`` pins one only if there is none yet."""
+) -> tuple[Origin, bool]:
+    """The registry's origin of ``ws`` and whether it still has to be pinned: ``origin_url``
+    pins one only if there is none yet, and only once a push to it succeeded."""
     origin = await service.registry.get(ws.name)
     if origin is not None:
         if origin_url is not None:
@@ -74,7 +76,7 @@ async def _pinned_origin(
                     f"{strip_url_credentials(origin.url)}; origin_url cannot change that. The "
                     "operator can change it with WorkspaceService.set_origin."
                 )
-        return origin
+        return origin, False
     if origin_url is None:
         raise ToolError(
             f"workspace {ws.name!r} has no pinned origin to push to. agentkit never takes it "
@@ -82,8 +84,8 @@ async def _pinned_origin(
             "with the repository to push to (it is then pinned), or create workspaces with "
             "create_workspace(create_github_repo=true) or clone_repo, which pin it."
         )
-    repo, _target = await service.check_origin(origin_url)
-    return await service.registry.set(ws.name, repo.url, source="push_workspace")
+    repo, _target = await service.check_chosen_origin(origin_url)
+    return Origin(repo.url, "push_workspace", time.time()), True
 
 
 async def _exchange(service: WorkspaceService, message: str) -> str:
@@ -123,7 +125,7 @@ async def push_workspace(
     ws, real = await service._existing(workspace_name)
     async with service._lock(ws.name):
         await service._refuse_if_busy(ws, "push")
-        origin = await _pinned_origin(service, ws, origin_url)
+        origin, pin = await _pinned_origin(service, ws, origin_url)
         await service._hand_to_sandbox(real)
         await service.mirrors.ensure(ws.name)
         known = await service.mirrors.tips(ws.name, first=branch)
@@ -132,7 +134,10 @@ async def push_workspace(
             result = await service.sandbox.run(
                 real, "commit", [branch or "", *known], exchange=folder
             )
-            return await _publish(service, ws, result, branch, origin, folder)
+            pushed = await _publish(service, ws, result, branch, origin, folder)
+            if pin:  # a failed first push leaves the workspace unpinned
+                await service.registry.set(ws.name, origin.url, source=origin.source)
+            return pushed
         finally:
             await asyncio.shield(service._remove(folder))
 

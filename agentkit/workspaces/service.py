@@ -15,6 +15,7 @@ import posixpath
 import re
 from collections.abc import Awaitable, Callable
 from typing import Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -367,6 +368,22 @@ class WorkspaceService:
         git options keep the connection on the checked addresses."""
         repo = parse_repo_url(url, github_web_url(self.settings))
         return repo, await check_destination(repo, self.settings, self._resolve)
+
+    async def check_chosen_origin(self, url: str) -> tuple[RepoURL, CloneTarget]:
+        """:meth:`check_origin` for an origin a *tool call* picks (``origin_url``): when
+        ``AGENTKIT_GITHUB_OWNER`` is set, the token is only ever pointed at that owner's
+        repositories, so a model cannot aim pushes at any repository the token can write."""
+        repo, target = await self.check_origin(url)
+        owner = self.settings.github_owner
+        if owner and repo.uses_token:
+            path_owner = urlsplit(repo.url).path.strip("/").split("/", 1)[0]
+            if path_owner.lower() != owner.lower():
+                raise PermissionDeniedError(
+                    f"origin_url {repo.shown} is not a repository of {owner!r} "
+                    "(AGENTKIT_GITHUB_OWNER): the token is only pointed at that owner's "
+                    "repositories; pick one there, or clone_repo the repository instead"
+                )
+        return repo, target
 
     # --- clone / create -----------------------------------------------------------------------
 
