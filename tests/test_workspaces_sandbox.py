@@ -11,6 +11,7 @@ the host, the token goes nowhere else, and no other repository's data is reached
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -389,8 +390,16 @@ async def test_sandbox_container_is_hardened_and_never_an_agent(
         env = "\n".join(body["Env"])
         assert TOKEN not in env
         assert key not in env
+        assert int(host["LogConfig"]["Config"]["max-size"]) <= 16 << 20  # a flood stays small
         await runtime.create(spec)
         try:
+            inspected = json.loads(
+                subprocess.run(
+                    ["docker", "inspect", spec.name], capture_output=True, check=True, text=True
+                ).stdout
+            )[0]["HostConfig"]["LogConfig"]
+            assert inspected["Type"] == "json-file"
+            assert inspected["Config"]["max-file"] == "1"
             toolset = Toolset(container_tools(), context=ToolContext(agents=agents))
             listed = await toolset.call("list_claude_agents", {})
             assert spec.name not in listed.content

@@ -103,6 +103,8 @@ class RunSpec:
     no_new_privileges: bool = True
     drop_all_capabilities: bool = True
     node: str | None = None
+    #: the engine keeps at most this many bytes of the run's output (None: the engine's default)
+    log_max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,11 @@ class DockerRuntime(Runtime):
             host["NanoCpus"] = spec.nano_cpus
         if spec.pids_limit:
             host["PidsLimit"] = spec.pids_limit
+        if spec.log_max_bytes:
+            host["LogConfig"] = {
+                "Type": "json-file",
+                "Config": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
+            }
         body: dict[str, Any] = {
             "Image": spec.image,
             "Labels": dict(spec.labels),

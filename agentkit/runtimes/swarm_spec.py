@@ -114,6 +114,11 @@ def service_body(spec: RunSpec, *, node: str | None, argv: Sequence[str]) -> dic
         "Resources": {"Limits": limits},
         "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
     }
+    if spec.log_max_bytes:
+        template["LogDriver"] = {
+            "Name": "json-file",
+            "Options": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
+        }
     if node:
         template["Placement"] = {"Constraints": [placement(node)]}
     if spec.network:

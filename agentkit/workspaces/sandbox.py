@@ -212,6 +212,8 @@ class GitSandbox:
             pids_limit=PIDS_LIMIT,
             network="none",
             init=True,
+            # the engine itself keeps no more than we read: a flood cannot fill the host's disk
+            log_max_bytes=MAX_STDOUT + MAX_STDERR,
         )
 
     async def run(
