@@ -227,8 +227,8 @@ class Follower:
 
         writer_task = asyncio.create_task(writer(), name=f"persist {run.id}")
         reader = asyncio.create_task(self._read_logs(run, pending, wakeup), name=f"logs {run.id}")
+        exit_task = asyncio.create_task(self._await_exit(run), name=f"exit {run.id}")
         try:
-            exit_task = asyncio.create_task(self._await_exit(run))
             await asyncio.wait({reader, exit_task}, return_when=asyncio.FIRST_COMPLETED)
             if not exit_task.done():  # the logs ended first (the usual case on one engine)
                 await exit_task
@@ -256,7 +256,7 @@ class Follower:
             await self.finalizer.finalize(run, complete=complete, flush=flush)
         finally:
             guard.cancel()
-            for task in (writer_task, reader):
+            for task in (writer_task, reader, exit_task):
                 if not task.done():
                     task.cancel()
 
