@@ -5,8 +5,9 @@ runtime's engine client, its task reads and the ends it remembers):
 
 * **exits**: the manager's event stream - the task container's ``die``/``oom`` (container
   events carry the service name) and ``node`` events (a node going down makes its runs
-  ``lost``). Tasks that never got a container have no container event: :meth:`wait`
-  re-reads the task on node events and every ``BACKSTOP`` seconds for those.
+  ``lost``). The manager sees container events of its own node only, and Swarm emits no event
+  when a task ends (Docker 20.10): for runs on other nodes, and tasks that never got a
+  container, :meth:`wait` re-reads the task on node events and every ``BACKSTOP`` seconds.
 * **logs**: a task on the engine's own node is read from its container (complete and ended the
   moment it exits); a task on another node through the service logs API, which does not end
   with the task: a followed stream is closed once the run ended and was quiet for ``LOG_IDLE``.
