@@ -8,13 +8,19 @@ are the registry's public seam: notifiers, a cost ledger or a dashboard subscrib
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
+import respx
 
+from agentkit.adapters.notify import DiscordWebhookNotifier
+from agentkit.agent.events import ToolCall
 from agentkit.config import Settings
 from agentkit.containers import AgentService, AgentState, RunObserver, RunRecord
 from agentkit.containers.streamjson import AssistantText, Event, ResultEvent
@@ -22,6 +28,7 @@ from agentkit.errors import ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.runtimes.base import ExitReason
 from agentkit.runtimes.memory import MemoryExit, MemoryRun, MemoryRuntime
+from agentkit.tools.base import ToolResult
 
 IMAGE = "agentkit-memory:test"
 KEY = "sk-ant-memory-" + secrets.token_hex(8)
@@ -262,3 +269,38 @@ async def test_an_unknown_runtime_name_is_a_config_error(settings: Settings) -> 
     with pytest.raises(ConfigError, match="unknown runtime 'kubernetes': use one of docker, swarm"):
         await agents.start()
     await agents.aclose()
+
+
+@respx.mock
+async def test_a_discord_notifier_reports_each_agent_end_once(
+    settings: Settings, memory: MemoryRuntime
+) -> None:
+    """The notifier as a run observer: agents that end are reported as they end, once, even
+    when the model asks for the same agent's result afterwards."""
+    url = "https://discord.com/api/webhooks/1/token-abc"
+    route = respx.post(url).mock(return_value=httpx.Response(204))
+    async with (
+        DiscordWebhookNotifier(url, tool_use=False) as notifier,
+        AgentService(
+            LocalExecutor(), settings, runtime=memory, observers=[notifier.run_observer()]
+        ) as agents,
+    ):
+        spawned = await agents.spawn("write docs", "ws", 60_000)
+        waited = await agents.wait(spawned.id, 10_000)
+        await agents.settle()
+        asked = ToolCall("t1", "wait_for_claude_agent", {"container_id": spawned.id})
+        await notifier.after_tool(asked, ToolResult("done", False, waited.status.to_dict()))
+    texts = [_text(json.loads(call.request.content)) for call in route.calls]
+    finished = [t for t in texts if "Agent finished" in t]
+    assert len(finished) == 1, texts
+    assert spawned.id in finished[0]
+    assert "$0.0123" in finished[0]
+    assert "done" in finished[0]
+
+
+def _text(body: dict[str, Any]) -> str:
+    parts = [body.get("content", "")]
+    for embed in body.get("embeds", []):
+        parts += [embed.get("title", ""), embed.get("description", "")]
+        parts += [f["name"] + " " + f["value"] for f in embed.get("fields", [])]
+    return "\n".join(parts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agentkit.adapters._text import (
@@ -202,6 +202,17 @@ class EventRenderer:
         if call.name in FINISH_TOOLS:
             return self._agent_finished(call, result)
         return []
+
+    def agent_ended(self, record: Mapping[str, Any]) -> list[Payload]:
+        """An agent's end from its run record (a run registry's ``on_finished``): reported
+        like a wait/status result, and only once per agent whichever comes first."""
+        data = dict(record)
+        started, finished = data.get("started_at") or data.get("created"), data.get("finished_at")
+        if isinstance(started, int | float) and isinstance(finished, int | float):
+            data["elapsed_s"] = max(finished - started, 0.0)
+        call = ToolCall("", "wait_for_claude_agent", {"container_id": str(data.get("id"))})
+        result = self.clean_result(ToolResult("", False, data))
+        return self._agent_finished(call, result)
 
     def _agent_finished(self, call: ToolCall, result: ToolResult) -> list[Payload]:
         data = result.data

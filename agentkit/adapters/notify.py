@@ -54,6 +54,8 @@ from agentkit.tools.base import ToolResult
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
+    from agentkit.containers.records import RunRecord
+    from agentkit.containers.registry import RunObserver
 
 __all__ = [
     "BLUE",
@@ -242,6 +244,20 @@ class DiscordWebhookNotifier:
         if self.tool_use:
             self._enqueue_all(self.renderer.tool_use_messages(call))
         self._enqueue_all(self.renderer.tool_result_messages(call, result, None))
+
+    def run_observer(self) -> RunObserver:
+        """A run observer (``connect(observers=[notifier.run_observer()])``): every agent's end
+        is reported as it happens - also agents nobody waits for - and once only (a later
+        ``wait_for_claude_agent`` result for the same agent is not reported again)."""
+        from agentkit.containers.registry import RunObserver
+
+        notifier = self
+
+        class Observer(RunObserver):
+            async def on_finished(self, record: RunRecord) -> None:
+                notifier._enqueue_all(notifier.renderer.agent_ended(record.to_dict()))
+
+        return Observer()
 
     async def tap(self, events: AsyncIterable[AgentEvent]) -> AsyncIterator[AgentEvent]:
         """Yield ``events`` unchanged, notifying each one on the way."""
