@@ -57,7 +57,8 @@ class LiveRun:
     meta: dict[str, Any] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     persisted: asyncio.Event = field(default_factory=asyncio.Event)
-    watchers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    #: live watchers get ``(line number, index in the line, event)``; ``None`` ends the stream
+    watchers: set[asyncio.Queue[tuple[int, int, Event] | None]] = field(default_factory=set)
     # from the runtime's exit stream: how the run ended (faster than asking for it)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     exit: ExitEvent | None = None
@@ -79,6 +80,11 @@ class LiveRun:
             self.exit = event
         self.exited.set()
 
+    @property
+    def first_line(self) -> int:
+        """The number of the oldest output line still in :attr:`tail` (0-based)."""
+        return self.lines - len(self.tail)
+
     def add_line(self, line: str) -> None:
         events = parse_line(line)
         for event in events:
@@ -86,8 +92,8 @@ class LiveRun:
             if self.on_event is not None:
                 self.on_event(self, event)
         for queue in self.watchers:
-            for event in events:
-                queue.put_nowait(event)
+            for index, event in enumerate(events):
+                queue.put_nowait((self.lines, index, event))
         self.lines += 1
         self.tail.append(line)
         self.tail_bytes += len(line)

@@ -32,8 +32,9 @@ This module is the public facade; the work is done by its parts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
@@ -286,24 +287,43 @@ class AgentService:
 
         For a finished agent the recorded events are yielded and the iterator ends.
         """
+        async with contextlib.aclosing(self.watch_numbered(container_id)) as events:
+            async for _line, _index, event in events:
+                yield event
+
+    async def watch_numbered(
+        self, container_id: str
+    ) -> AsyncGenerator[tuple[int, int, Event], None]:
+        """:meth:`watch` with each event's position: ``(line, index, event)``.
+
+        ``line`` is the 0-based number of the output line in the run's whole output (the same
+        in the record and live), ``index`` the event's place within that line, so the pair is a
+        stable id to resume a stream from. A running agent's replay starts at the oldest line
+        still held in memory (the last 256 KiB).
+        """
         status = await self.status(container_id)
         run = self.registry.get(status.id)
         if status.finished or run is None or run.done.is_set():
-            for line in await self._recorded_lines(status.id, run):
-                for event in parse_line(line):
-                    yield event
+            for number, line in enumerate(await self._recorded_lines(status.id, run)):
+                for index, event in enumerate(parse_line(line)):
+                    yield number, index, event
             return
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        backlog = [e for line in list(run.tail) for e in parse_line(line)]  # no await between
+        queue: asyncio.Queue[tuple[int, int, Event] | None] = asyncio.Queue()
+        first = run.first_line  # no await between this, the backlog and subscribing
+        backlog = [
+            (first + offset, index, event)
+            for offset, line in enumerate(list(run.tail))
+            for index, event in enumerate(parse_line(line))
+        ]
         run.watchers.add(queue)
         try:
-            for event in backlog:
-                yield event
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
+            for item in backlog:
                 yield item
+            while True:
+                got = await queue.get()
+                if got is None:
+                    return
+                yield got
         finally:
             run.watchers.discard(queue)
 
