@@ -223,6 +223,22 @@ class Settings(BaseSettings):
         description="Longest tool answer (characters) spoken by the voice adapter.",
     )
 
+    # --- HTTP API (agentkit serve) ---------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_API_TOKEN"),
+        description=(
+            "Bearer token every `agentkit serve` route but /healthz requires. Unset: serve "
+            "refuses to start unless --insecure-localhost."
+        ),
+    )
+    serve_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        validation_alias=_env("AGENTKIT_SERVE_MAX_BODY_BYTES"),
+        description="Largest request body `agentkit serve` accepts (bytes); larger is 413.",
+    )
+
     @field_validator(
         "container_env_passthrough",
         "git_allow",
@@ -279,6 +295,7 @@ class Settings(BaseSettings):
             self.discord_webhook_url,
             self.discord_bot_token,
             self.elevenlabs_api_key,
+            self.api_token,
         ):
             if value is not None and value.get_secret_value():
                 out.append(value.get_secret_value())

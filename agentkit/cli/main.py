@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(doctor)
 
     sub.add_parser("mcp", help="serve the tools over MCP on stdio")
+
+    serve = sub.add_parser(
+        "serve", help="HTTP API and live dashboard (needs AGENTKIT_API_TOKEN; extra [serve])"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument(
+        "--insecure-localhost",
+        action="store_true",
+        help="serve without a token, on a loopback address only (trials on your own machine)",
+    )
     return parser
 
 
@@ -106,6 +117,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await doctor(args)
     if command == "mcp":
         return await commands.mcp(args)
+    if command == "serve":
+        from agentkit.cli.serve import serve
+
+        return await serve(args)
     if command == "demo":
         from agentkit.cli.demo import demo
 

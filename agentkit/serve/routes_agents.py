@@ -1,0 +1,136 @@
+"""Resource routes: agents (status, stop, live events), the fleet stream, workspaces, costs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from starlette.responses import StreamingResponse
+
+from agentkit.serve.costs import known_costs
+from agentkit.serve.encode import agent_event
+from agentkit.serve.models import AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
+from agentkit.serve.sse import Message, event_stream, parse_position
+from agentkit.serve.state import serve_state
+
+__all__ = ["resource_router"]
+
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events (`text/event-stream`); resume with `Last-Event-ID`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorModel, "description": "missing or wrong token"},
+    403: {"model": ErrorModel, "description": "not an agent started by agentkit"},
+    404: {"model": ErrorModel, "description": "no such agent"},
+}
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)]
+
+
+def resource_router(auth: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+
+    @router.get(
+        "/agents",
+        response_model=list[AgentStatusModel],
+        tags=["agents"],
+        operation_id="list_agents",
+    )
+    async def list_agents(request: Request) -> list[dict[str, Any]]:
+        """Running agents and finished runs, newest first."""
+        return [s.to_dict() for s in await serve_state(request).conn.agents.list()]
+
+    @router.get(
+        "/agents/{agent_id}",
+        response_model=AgentStatusModel,
+        responses=_ERRORS,
+        tags=["agents"],
+        operation_id="get_agent",
+    )
+    async def get_agent(agent_id: str, request: Request) -> dict[str, Any]:
+        """One agent's state, times, turns, cost and last text."""
+        return (await serve_state(request).conn.agents.status(agent_id)).to_dict()
+
+    @router.post(
+        "/agents/{agent_id}/stop",
+        response_model=AgentStatusModel,
+        responses=_ERRORS,
+        tags=["agents"],
+        operation_id="stop_agent",
+    )
+    async def stop_agent(agent_id: str, request: Request) -> dict[str, Any]:
+        """Stop a running agent (its state becomes ``stopped``); a finished one is left as is."""
+        return (await serve_state(request).conn.agents.stop(agent_id)).to_dict()
+
+    @router.get(
+        "/agents/{agent_id}/events",
+        response_class=StreamingResponse,
+        responses={**_SSE, **_ERRORS},
+        tags=["agents"],
+        operation_id="agent_events",
+    )
+    async def agent_events(
+        agent_id: str, request: Request, last_event_id: LastEventId = None
+    ) -> StreamingResponse:
+        """The agent's stream-json events from the start (or after ``Last-Event-ID``), live
+        until it finishes; then an ``end`` event with its final status.
+
+        Each ``event: agent.event`` has ``id: <line>.<index>`` (its place in the agent's whole
+        output), so a client that reconnects with ``Last-Event-ID`` misses and repeats nothing.
+        """
+        state = serve_state(request)
+        agents = state.conn.agents
+        status = await agents.status(agent_id)  # 403/404 before the stream starts
+        after = parse_position(last_event_id)
+        redactor = state.redactor
+
+        async def messages() -> AsyncGenerator[Message, None]:
+            async with contextlib.aclosing(agents.watch_numbered(status.id)) as events:
+                async for line, index, event in events:
+                    if after is not None and (line, index) <= after:
+                        continue
+                    yield Message("agent.event", agent_event(event, redactor), f"{line}.{index}")
+            final = await agents.status(status.id)
+            yield Message("end", final.to_dict())
+
+        return event_stream(messages(), counter=state.streams)
+
+    @router.get(
+        "/events",
+        response_class=StreamingResponse,
+        responses=_SSE,
+        tags=["agents"],
+        operation_id="fleet_events",
+    )
+    async def fleet_events(
+        request: Request, last_event_id: LastEventId = None
+    ) -> StreamingResponse:
+        """The whole fleet live: a ``snapshot`` of every agent first (or, with
+        ``Last-Event-ID``, exactly the messages after it), then ``agent`` (status changes) and
+        ``agent.event`` (each agent's stream events, with the agent's id)."""
+        state = serve_state(request)
+        hub = state.hub
+        await hub.start()  # engine errors become HTTP errors here, before the stream
+        return event_stream(hub.subscribe(last_event_id), counter=state.streams)
+
+    @router.get(
+        "/workspaces",
+        response_model=list[WorkspaceModel],
+        tags=["workspaces"],
+        operation_id="list_workspaces",
+    )
+    async def list_workspaces(request: Request) -> list[dict[str, Any]]:
+        """Every workspace: branch, remote, changes, last commit, whether an agent works in it."""
+        return [w.to_dict() for w in await serve_state(request).conn.workspaces.list()]
+
+    @router.get("/costs", response_model=CostsModel, tags=["costs"], operation_id="get_costs")
+    async def get_costs(request: Request) -> dict[str, Any]:
+        """What finished runs cost (USD), oldest first, and the total."""
+        return await known_costs(serve_state(request).conn)
+
+    return router
