@@ -207,7 +207,8 @@ async def test_errors_carry_no_secret_and_no_traceback(
         ):
             answer = await client.get(path)
             assert answer.status_code == 403
-            assert API_KEY not in answer.text and TOKEN not in answer.text
+            assert API_KEY not in answer.text
+            assert TOKEN not in answer.text
             assert "[REDACTED]" in answer.json()["detail"]
         clone = await client.post(
             "/v1/tools/clone_repo", json={"repo_url": f"https://x:{API_KEY}@127.0.0.1:9/r.git"}
@@ -221,7 +222,8 @@ async def test_errors_carry_no_secret_and_no_traceback(
             "type": "InternalError",
         }
         logged = caplog.text
-        assert "RuntimeError" in logged and "[REDACTED]" in logged
+        assert "RuntimeError" in logged
+        assert "[REDACTED]" in logged
         assert API_KEY not in logged
 
 
@@ -246,7 +248,8 @@ async def test_runs_stream_the_agent_events(tmp_path: Path) -> None:
     assert finished["text"] == "There are no workspaces yet."
     assert finished["turns"] == 2
     result = next(data(e) for e in events if e.event == "tool_result")
-    assert result["name"] == "list_workspaces" and result["is_error"] is False
+    assert result["name"] == "list_workspaces"
+    assert result["is_error"] is False
 
 
 async def test_runs_without_an_api_key_are_503(tmp_path: Path) -> None:
@@ -259,9 +262,11 @@ async def test_runs_without_an_api_key_are_503(tmp_path: Path) -> None:
 
 async def test_insecure_mode_serves_without_a_token(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, host=None, root=str(tmp_path / "root"))  # type: ignore[call-arg]
-    async with running_server(settings, token=None, insecure=True) as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as anonymous:
-            assert (await anonymous.get("/v1/workspaces")).status_code == 200
+    async with (
+        running_server(settings, token=None, insecure=True) as srv,
+        httpx.AsyncClient(base_url=srv.url) as anonymous,
+    ):
+        assert (await anonymous.get("/v1/workspaces")).status_code == 200
 
 
 def test_the_app_refuses_to_exist_without_a_token(tmp_path: Path) -> None:
@@ -273,8 +278,11 @@ def test_the_app_refuses_to_exist_without_a_token(tmp_path: Path) -> None:
 
 
 def test_bind_rules() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("192.0.2.1")
     check_bind("127.0.0.1", has_token=False, insecure=True)
     check_bind("0.0.0.0", has_token=True, insecure=False)
     with pytest.raises(ConfigError, match="loopback"):
