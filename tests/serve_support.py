@@ -93,9 +93,11 @@ async def read_events(
     method: str = "GET",
     json_body: Any = None,
     timeout: float = 120.0,
+    into: list[ServerSentEvent] | None = None,
 ) -> list[ServerSentEvent]:
-    """SSE messages of ``url`` until ``limit`` were read, an ``until`` event came, or the end."""
-    out: list[ServerSentEvent] = []
+    """SSE messages of ``url`` until ``limit`` were read, an ``until`` event came, or the end
+    (appended to ``into`` as they come, when given, for a live view)."""
+    out: list[ServerSentEvent] = into if into is not None else []
 
     async def read() -> None:
         kwargs: dict[str, Any] = {"headers": headers or {}}
