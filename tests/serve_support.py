@@ -63,7 +63,9 @@ async def running_server(
     settings: Settings, *, token: str | None = TOKEN, insecure: bool = False, app: Any = None
 ) -> AsyncIterator[Served]:
     app = app or create_app(settings, token=token, insecure=insecure)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else 40 ms
+    # delayed-ACK stalls on every response)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

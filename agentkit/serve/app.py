@@ -70,24 +70,29 @@ def create_app(
     if token is not None and len(token) < 16:
         raise ConfigError("AGENTKIT_API_TOKEN is too short: use at least 16 random characters")
     state = ServeState(settings)
+    if connection is not None:
+        # usable at once, also when mounted in a host app whose server skips sub-app lifespans
+        state.connection = connection
+        state.fleet = FleetHub(connection.agents, state.redactor)
+        if token is not None:
+            state.redactor.add(token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            if connection is not None:
-                state.connection = connection
-            else:
+            if state.connection is None:
                 from agentkit.connect import connect
 
                 state.connection = await stack.enter_async_context(connect(settings))
+                stack.callback(setattr, state, "connection", None)
             if token is not None:
                 state.redactor.add(token)
-            state.fleet = FleetHub(state.conn.agents, state.redactor)
+            if state.fleet is None:
+                state.fleet = FleetHub(state.conn.agents, state.redactor)
+                stack.callback(setattr, state, "fleet", None)
             stack.push_async_callback(state.fleet.aclose)
             stack.push_async_callback(state.aclose)
             yield
-        state.connection = None
-        state.fleet = None
 
     app = FastAPI(
         title="agentkit",
