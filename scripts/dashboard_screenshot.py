@@ -77,8 +77,21 @@ RUNNING = [
 def script() -> ClaudeCodeScript:
     replies = [r for _, _, turns in FINISHED for r in turns]
     running = [
-        reply.tool_use("Bash", {"command": "grep -rn 'def ' payments/", "description": "Scan"}),
-        reply.tool_use("Bash", {"command": "echo reading the workflow", "description": "Read"}),
+        reply.text("I'll start by reading the code involved.")
+        + reply.tool_use("Bash", {"command": "ls -la", "description": "List the files"}),
+        reply.text("Checking the current configuration first.")
+        + reply.tool_use("Bash", {"command": "echo 'python-version: 3.11'", "description": "Read"}),
+        reply.text("Validation and I/O are mixed here; splitting them.")
+        + reply.tool_use(
+            "Write",
+            {
+                "file_path": "/workspace/payments/validate.py",
+                "content": "def validate(amount: int) -> None:\n    if amount <= 0:\n"
+                "        raise ValueError('amount must be positive')\n",
+            },
+        ),
+        reply.text("Running the tests.")
+        + reply.tool_use("Bash", {"command": "echo '42 passed'", "description": "Run tests"}),
         reply.text("Still working on it.").delayed(600),
         reply.text("Still working on it.").delayed(600),
     ]
@@ -114,7 +127,7 @@ async def main() -> None:
                     container_memory="2g",
                     api_token=TOKEN,
                 )
-                async with running_server(settings) as srv, srv.client() as client:
+                async with running_server(settings) as srv, srv.client(timeout=300) as client:
                     for name in ("api", "docs", "utils", "web"):
                         await client.post(
                             "/v1/tools/create_workspace", json={"workspace_name": name}
@@ -127,7 +140,7 @@ async def main() -> None:
                         )
                         await asyncio.sleep(2)  # spread the runs over the chart's time axis
                     running = [await spawn(client, ws, task) for ws, task in RUNNING]
-                    await wait_for(lambda: len(turns.main_requests) >= 12, 90, "the running turns")
+                    await wait_for(lambda: len(turns.main_requests) >= 14, 90, "the running turns")
                     async with browser_page({"width": 1360, "height": 900}) as page:
                         await page.goto(f"{srv.url}/#token={TOKEN}")
                         await page.wait_for_selector("#live[data-state=live]")

@@ -366,7 +366,7 @@ function renderAgentHead(a) {
   $("agent-task").textContent = a.task || "";
   $("stop").hidden = a.state !== "running";
   const meta = [
-    ["Workspace", a.workspace || "—"],
+    ["Workspace", baseName(a.workspace)],
     ["Started", clock(a.started_at || a.created)],
     ["Elapsed", duration(elapsedOf(a))],
     ["Turns", a.turns ?? "—"],
@@ -374,7 +374,12 @@ function renderAgentHead(a) {
     ["Session", a.session_id || "—"],
   ];
   if (a.error && a.state !== "succeeded") meta.push(["Error", a.error]);
-  $("agent-meta").replaceChildren(...meta.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { class: k === "Elapsed" ? "elapsed" : "", "data-id": a.id }, v)]));
+  $("agent-meta").replaceChildren(
+    ...meta.flatMap(([k, v]) => [
+      h("dt", {}, k),
+      h("dd", { class: k === "Elapsed" ? "elapsed" : "", "data-id": a.id, title: k === "Workspace" ? a.workspace || "" : null }, v),
+    ]),
+  );
 }
 
 const toolItems = new Map(); // tool_use_id -> <details> of the call, to fold its result in
