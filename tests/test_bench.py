@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.containers_support import docker_ok
+from tests.containers_support import BASE_IMAGE, docker_ok, image_ok
 from tests.support import require
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -56,3 +56,11 @@ async def test_runtimes_bench_runs_side_by_side() -> None:
     out = _bench("runtimes.py", "--spawns", "3", "--n", "2", "--status", "20", timeout=400)
     assert "exit->noticed" in out
     assert "swarm/docker" in out
+
+
+async def test_serve_bench_runs_side_by_side() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE} (.ci/build-images.sh)")
+    out = _bench("serve.py", "--n", "20", "--subscribers", "5", "--lines", "20", timeout=300)
+    assert "in-process status" in out
+    assert "5 got every event once and in order, 0 lost or repeated" in out

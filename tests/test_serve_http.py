@@ -7,6 +7,7 @@ Routes whose point is a live agent (events, stop, costs) are in test_serve_agent
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import subprocess
@@ -108,6 +109,11 @@ async def test_openapi_has_one_typed_operation_per_tool(served: Served) -> None:
         assert path in doc["paths"]
     assert {"/v1/workspaces", "/v1/costs", "/v1/tools"} <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # a valid OpenAPI 3.1 document (what client generators read), with our 422 shape only
+    from openapi_spec_validator import validate
+
+    validate(doc)
+    assert "HTTPValidationError" not in json.dumps(doc)
 
 
 async def test_schema_errors_are_422_listing_every_violation(served: Served) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "INVALID",
     "AgentStatusModel",
     "CommitModel",
     "CostRunModel",
@@ -28,6 +29,12 @@ class ErrorModel(BaseModel):
 
 class ValidationErrorModel(ErrorModel):
     errors: list[str] = Field(description="Every violation, as '<JSON path>: <message>'.")
+
+
+#: the 422 answer every route with parameters or a body may give (FastAPI's default is replaced)
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrorModel, "description": "invalid request: every violation listed"}
+}
 
 
 class HealthModel(BaseModel):

@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 
 from agentkit.serve.costs import known_costs
 from agentkit.serve.encode import agent_event
-from agentkit.serve.models import AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
+from agentkit.serve.models import INVALID, AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
 from agentkit.serve.sse import Message, event_stream, parse_position
 from agentkit.serve.state import serve_state
 
@@ -33,7 +33,7 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)
 
 
 def resource_router(auth: Callable[..., Any]) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=INVALID)
 
     @router.get(
         "/agents",

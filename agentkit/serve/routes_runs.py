@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 
 from agentkit.errors import AgentkitError
 from agentkit.serve.encode import run_event
-from agentkit.serve.models import ErrorModel, RunRequest
+from agentkit.serve.models import INVALID, ErrorModel, RunRequest
 from agentkit.serve.sse import Message, event_stream
 from agentkit.serve.state import serve_state
 
@@ -27,7 +27,7 @@ __all__ = ["run_router"]
 
 
 def run_router(auth: Callable[..., Any]) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["runs"], dependencies=[Depends(auth)])
+    router = APIRouter(prefix="/v1", tags=["runs"], dependencies=[Depends(auth)], responses=INVALID)
 
     @router.post(
         "/runs",

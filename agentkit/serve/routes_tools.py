@@ -11,7 +11,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from agentkit.errors import NotFoundError
-from agentkit.serve.models import ErrorModel, ToolInfoModel, ToolResultModel, ValidationErrorModel
+from agentkit.serve.models import (
+    INVALID,
+    ErrorModel,
+    ToolInfoModel,
+    ToolResultModel,
+    ValidationErrorModel,
+)
 from agentkit.serve.state import serve_state
 from agentkit.tools.base import Tool
 from agentkit.tools.toolset import Toolset
@@ -68,7 +74,9 @@ def _summary(item: Tool[Any]) -> str:
 
 def tool_router(toolset: Toolset, auth: Callable[..., Any]) -> APIRouter:
     """Routes for ``toolset``'s tools (the connection's toolset answers the calls)."""
-    router = APIRouter(prefix="/v1/tools", tags=["tools"], dependencies=[Depends(auth)])
+    router = APIRouter(
+        prefix="/v1/tools", tags=["tools"], dependencies=[Depends(auth)], responses=INVALID
+    )
 
     @router.get("", response_model=list[ToolInfoModel], operation_id="list_tools")
     async def list_tools(request: Request) -> list[dict[str, Any]]:
