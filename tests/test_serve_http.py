@@ -273,6 +273,20 @@ async def test_insecure_mode_serves_without_a_token(tmp_path: Path) -> None:
         httpx.AsyncClient(base_url=srv.url) as anonymous,
     ):
         assert (await anonymous.get("/v1/workspaces")).status_code == 200
+        # but only for local clients: not a rebound host name, not another site's page
+        rebound = await anonymous.get("/v1/workspaces", headers={"Host": "evil.example:8765"})
+        assert rebound.status_code == 403
+        cross_site = await anonymous.post(
+            "/v1/tools/create_workspace",
+            content=b'{"workspace_name": "csrf"}',
+            headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        )
+        assert cross_site.status_code == 403
+        assert not (tmp_path / "root" / "workspaces" / "csrf").exists()
+        local_page = await anonymous.get(
+            "/v1/workspaces", headers={"Origin": srv.url, "Host": srv.url.split("//")[1]}
+        )
+        assert local_page.status_code == 200
 
 
 def test_the_app_refuses_to_exist_without_a_token(tmp_path: Path) -> None:

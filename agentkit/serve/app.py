@@ -22,7 +22,7 @@ from agentkit.errors import ConfigError
 from agentkit.serve.dashboard import dashboard_router, static_files
 from agentkit.serve.errors import CatchAll, install_error_handlers
 from agentkit.serve.fleet import FleetHub
-from agentkit.serve.middleware import BearerAuth, BodyLimit, SecurityHeaders
+from agentkit.serve.middleware import BearerAuth, BodyLimit, LocalOnly, SecurityHeaders
 from agentkit.serve.models import HealthModel
 from agentkit.serve.routes_agents import resource_router
 from agentkit.serve.routes_runs import run_router
@@ -128,6 +128,8 @@ def create_app(
     # add_middleware wraps: the last added is the outermost
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)
     app.add_middleware(BearerAuth, token=token)
+    if token is None:
+        app.add_middleware(LocalOnly)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(CatchAll, redactor=lambda: state.redactor)
     return app

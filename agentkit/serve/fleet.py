@@ -28,21 +28,32 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import ID_PATTERN
-from agentkit.containers.streamjson import RunSummary
+from agentkit.containers.streamjson import Event, RunSummary
 from agentkit.errors import AgentkitError
 from agentkit.serve.encode import agent_event
-from agentkit.serve.sse import Message
+from agentkit.serve.sse import Message, Position, format_position
 
 if TYPE_CHECKING:
     from agentkit.containers.models import AgentStatus
     from agentkit.containers.service import AgentService
     from agentkit.redact import Redactor
 
-__all__ = ["FleetHub"]
+__all__ = ["REWATCH_DELAY", "FleetHub", "positioned"]
 
 logger = logging.getLogger("agentkit.serve")
 
 RECONNECT_DELAY = 1.0  # seconds before reopening a broken engine event stream
+REWATCH_DELAY = 1.0  # seconds before watching a still running agent whose stream ended
+
+
+async def positioned(
+    agents: AgentService, agent_id: str, after: Position | None
+) -> AsyncGenerator[tuple[Position, Event], None]:
+    """The agent's events with their ``(line, index)`` positions, those after ``after`` only."""
+    async with contextlib.aclosing(agents.watch_numbered(agent_id)) as events:
+        async for line, index, event in events:
+            if after is None or (line, index) > after:
+                yield (line, index), event
 
 
 class FleetHub:
@@ -201,14 +212,16 @@ class FleetHub:
             self._publish("agent", base)
             summary = RunSummary()
             shown = (base["turns"], base["cost_usd"], base["last_text"])
-            async with contextlib.aclosing(self._agents.watch_numbered(agent_id)) as events:
-                async for line, index, event in events:
+            last: Position | None = None
+            while True:
+                async for position, event in positioned(self._agents, agent_id, last):
+                    last = position
                     summary.add(event)
                     self._publish(
                         "agent.event",
                         {
                             "agent": agent_id,
-                            "position": f"{line}.{index}",
+                            "position": format_position(position),
                             "event": agent_event(event, self._redactor),
                         },
                     )
@@ -221,8 +234,12 @@ class FleetHub:
                         shown = now
                         update = dict(base, turns=now[0], cost_usd=now[1], last_text=now[2])
                         self._publish("agent", self._redactor.redact_data(update))
-            if not status.finished:
-                self._publish("agent", (await self._agents.status(agent_id)).to_dict())
+                final = await self._agents.status(agent_id)
+                if final.finished:
+                    if not status.finished:
+                        self._publish("agent", final.to_dict())
+                    return
+                await asyncio.sleep(REWATCH_DELAY)  # still running: its stream broke; again
         except AgentkitError as exc:
             logger.warning("fleet: following %s failed: %s", agent_id, exc)
         finally:

@@ -20,6 +20,7 @@ __all__ = [
     "BearerAuth",
     "BodyLimit",
     "BodyTooLarge",
+    "LocalOnly",
     "SecurityHeaders",
     "is_public",
 ]
@@ -101,6 +102,53 @@ class BearerAuth:
             },
             [(b"www-authenticate", b'Bearer realm="agentkit"')],
         )
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _host_only(value: str) -> str:
+    """``host[:port]`` -> ``host`` (IPv6 literals keep their brackets)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class LocalOnly:
+    """For ``--insecure-localhost`` (no token): accept only requests a local client made.
+
+    Without a token, two things could still reach a loopback server from a web page the user
+    visits: DNS rebinding (the page's own host name resolving to 127.0.0.1: refused by the
+    ``Host`` check) and cross-site requests (``fetch``/forms to http://127.0.0.1:8765: refused
+    by the ``Origin`` check, which browsers send on every cross-origin POST).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())}
+        host = _host_only(headers.get(b"host", ""))
+        origin = headers.get(b"origin")
+        origin_host = _host_only(origin.split("://", 1)[-1]) if origin else None
+        if host not in _LOOPBACK_HOSTS or (
+            origin is not None and origin_host not in _LOOPBACK_HOSTS
+        ):
+            await _send_json(
+                send,
+                403,
+                {
+                    "detail": "without a token this server only answers local clients "
+                    "(Host and Origin must be localhost, 127.0.0.1 or [::1])",
+                    "type": "Forbidden",
+                },
+            )
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):

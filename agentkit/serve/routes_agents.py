@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
@@ -11,8 +11,9 @@ from starlette.responses import StreamingResponse
 
 from agentkit.serve.costs import known_costs
 from agentkit.serve.encode import agent_event
+from agentkit.serve.fleet import REWATCH_DELAY, positioned
 from agentkit.serve.models import INVALID, AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
-from agentkit.serve.sse import Message, event_stream, parse_position
+from agentkit.serve.sse import Message, event_stream, format_position, parse_position
 from agentkit.serve.state import serve_state
 
 __all__ = ["resource_router"]
@@ -90,13 +91,20 @@ def resource_router(auth: Callable[..., Any]) -> APIRouter:
         redactor = state.redactor
 
         async def messages() -> AsyncGenerator[Message, None]:
-            async with contextlib.aclosing(agents.watch_numbered(status.id)) as events:
-                async for line, index, event in events:
-                    if after is not None and (line, index) <= after:
-                        continue
-                    yield Message("agent.event", agent_event(event, redactor), f"{line}.{index}")
-            final = await agents.status(status.id)
-            yield Message("end", final.to_dict())
+            last = after
+            while True:
+                async for position, event in positioned(agents, status.id, last):
+                    last = position
+                    yield Message(
+                        "agent.event", agent_event(event, redactor), format_position(position)
+                    )
+                final = await agents.status(status.id)
+                if final.finished:
+                    yield Message("end", final.to_dict())
+                    return
+                # the service stopped following a running agent (a broken log stream):
+                # watch again from where this stream is, after a pause
+                await asyncio.sleep(REWATCH_DELAY)
 
         return event_stream(messages(), counter=state.streams)
 

@@ -25,6 +25,7 @@ __all__ = [
     "Position",
     "StreamCounter",
     "event_stream",
+    "format_position",
     "frame",
     "parse_position",
 ]
@@ -52,6 +53,11 @@ def parse_position(value: str | None) -> Position | None:
         return None
     match = _POSITION.fullmatch(value.strip())
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def format_position(position: Position) -> str:
+    """``(line, index)`` as the SSE id ``"<line>.<index>"`` (what :func:`parse_position` reads)."""
+    return f"{position[0]}.{position[1]}"
 
 
 def frame(message: Message) -> bytes:
