@@ -26,7 +26,7 @@ from agentkit.errors import ConfigError
 from agentkit.serve import create_app
 from agentkit.serve.server import check_bind, is_loopback
 from agentkit.testing import ScriptedAnthropicServer, reply
-from tests.serve_support import TOKEN, Served, data, read_events, running_server
+from tests.serve_support import TOKEN, Served, data, read_events, running_server, wait_for
 from tests.support import TOOL_NAMES
 
 API_KEY = "sk-ant-serve-" + "k" * 24
@@ -333,3 +333,23 @@ def test_serve_command_refuses_to_start(tmp_path: Path, args: list[str], needle:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_a_run_whose_client_leaves_is_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
+    script = [reply.text("thinking very slowly").delayed(120)]
+    async with ScriptedAnthropicServer(script) as model:
+        settings = _settings(tmp_path, anthropic_base_url=model.url)
+        async with running_server(settings) as srv, srv.client() as client:
+            await client.get("/v1/workspaces")  # the connection pool is warm
+            base_tasks = len(asyncio.all_tasks())
+            got: list[Any] = []
+            reader = asyncio.create_task(
+                read_events(client, "/v1/runs", method="POST", json_body={"prompt": "hi"}, into=got)
+            )
+            await wait_for(lambda: bool(got) and len(model.requests) >= 1, 30, "the run")
+            assert got[0].event == "run_started"
+            assert srv.state.streams.open == 1
+            reader.cancel()  # the client goes away while the model is still answering
+            await asyncio.gather(reader, return_exceptions=True)
+            await wait_for(lambda: srv.state.streams.open == 0, 30, "the stream to close")
+            await wait_for(lambda: len(asyncio.all_tasks()) <= base_tasks, 30, "tasks to end")
