@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
   | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import agentkit, anthropic, asyncssh, aiodocker, mcp; print('python env ok')"
+.venv/bin/python -c "import agentkit, anthropic, asyncssh, aiodocker, mcp, fastapi, uvicorn, playwright; print('python env ok')"
