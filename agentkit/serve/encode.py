@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agentkit.agent.events import AgentEvent, ErrorEvent
@@ -42,8 +43,6 @@ def clip(text: str | None, limit: int = MAX_FIELD_CHARS) -> str | None:
 
 def _bounded(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
     """A tool input as JSON, or a clipped string when it is large."""
-    import json
-
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -67,9 +67,6 @@ class ServeState:
         if self._model_client is not None:
             await self._model_client.close()
             self._model_client = None
-
-    def agent_options(self, **options: Any) -> dict[str, Any]:
-        return {key: value for key, value in options.items() if value is not None}
 
 
 def serve_state(request: Request) -> ServeState:
