@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.security import HTTPBearer
+from fastapi.openapi.utils import get_openapi
 
 from agentkit import __version__
 from agentkit.config import Settings, load_settings
@@ -35,8 +35,28 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-#: documents the scheme in the OpenAPI document; the check itself is :class:`BearerAuth`
-bearer = HTTPBearer(auto_error=False, description="AGENTKIT_API_TOKEN")
+#: the scheme as the OpenAPI document states it; the check itself is :class:`BearerAuth` (a
+#: wrapper around the whole app, so no per-route dependency costs time on each request)
+SECURITY_SCHEME = {"type": "http", "scheme": "bearer", "description": "AGENTKIT_API_TOKEN"}
+
+
+def _with_security(app: FastAPI) -> None:
+    """Make ``app.openapi()`` say that every operation but ``/healthz`` needs the token."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": SECURITY_SCHEME}
+            for path, item in schema["paths"].items():
+                for operation in item.values():
+                    if path != "/healthz":
+                        operation["security"] = [{"HTTPBearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -119,11 +139,12 @@ def create_app(
             fleet_tracked=hub.tracked if hub else 0,
         )
 
-    app.include_router(tool_router(tools, bearer))
-    app.include_router(resource_router(bearer))
-    app.include_router(run_router(bearer))
+    app.include_router(tool_router(tools))
+    app.include_router(resource_router())
+    app.include_router(run_router())
     app.include_router(dashboard_router())
     app.mount("/static", static_files(), name="static")
+    _with_security(app)
     install_error_handlers(app, lambda: state.redactor)
     # add_middleware wraps: the last added is the outermost
     app.add_middleware(BodyLimit, max_bytes=settings.serve_max_body_bytes)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from starlette.responses import StreamingResponse
 
 from agentkit.serve.costs import known_costs
@@ -33,8 +33,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)]
 
 
-def resource_router(auth: Callable[..., Any]) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], responses=INVALID)
+def resource_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", responses=INVALID)
 
     @router.get(
         "/agents",

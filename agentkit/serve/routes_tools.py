@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from agentkit.errors import NotFoundError
@@ -72,11 +72,9 @@ def _summary(item: Tool[Any]) -> str:
     return (item.description.strip().splitlines() or [item.name])[0][:120]
 
 
-def tool_router(toolset: Toolset, auth: Callable[..., Any]) -> APIRouter:
+def tool_router(toolset: Toolset) -> APIRouter:
     """Routes for ``toolset``'s tools (the connection's toolset answers the calls)."""
-    router = APIRouter(
-        prefix="/v1/tools", tags=["tools"], dependencies=[Depends(auth)], responses=INVALID
-    )
+    router = APIRouter(prefix="/v1/tools", tags=["tools"], responses=INVALID)
 
     @router.get("", response_model=list[ToolInfoModel], operation_id="list_tools")
     async def list_tools(request: Request) -> list[dict[str, Any]]:

@@ -68,6 +68,8 @@ def make_server(
         server_header=False,
         proxy_headers=False,
         lifespan="on",
+        loop="asyncio",  # the library's own loop everywhere (uvloop, if installed, is not used)
+        http="auto",  # httptools (the serve extra) when importable: less CPU than h11
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)
