@@ -42,6 +42,7 @@ async def browser_page(viewport: dict[str, int] | None = None) -> AsyncIterator[
         try:
             context = await browser.new_context(viewport=viewport or {"width": 1360, "height": 860})
             page = await context.new_page()
+            page.set_default_timeout(120_000)  # generous: agents on a loaded machine are slow
             page.console_errors = []  # type: ignore[attr-defined]
             page.on(
                 "console",

@@ -57,12 +57,12 @@ async def test_dashboard_shows_a_live_agent_its_stream_and_stops_it(
         assert await page.is_visible("#fleet-empty")
         agent_id = await spawn(srv, "browser-ws")  # spawned outside the page: it must show up
         row = f'#fleet tr[data-id="{agent_id}"]'
-        await page.wait_for_selector(f'{row}[data-state="running"]', timeout=30_000)
+        await page.wait_for_selector(f'{row}[data-state="running"]', timeout=120_000)
         assert "browser-ws" in await page.inner_text(row)
         await page.wait_for_function(
             "(sel) => Number(document.querySelector(sel).children[5].textContent) >= 1",
             arg=row,
-            timeout=30_000,
+            timeout=120_000,
         )  # turns counted live
         assert await page.inner_text("#stat-running") == "1"
 
@@ -77,7 +77,7 @@ async def test_dashboard_shows_a_live_agent_its_stream_and_stops_it(
         await page.wait_for_function(
             "(n) => document.querySelectorAll('#stream > li').length > n + 1",
             arg=before,
-            timeout=30_000,
+            timeout=120_000,
         )
         folded = page.locator("#stream details.tool").first
         assert await folded.get_attribute("open") is None  # folded until clicked
@@ -95,13 +95,13 @@ async def test_dashboard_shows_a_live_agent_its_stream_and_stops_it(
         await page.click("#stop")
         await page.wait_for_selector("#confirm[open]")
         await page.click("#confirm-stop")
-        await page.wait_for_selector('#agent-state[data-state="stopped"]', timeout=30_000)
+        await page.wait_for_selector('#agent-state[data-state="stopped"]', timeout=120_000)
         assert await page.is_hidden("#stop")
         async with srv.client() as client:
             assert (await client.get(f"/v1/agents/{agent_id}")).json()["state"] == "stopped"
 
         # back on the fleet page the row says stopped too
         await page.click("#crumbs a")
-        await page.wait_for_selector(f'{row}[data-state="stopped"]', timeout=30_000)
+        await page.wait_for_selector(f'{row}[data-state="stopped"]', timeout=120_000)
         assert page.console_errors == []  # type: ignore[attr-defined]
         await wait_for(lambda: srv.state.streams.open <= 1, 30, "the agent page's stream to end")
