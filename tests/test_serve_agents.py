@@ -88,6 +88,10 @@ async def test_agent_stream_resumes_exactly_and_the_fleet_sees_it(
         fleet_before = await read_events(client, "/v1/events", limit=1)
         assert fleet_before[0].event == "snapshot"
         assert data(fleet_before[0]) == {"agents": []}
+        statuses_only: list[ServerSentEvent] = []
+        statuses_task = asyncio.create_task(
+            read_events(client, "/v1/events?agent_events=false", into=statuses_only)
+        )
         fleet: list[ServerSentEvent] = []
         fleet_task = asyncio.create_task(
             read_events(
@@ -153,6 +157,15 @@ async def test_agent_stream_resumes_exactly_and_the_fleet_sees_it(
             "the fleet to report the finished agent",
         )
         fleet_task.cancel()
+        await wait_for(
+            lambda: any(data(e).get("state") == "succeeded" for e in statuses_only[1:]),
+            60,
+            "the statuses-only subscriber to hear the end",
+        )
+        statuses_task.cancel()
+        await asyncio.gather(fleet_task, statuses_task, return_exceptions=True)
+        assert statuses_only[0].event == "snapshot"
+        assert {e.event for e in statuses_only[1:]} == {"agent"}
         states = [data(e)["state"] for e in fleet if e.event == "agent"]
         assert states[0] == "running"
         assert states[-1] == "succeeded"

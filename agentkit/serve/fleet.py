@@ -119,8 +119,11 @@ class FleetHub:
 
     # --- subscribing ----------------------------------------------------------------------------
 
-    async def subscribe(self, last_event_id: str | None = None) -> AsyncGenerator[Message, None]:
-        """The messages after ``last_event_id`` (or a snapshot first), then live ones."""
+    async def subscribe(
+        self, last_event_id: str | None = None, *, agent_events: bool = True
+    ) -> AsyncGenerator[Message, None]:
+        """The messages after ``last_event_id`` (or a snapshot first), then live ones;
+        without ``agent.event`` messages unless ``agent_events``."""
         await self.start()
         queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=self._queue_size)
         replay = self._after(last_event_id)
@@ -132,12 +135,14 @@ class FleetHub:
                 yield Message("snapshot", {"agents": [s.to_dict() for s in statuses]}, mark)
             else:
                 for message in replay:
-                    yield message
+                    if agent_events or message.event != "agent.event":
+                        yield message
             while True:
                 live = await queue.get()
                 if live is None:  # closing, or this subscriber fell too far behind
                     return
-                yield live
+                if agent_events or live.event != "agent.event":
+                    yield live
         finally:
             self._subscribers.discard(queue)
 

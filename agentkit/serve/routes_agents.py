@@ -116,15 +116,18 @@ def resource_router() -> APIRouter:
         operation_id="fleet_events",
     )
     async def fleet_events(
-        request: Request, last_event_id: LastEventId = None
+        request: Request, last_event_id: LastEventId = None, agent_events: bool = True
     ) -> StreamingResponse:
         """The whole fleet live: a ``snapshot`` of every agent first (or, with
         ``Last-Event-ID``, exactly the messages after it), then ``agent`` (status changes) and
-        ``agent.event`` (each agent's stream events, with the agent's id)."""
+        ``agent.event`` (each agent's stream events, with the agent's id; leave them out with
+        ``?agent_events=false`` to follow statuses only)."""
         state = serve_state(request)
         hub = state.hub
         await hub.start()  # engine errors become HTTP errors here, before the stream
-        return event_stream(hub.subscribe(last_event_id), counter=state.streams)
+        return event_stream(
+            hub.subscribe(last_event_id, agent_events=agent_events), counter=state.streams
+        )
 
     @router.get(
         "/workspaces",

@@ -95,6 +95,7 @@ class LiveStream {
     this.resume = resume;
     this.lastId = null;
     this.closed = false;
+    this.finished = false;
     this.controller = null;
     this.run();
   }
@@ -115,24 +116,31 @@ class LiveStream {
         if (response.status === 401) throw new AuthError("the server refused the token");
         if (!response.ok) {
           const body = await response.json().catch(() => ({}));
-          throw new Error(body.detail || "HTTP " + response.status);
+          const error = new Error(body.detail || "HTTP " + response.status);
+          error.retry = response.status >= 500; // the host or Docker may come back
+          throw error;
         }
         this.onState("live");
         delay = 500;
         await this.read(response.body);
-        this.onState("ended");
-        return; // the server ended it (the agent finished)
+        if (this.finished) {
+          this.onState("ended");
+          return; // the server said so: the agent finished
+        }
+        // the connection ended without an end event (server restart, cut off): resume
       } catch (error) {
         if (this.closed) return;
         if (error instanceof AuthError) return showGate(error.message);
-        if (!(error instanceof TypeError) && !(error.name === "AbortError")) {
+        const network = error instanceof TypeError || error.name === "AbortError";
+        if (!network && !error.retry) {
           this.onState("error", error.message);
           return;
         }
-        this.onState("reconnecting");
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(delay * 2, 8000);
       }
+      if (this.closed) return;
+      this.onState("reconnecting");
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 8000);
     }
   }
 
@@ -166,6 +174,7 @@ class LiveStream {
     }
     if (!data.length) return;
     if (id !== null && this.resume) this.lastId = id;
+    if (event === "end") this.finished = true;
     let parsed;
     try {
       parsed = JSON.parse(data.join("\n"));
@@ -228,7 +237,7 @@ async function connect(candidate) {
 
 function startFleet() {
   if (state.fleet) return;
-  state.fleet = new LiveStream("/v1/events", onFleet, { onState: setLive });
+  state.fleet = new LiveStream("/v1/events?agent_events=false", onFleet, { onState: setLive });
   refreshSide();
 }
 
@@ -526,7 +535,13 @@ document.addEventListener("DOMContentLoaded", () => {
   const fragment = location.hash.match(/^#token=([^&]+)$/);
   if (fragment) {
     history.replaceState(null, "", location.pathname + location.search + "#/");
-    connect(decodeURIComponent(fragment[1])).catch((error) => toast(error.message, "error"));
+    let handed = "";
+    try {
+      handed = decodeURIComponent(fragment[1]);
+    } catch {
+      return showGate("the token in the address was malformed");
+    }
+    connect(handed).catch((error) => toast(error.message, "error"));
   } else if (token()) {
     connect(token()).catch((error) => toast(error.message, "error"));
   } else {
