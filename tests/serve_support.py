@@ -58,6 +58,16 @@ async def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition
         await asyncio.sleep(0.02)
 
 
+def live_tasks() -> list[asyncio.Task[Any]]:
+    """This loop's tasks, except a scripted model server's (aiohttp serves model requests in
+    this process too - an agent's, or a run's - and they come and go on their own)."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not getattr(t.get_coro(), "__qualname__", "").startswith("RequestHandler.")
+    ]
+
+
 @asynccontextmanager
 async def running_server(
     settings: Settings, *, token: str | None = TOKEN, insecure: bool = False, app: Any = None

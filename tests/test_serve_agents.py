@@ -22,7 +22,15 @@ from agentkit.config import Settings
 from agentkit.testing import ScriptedAnthropicServer, reply
 from agentkit.testing.scripts import ClaudeCodeScript
 from tests.containers_support import bridge_gateway
-from tests.serve_support import TOKEN, Served, data, read_events, running_server, wait_for
+from tests.serve_support import (
+    TOKEN,
+    Served,
+    data,
+    live_tasks,
+    read_events,
+    running_server,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.docker,
@@ -212,7 +220,8 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         await wait_for(lambda: hub.tracked == 1, 60, "the fleet to follow the agent")
         await read_events(client, f"/v1/agents/{agent_id}/events", limit=1)  # it has output
         await wait_for(lambda: _watchers(srv, agent_id) == 1, 30, "the fleet's watcher only")
-        base_tasks = len(asyncio.all_tasks())
+        baseline = set(live_tasks())
+        base_tasks = len(baseline)
         assert srv.state.streams.open == 0
         assert hub.subscribers == 0
 
@@ -227,7 +236,7 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         assert srv.state.streams.open == 8
         assert hub.subscribers == 4
         assert _watchers(srv, agent_id) == 1 + 4
-        assert len(asyncio.all_tasks()) > base_tasks
+        assert len(live_tasks()) > base_tasks
 
         for reader in readers:  # the clients go away mid-stream (connections dropped)
             reader.cancel()
@@ -235,7 +244,11 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         await wait_for(lambda: srv.state.streams.open == 0, 30, "streams to close")
         await wait_for(lambda: hub.subscribers == 0, 30, "fleet subscribers to go")
         await wait_for(lambda: _watchers(srv, agent_id) == 1, 30, "agent watchers to go")
-        await wait_for(lambda: len(asyncio.all_tasks()) <= base_tasks, 30, "server tasks to end")
+        try:
+            await wait_for(lambda: len(live_tasks()) <= base_tasks, 30, "tasks to end")
+        except AssertionError:
+            extra = [t.get_coro() for t in set(live_tasks()) - baseline]
+            raise AssertionError(f"tasks left: {extra}") from None
 
         # stop it through the API: the fleet hears it, the status says so
         stopped = await client.post(f"/v1/agents/{agent_id}/stop")

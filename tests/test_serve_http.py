@@ -26,7 +26,15 @@ from agentkit.errors import ConfigError
 from agentkit.serve import create_app
 from agentkit.serve.server import check_bind, is_loopback
 from agentkit.testing import ScriptedAnthropicServer, reply
-from tests.serve_support import TOKEN, Served, data, read_events, running_server, wait_for
+from tests.serve_support import (
+    TOKEN,
+    Served,
+    data,
+    live_tasks,
+    read_events,
+    running_server,
+    wait_for,
+)
 from tests.support import TOOL_NAMES
 
 API_KEY = "sk-ant-serve-" + "k" * 24
@@ -341,7 +349,7 @@ async def test_a_run_whose_client_leaves_is_cancelled_and_leaves_nothing(tmp_pat
         settings = _settings(tmp_path, anthropic_base_url=model.url)
         async with running_server(settings) as srv, srv.client() as client:
             await client.get("/v1/workspaces")  # the connection pool is warm
-            base_tasks = len(asyncio.all_tasks())
+            base_tasks = len(live_tasks())
             got: list[Any] = []
             reader = asyncio.create_task(
                 read_events(client, "/v1/runs", method="POST", json_body={"prompt": "hi"}, into=got)
@@ -352,4 +360,4 @@ async def test_a_run_whose_client_leaves_is_cancelled_and_leaves_nothing(tmp_pat
             reader.cancel()  # the client goes away while the model is still answering
             await asyncio.gather(reader, return_exceptions=True)
             await wait_for(lambda: srv.state.streams.open == 0, 30, "the stream to close")
-            await wait_for(lambda: len(asyncio.all_tasks()) <= base_tasks, 30, "tasks to end")
+            await wait_for(lambda: len(live_tasks()) <= base_tasks, 30, "tasks to end")
