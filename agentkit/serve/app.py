@@ -1,9 +1,9 @@
 """`create_app`: the ``agentkit serve`` ASGI application (FastAPI) over ``connect()``'s services.
 
-Layers, outermost first: unexpected errors -> 500 (redacted log), security headers, bearer auth
-(deny by default), body-size limit, then FastAPI's routes with the error handlers of
-:mod:`agentkit.serve.errors`. Embedding it in another ASGI app works too (``app.mount``);
-pass ``connection=`` to reuse a connection the host app already holds.
+Layers, outermost first: security headers, unexpected errors -> 500 (redacted log), local-only
+checks (without a token), bearer auth (deny by default), body-size limit, then FastAPI's routes
+with the error handlers of :mod:`agentkit.serve.errors`. Embedding it in another ASGI app works
+too (``app.mount``); pass ``connection=`` to reuse a connection the host app already holds.
 """
 
 from __future__ import annotations
@@ -151,6 +151,6 @@ def create_app(
     app.add_middleware(BearerAuth, token=token)
     if token is None:
         app.add_middleware(LocalOnly)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(CatchAll, redactor=lambda: state.redactor)
+    app.add_middleware(SecurityHeaders)
     return app

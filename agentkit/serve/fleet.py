@@ -219,26 +219,27 @@ class FleetHub:
             shown = (base["turns"], base["cost_usd"], base["last_text"])
             last: Position | None = None
             while True:
-                async for position, event in positioned(self._agents, agent_id, last):
-                    last = position
-                    summary.add(event)
-                    self._publish(
-                        "agent.event",
-                        {
-                            "agent": agent_id,
-                            "position": format_position(position),
-                            "event": agent_event(event, self._redactor),
-                        },
-                    )
-                    now = (
-                        summary.turns or base["turns"],
-                        base["cost_usd"] if summary.cost_usd is None else summary.cost_usd,
-                        summary.last_text or base["last_text"],
-                    )
-                    if now != shown and not status.finished:
-                        shown = now
-                        update = dict(base, turns=now[0], cost_usd=now[1], last_text=now[2])
-                        self._publish("agent", self._redactor.redact_data(update))
+                async with contextlib.aclosing(positioned(self._agents, agent_id, last)) as events:
+                    async for position, event in events:
+                        last = position
+                        summary.add(event)
+                        self._publish(
+                            "agent.event",
+                            {
+                                "agent": agent_id,
+                                "position": format_position(position),
+                                "event": agent_event(event, self._redactor),
+                            },
+                        )
+                        now = (
+                            summary.turns or base["turns"],
+                            base["cost_usd"] if summary.cost_usd is None else summary.cost_usd,
+                            summary.last_text or base["last_text"],
+                        )
+                        if now != shown and not status.finished:
+                            shown = now
+                            update = dict(base, turns=now[0], cost_usd=now[1], last_text=now[2])
+                            self._publish("agent", self._redactor.redact_data(update))
                 final = await self._agents.status(agent_id)
                 if final.finished:
                     if not status.finished:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
@@ -93,11 +94,12 @@ def resource_router() -> APIRouter:
         async def messages() -> AsyncGenerator[Message, None]:
             last = after
             while True:
-                async for position, event in positioned(agents, status.id, last):
-                    last = position
-                    yield Message(
-                        "agent.event", agent_event(event, redactor), format_position(position)
-                    )
+                async with contextlib.aclosing(positioned(agents, status.id, last)) as events:
+                    async for position, event in events:
+                        last = position
+                        yield Message(
+                            "agent.event", agent_event(event, redactor), format_position(position)
+                        )
                 final = await agents.status(status.id)
                 if final.finished:
                     yield Message("end", final.to_dict())
