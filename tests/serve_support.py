@@ -2,6 +2,7 @@
 
 ``running_server(settings)`` serves :func:`agentkit.serve.create_app` in the test's event loop
 (so tests can look at the app's state), with the real lifespan (its own ``connect()``).
+``agent_server(...)`` adds the scripted model server the agents' Claude Code talks to.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +25,9 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from agentkit.config import Settings
 from agentkit.serve import create_app
 from agentkit.serve.state import ServeState
+from agentkit.testing import ScriptedAnthropicServer, reply
+from agentkit.testing.scripts import ClaudeCodeScript
+from tests.containers_support import bridge_gateway
 
 TOKEN = "test-token-" + secrets.token_urlsafe(24)
 
@@ -128,3 +133,45 @@ async def read_events(
 
 def data(sse: ServerSentEvent) -> Any:
     return json.loads(sse.data)
+
+
+def chatty_script(steps: int, delay: float) -> ClaudeCodeScript:
+    """``steps`` turns running ``echo step N`` (each answered after ``delay`` s), then a text."""
+    turns = [
+        reply.tool_use("Bash", {"command": f"echo step {n}", "description": f"step {n}"}).delayed(
+            delay
+        )
+        for n in range(steps)
+    ]
+    return ClaudeCodeScript([*turns, reply.text("All steps done.")])
+
+
+@asynccontextmanager
+async def agent_server(
+    tmp_path: Path, image: str, script: Any, **server_kw: Any
+) -> AsyncIterator[tuple[Served, ScriptedAnthropicServer]]:
+    gateway = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0", **server_kw) as model:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            host=None,
+            root=str(tmp_path / "root"),
+            image=image,
+            anthropic_api_key="sk-ant-serve-" + secrets.token_hex(12),
+            anthropic_base_url=model.url_for(gateway),
+            container_memory="2g",
+            api_token=TOKEN,
+        )
+        async with running_server(settings) as srv:
+            yield srv, model
+
+
+async def spawn(srv: Served, workspace: str) -> str:
+    async with srv.client() as client:
+        answer = await client.post(
+            "/v1/tools/spawn_claude_agent",
+            json={"task": "run the steps", "workspace_path": workspace, "timeout": 180000},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["is_error"] is False, answer.json()["content"]
+    return str(answer.json()["data"]["id"])

@@ -9,26 +9,22 @@ of finished runs, stop, and that a client leaving mid-stream leaves no task or s
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from httpx_sse import ServerSentEvent
 
-from agentkit.config import Settings
-from agentkit.testing import ScriptedAnthropicServer, reply
+from agentkit.testing import reply
 from agentkit.testing.scripts import ClaudeCodeScript
-from tests.containers_support import bridge_gateway
 from tests.serve_support import (
-    TOKEN,
     Served,
+    agent_server,
+    chatty_script,
     data,
     live_tasks,
     read_events,
-    running_server,
+    spawn,
     wait_for,
 )
 
@@ -38,48 +34,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("agent_cleanup"),
 ]
-
-
-def chatty_script(steps: int, delay: float) -> ClaudeCodeScript:
-    """``steps`` turns running ``echo step N`` (each answered after ``delay`` s), then a text."""
-    turns = [
-        reply.tool_use("Bash", {"command": f"echo step {n}", "description": f"step {n}"}).delayed(
-            delay
-        )
-        for n in range(steps)
-    ]
-    return ClaudeCodeScript([*turns, reply.text("All steps done.")])
-
-
-@asynccontextmanager
-async def agent_server(
-    tmp_path: Path, image: str, script: Any, **server_kw: Any
-) -> AsyncIterator[tuple[Served, ScriptedAnthropicServer]]:
-    gateway = await bridge_gateway()
-    async with ScriptedAnthropicServer(script, host="0.0.0.0", **server_kw) as model:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            host=None,
-            root=str(tmp_path / "root"),
-            image=image,
-            anthropic_api_key="sk-ant-serve-" + secrets.token_hex(12),
-            anthropic_base_url=model.url_for(gateway),
-            container_memory="2g",
-            api_token=TOKEN,
-        )
-        async with running_server(settings) as srv:
-            yield srv, model
-
-
-async def spawn(srv: Served, workspace: str) -> str:
-    async with srv.client() as client:
-        answer = await client.post(
-            "/v1/tools/spawn_claude_agent",
-            json={"task": "run the steps", "workspace_path": workspace, "timeout": 180000},
-        )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["is_error"] is False, answer.json()["content"]
-    return str(answer.json()["data"]["id"])
 
 
 def _ids_and_data(events: list[ServerSentEvent]) -> list[tuple[str, Any]]:

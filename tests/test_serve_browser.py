@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser import browser_page, chromium_available
-from tests.serve_support import TOKEN, wait_for
+from tests.serve_support import TOKEN, agent_server, chatty_script, spawn, wait_for
 from tests.support import require
-from tests.test_serve_agents import agent_server, chatty_script, spawn
 
 pytestmark = [
     pytest.mark.docker,
