@@ -70,6 +70,7 @@ def make_server(
         lifespan="on",
         loop="asyncio",  # the library's own loop everywhere (uvloop, if installed, is not used)
         http="auto",  # httptools (the serve extra) when importable: less CPU than h11
+        ws="none",  # no WebSocket routes
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)
