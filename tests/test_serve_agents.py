@@ -155,7 +155,7 @@ async def test_agent_stream_resumes_exactly_and_the_fleet_sees_it(
 
 def _watchers(srv: Served, agent_id: str) -> int:
     """Live subscriptions to the agent inside the agent service (its in-memory fan-out)."""
-    run = srv.state.conn.agents._follower.runs.get(agent_id)
+    run = srv.state.conn.agents.registry.get(agent_id)
     return len(run.watchers) if run is not None else 0
 
 
@@ -171,9 +171,9 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         await read_events(client, "/v1/events", limit=1)  # the fleet hub is up
         agent_id = await spawn(srv, "serve-leak")
         hub = srv.state.hub
-        await wait_for(lambda: hub.tracked == 1, 60, "the fleet to follow the agent")
+        await wait_for(lambda: hub.tracked == 1, 60, "the fleet to see the agent's events")
         await read_events(client, f"/v1/agents/{agent_id}/events", limit=1)  # it has output
-        await wait_for(lambda: _watchers(srv, agent_id) == 1, 30, "the fleet's watcher only")
+        await wait_for(lambda: _watchers(srv, agent_id) == 0, 30, "no watcher (the fleet observes)")
         baseline = set(live_tasks())
         base_tasks = len(baseline)
         assert srv.state.streams.open == 0
@@ -189,7 +189,7 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         await wait_for(lambda: all(got), 60, "every stream to deliver its first message")
         assert srv.state.streams.open == 8
         assert hub.subscribers == 4
-        assert _watchers(srv, agent_id) == 1 + 4
+        assert _watchers(srv, agent_id) == 4
         assert len(live_tasks()) > base_tasks
 
         for reader in readers:  # the clients go away mid-stream (connections dropped)
@@ -197,7 +197,7 @@ async def test_clients_leaving_mid_stream_leak_nothing_and_stop_works(
         await asyncio.gather(*readers, return_exceptions=True)
         await wait_for(lambda: srv.state.streams.open == 0, 30, "streams to close")
         await wait_for(lambda: hub.subscribers == 0, 30, "fleet subscribers to go")
-        await wait_for(lambda: _watchers(srv, agent_id) == 1, 30, "agent watchers to go")
+        await wait_for(lambda: _watchers(srv, agent_id) == 0, 30, "agent watchers to go")
         try:
             await wait_for(lambda: len(live_tasks()) <= base_tasks, 30, "tasks to end")
         except AssertionError:

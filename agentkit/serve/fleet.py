@@ -1,16 +1,14 @@
 """`FleetHub`: one live stream of the whole fleet for ``GET /v1/events`` and the dashboard.
 
-What it is built on today (the only module to change when a run registry with observers
-exists - see ``docs/serve.md`` "Rewiring"):
+It is a :class:`~agentkit.containers.registry.RunObserver` of the agent service's run registry:
 
-* the engine's container ``start`` events (``ContainerRuntime.events`` on the service's own
-  labels) say when any agent of this root starts - spawned here, by the CLI or another
-  controller - with no polling;
-* for each running agent one task follows :meth:`AgentService.watch_numbered` (the service's
-  own in-memory fan-out of the agent's log stream) and publishes its events, its status as
-  turns and cost change, and its final status when the stream ends;
-* ``AgentService.list`` gives the snapshot a new subscriber starts from (and heals a start
-  missed while the engine stream was reconnecting).
+* ``on_started`` / ``on_finished`` publish an agent's status (``agent``) when it starts (spawned
+  here, or adopted: listed, asked about, reconciled) and when it ended;
+* ``on_event`` publishes each stream event (``agent.event``, with its ``<line>.<index>``
+  position, the same id as ``GET /v1/agents/{id}/events``) and the agent's status again when
+  its turns, cost or last text changed - from memory, no engine call, no polling;
+* ``AgentService.list`` gives the snapshot a new subscriber starts from (listing also adopts
+  running agents another controller spawned, which then stream here too).
 
 Messages carry ids ``<epoch>-<seq>``: a subscriber that reconnects with ``Last-Event-ID``
 gets exactly the messages after it from a ring buffer, or - when the server restarted (new
@@ -20,43 +18,31 @@ epoch) or the buffer no longer reaches back - a fresh ``snapshot`` first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from agentkit.containers.models import ID_PATTERN
-from agentkit.containers.streamjson import Event, RunSummary
-from agentkit.errors import AgentkitError
+from agentkit.containers.models import AgentStatus
+from agentkit.containers.registry import RunObserver
+from agentkit.containers.streamjson import (
+    AssistantText,
+    AssistantToolUse,
+    Event,
+    ResultEvent,
+)
 from agentkit.serve.encode import agent_event
 from agentkit.serve.sse import Message, Position, format_position
 
 if TYPE_CHECKING:
-    from agentkit.containers.models import AgentStatus
+    from agentkit.containers.records import RunRecord
     from agentkit.containers.service import AgentService
     from agentkit.redact import Redactor
 
-__all__ = ["REWATCH_DELAY", "FleetHub", "positioned"]
-
-logger = logging.getLogger("agentkit.serve")
-
-RECONNECT_DELAY = 1.0  # seconds before reopening a broken engine event stream
-REWATCH_DELAY = 1.0  # seconds before watching a still running agent whose stream ended
+__all__ = ["FleetHub"]
 
 
-async def positioned(
-    agents: AgentService, agent_id: str, after: Position | None
-) -> AsyncGenerator[tuple[Position, Event], None]:
-    """The agent's events with their ``(line, index)`` positions, those after ``after`` only."""
-    async with contextlib.aclosing(agents.watch_numbered(agent_id)) as events:
-        async for line, index, event in events:
-            if after is None or (line, index) > after:
-                yield (line, index), event
-
-
-class FleetHub:
+class FleetHub(RunObserver):
     """Publishes fleet messages to every subscriber; keeps the last ``backlog`` for resumes.
 
     Message kinds (SSE ``event:``): ``snapshot`` (``{"agents": [status, ...]}``), ``agent``
@@ -79,9 +65,11 @@ class FleetHub:
         self._ring: deque[tuple[int, Message]] = deque(maxlen=backlog)
         self._queue_size = queue_size
         self._subscribers: set[asyncio.Queue[Message | None]] = set()
-        self._tracked: dict[str, asyncio.Task[None]] = {}
-        self._engine: asyncio.Task[None] | None = None
+        # per running agent: the last position published, and the (turns, cost, text) shown
+        self._positions: dict[str, Position] = {}
+        self._shown: dict[str, tuple[object, ...]] = {}
         self._lock = asyncio.Lock()
+        self._started = False
         self._closed = False
 
     # --- state the tests and /healthz read ------------------------------------------------------
@@ -92,28 +80,23 @@ class FleetHub:
 
     @property
     def tracked(self) -> int:
-        return len(self._tracked)
+        """Running agents whose events this hub has seen."""
+        return len(self._positions)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe to the engine and follow the running agents (once; later calls return)."""
+        """Observe the run registry (once; later calls return)."""
         async with self._lock:
-            if self._engine is not None or self._closed:
+            if self._started or self._closed:
                 return
             await self._agents.start()
-            self._engine = asyncio.create_task(self._follow_engine(), name="fleet engine events")
-        await self._catch_up()
+            self._agents.registry.subscribe(self)
+            self._started = True
 
     async def aclose(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._engine, *self._tracked.values()) if t is not None]
-        self._engine = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._agents.registry.unsubscribe(self)
         for queue in list(self._subscribers):
             queue.put_nowait(None)
 
@@ -131,7 +114,7 @@ class FleetHub:
         self._subscribers.add(queue)
         try:
             if replay is None:
-                statuses = await self._catch_up()
+                statuses = await self._agents.list()  # also adopts running agents
                 yield Message("snapshot", {"agents": [s.to_dict() for s in statuses]}, mark)
             else:
                 for message in replay:
@@ -178,75 +161,42 @@ class FleetHub:
                     queue.get_nowait()
                 queue.put_nowait(None)
 
-    # --- sources --------------------------------------------------------------------------------
+    # --- the registry's observer hooks ---------------------------------------------------------
 
-    async def _catch_up(self) -> list[AgentStatus]:
-        """List the fleet and follow every running agent not followed yet."""
-        statuses = await self._agents.list()
-        for status in statuses:
-            if not status.finished:
-                self._track(status.id)
-        return statuses
+    async def on_started(self, record: RunRecord) -> None:
+        self._publish("agent", self._status(record))
 
-    async def _follow_engine(self) -> None:
-        runtime = await self._agents.runtime()
-        while not self._closed:
-            try:
-                async for event in runtime.events(self._agents.labels, actions=("start",)):
-                    if ID_PATTERN.fullmatch(event.name):
-                        self._track(event.name)
-            except AgentkitError as exc:
-                logger.debug("fleet engine events ended (%s); reopening", exc)
-            if self._closed:
-                return
-            await asyncio.sleep(RECONNECT_DELAY)  # back-off before reconnecting, not polling
-            with contextlib.suppress(AgentkitError):
-                await self._catch_up()
+    async def on_finished(self, record: RunRecord) -> None:
+        self._positions.pop(record.id, None)
+        self._shown.pop(record.id, None)
+        self._publish("agent", self._status(record))
 
-    def _track(self, agent_id: str) -> None:
-        if agent_id in self._tracked or self._closed:
+    def on_event(self, run_id: str, event: Event) -> None:
+        run = self._agents.registry.get(run_id)
+        if run is None:
             return
-        self._tracked[agent_id] = asyncio.create_task(
-            self._follow_agent(agent_id), name=f"fleet {agent_id}"
+        # called while the run takes in one output line (before it counts it): ``run.lines`` is
+        # that line's number; events of one line come in order
+        last = self._positions.get(run_id)
+        position = (run.lines, last[1] + 1 if last and last[0] == run.lines else 0)
+        if last is not None and position <= last:
+            return  # the output is being read again from the start (after a broken follow)
+        self._positions[run_id] = position
+        self._publish(
+            "agent.event",
+            {
+                "agent": run_id,
+                "position": format_position(position),
+                "event": agent_event(event, self._redactor),
+            },
         )
+        if isinstance(event, AssistantText | AssistantToolUse | ResultEvent):
+            status = run.running_status().to_dict()
+            shown = (status["turns"], status["cost_usd"], status["last_text"])
+            if self._shown.get(run_id) != shown:
+                self._shown[run_id] = shown
+                self._publish("agent", self._redactor.redact_data(status))
 
-    async def _follow_agent(self, agent_id: str) -> None:
-        try:
-            status = await self._agents.status(agent_id)
-            base = status.to_dict()
-            self._publish("agent", base)
-            summary = RunSummary()
-            shown = (base["turns"], base["cost_usd"], base["last_text"])
-            last: Position | None = None
-            while True:
-                async with contextlib.aclosing(positioned(self._agents, agent_id, last)) as events:
-                    async for position, event in events:
-                        last = position
-                        summary.add(event)
-                        self._publish(
-                            "agent.event",
-                            {
-                                "agent": agent_id,
-                                "position": format_position(position),
-                                "event": agent_event(event, self._redactor),
-                            },
-                        )
-                        now = (
-                            summary.turns or base["turns"],
-                            base["cost_usd"] if summary.cost_usd is None else summary.cost_usd,
-                            summary.last_text or base["last_text"],
-                        )
-                        if now != shown and not status.finished:
-                            shown = now
-                            update = dict(base, turns=now[0], cost_usd=now[1], last_text=now[2])
-                            self._publish("agent", self._redactor.redact_data(update))
-                final = await self._agents.status(agent_id)
-                if final.finished:
-                    if not status.finished:
-                        self._publish("agent", final.to_dict())
-                    return
-                await asyncio.sleep(REWATCH_DELAY)  # still running: its stream broke; again
-        except AgentkitError as exc:
-            logger.warning("fleet: following %s failed: %s", agent_id, exc)
-        finally:
-            self._tracked.pop(agent_id, None)
+    def _status(self, record: RunRecord) -> dict[str, Any]:
+        status = AgentStatus.from_record(record.to_dict())
+        return self._redactor.redact_data(status.to_dict())  # type: ignore[no-any-return]

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from starlette.responses import StreamingResponse
 
 from agentkit.serve.costs import known_costs
 from agentkit.serve.encode import agent_event
-from agentkit.serve.fleet import REWATCH_DELAY, positioned
 from agentkit.serve.models import INVALID, AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
-from agentkit.serve.sse import Message, event_stream, format_position, parse_position
+from agentkit.serve.sse import Message, Position, event_stream, format_position, parse_position
 from agentkit.serve.state import serve_state
+
+if TYPE_CHECKING:
+    from agentkit.containers.service import AgentService
+    from agentkit.containers.streamjson import Event
 
 __all__ = ["resource_router"]
 
@@ -30,6 +33,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorModel, "description": "not an agent started by agentkit"},
     404: {"model": ErrorModel, "description": "no such agent"},
 }
+
+REWATCH_DELAY = 1.0  # seconds before watching a still running agent whose stream ended
+
+
+async def positioned(
+    agents: AgentService, agent_id: str, after: Position | None
+) -> AsyncGenerator[tuple[Position, Event], None]:
+    """The agent's events with their ``(line, index)`` positions, those after ``after`` only."""
+    async with contextlib.aclosing(agents.watch_numbered(agent_id)) as events:
+        async for line, index, event in events:
+            if after is None or (line, index) > after:
+                yield (line, index), event
+
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)]
 
