@@ -2,7 +2,8 @@
 # Build the images the tests use (idempotent; run after dockerd is up):
 #   1. agentkit-base:bookworm  a minimal Debian from debootstrap (no Docker Hub here), if missing;
 #   2. the agent image (AGENTKIT_IMAGE, default agentflow-claude-code:latest) through the
-#      library's own builder (Engine API), rebuilt only when its inputs hash changed.
+#      library's own builder (Engine API), rebuilt only when its inputs hash changed;
+#   3. the gateway image (AGENTKIT_GATEWAY_IMAGE, default agentkit-gateway:latest) the same way.
 # The host's extra CA certificates (an intercepting TLS proxy's) are trusted in the image.
 #
 # Tests and the runtime must use the same build inputs, or ensure_image() sees another hash and
@@ -45,5 +46,9 @@ fi
 
 t=$(date +%s)
 "$PY" -m agentkit.runtimes.image --base-image "$BASE_IMAGE" "${ca_args[@]}" --progress steps
-echo "agent image: ready in $(elapsed "$t") (total $(elapsed "$t0"))"
+echo "agent image: ready in $(elapsed "$t")"
+
+t=$(date +%s)
+"$PY" -m agentkit.runtimes.image --gateway --base-image "$BASE_IMAGE" "${ca_args[@]}" --progress steps
+echo "gateway image: ready in $(elapsed "$t") (total $(elapsed "$t0"))"
 echo "use: AGENTKIT_BASE_IMAGE=$BASE_IMAGE AGENTKIT_EXTRA_CA_DIR=$CA_DIR"

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentkit.errors import ConfigError
+from agentkit.gateway.egress import DEFAULT_ALLOW
 
 #: The controlling model used when AGENTKIT_MODEL is unset.
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -184,6 +185,46 @@ class Settings(BaseSettings):
         description="Host variables passed into agent containers (comma separated).",
     )
 
+    # --- gateway, costs, budgets, egress ---------------------------------------------------
+    gateway: bool = Field(
+        default=True,
+        validation_alias=_env("AGENTKIT_GATEWAY"),
+        description=(
+            "Run agents behind the gateway (per-run tokens instead of the key, metering, "
+            "budgets, egress allowlist). Only with the Docker runtime."
+        ),
+    )
+    gateway_image: str = Field(
+        default="agentkit-gateway:latest", validation_alias=_env("AGENTKIT_GATEWAY_IMAGE")
+    )
+    gateway_extra_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("AGENTKIT_GATEWAY_EXTRA_HOSTS"),
+        description="host:ip entries added to the gateway's /etc/hosts (comma separated).",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=_env("AGENTKIT_MAX_COST_USD"),
+        description="Default per-agent budget in US dollars (spawn's max_cost_usd). Unset: none.",
+    )
+    daily_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=_env("AGENTKIT_DAILY_BUDGET_USD"),
+        description="Fleet budget per UTC day in US dollars, over all agents. Unset: none.",
+    )
+    pricing: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_PRICING"),
+        description="JSON price overrides, USD per million tokens by model prefix.",
+    )
+    egress_allow: str = Field(
+        default=DEFAULT_ALLOW,
+        validation_alias=_env("AGENTKIT_EGRESS_ALLOW"),
+        description="Hosts agents may reach through the gateway's proxy (comma separated).",
+    )
+
     # --- adapters -------------------------------------------------------------------------
     discord_webhook_url: SecretStr | None = Field(
         default=None, validation_alias=_env("DISCORD_WEBHOOK_URL")
@@ -242,6 +283,7 @@ class Settings(BaseSettings):
     @field_validator(
         "container_env_passthrough",
         "git_allow",
+        "gateway_extra_hosts",
         "discord_allowed_users",
         "discord_allowed_roles",
         "discord_channels",

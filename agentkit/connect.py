@@ -12,6 +12,7 @@ from agentkit.config import Settings, load_settings
 from agentkit.errors import RuntimeUnavailable
 from agentkit.executors import make_executor
 from agentkit.executors.base import Executor
+from agentkit.gateway.recorder import UsageRecorder
 from agentkit.tools.base import ToolContext
 from agentkit.tools.toolset import Toolset
 
@@ -42,6 +43,8 @@ class Connection:
     agents: AgentService
     workspaces: WorkspaceService
     toolset: Toolset
+    #: the outer agent's usage, recorded in the gateway's cost ledger (``None``: no gateway)
+    usage_recorder: UsageRecorder | None = None
 
     def agent(self, **options: Any) -> ToolBasedAgent:
         """A :class:`ToolBasedAgent` over this connection's toolset, configured from settings.
@@ -54,6 +57,8 @@ class Connection:
         from agentkit.agent.prompts import operator_prompt
 
         options.setdefault("system", operator_prompt(self.settings))
+        if self.usage_recorder is not None:
+            options.setdefault("on_usage", self.usage_recorder)
         return ToolBasedAgent.from_settings(self.toolset, self.settings, **options)
 
 
@@ -118,6 +123,11 @@ async def connect(
                 context=context,
                 max_result_bytes=settings.tool_result_max_bytes,
             )
-            yield Connection(settings, executor, agents, workspaces, toolset)
+            recorder = UsageRecorder(agents) if settings.gateway else None
+            try:
+                yield Connection(settings, executor, agents, workspaces, toolset, recorder)
+            finally:
+                if recorder is not None:
+                    await recorder.aclose()
         finally:
             await agents.aclose()

@@ -91,4 +91,13 @@ async def remove_containers_of_root(root: str) -> int:
             except aiodocker.exceptions.DockerError as exc:
                 if exc.status not in (404, 409):  # gone, or being removed already
                     raise
+        # the root's gateway network (agentkit.gateway), once its members are gone
+        ours = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
+        nets = await docker._query_json("networks", params={"filters": ours})
+        for net in nets:
+            try:
+                await docker._query_json(f"networks/{net['Id']}", method="DELETE")
+            except aiodocker.exceptions.DockerError as exc:
+                if exc.status not in (404, 409):
+                    raise
         return len(rows)

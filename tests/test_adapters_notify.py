@@ -440,22 +440,32 @@ async def test_agent_end_is_reported_once_per_agent_with_its_state() -> None:
     other = "claude-agent-1764240000001-zz9zz9"
     stop = ToolCall(id="s", name="stop_claude_agent", input={"container_id": other})
     timed = "claude-agent-1764240000002-tt1tt1"
+    spent = "claude-agent-1764240000003-bb1bb1"
     results = [
         ToolResult("running", data=status(state="running")),  # not finished: nothing
         ToolResult("done", data=status(state="succeeded", result_text="Done.", cost_usd=0.5)),
         ToolResult("done", data=status(state="succeeded", result_text="Done.")),  # polled again
         ToolResult("stopped", data=status(id=other, state="stopped")),
         ToolResult("late", data=status(id=timed, state="timed_out", error="deadline passed")),
+        ToolResult(
+            "spent",
+            data=status(
+                id=spent, state="budget_exceeded", cost_usd=0.61, error="agentkit budget exceeded"
+            ),
+        ),
     ]
-    calls = [poll, poll, poll, stop, poll]
+    calls = [poll, poll, poll, stop, poll, poll]
     async with DiscordWebhookNotifier(URL, tool_use=False) as notifier:
         for call, result in zip(calls, results, strict=True):
             notifier.notify(ToolResultEvent(call=call, result=result, duration=0.1, turn=1))
     texts = [text_of(b) for b in bodies(route)]
-    assert len(texts) == 3
+    assert len(texts) == 4
     assert "Agent finished" in texts[0]
     assert "$0.5000" in texts[0]
     assert "Agent stopped" in texts[1]
     assert other in texts[1]
     assert "Agent failed" in texts[2]
     assert "deadline passed" in texts[2]
+    assert "budget exceeded" in texts[3]
+    assert "budget_exceeded" in texts[3]
+    assert "$0.6100" in texts[3]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.containers_support import BASE_IMAGE, docker_ok, image_ok
 from tests.support import require
 
@@ -64,3 +66,11 @@ async def test_serve_bench_runs_side_by_side() -> None:
     out = _bench("serve.py", "--n", "20", "--subscribers", "5", "--lines", "20", timeout=300)
     assert "in-process status" in out
     assert "5 got every event once and in order, 0 lost or repeated" in out
+
+
+@pytest.mark.timeout(500)  # the subprocess has 400 s (pytest's default is 300)
+async def test_gateway_bench_runs_side_by_side() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    out = _bench("gateway.py", "--n", "5", "--agents", "3", timeout=400)
+    assert "added p50" in out
+    assert "3 of 3 metered" in out

@@ -152,7 +152,8 @@ def test_run_streams_text_and_tool_calls(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.index("Let me look.") < out.index("list_workspaces") < out.index("no workspaces")
-    assert "2 turn(s)" in out
+    # usage with its cost (2 turns of 10 in / 5 out at the default model's Sonnet prices)
+    assert "2 turn(s), 20 in (0 cached) / 10 out tokens, $0.0002" in out
     assert "sk-ant-test-key-123456" not in out + proc.stderr
 
 
@@ -200,10 +201,17 @@ def test_doctor_json_reports_checks(tmp_path: Path) -> None:
     assert proc.returncode == 1  # the missing key is a problem to fix
 
 
+@pytest.mark.usefixtures("agent_cleanup")  # its gateway (container and network) too
 async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     require(await docker_ok(), "a running Docker engine")
     require(await image_ok(AGENT_IMAGE), f"the agent image {AGENT_IMAGE}")
-    proc = agentkit(tmp_path, "demo", timeout=300)
+    # the images' build inputs, as CI sets them (the gateway image is checked on first use)
+    inputs = {
+        k: os.environ[k]
+        for k in ("AGENTKIT_GATEWAY_IMAGE", "AGENTKIT_BASE_IMAGE", "AGENTKIT_EXTRA_CA_DIR")
+        if os.environ.get(k)
+    }
+    proc = agentkit(tmp_path, "demo", timeout=300, **inputs)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     written = list((tmp_path / "root" / "workspaces").glob("demo-*/fizzbuzz.py"))
     assert len(written) == 1

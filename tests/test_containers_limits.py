@@ -213,7 +213,11 @@ async def test_only_our_containers_can_be_touched(base_image: str, tmp_path: Pat
 
 
 async def test_bad_spawns_are_refused_or_recorded(base_image: str, tmp_path: Path) -> None:
-    settings = _settings(tmp_path, base_image, container_network="agentkit-test-no-such-net")
+    # no gateway: the engine must refuse the agent's own container (behind the gateway the
+    # network setting is the gateway's; test_gateway_e2e covers that side)
+    settings = _settings(
+        tmp_path, base_image, container_network="agentkit-test-no-such-net", gateway=False
+    )
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
         toolset = Toolset(
             container_tools(),
@@ -267,7 +271,11 @@ async def test_closing_right_after_wait_still_records_and_removes(
         result = await agents.store.read_result(spawned.id)
         assert result is not None
         assert result["state"] == "succeeded"
-        assert await remove_containers_of_root(settings.root) == 0
+        async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+            left = await docker.containers.list(
+                all=True, filters=json.dumps({"name": [spawned.id]})
+            )
+        assert left == []  # the agent's container is gone (the gateway stays for the next)
 
 
 async def test_a_workspace_is_free_as_soon_as_wait_returns(base_image: str, tmp_path: Path) -> None:

@@ -338,15 +338,22 @@ async def test_runs_as_claude_1001_with_settings_and_tools(
         docker,
         agent_image.tag,
         'id -u; id -un; echo "$HOME"; pwd; stat -c %u /workspace; '
-        "cat ~/.claude/settings.json; echo; echo ---; "
+        "cat /etc/claude-code/managed-settings.json; echo; echo ---; "
+        "cat ~/.claude/settings.json; stat -c '%U:%G %a' /etc/claude-code/managed-settings.json "
+        "/etc/claude-code ~/.claude/settings.json; echo ---; "
         "for t in git python3 jq node npm curl wget ssh gcc make; do command -v $t; done; "
         "ls /usr/local/lib/node_modules/@anthropic-ai/",
     )
-    head, _, tools = out.partition("---\n")
+    head, _, rest = out.partition("---\n")
+    user, _, tools = rest.partition("---\n")
     lines = head.splitlines()
     assert lines[:5] == ["1001", "claude", "/home/claude", "/workspace", "1001"]
+    # the shipped settings are managed settings: root-owned, read-only for the agent
     settings = json.loads("\n".join(lines[5:]))
     assert settings == json.loads((REPO / ".claude" / "settings.json").read_text())
+    user_lines = user.splitlines()
+    assert json.loads(user_lines[0]) == {}  # the agent's own file starts empty
+    assert user_lines[1:] == ["root:root 644", "root:root 755", "claude:claude 644"]
     assert settings["permissions"]["defaultMode"] == "bypassPermissions"
     found = tools.splitlines()
     for tool in ("git", "python3", "jq", "node", "npm", "curl", "wget", "ssh", "gcc", "make"):

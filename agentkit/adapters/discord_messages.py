@@ -246,6 +246,8 @@ class EventRenderer:
             fields.append(("Turns", str(turns)))
         if state == "stopped":
             title, color = "⏹️ Agent stopped", GREY
+        elif state == "budget_exceeded":
+            title, color = "💸 Agent stopped: budget exceeded", YELLOW
         elif state in _FAILED or bool(field_of(data, "is_error")):
             title, color = "❌ Agent failed", RED
         else:

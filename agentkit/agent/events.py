@@ -15,17 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkit.gateway.pricing import TokenCounts
 from agentkit.tools.base import ToolResult
 
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage, summed over turns."""
+    """Token usage and its cost in US dollars (the agent's price table), summed over turns."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cost_usd: float = 0.0
 
     def add(self, other: Any) -> None:
         """Add an SDK ``Usage`` object (or another :class:`Usage`); missing fields count as 0."""
@@ -37,6 +39,18 @@ class Usage:
         ):
             value = getattr(other, name, 0) or 0
             setattr(self, name, getattr(self, name) + int(value))
+        cost = getattr(other, "cost_usd", 0.0)
+        if isinstance(cost, int | float):
+            self.cost_usd += float(cost)
+
+    @property
+    def tokens(self) -> TokenCounts:
+        return TokenCounts(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        )
 
     @property
     def total_input_tokens(self) -> int:

@@ -31,9 +31,10 @@ from agentkit.agent.events import (
     TurnFinished,
     Usage,
 )
-from agentkit.agent.hooks import AfterTool, BeforeTool
+from agentkit.agent.hooks import AfterTool, BeforeTool, OnUsage
 from agentkit.config import DEFAULT_MODEL
 from agentkit.errors import ConfigError, MaxTurnsExceeded, ModelError
+from agentkit.gateway.pricing import PriceTable, parse_overrides
 from agentkit.redact import strip_url_credentials
 from agentkit.tools.base import ToolResult
 
@@ -104,6 +105,8 @@ class ToolBasedAgent:
         conversation: Conversation | None = None,
         raise_on_max_turns: bool = False,
         request_options: Mapping[str, Any] | None = None,
+        prices: PriceTable | None = None,
+        on_usage: OnUsage | None = None,
     ) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -118,6 +121,10 @@ class ToolBasedAgent:
         self.conversation = conversation
         self.raise_on_max_turns = raise_on_max_turns
         self.request_options: dict[str, Any] = dict(request_options or {})
+        #: prices each turn's usage (``Usage.cost_usd``); the built-in table by default
+        self.prices = prices if prices is not None else PriceTable()
+        #: ``await on_usage(turn_usage, model)`` after every model turn (e.g. the cost ledger)
+        self.on_usage = on_usage
         if client is not None and max_retries is not None:
             client = client.with_options(max_retries=max_retries)
         self.max_retries = max_retries if max_retries is not None else 4
@@ -140,6 +147,7 @@ class ToolBasedAgent:
             "max_tokens": settings.max_tokens,
             "max_turns": settings.max_turns,
             "max_retries": settings.max_retries,
+            "prices": PriceTable(parse_overrides(settings.pricing)),
         }
         options.update(overrides)
         if "client" not in options:
@@ -155,6 +163,13 @@ class ToolBasedAgent:
             agent._client_factory = factory
             return agent
         return cls(toolset, **options)
+
+    async def _report_usage(self, usage: Usage, model: str) -> None:
+        assert self.on_usage is not None
+        try:
+            await self.on_usage(usage, model)
+        except Exception as exc:  # a ledger problem never fails the run
+            logger.warning("usage hook failed: %s", exc)
 
     # --- client ---------------------------------------------------------------------------
 
@@ -255,7 +270,11 @@ class ToolBasedAgent:
                 assert message is not None
                 turn_usage = Usage()
                 turn_usage.add(message.usage)
+                model = getattr(message, "model", None) or self.model
+                turn_usage.cost_usd = self.prices.cost(model, turn_usage.tokens)
                 usage.add(turn_usage)
+                if self.on_usage is not None:
+                    await self._report_usage(turn_usage, model)
                 stop_reason = message.stop_reason
                 content = _assistant_content(message.content)
                 if content:

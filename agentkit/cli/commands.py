@@ -122,6 +122,13 @@ async def logs(args: argparse.Namespace) -> int:
         return await show_logs(conn, args.container_id, args.lines, args.follow, args.as_json)
 
 
+async def costs(args: argparse.Namespace) -> int:
+    from agentkit.cli.costs import show_costs
+
+    async with connect(load_settings(), reconcile=False) as conn:
+        return await show_costs(conn, args.since, args.by, args.as_json)
+
+
 async def image(args: argparse.Namespace) -> int:
     from agentkit.executors import make_executor
     from agentkit.runtimes.docker_engine import open_docker
@@ -140,12 +147,20 @@ async def image(args: argparse.Namespace) -> int:
         docker = await open_docker(executor, settings)
         try:
             info = await ensure_image(docker, settings, force=args.force, progress=progress)
+            gateway = None
+            if settings.gateway:
+                from agentkit.gateway.image import GatewayImageBuilder
+
+                builder = GatewayImageBuilder(docker, settings, progress=progress)
+                gateway = await builder.ensure(force=args.force)
         finally:
             await docker.close()
     if args.as_json:
-        _print_json(info.to_dict())
+        _print_json({**info.to_dict(), "gateway": gateway.to_dict() if gateway else None})
     else:
         out.print(f"[green]image ready:[/] {info}")
+        if gateway is not None:
+            out.print(f"[green]gateway image ready:[/] {gateway}")
     return EXIT_OK
 
 

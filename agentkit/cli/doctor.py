@@ -6,12 +6,15 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from agentkit.config import Settings, load_settings
 from agentkit.errors import AgentkitError
+
+if TYPE_CHECKING:
+    from agentkit.executors.base import Executor
 
 console = Console(highlight=False)
 
@@ -114,6 +117,8 @@ async def host_checks(settings: Settings) -> list[Check]:
                 checks.append(await swarm_check(docker))
             info = await builder.inspect()
             expected = await builder.expected_hash()
+            if settings.gateway:
+                checks.extend(await gateway_checks(executor, settings, docker))
         finally:
             await docker.close()
         if info is None:
@@ -158,6 +163,54 @@ async def swarm_check(docker: Any) -> Check:
     )
     fix = None if problem is None else problem.split(";", 1)[-1].strip()
     return Check("swarm manager (AGENTKIT_RUNTIME=swarm)", problem is None, detail, fix)
+
+
+async def gateway_checks(executor: Executor, settings: Settings, docker: Any) -> list[Check]:
+    """The gateway image (current code?) and, if it runs, its health (optional checks: both
+    are made on the first spawn)."""
+    from agentkit.gateway.host import GatewayHost
+    from agentkit.gateway.image import CODE_LABEL, GatewayImageBuilder, code_hash
+
+    builder = GatewayImageBuilder(docker, settings)
+    image = await builder.inspect()
+    current = image is not None and image.labels.get(CODE_LABEL) == code_hash(
+        await builder.context()
+    )
+    checks = [
+        Check(
+            "gateway image",
+            current,
+            f"{settings.gateway_image}: "
+            + ("missing" if image is None else "current" if current else "runs other code"),
+            "run `agentkit image build` (or it is built before the first spawn)",
+            optional=True,
+        )
+    ]
+    host = GatewayHost(executor, settings, docker)
+    try:
+        health = await (await host.attach()).health()
+        detail = f"{host.name}: up, squid {health.get('squid')}, {health.get('runs')} active runs"
+        checks.append(
+            Check(
+                "gateway",
+                health.get("squid") == "running",
+                detail,
+                f"`docker logs {host.name}` shows why squid is not running",
+            )
+        )
+    except AgentkitError:
+        checks.append(
+            Check(
+                "gateway",
+                False,
+                f"{host.name}: not running",
+                "it starts with the first spawn",
+                optional=True,
+            )
+        )
+    finally:
+        await host.aclose()
+    return checks
 
 
 async def doctor(args: argparse.Namespace) -> int:

@@ -60,9 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=100, help="how many events to show")
     _json_flag(logs)
 
+    costs = sub.add_parser(
+        "costs", help="what agents and the controlling model spent (the gateway's ledger)"
+    )
+    costs.add_argument(
+        "--since", help="only since: 30m, 24h, 7d, a date (2026-11-30) or unix seconds"
+    )
+    costs.add_argument(
+        "--by", choices=["agent", "workspace", "day"], default="agent", help="group by"
+    )
+    _json_flag(costs)
+
     image = sub.add_parser("image", help="manage the agent image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION")
-    build = image_sub.add_parser("build", help="build the agent image on the target host")
+    build = image_sub.add_parser(
+        "build", help="build the agent image (and the gateway image) on the target host"
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--base-image", help="BASE_IMAGE build argument")
     _json_flag(build)
@@ -109,6 +122,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await commands.chat(args)
     if command == "logs":
         return await commands.logs(args)
+    if command == "costs":
+        return await commands.costs(args)
     if command == "image":
         return await commands.image(args)
     if command == "doctor":

@@ -128,7 +128,8 @@ class EventRenderer:
                 note = " [yellow](max turns reached)[/]" if result.max_turns_reached else ""
                 self.console.print(
                     f"[dim]— {result.turns} turn(s), {u.total_input_tokens} in "
-                    f"({u.cache_read_input_tokens} cached) / {u.output_tokens} out tokens[/]{note}"
+                    f"({u.cache_read_input_tokens} cached) / {u.output_tokens} out tokens, "
+                    f"${u.cost_usd:.4f}[/]{note}"
                 )
             case ErrorEvent(message=message):
                 self._stop_status()

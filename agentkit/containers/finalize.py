@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.live import LiveRun, as_float
 from agentkit.containers.models import AgentState, AgentStatus, decide_state
@@ -62,6 +62,9 @@ class Finalizer:
         store: the run records.
         redactor: applied to everything written.
         registry: the owner of live runs and final statuses.
+        on_end: ``await on_end(run_id, meta)`` as a run is recorded; a mapping it returns (the
+            gateway's metered summary) is kept in the record as ``metered``, its ``cost_usd``
+            becomes the run's cost and ``budget_exceeded`` decides the state.
     """
 
     def __init__(
@@ -70,8 +73,12 @@ class Finalizer:
         store: RunStore,
         redactor: Redactor,
         registry: RunRegistry,
+        on_end: Callable[[str, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
+        | None = None,
     ) -> None:
         self._runtime = runtime
+        #: asked once per run as it is recorded (the gateway: kill the token, metered usage)
+        self.on_end = on_end
         self.store = store
         self.redactor = redactor
         self.registry = registry
@@ -140,7 +147,8 @@ class Finalizer:
                 run = run or LiveRun(rid, labels)
                 await self._reread_or_keep(run, info)
             exit_event = ended or (info.exit if info is not None else None)
-            record = self._record(run, meta, labels, exit_event, info, stop)
+            metered = await self._ended(rid, meta)
+            record = self._record(run, meta, labels, exit_event, info, stop, metered)
             status = self._remember(run, AgentStatus.from_record(record.to_dict()))
             # persist: output first, then stderr, then the result that marks the run finished
             if flush is not None:
@@ -169,8 +177,10 @@ class Finalizer:
         exit_event: ExitEvent | None,
         info: RunInfo | None,
         stop: dict[str, object] | None,
+        metered: Mapping[str, Any] | None = None,
     ) -> RunRecord:
-        """The final record from what the run printed and how the runtime says it ended."""
+        """The final record from what the run printed, how the runtime says it ended and what
+        the gateway metered (``metered``: its summary of the run, or ``None``)."""
         summary = run.summary
         res = summary.result
         stop_reason = stop.get("reason") if stop else None
@@ -184,11 +194,14 @@ class Finalizer:
             finished_at=finished_at,
             deadline=deadline,
             result_is_error=res.is_error if res else None,
+            budget_exceeded=bool(metered and metered.get("budget_exceeded")),
         )
         err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
         error = None
         if exit_event is None:
             error = "the run disappeared before its result was recorded"
+        elif state == AgentState.BUDGET_EXCEEDED and metered:
+            error = str(metered.get("budget_reason") or "the budget was spent")
         elif state != AgentState.SUCCEEDED:
             error = (summary.last_error or exit_event.error or err_text[-500:]) or None
             if state == AgentState.LOST and not error:
@@ -212,7 +225,21 @@ class Finalizer:
         record.stop_reason = stop_reason if isinstance(stop_reason, str) else None
         record.error = self.redactor.redact(error) if error else None
         record.output_lines = run.lines
+        if metered is not None:  # the gateway's figures win over Claude Code's estimate
+            record.extra["metered"] = dict(metered)
+            record.extra["reported_cost_usd"] = record.cost_usd
+            cost = metered.get("cost_usd")
+            record.cost_usd = float(cost) if isinstance(cost, int | float) else None
         return record
+
+    async def _ended(self, run_id: str, meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        if self.on_end is None:
+            return None
+        try:
+            return await self.on_end(run_id, meta)
+        except AgentkitError as exc:  # the record must still be written
+            logger.warning("the gateway could not close run %s: %s", run_id, exc)
+            return None
 
     def _remember(
         self, run: LiveRun | None, status: AgentStatus, *, persisted: bool = False

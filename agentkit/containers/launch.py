@@ -31,6 +31,7 @@ from agentkit.workspaces.names import resolve_workspace
 if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
+    from agentkit.gateway.agents import GatewayAdditions
     from agentkit.redact import Redactor
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "MIN_TIMEOUT_MS",
     "TASK_LABEL_CHARS",
     "WORKSPACE_TARGET",
+    "check_budget",
     "check_network",
     "check_task",
     "check_timeout",
@@ -120,6 +122,22 @@ def check_network(settings: Settings) -> str | None:
     return network
 
 
+def check_budget(max_cost_usd: float | None, settings: Settings, gateway: bool) -> float | None:
+    """The run's budget in US dollars (``AGENTKIT_MAX_COST_USD`` by default), checked."""
+    if max_cost_usd is None:
+        return settings.max_cost_usd if gateway else None
+    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, int | float):
+        raise ToolError("max_cost_usd must be a number of US dollars, e.g. 2.5")
+    if not max_cost_usd > 0:
+        raise ToolError("max_cost_usd must be more than 0 (US dollars)")
+    if not gateway:
+        raise ToolError(
+            "max_cost_usd needs the agent gateway, which meters the model requests: it is "
+            "off here (AGENTKIT_GATEWAY=false or a non-Docker runtime); spawn without it"
+        )
+    return float(max_cost_usd)
+
+
 def has_credentials(settings: Settings) -> bool:
     """Whether Claude Code in the container will have credentials."""
     key = settings.anthropic_api_key
@@ -183,12 +201,16 @@ def plan_launch(
     command: Sequence[str] | None = None,
     entrypoint: Sequence[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    gateway: GatewayAdditions | None = None,
 ) -> tuple[RunSpec, dict[str, Any]]:
     """The run spec and the run record's meta of one agent (deadline = created + timeout).
 
     The labels carry what a restarted controller needs (root, deadline, workspace, task); the
     spec runs the agent user with ``init``, the configured limits and network, on ``node``
     (the workspace's node on a cluster; ``None``: wherever the runtime puts its workspaces).
+    With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.for_run`) the real
+    credentials are replaced by the run's token and the gateway's URLs, and the agent joins the
+    gateway's internal network.
     """
     network = check_network(settings)
     deadline = created + timeout_ms / 1000
@@ -202,6 +224,9 @@ def plan_launch(
         "agentkit.timeout-ms": str(timeout_ms),
     }
     env = container_env(settings, redactor, task, deadline)
+    if gateway is not None:
+        env = gateway.apply(env)
+        network = gateway.network
     if extra_env:
         env.update(extra_env)
     spec = RunSpec(
@@ -235,9 +260,11 @@ def plan_launch(
             "cpus": settings.container_cpus,
             "pids": settings.container_pids,
         },
-        "network": settings.container_network or "bridge",
+        "network": network or "bridge",
         "node": node,
     }
+    if gateway is not None:
+        meta.update(gateway.meta)
     return spec, meta
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.launch import (
+    check_budget,
     check_network,
     check_task,
     check_timeout,
@@ -30,11 +31,13 @@ from agentkit.containers.launch import (
 )
 from agentkit.containers.models import AgentState, new_agent_id
 from agentkit.containers.records import RunRecord
+from agentkit.errors import AgentkitError
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.containers.runs import RunStore
     from agentkit.executors.base import Executor
+    from agentkit.gateway.agents import AgentGateway
     from agentkit.redact import Redactor
     from agentkit.runtimes.base import RunSpec, Runtime
 
@@ -64,8 +67,11 @@ class Launcher:
         store: RunStore,
         redactor: Redactor,
         runtime: Callable[[], Awaitable[Runtime]],
+        gateway: Callable[[], Awaitable[AgentGateway | None]] | None = None,
     ) -> None:
         self.executor = executor
+        #: the agent gateway (``None``: agents get the key and the configured network)
+        self._gateway = gateway
         self.settings = settings
         self.store = store
         self.redactor = redactor
@@ -100,15 +106,31 @@ class Launcher:
         command: Sequence[str] | None = None,
         entrypoint: Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        max_cost_usd: float | None = None,
     ) -> Launched:
-        """Check, prepare and start one agent; returns what was started."""
+        """Check, prepare and start one agent; returns what was started.
+
+        Behind the gateway the run is registered with it first (its token and budget) and the
+        spec gets the gateway's environment and network instead of the key
+        (:meth:`agentkit.gateway.agents.AgentGateway.for_run`).
+        """
         self.check(task, timeout_ms, scripted=command is not None)
+        gateway = await self._gateway() if self._gateway is not None else None
+        budget = check_budget(max_cost_usd, self.settings, gateway is not None)
         runtime = await self._runtime()
         image = image or self.settings.image
         await self.ensure_image(runtime, image)
         run_id = new_agent_id()
         workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
         created = time.time()
+        additions = None
+        if gateway is not None:
+            additions = await gateway.for_run(
+                run_id,
+                workspace=workspace,
+                deadline=created + timeout_ms / 1000,
+                max_cost_usd=budget,
+            )
         spec, meta = plan_launch(
             self.settings,
             self.redactor,
@@ -123,8 +145,18 @@ class Launcher:
             command=command,
             entrypoint=entrypoint,
             extra_env=extra_env,
+            gateway=additions,
         )
-        await self.start(runtime, spec, meta, task)
+        try:
+            await self.start(runtime, spec, meta, task)
+        except BaseException:
+            if gateway is not None:
+                with contextlib.suppress(Exception):
+                    await gateway.ended(run_id)  # its token dies with the failed start
+            raise
+        if gateway is not None:
+            with contextlib.suppress(AgentkitError):  # the gateway also learns it on first use
+                await gateway.started(run_id)
         return Launched(spec, meta, created)
 
     async def start(self, runtime: Runtime, spec: RunSpec, meta: dict[str, Any], task: str) -> None:

@@ -47,6 +47,8 @@ class AgentState(StrEnum):
     OOM_KILLED = "oom_killed"
     #: the node or engine running it went away: how it ended is unknown
     LOST = "lost"
+    #: the gateway refused a model request: the run's or the fleet's budget was spent
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 def new_agent_id(now_ms: int | None = None) -> str:
@@ -76,16 +78,21 @@ def decide_state(
     finished_at: float | None,
     deadline: float | None,
     result_is_error: bool | None,
+    budget_exceeded: bool = False,
 ) -> AgentState:
-    """The final state of an agent from how its run ended (neutral words) and its record.
+    """The final state of an agent from how its run ended (neutral words), its record and the
+    gateway.
 
     ``reason`` is the runtime's :class:`~agentkit.runtimes.base.ExitReason` (``None``: the
-    run was never seen ending, e.g. it vanished); ``stop_reason`` is why agentkit stopped it.
+    run was never seen ending, e.g. it vanished); ``stop_reason`` is why agentkit stopped it;
+    ``budget_exceeded``: the gateway refused a model request over a budget.
     """
     if stop_reason == AgentState.STOPPED:
         return AgentState.STOPPED
     if stop_reason == AgentState.TIMED_OUT:
         return AgentState.TIMED_OUT
+    if budget_exceeded or stop_reason == AgentState.BUDGET_EXCEEDED:
+        return AgentState.BUDGET_EXCEEDED
     if reason == ExitReason.OOM:
         return AgentState.OOM_KILLED
     if reason == ExitReason.DEADLINE:
@@ -119,6 +126,7 @@ class AgentStatus:
     task: str | None = None
     turns: int | None = None
     cost_usd: float | None = None
+    max_cost_usd: float | None = None
     session_id: str | None = None
     last_text: str | None = None
     result_text: str | None = None
@@ -152,6 +160,7 @@ class AgentStatus:
             "task": self.task,
             "turns": self.turns,
             "cost_usd": self.cost_usd,
+            "max_cost_usd": self.max_cost_usd,
             "session_id": self.session_id,
             "last_text": self.last_text,
             "result_text": self.result_text,
@@ -181,6 +190,7 @@ class AgentStatus:
             task=data.get("task"),
             turns=data.get("turns"),
             cost_usd=num("cost_usd"),
+            max_cost_usd=num("max_cost_usd"),
             session_id=data.get("session_id"),
             last_text=data.get("last_text"),
             result_text=data.get("result_text"),

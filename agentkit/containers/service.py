@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
@@ -58,7 +58,7 @@ from agentkit.containers.reconcile import reconcile
 from agentkit.containers.registry import RunObserver, RunRegistry
 from agentkit.containers.runs import RunStore
 from agentkit.containers.streamjson import Event, parse_line, render_events
-from agentkit.errors import NotFoundError, ToolError
+from agentkit.errors import AgentkitError, NotFoundError, ToolError
 from agentkit.redact import Redactor
 from agentkit.runtimes.base import RunInfo, Runtime
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
+    from agentkit.gateway.agents import AgentGateway
 
 __all__ = [
     "ID_PATTERN",
@@ -132,11 +133,16 @@ class AgentService:
         self.registry = RunRegistry()
         for observer in observers:
             self.registry.subscribe(observer)
-        self._finalizer = Finalizer(self.runtime, self.store, self.redactor, self.registry)
+        self._gateway: AgentGateway | None = None
+        self._finalizer = Finalizer(
+            self.runtime, self.store, self.redactor, self.registry, on_end=self._gateway_end
+        )
         self._follower = Follower(
             self.runtime, self.store, self.redactor, self._finalizer, self.labels, self.registry
         )
-        self.launcher = Launcher(executor, settings, self.store, self.redactor, self.runtime)
+        self.launcher = Launcher(
+            executor, settings, self.store, self.redactor, self.runtime, gateway=self.gateway
+        )
 
     def subscribe(self, observer: RunObserver) -> None:
         """Tell ``observer`` of every run's start, events and end (see :class:`RunRegistry`)."""
@@ -161,6 +167,25 @@ class AgentService:
             )
         return self._runtime
 
+    async def gateway(self) -> AgentGateway | None:
+        """The agent gateway (``AGENTKIT_GATEWAY``, Docker runtime only), or ``None``."""
+        if self._gateway is None and self.settings.gateway:
+            from agentkit.runtimes.docker import DockerRuntime
+
+            runtime = await self.runtime()
+            if isinstance(runtime, DockerRuntime):
+                from agentkit.gateway.agents import AgentGateway
+
+                self._gateway = AgentGateway(self.executor, self.settings, runtime.docker)
+        return self._gateway
+
+    async def _gateway_end(self, run_id: str, meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """A run spawned behind the gateway ended: its token dies; the metered summary."""
+        if not meta.get("gateway"):
+            return None  # spawned without the gateway (or before it existed)
+        gateway = await self.gateway()
+        return await gateway.ended(run_id) if gateway is not None else None
+
     async def start(self) -> None:
         """Connect and reconcile once (every public method calls this)."""
         if self._started:
@@ -176,6 +201,9 @@ class AgentService:
     async def aclose(self) -> None:
         """Stop following agents (they keep running; deadlines still hold) and disconnect."""
         await self._follower.aclose()
+        if self._gateway is not None:
+            await self._gateway.aclose()
+            self._gateway = None
         if self._runtime is not None and self._owns_runtime:
             await self._runtime.aclose()
         if self._owns_runtime:
@@ -202,12 +230,14 @@ class AgentService:
         command: Sequence[str] | None = None,
         entrypoint: Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        max_cost_usd: float | None = None,
     ) -> AgentStatus:
         """Start a Claude Code agent on ``task`` in ``workspace_path`` with a deadline.
 
-        ``image``/``command``/``entrypoint``/``extra_env`` are low-level overrides for tests and
-        operators (never exposed to the model); by default the image's entrypoint runs Claude
-        Code on the task.
+        ``max_cost_usd`` caps what the agent's model requests may cost (default
+        ``AGENTKIT_MAX_COST_USD``; needs the gateway). ``image``/``command``/``entrypoint``/
+        ``extra_env`` are low-level overrides for tests and operators (never exposed to the
+        model); by default the image's entrypoint runs Claude Code on the task.
         """
         await self.start()
         launched = await self.launcher.spawn(
@@ -218,6 +248,7 @@ class AgentService:
             command=command,
             entrypoint=entrypoint,
             extra_env=extra_env,
+            max_cost_usd=max_cost_usd,
         )
         run = self._follower.attach(launched.id, launched.spec.labels)
         run.meta = launched.meta
@@ -255,7 +286,9 @@ class AgentService:
                 )
             return final
         if info.running:
-            return self._follower.attach(run_id, info.labels).running_status(info=info)
+            status = self._follower.attach(run_id, info.labels).running_status(info=info)
+            await self._live_costs([status])
+            return status
         # exited: wait for our follower to record it, or record it now
         live = self.registry.get(run_id)
         if live is not None and live.task is not None and not live.task.done():
@@ -263,6 +296,22 @@ class AgentService:
             if live.final is not None:
                 return live.final
         return await self._finalizer.finalize(None, run_id=run_id)
+
+    async def _live_costs(self, statuses: Sequence[AgentStatus]) -> None:
+        """Running agents get the gateway's metered cost so far (one admin call)."""
+        running = [s for s in statuses if s.state == AgentState.RUNNING]
+        gateway = await self.gateway() if running else None
+        if gateway is None:
+            return
+        try:
+            found = await gateway.live([s.id for s in running])
+        except AgentkitError:
+            return  # no gateway answering: Claude Code's own figure stays
+        for status in running:
+            metered = found.get(status.id)
+            if metered is not None:
+                status.cost_usd = metered.get("cost_usd")
+                status.max_cost_usd = metered.get("max_cost_usd")
 
     async def output(self, container_id: str, lines: int = 100) -> AgentOutput:
         """The last ``lines`` events rendered for a reader (bounded), from memory or the record."""
@@ -278,9 +327,30 @@ class AgentService:
             total = len(source)
         events = [e for line in source[-max(lines * 3, lines + 50) :] for e in parse_line(line)]
         text = render_events(events, lines=lines, max_bytes=12_000)
+        text += await self._refused_egress(status.id)
         if status.finished and status.error and status.state != AgentState.SUCCEEDED:
             text += f"\n[{status.state}] {status.error}"
         return AgentOutput(status.id, status.state, self.redactor.redact(text), total)
+
+    async def _refused_egress(self, run_id: str) -> str:
+        """Lines naming the outbound connections the gateway's proxy refused for the run."""
+        gateway = await self.gateway()
+        if gateway is None:
+            return ""
+        try:
+            refused = await gateway.egress(run_id)
+        except AgentkitError:
+            return ""
+        if not refused:
+            return ""
+        counts: dict[str, int] = {}
+        for row in refused:
+            target = f"{row.get('method', '?')} {row.get('target', '?')}"
+            counts[target] = counts.get(target, 0) + 1
+        lines = [f"  {target} (x{n})" if n > 1 else f"  {target}" for target, n in counts.items()]
+        return "\n[egress] refused by the allowlist (AGENTKIT_EGRESS_ALLOW):\n" + "\n".join(
+            lines[:50]
+        )
 
     async def watch(self, container_id: str) -> AsyncIterator[Event]:
         """The agent's events from the start, live until it finishes (for progress displays).
@@ -391,6 +461,7 @@ class AgentService:
                 if live is None or live.task is None or live.task.done():
                     self._follower.record_in_background(info.name)
                 out[info.name] = recording_status(info)
+        await self._live_costs(list(out.values()))
         return sorted(out.values(), key=lambda s: s.created or 0.0, reverse=True)
 
     async def active_workspaces(self) -> set[str]:

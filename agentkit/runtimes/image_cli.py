@@ -28,6 +28,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Build the agentkit agent image (only when its inputs changed).",
     )
     parser.add_argument("--tag", help="image name (default: AGENTKIT_IMAGE)")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="build the gateway image instead (AGENTKIT_GATEWAY_IMAGE, docker/Dockerfile.gateway)",
+    )
     parser.add_argument("--base-image", help="BASE_IMAGE build argument (AGENTKIT_BASE_IMAGE)")
     parser.add_argument("--extra-ca-dir", type=Path, help="folder of *.crt (AGENTKIT_EXTRA_CA_DIR)")
     parser.add_argument(
@@ -47,7 +52,7 @@ async def _main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     overrides: dict[str, Any] = {}
     if args.tag:
-        overrides["image"] = args.tag
+        overrides["gateway_image" if args.gateway else "image"] = args.tag
     if args.base_image:
         overrides["base_image"] = args.base_image
     if args.extra_ca_dir:
@@ -73,9 +78,15 @@ async def _main(argv: list[str] | None = None) -> int:
         async with make_executor(settings) as executor:
             docker = await open_docker(executor, settings)
             try:
-                info = await ensure_image(
-                    docker, settings, force=args.force, progress=show, buildargs=extra
-                )
+                if args.gateway:
+                    from agentkit.gateway.image import GatewayImageBuilder
+
+                    builder = GatewayImageBuilder(docker, settings, progress=show)
+                    info = await builder.ensure(force=args.force)
+                else:
+                    info = await ensure_image(
+                        docker, settings, force=args.force, progress=show, buildargs=extra
+                    )
             finally:
                 await docker.close()
     except ImageBuildError as exc:

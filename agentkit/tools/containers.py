@@ -45,7 +45,10 @@ def _status_text(status: AgentStatus, *, detail: bool = True) -> str:
     if status.turns is not None:
         parts.append(f"{status.turns} turns")
     if status.cost_usd is not None:
-        parts.append(f"cost ${status.cost_usd:.4f}")
+        cost = f"cost ${status.cost_usd:.4f}"
+        if status.max_cost_usd is not None:
+            cost += f" of max ${status.max_cost_usd:.4f}"
+        parts.append(cost)
     lines = [", ".join(parts) + "."]
     if status.state == AgentState.RUNNING and status.deadline:
         lines.append(f"Deadline in {_duration(max(status.deadline - time.time(), 0))}.")
@@ -73,6 +76,7 @@ async def spawn_claude_agent(
     timeout: Annotated[  # noqa: ASYNC109 - public parameter name
         int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
     ] = 600000,
+    max_cost_usd: Annotated[float | None, Field(gt=0)] = None,
 ) -> ToolResult:
     """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
 
@@ -88,8 +92,12 @@ async def spawn_claude_agent(
             <workspaces root>/<name> on the agent host; created if missing. Paths deeper
             inside a workspace are refused.
         timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
+        max_cost_usd: budget in US dollars for the agent's model requests; once spent, its
+            requests are refused and it ends as budget_exceeded (default: the configured one).
     """
-    status = await ctx.require_agents().spawn(task, workspace_path, timeout)
+    status = await ctx.require_agents().spawn(
+        task, workspace_path, timeout, max_cost_usd=max_cost_usd
+    )
     return ToolResult(
         f"Spawned agent {status.id} in {status.workspace} (deadline in "
         f"{_duration(timeout / 1000)}). Use wait_for_claude_agent with this container_id to "
@@ -100,7 +108,8 @@ async def spawn_claude_agent(
 
 @tool
 async def get_claude_status(ctx: ToolContext, container_id: str) -> ToolResult:
-    """Report an agent's state (running, succeeded, failed, timed_out, stopped, oom_killed),
+    """Report an agent's state (running, succeeded, failed, timed_out, stopped, oom_killed,
+    budget_exceeded),
     exit code, elapsed time, turns, cost in USD, session id and its last message or result.
 
     Works for running and finished agents, also after the container is gone.

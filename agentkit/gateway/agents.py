@@ -1,0 +1,119 @@
+"""What an agent run gets from the gateway: a token, an environment, a network - and its end.
+
+:class:`AgentGateway` is the one object the agent service talks to:
+
+* :meth:`AgentGateway.for_run` registers a new run (the token's sha256, its workspace, budget
+  and deadline) and returns :class:`GatewayAdditions`: the environment that replaces the real
+  key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token, ``ANTHROPIC_BASE_URL`` = the
+  gateway, ``HTTP(S)_PROXY`` = its squid) and the internal network to join;
+* :meth:`AgentGateway.started` tells the gateway the agent's address (refused connections are
+  attributed to the run by it);
+* :meth:`AgentGateway.ended` kills the token and returns the run's metered summary;
+* :meth:`AgentGateway.live` / :meth:`AgentGateway.egress` feed status, list and output.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentkit.gateway.budgets import token_sha256
+from agentkit.gateway.host import GatewayHost
+
+if TYPE_CHECKING:
+    import aiodocker
+
+    from agentkit.config import Settings
+    from agentkit.executors.base import Executor
+    from agentkit.gateway.client import GatewayClient
+
+__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions"]
+
+logger = logging.getLogger("agentkit.gateway")
+
+#: variables that would carry a real credential into an agent: never set when the gateway is on
+CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+#: token lifetime after the run's deadline (the controller normally ends it sooner)
+TOKEN_GRACE_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAdditions:
+    """What the gateway changes in one agent's container spec."""
+
+    env: Mapping[str, str]
+    network: str
+    remove: tuple[str, ...] = (*CREDENTIAL_VARS, "ANTHROPIC_BASE_URL")
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def apply(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` without any real credential, plus the gateway's variables."""
+        out = {k: v for k, v in env.items() if k not in self.remove}
+        out.update(self.env)
+        return out
+
+
+class AgentGateway:
+    """The gateway as the agent service uses it (one per service)."""
+
+    def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
+        self.settings = settings
+        self.host = GatewayHost(executor, settings, docker)
+
+    async def client(self) -> GatewayClient:
+        return await self.host.ensure()
+
+    async def for_run(
+        self,
+        run_id: str,
+        *,
+        workspace: str,
+        deadline: float,
+        max_cost_usd: float | None,
+    ) -> GatewayAdditions:
+        client = await self.client()
+        token = "agentkit-run-" + secrets.token_urlsafe(32)
+        await client.register(
+            run_id,
+            token_sha256(token),
+            workspace=workspace,
+            max_cost_usd=max_cost_usd,
+            expires=deadline + TOKEN_GRACE_S,
+        )
+        proxy = self.host.proxy_url
+        no_proxy = f"{self.host.name},gateway,localhost,127.0.0.1"
+        env = {
+            "ANTHROPIC_API_KEY": token,
+            "ANTHROPIC_BASE_URL": self.host.api_url,
+            "HTTP_PROXY": proxy,
+            "HTTPS_PROXY": proxy,
+            "http_proxy": proxy,
+            "https_proxy": proxy,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+        }
+        meta = {"gateway": self.host.name, "max_cost_usd": max_cost_usd}
+        return GatewayAdditions(env=env, network=self.host.network, meta=meta)
+
+    async def started(self, run_id: str) -> None:
+        ip = await self.host.container_ip(run_id)
+        if ip:
+            await (await self.host.attach()).set_ip(run_id, ip)
+
+    async def ended(self, run_id: str) -> dict[str, Any] | None:
+        """Kill the run's token; its metered summary (``None`` if the gateway never knew it)."""
+        return await (await self.host.attach()).end(run_id)
+
+    async def live(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Metered summaries of runs (the gateway is not started for this)."""
+        return await (await self.host.attach()).runs(run_ids)
+
+    async def egress(self, run_id: str) -> list[dict[str, Any]]:
+        """Refused outbound connections of a run."""
+        return await (await self.host.attach()).egress(run_id)
+
+    async def aclose(self) -> None:
+        await self.host.aclose()

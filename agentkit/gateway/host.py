@@ -1,0 +1,316 @@
+"""The gateway on the agent host: its internal network, its container, its config, its socket.
+
+:class:`GatewayHost` ensures, through the Engine API (locally or over SSH):
+
+* the image (:mod:`.image`, built on first use like the agent image);
+* the internal network ``agentkit-agents-<h>`` (``Internal: true``: no route off the host);
+* the container ``agentkit-gateway-<h>`` on the outward network (``AGENTKIT_CONTAINER_NETWORK``,
+  default ``bridge``) and on the internal one, root inside but with every capability dropped
+  except SETUID/SETGID (to start squid as ``proxy``), ``no-new-privileges``, restarted by the
+  engine unless stopped;
+* its config file, uploaded into the container with ``PUT /containers/{id}/archive`` (mode 0400,
+  root): the real key never appears in argv, the environment or ``docker inspect``;
+* its state folder ``<AGENTKIT_ROOT>/gateway`` (ledger, admin socket), mode 0700.
+
+``<h>`` is derived from ``AGENTKIT_ROOT``: each agentkit root has its own gateway and network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+from typing import TYPE_CHECKING, Any
+
+from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
+from agentkit.runtimes.base import parse_memory
+from agentkit.errors import ConfigError, ConflictError, NotFoundError, RuntimeUnavailable
+from agentkit.gateway.client import GatewayClient
+from agentkit.gateway.egress import expand_allowlist
+from agentkit.gateway.image import ensure_gateway_image
+from agentkit.gateway.pricing import parse_overrides
+
+if TYPE_CHECKING:
+    import aiodocker
+
+    from agentkit.config import Settings
+    from agentkit.executors.base import Executor
+
+__all__ = ["API_PORT", "LABEL_ROLE", "PROXY_PORT", "GatewayHost", "gateway_names"]
+
+logger = logging.getLogger("agentkit.gateway")
+
+API_PORT = 8080
+PROXY_PORT = 3128
+LABEL_ROLE = "agentkit.role"
+CONFIG_DIR = "/etc/agentkit-gateway"
+STATE_TARGET = "/var/lib/agentkit-gateway"
+DEFAULT_UPSTREAM = "https://api.anthropic.com"
+
+
+def gateway_names(root: str) -> tuple[str, str, str]:
+    """(container name, internal network name, bridge interface) of the gateway of ``root``."""
+    h = hashlib.sha256(root.encode()).hexdigest()[:10]
+    return f"agentkit-gateway-{h}", f"agentkit-agents-{h}", f"agk-{h}"
+
+
+def config_tar(config: dict[str, Any]) -> bytes:
+    """A tar holding ``config.json`` (mode 0400, root) for the archive upload."""
+    data = json.dumps(config).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("config.json")
+        info.size, info.mode, info.uid, info.gid = len(data), 0o400, 0, 0
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class GatewayHost:
+    """Ensures the gateway of one agentkit root and hands out its admin client."""
+
+    def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.docker = docker
+        self.name, self.network, self.bridge = gateway_names(settings.root)
+        self.state_dir = f"{settings.root.rstrip('/')}/gateway"
+        self.client: GatewayClient | None = None
+        self._lock = asyncio.Lock()
+        self._ready = False
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.name}:{API_PORT}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.name}:{PROXY_PORT}"
+
+    def config(self) -> dict[str, Any]:
+        """The gateway's config file (holds the real key: only ever uploaded, never logged)."""
+        s = self.settings
+        from agentkit.workspaces.github import github_web_url
+
+        try:
+            allow = expand_allowlist(s.egress_allow, git_url=github_web_url(s))
+            parse_overrides(s.pricing)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (see docs/gateway.md)") from None
+        key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
+        # without a key, a bearer token passed through to agents before goes to the gateway
+        token = None
+        if not key and "ANTHROPIC_AUTH_TOKEN" in s.container_env_passthrough:
+            token = os.environ.get("ANTHROPIC_AUTH_TOKEN") or None
+        return {
+            "upstream_url": s.anthropic_base_url or DEFAULT_UPSTREAM,
+            "api_key": key or None,
+            "auth_token": token,
+            "fleet_daily_usd": s.daily_budget_usd,
+            "pricing": s.pricing,
+            "egress_allow": allow,
+            "own_names": [self.name],
+            "api_port": API_PORT,
+            "proxy_port": PROXY_PORT,
+        }
+
+    async def ensure(self) -> GatewayClient:
+        """The gateway is up with the current config; returns its admin client."""
+        async with self._lock:
+            if self._ready and self.client is not None:
+                return self.client
+            config = self.config()
+            image = await ensure_gateway_image(self.docker, self.settings)
+            await self._ensure_network()
+            made = await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.state_dir])
+            if not made.ok:
+                raise ConfigError(
+                    f"cannot create the gateway state folder {self.state_dir}: "
+                    f"{made.stderr_text().strip()[-300:]}"
+                )
+            info = await self._inspect()
+            fresh = info is None or info.get("Image") != image.id
+            if info is not None and fresh:
+                await self._remove()
+            if fresh:
+                await self._create(image.id)
+            await self._upload(config_tar(config))
+            running = not fresh and bool((info or {}).get("State", {}).get("Running"))
+            if not running:
+                with docker_errors(f"start {self.name}", self.settings.docker_socket):
+                    await self._post(f"containers/{self.name}/start")
+            client = await self.attach()
+            await client.health(wait=60.0)
+            if running:
+                await client.reload()
+            self._ready = True
+            return client
+
+    async def attach(self) -> GatewayClient:
+        """A client for the gateway's admin socket, without ensuring anything."""
+        if self.client is None:
+            local = await self.executor.forward_unix_socket(f"{self.state_dir}/admin.sock")
+            self.client = GatewayClient(local, where=self.executor.description)
+        return self.client
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def container_ip(self, container: str) -> str | None:
+        """The address of ``container`` on the internal network (attributes its egress)."""
+        with docker_errors(f"inspect {container}", self.settings.docker_socket):
+            data = await self.docker._query_json(f"containers/{container}/json")
+        nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = (nets.get(self.network) or {}).get("IPAddress")
+        return str(ip) if ip else None
+
+    async def restart(self) -> None:
+        """Restart the gateway container (the ledger and tokens survive)."""
+        with docker_errors(f"restart {self.name}", self.settings.docker_socket):
+            await self._post(f"containers/{self.name}/restart", params={"t": "2"})
+
+    # --- engine calls -------------------------------------------------------------------------
+
+    def _labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_ROOT: self.settings.root,
+            LABEL_ROLE: "gateway",
+        }
+
+    async def _post(self, path: str, *, body: Any = None, params: Any = None) -> Any:
+        resp = await self.docker._do_query(
+            path,
+            "POST",
+            params=params or {},
+            data=json.dumps(body) if body is not None else None,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            raw = await resp.read()
+        finally:
+            resp.release()
+        return json.loads(raw) if raw.strip() else None
+
+    async def _inspect(self) -> dict[str, Any] | None:
+        try:
+            with docker_errors(f"inspect {self.name}", self.settings.docker_socket):
+                data = await self.docker._query_json(f"containers/{self.name}/json")
+        except NotFoundError:
+            return None
+        if (data.get("Config") or {}).get("Labels", {}).get(LABEL_ROLE) != "gateway":
+            raise ConfigError(f"a container named {self.name} exists but is not agentkit's gateway")
+        return {"Image": data.get("Image"), "State": data.get("State") or {}}
+
+    async def _remove(self) -> None:
+        with docker_errors(f"remove {self.name}", self.settings.docker_socket):
+            resp = await self.docker._do_query(
+                f"containers/{self.name}", "DELETE", params={"force": "1"}
+            )
+            resp.release()
+
+    async def _ensure_network(self) -> None:
+        try:
+            with docker_errors(f"inspect network {self.network}", self.settings.docker_socket):
+                data = await self.docker._query_json(f"networks/{self.network}")
+        except NotFoundError:
+            data = None
+        if data is not None:
+            options = data.get("Options") or {}
+            if not data.get("Internal") or options.get(
+                "com.docker.network.bridge.inhibit_ipv4"
+            ) not in ("true", "1"):
+                raise ConfigError(
+                    f"network {self.network} exists but is not internal with no host address: "
+                    f"remove it (docker network rm {self.network}) so agentkit recreates it"
+                )
+            return
+        body = {
+            "Name": self.network,
+            "Driver": "bridge",
+            "Internal": True,
+            "CheckDuplicate": True,
+            "Labels": self._labels(),
+            # No address for the host on this bridge: an internal network still routes to the
+            # host's own addresses through it (measured on Docker 20.10), so without this an
+            # agent could reach every service the host listens on.
+            "Options": {
+                "com.docker.network.bridge.inhibit_ipv4": "true",
+                "com.docker.network.bridge.name": self.bridge,
+            },
+        }
+        try:
+            with docker_errors(f"create network {self.network}", self.settings.docker_socket):
+                await self.docker._query_json("networks/create", method="POST", data=body)
+        except ConflictError:  # created concurrently by another controller: fine
+            pass
+
+    async def _create(self, image_id: str) -> None:
+        s = self.settings
+        outward = s.container_network or "bridge"
+        if outward.strip().lower() in ("host", "none") or outward.startswith("container:"):
+            raise ConfigError(
+                f"AGENTKIT_CONTAINER_NETWORK={outward!r}: the gateway needs a bridge or "
+                "user-defined network to reach the model API"
+            )
+        host: dict[str, Any] = {
+            "Init": True,
+            "NetworkMode": outward,
+            "Mounts": [{"Type": "bind", "Source": self.state_dir, "Target": STATE_TARGET}],
+            "CapDrop": ["ALL"],
+            "CapAdd": ["SETUID", "SETGID"],
+            "SecurityOpt": ["no-new-privileges"],
+            "RestartPolicy": {"Name": "unless-stopped"},
+            "Memory": parse_memory("512m"),
+            "MemorySwap": parse_memory("512m"),
+            "PidsLimit": 256,
+            "ExtraHosts": list(s.gateway_extra_hosts),
+        }
+        body = {
+            "Image": image_id,
+            "Labels": self._labels(),
+            "User": "0:0",
+            "Env": [],
+            "HostConfig": host,
+        }
+        with docker_errors(f"create {self.name}", s.docker_socket):
+            await self.docker._query_json(
+                "containers/create",
+                method="POST",
+                params={"name": self.name},
+                data=json.dumps(body),
+            )
+            await self._post(
+                f"networks/{self.network}/connect",
+                body={"Container": self.name, "EndpointConfig": {"Aliases": ["gateway"]}},
+            )
+
+    async def _upload(self, archive: bytes) -> None:
+        with docker_errors(f"upload the config of {self.name}", self.settings.docker_socket):
+            resp = await self.docker._do_query(
+                f"containers/{self.name}/archive",
+                "PUT",
+                params={"path": CONFIG_DIR},
+                data=archive,
+                headers={"content-type": "application/x-tar"},
+            )
+            try:
+                await resp.read()
+            finally:
+                resp.release()
+
+
+async def ensure_or_explain(host: GatewayHost) -> GatewayClient:
+    """:meth:`GatewayHost.ensure`, with the way out named when the gateway cannot start."""
+    try:
+        return await host.ensure()
+    except RuntimeUnavailable as exc:
+        raise RuntimeUnavailable(
+            f"{exc} (the gateway container {host.name} did not come up: "
+            f"`docker logs {host.name}` shows why)"
+        ) from exc

@@ -1,0 +1,253 @@
+"""The model API side of the gateway: token check, budget check, forward, stream, meter.
+
+Agents call ``ANTHROPIC_BASE_URL`` = this server with their per-run token as API key. A request
+whose token is unknown, ended or expired gets 401; one whose run or fleet budget is spent gets
+403 (``x-should-retry: false``) and never reaches the upstream. Anything else is forwarded with
+the real key to the upstream (the controller's ``ANTHROPIC_BASE_URL`` or the public API); the
+answer streams back byte for byte while :class:`~.metering.SSEUsage` reads its usage, which is
+then priced and written to the ledger. Runs inside the gateway container (stdlib + aiohttp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .budgets import Refusal, RunEntry, Runs
+from .ledger import AsyncLedger, Ledger, UsageRow
+from .metering import SSEUsage, usage_from_json
+from .pricing import PriceTable, TokenCounts
+
+__all__ = ["MAX_BODY", "Gateway", "Upstream"]
+
+logger = logging.getLogger("agentkit.gateway")
+
+#: largest request body forwarded (bytes), and largest non-streamed answer metered
+MAX_BODY = 64 * 1024 * 1024
+#: refused requests of one run written to the ledger (an agent looping on them adds no more)
+MAX_REFUSALS_RECORDED = 20
+_DROP_REQUEST = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "x-api-key",
+        "authorization",
+        "accept-encoding",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "upgrade",
+        "trailer",
+    }
+)
+
+
+@dataclass(slots=True)
+class Upstream:
+    """Where requests go and with which credentials (read from the gateway's config file)."""
+
+    url: str = "https://api.anthropic.com"
+    api_key: str | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)
+
+
+def error_response(status: int, kind: str, message: str, *, retry: bool) -> web.Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return web.json_response(
+        body, status=status, headers={"x-should-retry": "true" if retry else "false"}
+    )
+
+
+def _token(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
+class Gateway:
+    """State shared by the model proxy and the admin API."""
+
+    def __init__(self, ledger: AsyncLedger, upstream: Upstream, prices: PriceTable) -> None:
+        self.ledger = ledger
+        self.upstream = upstream
+        self.prices = prices
+        self.runs = Runs()
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=900),
+        )
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
+
+    def background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every pending ledger write is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- the proxy ----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("", "/api/hello"):
+            return web.json_response({"status": "ok", "server": "agentkit-gateway"})
+        entry = self.runs.lookup(_token(request.headers))
+        refusal = self.runs.check(entry)
+        if refusal is not None:
+            return self._refuse(entry, refusal)
+        assert entry is not None
+        if entry.ip is None and request.remote:
+            self.runs.set_ip(entry.run_id, request.remote)
+            self.background(
+                self.ledger.run(lambda db: db.set_ip(entry.run_id, request.remote or ""))
+            )
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        if self.upstream.api_key:
+            headers["x-api-key"] = self.upstream.api_key
+        elif self.upstream.auth_token:
+            headers["authorization"] = f"Bearer {self.upstream.auth_token}"
+        url = self.upstream.url.rstrip("/") + request.rel_url.raw_path_qs
+        assert self.session is not None
+        try:
+            upstream = await self.session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.warning("upstream %s unreachable: %r", self.upstream.url, exc)
+            return error_response(
+                502,
+                "api_error",
+                f"agentkit gateway: upstream unreachable ({type(exc).__name__})",
+                retry=True,
+            )
+        try:
+            return await self._relay(request, upstream, entry)
+        finally:
+            upstream.release()
+
+    def _refuse(self, entry: RunEntry | None, refusal: Refusal) -> web.Response:
+        if refusal.budget and entry is not None and entry.refusals < MAX_REFUSALS_RECORDED:
+            entry.refusals += 1
+            first = entry.budget_reason is None
+            entry.budget_reason = refusal.message
+            now = time.time()
+            row = UsageRow(
+                at=now,
+                source="agent",
+                run_id=entry.run_id,
+                workspace=entry.workspace,
+                model=None,
+                status=refusal.status,
+                tokens=TokenCounts(),
+                cost_usd=0.0,
+                note="refused: budget",
+            )
+
+            def write(db: Ledger) -> None:
+                if first:
+                    db.mark_budget(entry.run_id, refusal.message, now)
+                db.record_usage(row)
+
+            self.background(self.ledger.run(write))
+        return error_response(refusal.status, refusal.kind, refusal.message, retry=False)
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RunEntry
+    ) -> web.StreamResponse:
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
+        ctype = upstream.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            data = await upstream.content.read(MAX_BODY)
+            tokens, model = (
+                usage_from_json(data) if upstream.status == 200 else (TokenCounts(), None)
+            )
+            self._meter(entry, request, upstream.status, tokens, model)
+            return web.Response(status=upstream.status, body=data, headers=headers)
+        meter = SSEUsage()
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                meter.feed(chunk)
+            await response.write_eof()
+        except (ConnectionResetError, aiohttp.ClientError) as exc:
+            # the agent hung up, or the upstream broke off mid-stream: nothing more to send
+            logger.info("stream of %s ended early: %r", entry.run_id, exc)
+        finally:
+            # metered even when the client or the upstream hung up mid-stream
+            note = None if meter.stopped else "stream incomplete"
+            self._meter(
+                entry, request, upstream.status, meter.tokens, meter.model, note=meter.error or note
+            )
+        return response
+
+    def _meter(
+        self,
+        entry: RunEntry,
+        request: web.Request,
+        status: int,
+        tokens: TokenCounts,
+        model: str | None,
+        *,
+        note: str | None = None,
+    ) -> None:
+        cost = self.prices.cost(model or "", tokens)
+        now = time.time()
+        self.runs.add_cost(entry, cost, now)  # the next request's budget check sees it at once
+        row = UsageRow(
+            at=now,
+            source="agent",
+            run_id=entry.run_id,
+            workspace=entry.workspace,
+            model=model,
+            status=status,
+            tokens=tokens,
+            cost_usd=cost,
+            note=note,
+        )
+        self.background(self.ledger.run(lambda db: db.record_usage(row)))

@@ -1,0 +1,193 @@
+"""The gateway process: config file, ledger, model proxy, admin socket and squid, together.
+
+Layout inside the gateway container (see ``Dockerfile.gateway``):
+
+* ``/etc/agentkit-gateway/config.json`` (mode 0400, root): written by the controller through
+  the Engine API's archive upload before the container starts, never passed in argv or the
+  environment. Holds the upstream URL and key, the fleet budget, price overrides and the
+  expanded egress allowlist. ``POST /reload`` on the admin socket re-reads it.
+* ``/var/lib/agentkit-gateway/`` (bind mount of ``<AGENTKIT_ROOT>/gateway`` on the agent host):
+  ``ledger.sqlite`` and ``admin.sock``.
+
+``python3 -m agentkit_gateway`` (the package as copied into the image) runs :func:`main`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .admin import admin_app
+from .budgets import RunEntry, day_start
+from .egress import parse_access_line, squid_config
+from .ledger import AsyncLedger
+from .pricing import PriceTable, parse_overrides
+from .proxy import Gateway, Upstream
+from .squid import Squid
+
+__all__ = ["GatewayConfig", "main", "serve"]
+
+logger = logging.getLogger("agentkit.gateway")
+
+CONFIG_PATH = "/etc/agentkit-gateway/config.json"
+STATE_DIR = "/var/lib/agentkit-gateway"
+SQUID_CONF = "/run/agentkit-squid/squid.conf"
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    upstream_url: str = "https://api.anthropic.com"
+    api_key: str | None = field(default=None, repr=False)
+    auth_token: str | None = field(default=None, repr=False)
+    fleet_daily_usd: float | None = None
+    pricing: str | None = None
+    egress_allow: list[str] = field(default_factory=list)
+    own_names: list[str] = field(default_factory=list)
+    api_port: int = 8080
+    proxy_port: int = 3128
+
+    @classmethod
+    def read(cls, path: str) -> GatewayConfig:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a JSON object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+async def serve(
+    config_path: str = CONFIG_PATH,
+    state_dir: str = STATE_DIR,
+    squid_conf: str = SQUID_CONF,
+    *,
+    host: str = "0.0.0.0",  # noqa: S104 - the agents' network reaches it by name
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT in :func:`main`)."""
+    config = await asyncio.to_thread(GatewayConfig.read, config_path)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    ledger = AsyncLedger(os.path.join(state_dir, "ledger.sqlite"))
+    await ledger.open()
+    gateway = Gateway(
+        ledger,
+        Upstream(config.upstream_url, config.api_key, config.auth_token),
+        PriceTable(parse_overrides(config.pricing)),
+    )
+    gateway.runs.fleet_daily_usd = config.fleet_daily_usd
+    await gateway.open()
+    await _load_runs(gateway)
+
+    def on_squid_line(line: str) -> None:
+        access = parse_access_line(line)
+        if access is None or not access.refused:
+            return
+        entry = gateway.runs.by_ip.get(access.client)
+        run_id = entry.run_id if entry is not None else None
+        gateway.background(
+            ledger.run(
+                lambda db: db.record_egress(
+                    at=access.at,
+                    run_id=run_id,
+                    client=access.client,
+                    method=access.method,
+                    target=access.target,
+                    result=access.result,
+                )
+            )
+        )
+
+    squid = Squid(squid_conf, on_squid_line)
+
+    def squid_text(cfg: GatewayConfig) -> str:
+        return squid_config(
+            cfg.egress_allow,
+            port=cfg.proxy_port,
+            log_port=squid.log_port,
+            own_names=cfg.own_names,
+        )
+
+    async def reload() -> dict[str, Any]:
+        nonlocal config
+        new = await asyncio.to_thread(GatewayConfig.read, config_path)
+        gateway.upstream = Upstream(new.upstream_url, new.api_key, new.auth_token)
+        gateway.prices = PriceTable(parse_overrides(new.pricing))
+        gateway.runs.fleet_daily_usd = new.fleet_daily_usd
+        if squid_text(new) != squid_text(config) or squid.state() != "running":
+            await squid.restart(squid_text(new))
+        config = new
+        return {"reloaded": True, "squid": squid.state()}
+
+    admin = admin_app(gateway, reload, squid.state)
+    api_runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+    await api_runner.setup()
+    await admin_runner.setup()
+    sock_path = os.path.join(state_dir, "admin.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock_path)
+    await web.TCPSite(api_runner, host, config.api_port, reuse_address=True).start()
+    await squid.start(squid_text(config))
+    # the admin socket last: once it answers, the proxy and squid are up
+    await web.UnixSite(admin_runner, sock_path).start()
+    os.chmod(sock_path, 0o600)
+    logger.info(
+        "gateway up: api :%s, proxy :%s, upstream %s",
+        config.api_port,
+        config.proxy_port,
+        config.upstream_url,
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await squid.close()
+        await admin_runner.cleanup()
+        await api_runner.cleanup()
+        await gateway.close()
+        await ledger.close()
+
+
+async def _load_runs(gateway: Gateway) -> None:
+    """Tokens, spending and today's fleet total from the ledger (after a restart)."""
+    now = time.time()
+    start = day_start(now)
+    rows, day = await gateway.ledger.run(
+        lambda db: (db.runs(active_only=True), db.spent_since(start))
+    )
+    for row in rows:
+        entry = RunEntry(
+            row.run_id,
+            row.workspace,
+            row.max_cost_usd,
+            row.expires,
+            spent_usd=row.spent_usd,
+            budget_reason=row.budget_reason,
+            ip=row.ip,
+        )
+        gateway.runs.add(row.token_sha256, entry)
+    gateway.runs.set_day(start, day)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop=stop)
+
+    asyncio.run(run())

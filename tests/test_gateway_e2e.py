@@ -1,0 +1,556 @@
+"""The gateway for real: its container on the agent host, agents on its internal network, the
+real Claude Code CLI in the agent image, the scripted Anthropic server on the host as upstream.
+
+Needs dockerd, the agent image (AGENTKIT_IMAGE) and the gateway image (AGENTKIT_GATEWAY_IMAGE,
+built from AGENTKIT_BASE_IMAGE on first use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from agentkit.config import Settings
+from agentkit.containers.service import AgentService, AgentState
+from agentkit.executors.local import LocalExecutor
+from agentkit.gateway.host import gateway_names
+from agentkit.gateway.image import GatewayImageBuilder
+from agentkit.gateway.pricing import PriceTable, TokenCounts
+from agentkit.testing import ScriptedAnthropicServer, reply
+from agentkit.testing.scripts import ClaudeCodeScript
+from agentkit.tools.base import ToolContext
+from agentkit.tools.containers import container_tools
+from agentkit.tools.toolset import Toolset
+from tests.containers_support import DOCKER_SOCKET, bridge_gateway, docker_ok
+
+pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.slow]
+
+GATEWAY_IMAGE = os.environ.get("AGENTKIT_GATEWAY_IMAGE", "agentkit-gateway:latest")
+
+
+def _settings(root: Path, agent_image: str, **kw: Any) -> Settings:
+    ca = os.environ.get("AGENTKIT_EXTRA_CA_DIR")
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        host=None,
+        root=str(root),
+        image=agent_image,
+        gateway_image=GATEWAY_IMAGE,
+        base_image=os.environ.get("AGENTKIT_BASE_IMAGE"),
+        extra_ca_dir=Path(ca) if ca else None,
+        container_memory="2g",
+        **kw,
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway_image(agent_image: str) -> str:
+    """The gateway image, built through the library's builder if missing or outdated."""
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        await GatewayImageBuilder(docker, _settings(Path("/"), agent_image)).ensure()
+    return GATEWAY_IMAGE
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway_cleanup(tmp_path: Path) -> AsyncIterator[None]:
+    """Remove the test root's containers (agents and gateway) and its internal network."""
+    yield
+    if not await docker_ok():
+        return
+    root = str(tmp_path / "root")
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        filters = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
+        for container in await docker.containers.list(all=True, filters=filters):
+            await container.delete(force=True)
+        _, network, _ = gateway_names(root)
+        try:
+            await docker._query_json(f"networks/{network}", method="DELETE")
+        except aiodocker.exceptions.DockerError as exc:
+            if exc.status != 404:
+                raise
+
+
+async def _exec(container: str, argv: list[str], *, user: str = "0") -> str:
+    """Run ``argv`` in a container through the Engine API; its stdout."""
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        ctr = await docker.containers.get(container)
+        exe = await ctr.exec(argv, user=user, stdout=True, stderr=True)
+        out = bytearray()
+        async with exe.start(detach=False) as stream:
+            while True:
+                msg = await stream.read_out()
+                if msg is None:
+                    break
+                if msg.stream == 1:
+                    out += msg.data
+        return out.decode("utf-8", "replace")
+
+
+async def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    """``agentkit ARGS`` in a subprocess on the test's root; (exit status, stdout)."""
+    env = {
+        **os.environ,
+        "AGENTKIT_ROOT": settings.root,
+        "AGENTKIT_IMAGE": settings.image,
+        "AGENTKIT_GATEWAY_IMAGE": settings.gateway_image,
+        "ANTHROPIC_API_KEY": "sk-ant-cli-unused",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentkit.cli.main",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+async def _inspect(container: str) -> dict[str, Any]:
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        return dict(await docker._query_json(f"containers/{container}/json"))
+
+
+async def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _served_usage(script: ClaudeCodeScript, replies: list[Any]) -> TokenCounts:
+    """What the scripted server reported over every request it answered."""
+    total = TokenCounts()
+    for answer in replies[: len(script.main_requests)]:
+        total += TokenCounts.from_mapping(answer.usage)
+    for _ in script.side_requests:
+        total += TokenCounts.from_mapping(script.side_reply.usage)
+    return total
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    key = "sk-ant-gateway-e2e-" + secrets.token_hex(16)
+    usage1 = reply.usage(
+        input_tokens=1200,
+        output_tokens=40,
+        cache_creation_input_tokens=3000,
+        cache_read_input_tokens=0,
+    )
+    usage2 = reply.usage(
+        input_tokens=30,
+        output_tokens=25,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=4200,
+    )
+    replies = [
+        reply.tool_use(
+            "Bash", {"command": "echo hi > /workspace/hi.txt", "description": "x"}, usage=usage1
+        ).delayed(3.0),
+        reply.text("All done.", usage=usage2),
+    ]
+    script = ClaudeCodeScript(replies, side_reply=reply.text("ok", usage=reply.usage(5, 1)))
+    upstream_host = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key=key,
+            anthropic_base_url=server.url_for(upstream_host),
+        )
+        async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+            toolset = Toolset(
+                container_tools(),
+                context=ToolContext(settings=settings, executor=executor, agents=agents),
+            )
+            results = []
+            spawned = await toolset.call(
+                "spawn_claude_agent",
+                {"task": "write hi", "workspace_path": "gw", "timeout": 120_000},
+            )
+            results.append(spawned)
+            assert not spawned.is_error, spawned.content
+            agent_id = spawned.data["id"]
+            # Claude Code is up and waiting for its (delayed) first answer
+            await _wait_for(lambda: len(script.main_requests) == 1, "the first model request")
+
+            # every process in the agent container: environment and argv
+            scan = await _exec(
+                agent_id,
+                ["sh", "-c", "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline; echo; done"],
+            )
+            assert "claude" in scan
+            assert "ANTHROPIC_BASE_URL=http://agentkit-gateway-" in scan
+            assert "ANTHROPIC_API_KEY=agentkit-run-" in scan  # the per-run token instead
+            token = scan.split("ANTHROPIC_API_KEY=", 1)[1].split("\0", 1)[0]
+            assert key not in scan
+            # docker inspect of the agent and of the gateway
+            agent_raw = await _inspect(agent_id)
+            gw_name, network, _ = gateway_names(settings.root)
+            gateway_raw = await _inspect(gw_name)
+            assert key not in json.dumps(agent_raw)
+            assert key not in json.dumps(gateway_raw)
+            assert list(agent_raw["NetworkSettings"]["Networks"]) == [network]
+            # live cost while it runs
+            running = await toolset.call("get_claude_status", {"container_id": agent_id})
+            results.append(running)
+            assert running.data["state"] == "running"
+
+            waited = await toolset.call(
+                "wait_for_claude_agent", {"container_id": agent_id, "timeout": 120_000}
+            )
+            results.append(waited)
+            assert waited.data["state"] == "succeeded", waited.content
+            results.append(await toolset.call("get_claude_output", {"container_id": agent_id}))
+            results.append(await toolset.call("list_claude_agents", {}))
+            await agents.settle()
+            record = json.loads(
+                await executor.read_file(f"{settings.runs_root}/{agent_id}/result.json")
+            )
+            gateway = await agents.gateway()
+            assert gateway is not None
+            rows = await (await gateway.client()).usage()
+
+        # the recorded usage equals what the server reported, to the token, cache included
+        expected = _served_usage(script, replies)
+        metered = TokenCounts.from_mapping(record["metered"])
+        assert metered == expected
+        assert metered.cache_read_input_tokens == 4200 + 0
+        assert record["metered"]["requests"] == len(server.message_requests)
+        run_rows = [r for r in rows if r["run_id"] == agent_id]
+        assert len(run_rows) == len(server.message_requests)
+        assert sum((TokenCounts.from_mapping(r) for r in run_rows), TokenCounts()) == expected
+        assert record["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in run_rows))
+        assert waited.data["cost_usd"] == pytest.approx(record["cost_usd"])
+
+        # agentkit costs reads the same ledger
+        code, shown = await _cli(settings, "costs", "--json")
+        assert code == 0, shown
+        costs = json.loads(shown.splitlines()[0])
+        (group,) = [g for g in costs["groups"] if g["key"] == agent_id]
+        assert group["requests"] == len(run_rows)
+        assert group["cost_usd"] == pytest.approx(record["cost_usd"], abs=1e-6)
+        assert group["cache_read_input_tokens"] == expected.cache_read_input_tokens
+        code, shown = await _cli(settings, "costs", "--by", "workspace")
+        assert code == 0, shown
+        assert "Cost by workspace" in shown
+        assert "gw" in shown
+
+        # run records and tool results never hold the key
+        for path in (tmp_path / "root" / "runs").rglob("*"):
+            if path.is_file():
+                assert key.encode() not in path.read_bytes(), path
+        for result in results:
+            assert key not in result.content
+            assert key not in json.dumps(result.data, default=str)
+
+        # the token died with the run: the gateway refuses it (reached on its bridge address)
+        gw_ip = gateway_raw["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        before = len(server.requests)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://{gw_ip}:8080/v1/messages",
+                json={
+                    "model": "claude-sonnet-5-5",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                headers={"x-api-key": token},
+            )
+            assert resp.status == 401
+            assert "ended" in (await resp.json())["error"]["message"]
+        assert len(server.requests) == before
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_budget_exceeded_ends_the_run_and_nothing_goes_upstream_after(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    # sonnet input is $3 per million: 200k tokens = $0.60 > the $0.50 budget
+    pricey = reply.usage(input_tokens=200_000, output_tokens=10)
+    replies = [
+        reply.tool_use("Bash", {"command": "true", "description": "x"}, usage=pricey),
+        reply.text("never served"),
+    ]
+    script = ClaudeCodeScript(replies)
+    upstream_host = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key="sk-ant-x",
+            anthropic_base_url=server.url_for(upstream_host),
+            model="claude-sonnet-5-5",
+        )
+        async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+            toolset = Toolset(
+                container_tools(),
+                context=ToolContext(settings=settings, executor=executor, agents=agents),
+            )
+            spawned = await toolset.call(
+                "spawn_claude_agent",
+                {
+                    "task": "spend",
+                    "workspace_path": "budget",
+                    "timeout": 120_000,
+                    "max_cost_usd": 0.5,
+                },
+            )
+            assert not spawned.is_error, spawned.content
+            agent_id = spawned.data["id"]
+            waited = await toolset.call(
+                "wait_for_claude_agent", {"container_id": agent_id, "timeout": 120_000}
+            )
+            assert waited.data["state"] == "budget_exceeded", waited.content
+            assert "budget_exceeded" in waited.content
+            assert "max_cost_usd" in waited.content
+            status = await toolset.call("get_claude_status", {"container_id": agent_id})
+            listing = await toolset.call("list_claude_agents", {})
+            output = await toolset.call("get_claude_output", {"container_id": agent_id})
+            assert "budget_exceeded" in status.content
+            assert f"{agent_id} budget_exceeded" in listing.content
+            assert "budget exceeded" in output.content  # Claude Code showed the refusal
+        _, logs = await _cli(settings, "logs", agent_id)
+        assert "[budget_exceeded]" in logs, logs
+    # exactly the one request that crossed the limit reached the server
+    assert len(script.main_requests) == 1
+    assert [r.index for r in server.message_requests] == [script.main_requests[0].index] + [
+        r.index for r in script.side_requests if r.index < script.main_requests[0].index
+    ]
+
+
+def _tool_result_text(request: Any) -> str:
+    out = []
+    for result in request.tool_results():
+        content = result.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out.extend(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return "\n".join(out)
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_egress_allowed_refused_and_direct(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    hits: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text=f"served {request.path}")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host_ip = await bridge_gateway()
+    command = (
+        f'curl -sS -m 20 http://allowed.test:{port}/allowed; echo " rc1=$?"; '
+        f"curl -sS -m 20 -o /dev/null -w 'http=%{{http_code}}' http://denied.test:{port}/denied;"
+        f' echo " rc2=$?"; '
+        f'curl -sS -m 20 https://denied.test:{port}/tunnel 2>&1; echo " rc3=$?"; '
+        f"curl -sS -m 5 --noproxy '*' http://{host_ip}:{port}/direct 2>&1; echo \" rc4=$?\""
+    )
+    script = ClaudeCodeScript(
+        [
+            reply.tool_use(
+                "Bash", {"command": command, "description": "egress", "timeout": 90_000}
+            ),
+            reply.text("checked"),
+        ]
+    )
+    try:
+        async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+            settings = _settings(
+                tmp_path / "root",
+                agent_image,
+                anthropic_api_key="sk-ant-x",
+                anthropic_base_url=server.url_for(host_ip),
+                egress_allow="allowed.test",
+                gateway_extra_hosts=[f"allowed.test:{host_ip}", f"denied.test:{host_ip}"],
+            )
+            async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+                spawned = await agents.spawn("check egress", "egress", 120_000)
+                waited = await agents.wait(spawned.id, 120_000)
+                assert waited.status.state == AgentState.SUCCEEDED, waited.status
+                output = await agents.output(spawned.id)
+    finally:
+        await runner.cleanup()
+    seen = _tool_result_text(script.main_requests[1])
+    assert "served /allowed rc1=0" in seen, seen  # allowed host, through the proxy
+    assert "http=403 rc2=0" in seen, seen  # refused by the allowlist
+    assert "rc3=0" not in seen  # HTTPS tunnel to a refused host: no CONNECT
+    assert "rc4=0" not in seen  # no route off the internal network without the proxy
+    assert hits == ["/allowed"]
+    # refused connections are recorded for the run and shown with its output
+    assert "[egress] refused" in output.text
+    assert f"denied.test:{port}" in output.text
+    assert "allowed.test" not in output.text.split("[egress]", 1)[1]
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    replies = [
+        reply.tool_use(
+            "Bash",
+            {"command": "sleep 6", "description": "wait", "timeout": 60_000},
+            usage=reply.usage(input_tokens=111, output_tokens=11),
+        ),
+        reply.text("after the restart", usage=reply.usage(input_tokens=222, output_tokens=22)),
+    ]
+    script = ClaudeCodeScript(replies)
+    host_ip = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key="sk-ant-x",
+            anthropic_base_url=server.url_for(host_ip),
+        )
+        async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+            spawned = await agents.spawn("survive a restart", "restart", 120_000)
+            gateway = await agents.gateway()
+            assert gateway is not None
+            await _wait_for(lambda: len(script.main_requests) == 1, "the first turn")
+            client = await gateway.client()
+
+            async def recorded() -> int:
+                return int((await client.runs([spawned.id]))[spawned.id]["requests"])
+
+            deadline = time.monotonic() + 30
+            while await recorded() < 1:  # the first answer is metered once it streamed out
+                assert time.monotonic() < deadline, "the first request was never metered"
+                await asyncio.sleep(0.05)
+            # live cost while it runs (the Bash tool sleeps): status and list ask the gateway
+            running = await agents.status(spawned.id)
+            assert running.state == AgentState.RUNNING
+            model = script.main_requests[0].model  # Claude Code's default model, priced
+            first_cost = PriceTable().cost(model, TokenCounts(111, 11, 0, 0))
+            assert running.cost_usd == pytest.approx(first_cost)
+            (listed,) = [a for a in await agents.list() if a.id == spawned.id]
+            assert listed.cost_usd == pytest.approx(first_cost)
+            before = await _inspect(gateway.host.name)
+            await gateway.host.restart()
+            after = await _inspect(gateway.host.name)
+            assert after["State"]["StartedAt"] != before["State"]["StartedAt"]
+            await client.health(wait=30)
+            assert await recorded() >= 1  # kept across the restart
+            waited = await agents.wait(spawned.id, 120_000)
+            assert waited.status.state == AgentState.SUCCEEDED, waited.status
+            assert waited.status.result_text == "after the restart"
+            await agents.settle()
+            record = json.loads(
+                await executor.read_file(f"{settings.runs_root}/{spawned.id}/result.json")
+            )
+    assert len(script.main_requests) == 2
+    assert record["metered"]["requests"] == len(server.message_requests)
+    assert record["metered"]["input_tokens"] >= 333
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_managed_settings_win_over_the_workspace_and_cannot_be_changed(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    permissive = {"permissions": {"allow": ["Read", "Read(//proc/**)"], "deny": []}}
+    script = ClaudeCodeScript(
+        [
+            reply.tool_use("Read", {"file_path": "/proc/self/environ"}),
+            reply.tool_use(
+                "Bash",
+                {
+                    "command": "stat -c '%U:%G %a' /etc/claude-code/managed-settings.json; "
+                    "echo '{}' > /etc/claude-code/managed-settings.json; echo \"rc=$?\"",
+                    "description": "try to change the managed settings",
+                },
+            ),
+            reply.text("done"),
+        ]
+    )
+    host_ip = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key="sk-ant-x",
+            anthropic_base_url=server.url_for(host_ip),
+        )
+        async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+            workspace = await agents.prepare_workspace("managed")
+            await executor.makedirs(f"{workspace}/.claude")
+            for name in ("settings.json", "settings.local.json"):
+                await executor.write_file(
+                    f"{workspace}/.claude/{name}", json.dumps(permissive).encode()
+                )
+            spawned = await agents.spawn("read the environment", "managed", 120_000)
+            waited = await agents.wait(spawned.id, 120_000)
+            assert waited.status.finished
+    read_result = _tool_result_text(script.main_requests[1])
+    bash_result = _tool_result_text(script.main_requests[2])
+    assert "ANTHROPIC_API_KEY" not in read_result
+    assert "denied" in read_result.lower(), read_result
+    assert "root:root 644" in bash_result, bash_result
+    assert "Permission denied" in bash_result
+    assert "rc=0" not in bash_result
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_outer_agent_usage_joins_the_ledger_with_its_cost(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    from agentkit.agent.loop import ToolBasedAgent
+    from agentkit.gateway.recorder import UsageRecorder
+
+    turns = [
+        reply.text("first", usage=reply.usage(input_tokens=1000, output_tokens=100)),
+        reply.text("second", usage=reply.usage(10, 20, cache_creation_input_tokens=3000)),
+    ]
+    server = ScriptedAnthropicServer(turns)
+    settings = _settings(tmp_path / "root", agent_image, anthropic_api_key="sk-ant-x")
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        recorder = UsageRecorder(agents)
+        agent = ToolBasedAgent(
+            Toolset(), client=server.client(), model="claude-haiku-4-5", on_usage=recorder
+        )
+        first = await agent.run("one")  # no gateway runs yet: the row waits in memory
+        assert await recorder.flush() is False  # nothing answers: kept, not lost
+        assert len(recorder.pending) == 1
+        gateway = await agents.gateway()
+        assert gateway is not None
+        client = await gateway.client()  # e.g. the first spawn starts it
+        second = await agent.run("two")
+        await recorder.aclose()
+        rows = [r for r in await client.usage() if r["source"] == "controller"]
+    assert recorder.recorded == 2
+    assert first.usage.cost_usd == pytest.approx(1000 * 1 / 1e6 + 100 * 5 / 1e6)
+    assert second.usage.cost_usd == pytest.approx(10 / 1e6 + 20 * 5 / 1e6 + 3000 * 1.25 / 1e6)
+    assert [r["cost_usd"] for r in rows] == pytest.approx(
+        [first.usage.cost_usd, second.usage.cost_usd]
+    )
+    assert [r["input_tokens"] for r in rows] == [1000, 10]
+    assert rows[1]["cache_creation_input_tokens"] == 3000
+    assert {r["model"] for r in rows} == {"claude-haiku-4-5"}

@@ -1,0 +1,272 @@
+"""The gateway's server code in-process (no container): tokens, forwarding, SSE, metering,
+budgets, the ledger across a restart. The upstream is the scripted Anthropic server, or a tiny
+aiohttp app where the test must see the credential the gateway sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anthropic
+import pytest
+from aiohttp import web
+
+from agentkit.gateway.ledger import Ledger
+from agentkit.gateway.pricing import PriceTable, TokenCounts
+from agentkit.testing import ScriptedAnthropicServer, reply
+from tests.gateway_support import local_gateway
+
+BODY: dict[str, Any] = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+USAGE = {
+    "input_tokens": 1234,
+    "output_tokens": 56,
+    "cache_read_input_tokens": 7000,
+    "cache_creation_input_tokens": 890,
+}
+
+
+def sse_data(raw: bytes) -> list[dict[str, Any]]:
+    """The events' data, without the message object (its id is made up per answer)."""
+    return [
+        {k: v for k, v in json.loads(line[6:]).items() if k != "message"}
+        for line in raw.decode().splitlines()
+        if line.startswith("data: ")
+    ]
+
+
+def ledger_rows(folder: Path) -> list[Any]:
+    ledger = Ledger(str(folder / "state" / "ledger.sqlite"))
+    try:
+        return ledger.usage()
+    finally:
+        ledger.close()
+
+
+async def test_streams_through_unchanged_and_meters_every_token_kind(tmp_path: Path) -> None:
+    answer = reply.text("Hello from upstream, streamed in pieces.", usage=reply.usage(**USAGE))
+    async with (
+        ScriptedAnthropicServer([answer.streamed(chunk_size=5)]) as server,
+        local_gateway(tmp_path, upstream_url=server.url, api_key="sk-real") as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-a")
+        direct = await http.post(
+            f"{server.url}/v1/messages?beta=true",
+            json={**BODY, "stream": True},
+        )
+        server.add(answer.streamed(chunk_size=5))
+        raw_direct = await direct.read()
+        via = await http.post(
+            f"{gw.url}/v1/messages?beta=true",
+            json={**BODY, "stream": True},
+            headers={"x-api-key": token, "anthropic-version": "2023-06-01"},
+        )
+        raw_via = await via.read()
+        assert via.status == 200
+        assert via.headers["content-type"].startswith("text/event-stream")
+        # the same bytes, except the ids the server makes up per answer
+        assert sse_data(raw_via) == sse_data(raw_direct)
+        assert server.requests[-1].query == {"beta": "true"}
+        summary = (await gw.client.runs(["run-a"]))["run-a"]
+    expected = TokenCounts(**USAGE)
+    assert {k: summary[k] for k in USAGE} == USAGE
+    assert summary["requests"] == 1
+    assert summary["cost_usd"] == pytest.approx(PriceTable().cost("claude-sonnet-5-5", expected))
+    (row,) = ledger_rows(tmp_path)
+    assert row.tokens == expected
+    assert row.run_id == "run-a"
+    assert row.workspace == "/ws/run-a"
+    assert row.model == "claude-sonnet-5-5"
+
+
+async def test_real_key_goes_upstream_and_never_back(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+
+    async def messages(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("x-api-key"))
+        assert "authorization" not in request.headers
+        return web.json_response(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-haiku-4-5",
+                "content": [{"type": "text", "text": "ok"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 10, "output_tokens": 2},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with local_gateway(
+            tmp_path, upstream_url=f"http://127.0.0.1:{port}", api_key="sk-ant-real-key-123"
+        ) as gw:
+            token = await gw.run("run-k")
+            client = anthropic.AsyncAnthropic(base_url=gw.url, api_key=token, max_retries=0)
+            message = await client.messages.create(**BODY)
+            assert message.content[0].text == "ok"  # type: ignore[union-attr]
+            with pytest.raises(anthropic.AuthenticationError) as refused:
+                await anthropic.AsyncAnthropic(
+                    base_url=gw.url, api_key="sk-guessed", max_retries=0
+                ).messages.create(**BODY)
+            assert "sk-ant-real-key-123" not in str(refused.value.body)
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 1  # the refused request never went upstream
+    assert seen == ["sk-ant-real-key-123"]
+
+
+async def test_bearer_credential_when_there_is_no_key(tmp_path: Path) -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def messages(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("authorization"), request.headers.get("x-api-key")))
+        return web.json_response({"type": "message", "usage": {"input_tokens": 1}})
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with (
+            local_gateway(
+                tmp_path, upstream_url=f"http://127.0.0.1:{port}", auth_token="oauth-real-456"
+            ) as gw,
+            aiohttp.ClientSession() as http,
+        ):
+            token = await gw.run("run-t")
+            resp = await http.post(f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": token})
+            assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    assert seen == [("Bearer oauth-real-456", None)]  # the agent's token never travels upstream
+
+
+async def test_token_dies_when_its_run_ends(tmp_path: Path) -> None:
+    async with (
+        ScriptedAnthropicServer(default=reply.text("ok")) as server,
+        local_gateway(tmp_path, upstream_url=server.url) as gw,
+    ):
+        token = await gw.run("run-end")
+        client = anthropic.AsyncAnthropic(base_url=gw.url, api_key=token, max_retries=0)
+        await client.messages.create(**BODY)
+        ended = await gw.client.end("run-end")
+        assert ended is not None
+        assert ended["ended_at"] is not None
+        assert ended["requests"] == 1
+        before = len(server.requests)
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            await client.messages.create(**BODY)
+        assert "ended" in str(refused.value)
+        assert len(server.requests) == before
+
+
+async def test_run_budget_refuses_before_any_upstream_call(tmp_path: Path) -> None:
+    # 1M input tokens of sonnet cost $3: the first answer spends the whole $1 budget
+    big = reply.text("expensive", usage=reply.usage(input_tokens=1_000_000, output_tokens=10))
+    async with (
+        ScriptedAnthropicServer(default=big) as server,
+        local_gateway(tmp_path, upstream_url=server.url, api_key="k") as gw,
+    ):
+        token = await gw.run("run-b", max_cost_usd=1.0)
+        client = anthropic.AsyncAnthropic(base_url=gw.url, api_key=token, max_retries=0)
+        await client.messages.create(**BODY)
+        assert len(server.message_requests) == 1
+        for _ in range(3):
+            with pytest.raises(anthropic.PermissionDeniedError) as refused:
+                await client.messages.create(**BODY)
+            assert "budget exceeded" in str(refused.value)
+            assert refused.value.response.headers["x-should-retry"] == "false"
+        assert len(server.message_requests) == 1  # nothing went upstream after the limit
+        summary = (await gw.client.runs(["run-b"]))["run-b"]
+        other = await gw.run("run-c", max_cost_usd=1.0)  # another run still works
+        await anthropic.AsyncAnthropic(base_url=gw.url, api_key=other).messages.create(**BODY)
+    assert summary["budget_exceeded"] is True
+    assert "max_cost_usd" in summary["budget_reason"]
+    assert summary["requests"] == 1
+    assert summary["cost_usd"] == pytest.approx(3.0 + 10 * 15 / 1e6)
+
+
+async def test_fleet_daily_budget_counts_every_run_and_the_controller(tmp_path: Path) -> None:
+    answer = reply.text("x", usage=reply.usage(input_tokens=100_000, output_tokens=0))  # $0.30
+    async with (
+        ScriptedAnthropicServer(default=answer) as server,
+        local_gateway(tmp_path, upstream_url=server.url, fleet_daily_usd=0.5) as gw,
+    ):
+        one = anthropic.AsyncAnthropic(base_url=gw.url, api_key=await gw.run("r1"), max_retries=0)
+        two = anthropic.AsyncAnthropic(base_url=gw.url, api_key=await gw.run("r2"), max_retries=0)
+        await one.messages.create(**BODY)
+        # the outer agent's own usage counts towards the same fleet budget
+        cost = await gw.client.record_usage(
+            model="claude-sonnet-5-5", input_tokens=100_000, output_tokens=0
+        )
+        assert cost == pytest.approx(0.3)
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            await two.messages.create(**BODY)
+        assert "AGENTKIT_DAILY_BUDGET_USD" in str(refused.value)
+        assert len(server.message_requests) == 1
+
+
+async def test_ledger_and_tokens_survive_a_restart(tmp_path: Path) -> None:
+    answer = reply.text("ok", usage=reply.usage(input_tokens=10, output_tokens=5))
+    async with ScriptedAnthropicServer(default=answer) as server:
+        async with local_gateway(tmp_path, upstream_url=server.url) as gw:
+            token = await gw.run("run-r")
+            client = anthropic.AsyncAnthropic(base_url=gw.url, api_key=token, max_retries=0)
+            for _ in range(3):
+                await client.messages.create(**BODY)
+            port = gw.port
+        # the same state folder and port: a restarted gateway
+        async with local_gateway(tmp_path, upstream_url=server.url, api_port=port) as gw2:
+            assert gw2.url == f"http://127.0.0.1:{port}"
+            summary = (await gw2.client.runs(["run-r"]))["run-r"]
+            assert summary["requests"] == 3
+            again = anthropic.AsyncAnthropic(base_url=gw2.url, api_key=token, max_retries=0)
+            await again.messages.create(**BODY)
+            summary = (await gw2.client.runs(["run-r"]))["run-r"]
+    assert summary["requests"] == 4
+    assert summary["input_tokens"] == 40
+    assert len(ledger_rows(tmp_path)) == 4
+
+
+async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> None:
+    slow = reply.text("x" * 400, usage=reply.usage(input_tokens=77, output_tokens=99)).streamed(
+        chunk_size=10, chunk_delay=0.05
+    )
+    async with (
+        ScriptedAnthropicServer([slow]) as server,
+        local_gateway(tmp_path, upstream_url=server.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-h")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        first = await resp.content.readany()
+        assert b"message_start" in first
+        resp.close()  # hang up after the first bytes
+        summary: dict[str, Any] = {}
+        for _ in range(100):  # the gateway notices the hang-up on its next write
+            summary = (await gw.client.runs(["run-h"]))["run-h"]
+            if summary["requests"]:
+                break
+            await asyncio.sleep(0.05)
+    assert summary["requests"] == 1
+    assert summary["input_tokens"] == 77  # message_start was read before the hang-up

@@ -1,0 +1,212 @@
+"""Pure parts of the gateway: prices, the SSE usage reader, budgets, the allowlist, reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentkit.agent.events import Usage
+from agentkit.gateway.budgets import RunEntry, Runs, day_start, token_sha256
+from agentkit.gateway.costs import bar_plot, group_rows, parse_since
+from agentkit.gateway.egress import expand_allowlist, parse_access_line, squid_config
+from agentkit.gateway.metering import MAX_LINE, SSEUsage, usage_from_json
+from agentkit.gateway.pricing import PriceTable, TokenCounts, parse_overrides
+from agentkit.testing import reply
+
+USAGE = reply.usage(
+    input_tokens=1500,
+    output_tokens=321,
+    cache_creation_input_tokens=200,
+    cache_read_input_tokens=9000,
+)
+
+
+def sse_bytes(answer: Any, model: str = "claude-sonnet-5-5") -> bytes:
+    return b"".join(
+        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in answer.sse_events(model)
+    )
+
+
+def test_prices_longest_prefix_then_family_then_default() -> None:
+    table = PriceTable()
+    assert table.price("claude-opus-4-1-20250805").input == 15
+    assert table.price("claude-opus-5-5").input == 5
+    assert table.price("claude-sonnet-5-5").output == 15
+    assert table.price("claude-3-5-haiku-latest").input == 0.8
+    assert table.price("claude-haiku-4-5").input == 1
+    assert table.price("something-else").input == 3
+    tokens = TokenCounts(1_000_000, 1_000_000, 1_000_000, 1_000_000)
+    assert table.cost("claude-sonnet-5-5", tokens) == pytest.approx(3 + 15 + 0.3 + 3.75)
+
+
+def test_price_overrides_replace_and_add_with_clear_errors() -> None:
+    table = PriceTable(parse_overrides('{"claude-sonnet-5": {"input": 2, "output": 10}}'))
+    assert table.price("claude-sonnet-5-5").input == 2
+    assert table.price("claude-sonnet-5-5").cache_read == pytest.approx(0.2)
+    assert table.price("claude-sonnet-4-5").input == 3
+    for bad in ("[1]", "{", '{"x": {"input": 1}}', '{"x": {"input": -1, "output": 1}}'):
+        with pytest.raises(ValueError, match="AGENTKIT_PRICING"):
+            parse_overrides(bad)
+
+
+def test_sse_usage_reads_start_and_delta_in_any_chunking() -> None:
+    raw = sse_bytes(reply.text("hello " * 50, usage=USAGE))
+    for size in (1, 7, 64, len(raw)):
+        meter = SSEUsage()
+        for i in range(0, len(raw), size):
+            meter.feed(raw[i : i + size])
+        assert meter.tokens == TokenCounts.from_mapping(USAGE)
+        assert meter.model == "claude-sonnet-5-5"
+        assert meter.stopped
+
+
+@given(st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=40))
+def test_sse_usage_is_independent_of_chunk_boundaries(cuts: list[int]) -> None:
+    raw = sse_bytes(reply.tool_use("Bash", {"command": "ls"}, usage=USAGE))
+    meter, pos = SSEUsage(), 0
+    for cut in cuts:
+        meter.feed(raw[pos : pos + cut])
+        pos += cut
+    meter.feed(raw[pos:])
+    assert meter.tokens == TokenCounts.from_mapping(USAGE)
+
+
+def test_sse_usage_skips_over_long_lines_and_keeps_memory_bounded() -> None:
+    meter = SSEUsage()
+    meter.feed(b"event: content_block_delta\ndata: " + b"x" * (MAX_LINE * 3))
+    assert len(meter._buf) <= MAX_LINE + 1
+    meter.feed(b"\n\n" + sse_bytes(reply.text("ok", usage=USAGE)))
+    assert meter.tokens == TokenCounts.from_mapping(USAGE)
+
+
+def test_newer_delta_counts_win_and_errors_are_noted() -> None:
+    meter = SSEUsage()
+    meter.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"m",'
+        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"input_tokens":7,'
+        b'"output_tokens":30,"cache_read_input_tokens":2}}\n\n'
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
+    )
+    assert meter.tokens == TokenCounts(7, 30, 2, 0)
+    assert meter.error == "overloaded_error"
+    assert usage_from_json(b'{"model":"m","usage":{"input_tokens":3}}') == (
+        TokenCounts(3, 0, 0, 0),
+        "m",
+    )
+    assert usage_from_json(b"not json") == (TokenCounts(), None)
+
+
+def test_budget_checks() -> None:
+    runs = Runs(fleet_daily_usd=10.0)
+    runs.set_day(day_start(1_000_000.0), 0.0)
+    entry = RunEntry("r1", "/ws", max_cost_usd=1.0, expires=2_000_000.0)
+    runs.add(token_sha256("tok"), entry)
+    assert runs.lookup("tok") is entry
+    assert runs.lookup("other") is None
+    assert runs.check(entry, now=1_000_000.0) is None
+    runs.add_cost(entry, 1.0, 1_000_000.0)
+    refusal = runs.check(entry, now=1_000_000.0)
+    assert refusal is not None
+    assert refusal.budget
+    assert refusal.status == 403
+    assert "max_cost_usd" in refusal.message
+    assert runs.check(entry, now=2_000_001.0) is not None  # expired beats everything
+    fleet = RunEntry("r2", None, None, None)
+    runs.add(token_sha256("t2"), fleet)
+    runs.add_cost(fleet, 9.5, 1_000_000.0)
+    assert runs.check(fleet, now=1_000_000.0) is not None  # 10.5 of 10 today
+    assert runs.check(fleet, now=1_000_000.0 + 86_400) is None  # a new UTC day
+    runs.end("r2")
+    ended = runs.check(runs.lookup("t2"), now=1_000_000.0)
+    assert ended is not None
+    assert ended.status == 401
+
+
+def test_allowlist_expansion_and_squid_config() -> None:
+    allow = expand_allowlist(
+        "git, npm, .example.com, *.corp.test, 203.0.113.7",
+        git_url="https://ghe.internal.test",
+        environ={"NPM_CONFIG_REGISTRY": "https://npm.mirror.test/repo/"},
+    )
+    assert allow == [
+        "ghe.internal.test",
+        "npm.mirror.test",
+        ".example.com",
+        ".corp.test",
+        "203.0.113.7",
+    ]
+    assert len(expand_allowlist("pypi,debian", environ={})) == 4
+    for bad in ("exa mple.com", "-bad.com", "a..b", "x" * 300, "http://x/"):
+        with pytest.raises(ValueError, match="AGENTKIT_EGRESS_ALLOW"):
+            expand_allowlist(bad, environ={})
+    conf = squid_config(["a.test", ".a.test"], port=3128, log_port=3130, own_names=["gw"])
+    assert "acl allowed dstdomain -n .a.test\n" in conf  # squid refuses a and .a together
+    assert conf.rstrip().endswith("http_access deny all")
+    assert conf.index("http_access allow allowed") < conf.index("http_access deny private_dst")
+    assert "http_access deny gateway_self" in conf
+    open_conf = squid_config(["*"], port=3128, log_port=3130)
+    assert open_conf.index("deny private_dst") < open_conf.index("http_access allow all")
+    line = parse_access_line("1764570000.123 172.20.0.3 TCP_DENIED/403 CONNECT evil.test:443")
+    assert line is not None
+    assert line.refused
+    assert (line.client, line.target) == ("172.20.0.3", "evil.test:443")
+    assert parse_access_line("garbage") is None
+
+
+def test_usage_carries_cost_and_adds_up() -> None:
+    total = Usage()
+    turn = Usage(input_tokens=10, output_tokens=5, cost_usd=0.25)
+    total.add(turn)
+    total.add(turn)
+    assert total.cost_usd == pytest.approx(0.5)
+    assert total.tokens == TokenCounts(20, 10, 0, 0)
+
+
+def test_cost_groups_plot_and_since() -> None:
+    rows = [
+        {
+            "at": 86_400 * 2 + 5,
+            "source": "agent",
+            "run_id": "a",
+            "workspace": "/w/one",
+            "input_tokens": 10,
+            "cost_usd": 1.0,
+        },
+        {
+            "at": 86_400 * 2 + 9,
+            "source": "agent",
+            "run_id": "b",
+            "workspace": "/w/two",
+            "input_tokens": 5,
+            "cost_usd": 3.0,
+        },
+        {"at": 86_400 * 3, "source": "controller", "run_id": None, "cost_usd": 0.5},
+        {
+            "at": 86_400 * 3,
+            "source": "agent",
+            "run_id": "b",
+            "note": "refused: budget",
+            "cost_usd": 0.0,
+        },
+    ]
+    by_agent, total = group_rows(rows, "agent")
+    assert [(g.key, g.cost_usd) for g in by_agent] == [("b", 3.0), ("a", 1.0), ("controller", 0.5)]
+    assert total.requests == 3
+    assert total.cost_usd == pytest.approx(4.5)
+    by_day, _ = group_rows(rows, "day")
+    assert [g.key for g in by_day] == ["1970-01-03", "1970-01-04"]
+    by_ws, _ = group_rows(rows, "workspace")
+    assert {g.key for g in by_ws} == {"one", "two", "controller"}
+    plot = bar_plot(by_day, width=10)
+    assert plot[0].split()[1] == "█" * 10
+    assert plot[1].split()[1] == "█▎"  # 0.5 / 4.0 of 10 cells = 1.25 cells: one and 2/8
+    assert parse_since("2h", now=10_000.0) == 10_000.0 - 7200
+    assert parse_since("1970-01-02") == 86_400
+    assert parse_since(None) == 0.0
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("yesterday")
