@@ -26,14 +26,14 @@ import os
 import tarfile
 from typing import TYPE_CHECKING, Any
 
-from agentkit.runtimes.docker_engine import docker_errors
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
-from agentkit.runtimes.base import parse_memory
 from agentkit.errors import ConfigError, ConflictError, NotFoundError, RuntimeUnavailable
 from agentkit.gateway.client import GatewayClient
 from agentkit.gateway.egress import expand_allowlist
 from agentkit.gateway.image import ensure_gateway_image
 from agentkit.gateway.pricing import parse_overrides
+from agentkit.runtimes.base import parse_memory
+from agentkit.runtimes.docker_engine import docker_errors
 
 if TYPE_CHECKING:
     import aiodocker
