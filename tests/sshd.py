@@ -116,7 +116,7 @@ class SSHServer:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(

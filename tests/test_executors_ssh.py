@@ -67,7 +67,7 @@ async def test_drop_then_reconnect_on_next_call(own_executor: SSHExecutor, sshd:
     assert own_executor.connections_made == 2
 
 
-async def _wait_for_file(path: Path, within: float = 10.0) -> None:
+async def _wait_for_file(path: Path, within: float = 60.0) -> None:
     for _ in range(int(within / 0.02)):
         if path.exists():
             return
@@ -247,7 +247,7 @@ async def test_agent_auth_without_key_file(
 ) -> None:
     import shutil
 
-    from tests.support import require
+    from tests.support import require, wait_until
 
     require(shutil.which("ssh-agent") is not None, "ssh-agent (apt install openssh-client)")
     sock = tmp_path / "agent.sock"
@@ -255,10 +255,7 @@ async def test_agent_auth_without_key_file(
         "ssh-agent", "-D", "-a", str(sock), stdout=asyncio.subprocess.DEVNULL
     )
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(sock.exists, "the ssh-agent socket")
         add = await asyncio.create_subprocess_exec(
             "ssh-add", "-q", str(sshd.client_key), env={**os.environ, "SSH_AUTH_SOCK": str(sock)}
         )
