@@ -75,3 +75,13 @@ async def wait_past(moment: float) -> None:
     """Return once the wall clock (``time.time()``) has passed ``moment`` (e.g. a deadline)."""
     while time.time() <= moment:
         await asyncio.sleep(min(max(moment - time.time(), 0.0) + 0.01, 1.0))
+
+
+#: Under mutation testing (scripts/mutation.py; mutmut sets MUTANT_UNDER_TEST) every mutant
+#: reruns the property tests: they draw fewer examples there, the full number everywhere else.
+UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ
+
+
+def examples(n: int) -> int:
+    """How many examples a property test draws: ``n``, or a tenth of it under mutation."""
+    return max(n // 10, 10) if UNDER_MUTATION else n

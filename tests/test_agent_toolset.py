@@ -17,6 +17,7 @@ from agentkit import Tool, ToolContext, ToolResult, Toolset, tool
 from agentkit.errors import ConfigError, NotFoundError
 from agentkit.redact import REDACTED, Redactor
 from agentkit.tools.schema import parse_docstring
+from tests.support import examples
 
 
 @tool
@@ -439,7 +440,7 @@ def contract_violations(name: str, payload: Any) -> list[str]:
     return wrong
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["search", "spawn", "nope"]),
     payload=mostly_valid | near_valid | json_values,
@@ -467,7 +468,9 @@ def test_the_property_sees_both_outcomes() -> None:
     """The generators reach valid and invalid inputs (run on its own, in any order)."""
     outcomes: dict[bool, int] = {True: 0, False: 0}
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(name=st.sampled_from(["search", "spawn"]), payload=mostly_valid | near_valid)
     def count(name: str, payload: Any) -> None:
         outcomes[not contract_violations(name, payload)] += 1

@@ -20,7 +20,7 @@ from agentkit.workspaces.names import (
 )
 from agentkit.workspaces.urls import parse_repo_url
 from tests.gitserver import git_available
-from tests.support import require
+from tests.support import examples, require
 
 ROOT = "/opt/agentflow/workspaces"
 
@@ -163,7 +163,7 @@ def test_git_agrees_with_the_refusals(name: str) -> None:
 _branch_alphabet = st.sampled_from([*list("ab.-/_@{}~^:?*[\\ .lock"), "HEAD", ".lock", "é"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_branch_alphabet, min_size=1, max_size=8).map("".join))
 def test_whatever_we_accept_git_accepts(name: str) -> None:
     """Our rules may be stricter than git's, never looser (git is the oracle)."""
