@@ -468,9 +468,7 @@ def test_the_property_sees_both_outcomes() -> None:
     """The generators reach valid and invalid inputs (run on its own, in any order)."""
     outcomes: dict[bool, int] = {True: 0, False: 0}
 
-    @settings(
-        max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
-    )
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(name=st.sampled_from(["search", "spawn"]), payload=mostly_valid | near_valid)
     def count(name: str, payload: Any) -> None:
         outcomes[not contract_violations(name, payload)] += 1
