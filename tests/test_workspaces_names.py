@@ -12,11 +12,15 @@ from hypothesis import strategies as st
 from agentkit.errors import PermissionDeniedError, ToolError
 from agentkit.workspaces.names import (
     InvalidNameError,
+    WorkspacePath,
     branch_name_problem,
+    is_valid_workspace_name,
+    normalize_root,
     resolve_workspace,
     validate_branch_name,
     validate_rev,
     validate_workspace_name,
+    workspace_path,
 )
 from agentkit.workspaces.urls import parse_repo_url
 from tests.gitserver import git_available
@@ -258,3 +262,147 @@ def test_auth_failures_are_recognised_without_matching_port_numbers(
     from agentkit.workspaces.service import _auth_failed
 
     assert _auth_failed(stderr) is auth
+
+
+# --- the exact messages (what a model or a person reads to fix the call) ----------------------
+
+SEPARATOR = "a workspace name is a single name, not a path; " + (
+    "use 1-100 ASCII letters, digits, '-', '_' or '.', starting with a letter, digit or '_' "
+    "(for example 'my-project')"
+)
+RULES = (
+    "use 1-100 ASCII letters, digits, '-', '_' or '.', starting with a letter, digit or '_' "
+    "(for example 'my-project')"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", f"workspace name is empty: {RULES}"),
+        ("x" * 101, f"workspace name is 101 characters long, the limit is 100: {RULES}"),
+        (
+            "café",
+            "workspace name 'café' contains non-ASCII characters (look-alike letters are "
+            f"refused): {RULES}",
+        ),
+        (
+            "a/b",
+            f"workspace name 'a/b' contains a path separator: {SEPARATOR}",
+        ),
+        (
+            "a\\b",
+            f"workspace name 'a\\\\b' contains a path separator: {SEPARATOR}",
+        ),
+        (
+            "/",
+            f"workspace name '/' contains a path separator: {SEPARATOR}",
+        ),
+        (".git", f"workspace name '.git' starts with '.': {RULES}"),
+        ("-rf", f"workspace name '-rf' starts with '-': {RULES}"),
+        ("my project", f"workspace name 'my project' is not allowed: {RULES}"),
+        ("x" * 61 + " ", f"workspace name '{'x' * 57}...' is not allowed: {RULES}"),
+        ("x" * 59 + " ", f"workspace name '{'x' * 59} ' is not allowed: {RULES}"),
+    ],
+)
+def test_workspace_name_messages(name: str, message: str) -> None:
+    with pytest.raises(InvalidNameError) as info:
+        validate_workspace_name(name)
+    assert str(info.value) == message
+    assert is_valid_workspace_name(name) is False
+
+
+def test_valid_names_and_roots() -> None:
+    for name in ("a", "x" * 100, "_x", "9.9-a_b"):
+        assert validate_workspace_name(name) == name
+        assert is_valid_workspace_name(name) is True
+    assert normalize_root("/a//b/./c/") == "/a/b/c"
+    with pytest.raises(ToolError) as info:
+        normalize_root("relative/root")
+    assert str(info.value) == "the workspace root must be an absolute path, got 'relative/root'"
+    assert workspace_path("/r/", "w") == WorkspacePath(name="w", path="/r/w", root="/r")
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ("", InvalidNameError, f"workspace name is empty: {RULES}"),
+        (
+            " w",
+            InvalidNameError,
+            f"workspace name ' w' has leading or trailing whitespace; pass it without: {RULES}",
+        ),
+        (
+            "/r/café",
+            InvalidNameError,
+            f"workspace path '/r/café' contains non-ASCII characters: {RULES}",
+        ),
+        (
+            "/r/./w",
+            PermissionDeniedError,
+            "workspace path '/r/./w' contains '.' or '..' components; pass the workspace name "
+            "instead (workspaces live in /r/<name>)",
+        ),
+        (
+            "/r/w/../x",
+            PermissionDeniedError,
+            "workspace path '/r/w/../x' contains '.' or '..' components; pass the workspace name "
+            "instead (workspaces live in /r/<name>)",
+        ),
+        (
+            "/r/w/src",
+            PermissionDeniedError,
+            "workspace path '/r/w/src' is not a workspace: it points deeper inside a workspace; "
+            "pass the workspace name (a name like 'my-project' or a path /r/<name>)",
+        ),
+        (
+            "/rx/w",
+            PermissionDeniedError,
+            "workspace path '/rx/w' is not a workspace: only workspaces under /r can be used "
+            "(a name like 'my-project' or a path /r/<name>)",
+        ),
+        (
+            "/r",
+            PermissionDeniedError,
+            "workspace path '/r' is not a workspace: only workspaces under /r can be used "
+            "(a name like 'my-project' or a path /r/<name>)",
+        ),
+    ],
+)
+def test_resolve_workspace_messages(value: str, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
+        resolve_workspace("/r", value)
+    assert type(info.value) is error
+    assert str(info.value) == message
+
+
+def test_resolve_workspace_accepts_names_and_paths_directly_under_the_root() -> None:
+    expected = WorkspacePath(name="w", path="/r/w", root="/r")
+    for value in ("w", "/r/w", "/r/w/", "/r//w"):
+        assert resolve_workspace("/r/", value) == expected
+
+
+def test_branch_and_rev_messages() -> None:
+    with pytest.raises(InvalidNameError) as info:
+        validate_branch_name("a..b")
+    assert str(info.value) == (
+        "branch name 'a..b' is not valid for git: it contains '..'. "
+        "Use something like 'feature/add-login'."
+    )
+    with pytest.raises(InvalidNameError) as info:
+        validate_branch_name("x y", what="base branch")
+    assert str(info.value).startswith("base branch 'x y' is not valid for git: it contains a space")
+    assert validate_rev("r" * 256) == "r" * 256
+    for rev, message in (
+        ("", "ref must be 1-256 characters"),
+        ("r" * 257, "ref must be 1-256 characters"),
+        ("-p", "ref '-p' starts with '-'"),
+        ("a b", "ref 'a b' contains whitespace or control characters"),
+        ("a\x7fb", "ref 'a\\x7fb' contains whitespace or control characters"),
+        ("a\x00", "ref 'a\\x00' contains whitespace or control characters"),
+    ):
+        with pytest.raises(InvalidNameError) as info:
+            validate_rev(rev)
+        assert str(info.value) == message
+    with pytest.raises(InvalidNameError, match=r"^commit must be 1-256 characters$"):
+        validate_rev("", what="commit")
