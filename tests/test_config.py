@@ -146,3 +146,13 @@ def test_every_invalid_value_is_named_in_one_message(clean_env: pytest.MonkeyPat
         "to parse string as an integer); see docs/configuration.md"
     )
     assert info.value.__cause__ is None  # pydantic's long report is not chained
+
+
+def test_an_invalid_list_item_is_named_by_its_position(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AGENTKIT_DISCORD_ALLOWED_USERS", "1,x")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid settings (AGENTKIT_DISCORD_ALLOWED_USERS.1: Input should be a valid integer, "
+        "unable to parse string as an integer); see docs/configuration.md"
+    )

@@ -242,7 +242,9 @@ async def test_deadline_holds_across_controller_restarts(agent_image: str, tmp_p
                         await runtime.inspect(agent_id)
 
 
-async def test_stop_ends_the_agent_by_sigterm_and_is_recorded(agent_image: str, tmp_path: Path) -> None:
+async def test_stop_ends_the_agent_by_sigterm_and_is_recorded(
+    agent_image: str, tmp_path: Path
+) -> None:
     gateway = await bridge_gateway()
     slow = reply.text("too late").delayed(300)
     async with ScriptedAnthropicServer(

@@ -542,3 +542,63 @@ def test_render_events_budget_lines_and_marker() -> None:
     two = [AssistantText("a"), AssistantText("word " * 40)]
     # the shortened line leaves room for an older one
     assert render_events(two, max_bytes=100) == "agent: a\n" + render_events(long, max_bytes=100)
+
+
+def test_full_events_keep_every_field_and_their_raw_object() -> None:
+    lines: list[dict[str, object]] = [
+        {"type": "system", "subtype": "init", "session_id": "s", "model": "m", "cwd": "/w",
+         "tools": ["Bash", 1]},
+        {"type": "system", "subtype": "api_retry", "attempt": 1},
+        {"type": "system", "subtype": "other"},
+        {"type": "assistant", "message": {"content": []}},
+        {"type": "user", "message": {"content": []}},
+        {"type": "result", "subtype": "success"},
+        {"type": "mystery"},
+    ]  # fmt: skip
+    events = [_one(line) for line in lines]
+    assert events[0] == SystemInit(session_id="s", model="m", cwd="/w", tools=["Bash"], raw={})
+    for line, event in zip(lines, events, strict=True):
+        assert event.raw == line  # type: ignore[attr-defined]
+
+
+def test_summary_counts_every_tool_call() -> None:
+    summary = RunSummary()
+    for i in range(3):
+        summary.add(AssistantToolUse(id=f"t{i}", name="Bash", input={}, message_id="m"))
+    assert summary.tool_calls == 3
+    assert summary.turns == 1
+
+
+def test_render_default_limits() -> None:
+    assert render_event(AssistantText("a" * 600)) == "agent: " + "a" * 600
+    assert render_event(AssistantText("a" * 601)) == "agent: " + "a" * 599 + "…"
+    value = "v" * 152  # "command=" + 152 = 160 characters
+    assert render_event(AssistantToolUse("t", "Bash", {"command": value})) == (
+        f"tool Bash: command={value}"
+    )
+    assert render_event(AssistantToolUse("t", "Bash", {"command": value + "w"})) == (
+        f"tool Bash: command={value[:151]}…"
+    )
+
+
+def test_render_events_default_budget_and_exact_fits() -> None:
+    small = AssistantText("b" * 492)  # "agent: " + 492 = 499 bytes, 500 with its newline
+    big = AssistantText("B" * 493)  # 501 with its newline: 15 * 500 + 501 = 8001 > 8000
+    assert render_events([small] * 16) == "\n".join(["agent: " + "b" * 492] * 16)
+    assert render_events([big, *[small] * 15]) == "\n".join(
+        ["[... 1 earlier lines omitted]", *["agent: " + "b" * 492] * 15]
+    )
+    assert render_events([AssistantText("x"), AssistantText("y")], lines=1) == "agent: y"
+    # a line that exactly fills the budget is kept whole
+    exact = AssistantText("c" * 92)  # 99 bytes + 1
+    assert render_events([exact], max_bytes=100) == "agent: " + "c" * 92
+    # a shortened newest line counts with its new size: 50 characters, 52 bytes ("…" is 3), 53
+    # with its newline; an older line of 47 bytes with its newline still fits, one of 48 not
+    newest = AssistantText("d" * 300)
+    shortened = "agent: " + "d" * 42 + "…"
+    assert render_events([AssistantText("e" * 40), newest], max_bytes=100) == (
+        "[... 1 earlier lines omitted]\n" + shortened
+    )
+    assert render_events([AssistantText("e" * 39), newest], max_bytes=100) == (
+        "agent: " + "e" * 39 + "\n" + shortened
+    )
