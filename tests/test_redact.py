@@ -43,6 +43,8 @@ def test_the_longest_secret_wins_when_one_contains_another() -> None:
     for order in (["token-1234", "token-1234-extra"], ["token-1234-extra", "token-1234"]):
         redactor = Redactor(order)
         assert redactor.redact("x token-1234-extra y token-1234 z") == f"x {R} y {R} z"
+    # by length, not by spelling: the shorter one sorts after the longer one here
+    assert Redactor(["secret-12", "my-secret-12-x"]).redact("my-secret-12-x") == R
     redactor = Redactor(["token-1234"])
     redactor.add("token-1234")  # registering again changes nothing
     redactor.add("token-1234-extra")
@@ -68,6 +70,10 @@ def test_empty_text_and_text_without_secrets_come_back_unchanged() -> None:
             f"see https://{R}@github.com/a and http://{R}@h:8080/b?q#f",
         ),
         ("https://u@h/x://v@w", f"https://{R}@h/x://{R}@w"),
+        ("a://u@h", f"a://{R}@h"),  # a one-letter scheme right at the start
+        ("https://a@b@h/x", f"https://{R}@h/x"),  # up to the last '@' of the authority
+        ("https://u@@h/x", f"https://{R}@h/x"),
+        ("http://a@b c://d@e f://g@h", f"http://{R}@b c://{R}@e f://{R}@h"),
         ("a://b://c@d", f"a://b://{R}@d"),
         ("https://@host/x", "https://@host/x"),  # empty userinfo: nothing to hide
         ("://user@host", "://user@host"),  # no scheme
