@@ -406,3 +406,51 @@ def test_branch_and_rev_messages() -> None:
         assert str(info.value) == message
     with pytest.raises(InvalidNameError, match=r"^commit must be 1-256 characters$"):
         validate_rev("", what="commit")
+
+
+_NOT_ALLOWED = "(not allowed: spaces, control characters, ~ ^ : ? * [ \\)"
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "it is empty"),
+        ("b" * 201, "it is longer than 200 characters"),
+        ("b" * 200, None),
+        ("-x", "it starts with '-'"),
+        ("HEAD", "'HEAD' is reserved by git"),
+        ("@", "'@' is reserved by git"),
+        ("a b", f"it contains a space {_NOT_ALLOWED}"),
+        ("a\x01b", f"it contains a control character {_NOT_ALLOWED}"),
+        ("a\x1fb", f"it contains a control character {_NOT_ALLOWED}"),
+        ("a~b", f"it contains '~' {_NOT_ALLOWED}"),
+        ("a\x7fb", f"it contains '\\x7f' {_NOT_ALLOWED}"),
+        ("a@{b", "it contains '@{'"),
+        ("a..b", "it contains '..'"),
+        ("/a", "it starts or ends with '/' or contains '//'"),
+        ("a/", "it starts or ends with '/' or contains '//'"),
+        ("a//b", "it starts or ends with '/' or contains '//'"),
+        ("a.", "it ends with '.'"),
+        ("a/.b", "the part '.b' starts with '.'"),
+        ("a/b.lock", "the part 'b.lock' ends with '.lock'"),
+        ("feature/x", None),
+    ],
+)
+def test_branch_name_problems_word_for_word(name: str, problem: str | None) -> None:
+    assert branch_name_problem(name) == problem
+
+
+def test_shown_values_are_cut_after_sixty_characters() -> None:
+    with pytest.raises(InvalidNameError) as info:
+        validate_workspace_name("x" * 60 + " ")  # 61 characters: cut
+    assert str(info.value) == f"workspace name '{'x' * 57}...' is not allowed: {RULES}"
+    with pytest.raises(InvalidNameError) as info:
+        validate_workspace_name("Xylophone!")  # a capital X is a letter like any other
+    assert str(info.value) == f"workspace name 'Xylophone!' is not allowed: {RULES}"
+    assert validate_workspace_name("Xylophone") == "Xylophone"
+
+
+def test_resolve_workspace_refuses_what_is_not_text() -> None:
+    for value in (None, 5):
+        with pytest.raises(InvalidNameError, match="workspace name is empty"):
+            resolve_workspace("/r", value)  # type: ignore[arg-type]
