@@ -156,3 +156,14 @@ def test_an_invalid_list_item_is_named_by_its_position(clean_env: pytest.MonkeyP
         "invalid settings (AGENTKIT_DISCORD_ALLOWED_USERS.1: Input should be a valid integer, "
         "unable to parse string as an integer); see docs/configuration.md"
     )
+
+
+def test_the_folders_under_the_root(clean_env: pytest.MonkeyPatch) -> None:
+    for root in ("/srv/agentkit", "/srv/agentkit/"):
+        s = Settings(root=root)
+        assert s.workspaces_root == "/srv/agentkit/workspaces"
+        assert s.runs_root == "/srv/agentkit/runs"
+        assert s.mirrors_root == "/srv/agentkit/mirrors"
+        assert s.state_root == "/srv/agentkit/state"
+    assert Settings(host="box").is_remote is True
+    assert Settings(host="").is_remote is False
