@@ -424,6 +424,8 @@ _NOT_ALLOWED = "(not allowed: spaces, control characters, ~ ^ : ? * [ \\)"
         ("a\x01b", f"it contains a control character {_NOT_ALLOWED}"),
         ("a\x1fb", f"it contains a control character {_NOT_ALLOWED}"),
         ("a~b", f"it contains '~' {_NOT_ALLOWED}"),
+        ("a:b", f"it contains ':' {_NOT_ALLOWED}"),
+        ("a*b", f"it contains '*' {_NOT_ALLOWED}"),
         ("a\x7fb", f"it contains '\\x7f' {_NOT_ALLOWED}"),
         ("a@{b", "it contains '@{'"),
         ("a..b", "it contains '..'"),
