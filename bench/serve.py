@@ -152,7 +152,12 @@ async def main() -> None:
     Path(root).mkdir(parents=True)
     token = secrets.token_urlsafe(32)
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, host=None, root=root, image=BASE_IMAGE, container_network="none"
+        _env_file=None,
+        host=None,
+        root=root,
+        image=BASE_IMAGE,
+        container_network="none",
+        gateway=False,  # idle `sleep` containers on no network: nothing to meter
     )
     proc, url = await start_server(root, token)
     headers = {"Authorization": f"Bearer {token}"}
