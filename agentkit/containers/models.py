@@ -133,6 +133,8 @@ class AgentStatus:
     is_error: bool | None = None
     oom_killed: bool = False
     error: str | None = None
+    #: seconds a spawn waited for a slot (pacing); set on the status ``spawn`` returns only
+    spawn_wait_s: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING
 
 from agentkit.containers.live import LiveRun
+from agentkit.containers.models import AgentStatus
 from agentkit.containers.records import RunRecord
+from agentkit.containers.run_index import RunIndex
 
 if TYPE_CHECKING:
-    from agentkit.containers.models import AgentStatus
     from agentkit.containers.streamjson import Event
 
 __all__ = ["RunObserver", "RunRegistry"]
@@ -52,13 +53,23 @@ class RunObserver:
 class RunRegistry:
     """Live runs and final statuses of one service, and who is told about them."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: RunIndex | None = None) -> None:
+        #: every finished run, newest-first pages without reading history (``run_index.py``)
+        self.index = index if index is not None else RunIndex()
         self._live: dict[str, LiveRun] = {}
         self.finals: dict[str, AgentStatus] = {}
         self._observers: list[RunObserver] = []
         self._announced: set[str] = set()
         self._finished: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+
+    def pruned(self, run_ids: list[str]) -> None:
+        """Finished runs whose records were removed (retention): forget them everywhere."""
+        for run_id in run_ids:
+            self.finals.pop(run_id, None)
+            self._announced.discard(run_id)
+            self._finished.discard(run_id)
+            self.index.discard(run_id)
 
     # --- observers ------------------------------------------------------------------------------
 
@@ -140,4 +151,5 @@ class RunRegistry:
         if record.id in self._finished:
             return
         self._finished.add(record.id)
+        self.index.put(AgentStatus.from_record(record.to_dict()))
         self._dispatch("on_finished", [o.on_finished(record) for o in self._observers])
