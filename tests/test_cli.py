@@ -226,7 +226,7 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     # the finished run stays inspectable from a new process: list, logs, logs -f
     listed = agentkit(tmp_path, "call", "list_claude_agents", "-o", "json")
     assert listed.returncode == 0, listed.stderr
-    runs = json.loads(listed.stdout)["data"]
+    runs = json.loads(listed.stdout)["data"]["agents"]
     assert len(runs) == 1
     assert runs[0]["state"] == "succeeded"
     agent_id = runs[0]["id"]
