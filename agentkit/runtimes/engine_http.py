@@ -62,7 +62,8 @@ class EngineHTTP:
         self._prefix = f"/{api_version.strip('/')}/" if api_version else "/"
         self._idle: list[UnixConnection] = []
         self._open = 0
-        self._slots = asyncio.Semaphore(max(size, 1))
+        self._size = max(size, 1)
+        self._slots = asyncio.Semaphore(self._size)
         self._closed = False
 
     @property
@@ -87,7 +88,7 @@ class EngineHTTP:
         head = f"{method} {target} HTTP/1.1\r\nHost: docker\r\n\r\n".encode("ascii")
         async with self._slots:  # at most `size` requests (and connections) at once
             for attempt in (1, 2):
-                conn, reused = await self._take()
+                conn, reused = await self._take(fresh=attempt == 2)
                 try:
                     status, body, keep = await _exchange(conn, head)
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -100,7 +101,7 @@ class EngineHTTP:
                 except BaseException:  # cancelled mid-request: the connection's state is unknown
                     self._drop(conn)
                     raise
-                if keep and not self._closed:
+                if keep and not self._closed and len(self._idle) < self._size:
                     self._idle.append(conn)
                 else:
                     self._drop(conn)
@@ -109,11 +110,11 @@ class EngineHTTP:
                 return body
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _take(self) -> tuple[UnixConnection, bool]:
-        """An idle connection (reused: True) or a new one."""
+    async def _take(self, *, fresh: bool = False) -> tuple[UnixConnection, bool]:
+        """An idle connection (reused: True) or a new one (always when ``fresh``)."""
         if self._closed:
             raise _Broken("the Engine API client is closed")
-        if self._idle:
+        if self._idle and not fresh:
             return self._idle.pop(), True
         conn = await self._connect()
         self._open += 1
