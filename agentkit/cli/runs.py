@@ -27,7 +27,7 @@ def add_runs_parser(sub: Any) -> None:
     listing.add_argument("--state", help="running, finished, succeeded, failed, ...")
     listing.add_argument("--workspace", help="a workspace name or host path")
     listing.add_argument("--since", help="ISO 8601 time or an age like 2h, 7d")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (max 500)")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many (max 500)")
     listing.add_argument("--cursor", help="next_cursor of the previous page")
     listing.add_argument("--json", dest="as_json", action="store_true", help="JSON output")
     prune = runs_sub.add_parser(

@@ -171,6 +171,21 @@ class AgentStatus:
             "error": self.error,
         }
 
+    def summary_dict(self) -> dict[str, Any]:
+        """The short form a listing returns per agent (get_claude_status has the rest)."""
+        return {
+            "id": self.id,
+            "state": str(self.state),
+            "exit_code": self.exit_code,
+            "created": self.created,
+            "finished_at": self.finished_at,
+            "workspace": self.workspace,
+            "task": self.task,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "error": self.error,
+        }
+
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> AgentStatus:
         def num(key: str) -> float | None:

@@ -498,7 +498,7 @@ class AgentService:
         state: str | None = None,
         workspace: str | None = None,
         since: str | float | None = None,
-        limit: int | None = 50,
+        limit: int | None = 20,
         cursor: str | None = None,
     ) -> AgentPage:
         """One page of agents, newest first: running ones (one Engine API call) and finished

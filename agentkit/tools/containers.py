@@ -178,17 +178,18 @@ async def list_claude_agents(
     ctx: ToolContext,
     state: ListState | None = None,
     workspace: Annotated[str | None, Field(max_length=4096)] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_LIST)] = 50,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST)] = 20,
     since: Annotated[str | None, Field(max_length=64)] = None,
     cursor: Annotated[str | None, Field(max_length=64)] = None,
 ) -> ToolResult:
     """List agents on the host, running and finished, newest first, with state, age, cost
-    and task. All parameters are optional; a long history comes in pages.
+    and task. All parameters are optional; a long history comes in pages (get_claude_status
+    gives one agent's full record).
 
     Args:
         state: only agents in this state; "finished" means any end state.
         workspace: only agents that worked in this workspace (name or host path).
-        limit: at most this many agents (default 50, at most 500).
+        limit: at most this many agents (default 20, at most 500).
         since: only agents started at or after this: an ISO 8601 time
             (2026-01-31T12:00:00Z) or an age such as 30m, 2h, 7d.
         cursor: the next_cursor of the previous call, to get the next (older) page.
@@ -198,7 +199,7 @@ async def list_claude_agents(
     )
     agents = page.agents
     data: dict[str, Any] = {
-        "agents": [a.to_dict() for a in agents],
+        "agents": [a.summary_dict() for a in agents],
         "next_cursor": page.next_cursor,
         "running": page.running,
         "finished_total": page.finished_total,
