@@ -134,9 +134,8 @@ class Bench:
     def settings(self, name: str, **extra: Any) -> Any:
         root = str(self.tmp / name)
         self.roots.append(root)
-        return self.server.settings(
-            root=root, image=BASE_IMAGE, anthropic_api_key="sk-ant-bench-0123456789", **extra
-        )
+        values = {"image": BASE_IMAGE, "anthropic_api_key": "sk-ant-bench-0123456789", **extra}
+        return self.server.settings(root=root, **values)
 
     async def service(self, name: str, **extra: Any) -> tuple[SSHExecutor, AgentService]:
         settings = self.settings(name, **extra)

@@ -164,6 +164,7 @@ class AgentService:
         self.registry = RunRegistry(RunIndex(self.store))
         self.retention = Retention.parse(settings.run_retention)
         self._retention_task: asyncio.Task[None] | None = None
+        self._seen_running: set[str] = set()  # running in the engine at the last listing
         for observer in observers:
             self.registry.subscribe(observer)
         self._gateway: AgentGateway | None = None
@@ -525,6 +526,10 @@ class AgentService:
         if flt.wants_running:
             runtime = await self.runtime()
             containers, _ = await asyncio.gather(runtime.list(self.labels), index.refresh())
+            seen = self._seen_running
+            self._seen_running = {i.name for i in containers if i.running}
+            if any(name not in index for name in seen - self._seen_running):
+                await index.refresh(force=True)  # ended elsewhere (another controller recorded it)
             extra = self._unindexed(containers, index)
         else:
             await index.refresh()
