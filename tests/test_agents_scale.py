@@ -356,3 +356,19 @@ async def test_ownership_is_fixed_only_where_it_is_wrong(
         assert (stray_deep.stat().st_uid, stray_deep.stat().st_gid) == (1001, 1001)
         assert (ws / "new-top").stat().st_uid == 1001
         assert owned.stat().st_ctime_ns == before  # right ones still untouched
+
+
+def test_every_adapter_offers_the_list_filters_as_optional_parameters() -> None:
+    from agentkit.adapters.voice import client_tool_configs
+
+    toolset = Toolset(container_tools())
+    wanted = {"state", "workspace", "limit", "since", "cursor"}
+    anthropic = next(t for t in toolset.to_anthropic() if t["name"] == "list_claude_agents")
+    assert set(anthropic["input_schema"]["properties"]) == wanted
+    assert not anthropic["input_schema"].get("required")  # the old call ({}) stays valid
+    mcp = next(t for t in toolset.to_mcp() if t["name"] == "list_claude_agents")
+    assert mcp["inputSchema"] == anthropic["input_schema"]
+    voice = next(c for c in client_tool_configs(toolset) if c["name"] == "list_claude_agents")
+    assert set(voice["parameters"]["properties"]) == wanted
+    assert voice["parameters"]["required"] == []
+    assert "finished" in voice["parameters"]["properties"]["state"]["enum"]

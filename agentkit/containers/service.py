@@ -283,16 +283,22 @@ class AgentService:
         model); by default the image's entrypoint runs Claude Code on the task.
         """
         await self.start()
-        launched = await self.launcher.spawn(
-            task,
-            workspace_path,
-            timeout_ms,
-            image=image,
-            command=command,
-            entrypoint=entrypoint,
-            extra_env=extra_env,
-            max_cost_usd=max_cost_usd,
-        )
+        try:
+            launched = await self.launcher.spawn(
+                task,
+                workspace_path,
+                timeout_ms,
+                image=image,
+                command=command,
+                entrypoint=entrypoint,
+                extra_env=extra_env,
+                max_cost_usd=max_cost_usd,
+            )
+        except AgentkitError:
+            # a run that could not start may have been recorded failed: index it now
+            with contextlib.suppress(AgentkitError, OSError):
+                await self.registry.index.refresh(force=True)
+            raise
         run = self._follower.attach(launched.id, launched.spec.labels)
         run.meta = launched.meta
         run.started_at = time.time()
