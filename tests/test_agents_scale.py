@@ -372,3 +372,17 @@ def test_every_adapter_offers_the_list_filters_as_optional_parameters() -> None:
     assert set(voice["parameters"]["properties"]) == wanted
     assert voice["parameters"]["required"] == []
     assert "finished" in voice["parameters"]["properties"]["state"]["enum"]
+
+
+async def test_a_long_running_controller_holds_only_the_newest_final_statuses(
+    settings: Settings, memory: MemoryRuntime
+) -> None:
+    async with AgentService(LocalExecutor(), settings, runtime=memory) as agents:
+        agents.registry.finals_kept = 3
+        ids = [await _finish(agents, "ok", "ws") for _ in range(7)]
+        await agents.settle()
+        assert len(agents.registry.finals) <= 4  # the newest 3 (+ the one being decided)
+        assert ids[0] not in agents.registry.finals
+        old = await agents.status(ids[0])  # let go from memory: read from its record
+        assert (old.id, old.state, old.result_text) == (ids[0], AgentState.SUCCEEDED, "ok")
+        assert [a.id for a in await agents.list()] == sorted(ids, reverse=True)

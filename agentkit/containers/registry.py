@@ -36,6 +36,8 @@ __all__ = ["RunObserver", "RunRegistry"]
 
 logger = logging.getLogger("agentkit.agents")
 
+FINALS_KEPT = 1000  # final statuses held whole in memory (older ones: the index and the record)
+
 
 class RunObserver:
     """Subclass and override what you need; every hook defaults to doing nothing."""
@@ -56,6 +58,7 @@ class RunRegistry:
     def __init__(self, index: RunIndex | None = None) -> None:
         #: every finished run, newest-first pages without reading history (``run_index.py``)
         self.index = index if index is not None else RunIndex()
+        self.finals_kept = FINALS_KEPT
         self._live: dict[str, LiveRun] = {}
         self.finals: dict[str, AgentStatus] = {}
         self._observers: list[RunObserver] = []
@@ -143,8 +146,17 @@ class RunRegistry:
         return self.finals.get(run_id)
 
     def decided(self, status: AgentStatus) -> AgentStatus:
-        """Remember a final status (returns the one kept: the first decided wins)."""
-        return self.finals.setdefault(status.id, status)
+        """Remember a final status (returns the one kept: the first decided wins).
+
+        Only the newest :attr:`finals_kept` are held whole; older ones that the index holds are
+        let go (status then reads the run's record), so a controller running all day stays
+        bounded.
+        """
+        kept = self.finals.setdefault(status.id, status)
+        if len(self.finals) > self.finals_kept:
+            for run_id in [i for i in list(self.finals)[: -self.finals_kept] if i in self.index]:
+                del self.finals[run_id]
+        return kept
 
     def finished(self, record: RunRecord) -> None:
         """A final record was written: tell observers (once per id)."""
