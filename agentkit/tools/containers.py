@@ -169,7 +169,15 @@ async def stop_claude_agent(ctx: ToolContext, container_id: str) -> ToolResult:
 
 
 ListState = Literal[
-    "running", "finished", "succeeded", "failed", "timed_out", "stopped", "oom_killed", "lost"
+    "running",
+    "finished",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "stopped",
+    "oom_killed",
+    "lost",
+    "budget_exceeded",
 ]
 
 
