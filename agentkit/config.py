@@ -179,6 +179,17 @@ class Settings(BaseSettings):
     container_memory: str = Field(default="4g", validation_alias=_env("AGENTKIT_CONTAINER_MEMORY"))
     container_cpus: float = Field(default=2.0, validation_alias=_env("AGENTKIT_CONTAINER_CPUS"))
     container_pids: int = Field(default=200, validation_alias=_env("AGENTKIT_CONTAINER_PIDS"))
+    spawn_concurrency: int = Field(
+        default=16,
+        ge=1,
+        validation_alias=_env("AGENTKIT_SPAWN_CONCURRENCY"),
+        description="Spawns prepared and started at once; more wait their turn (paced).",
+    )
+    run_retention: str | None = Field(
+        default=None,
+        validation_alias=_env("AGENTKIT_RUN_RETENTION"),
+        description="Keep finished run records this long and/or this many, e.g. '30d,5000'.",
+    )
     container_env_passthrough: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["ANTHROPIC_BASE_URL"],
         validation_alias=_env("AGENTKIT_CONTAINER_ENV"),

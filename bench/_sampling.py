@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -36,3 +37,22 @@ async def throughput(fn: Callable[[], Awaitable[object]], total: int, concurrenc
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return total / (time.perf_counter() - start)
+
+
+async def interleaved(
+    fns: dict[str, Callable[[], Awaitable[object]]], n: int, warmup: int = 10
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each contender, alternated call by call in shuffled order so
+    machine noise hits them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            await fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns.items())
+    for _ in range(n):
+        random.shuffle(order)
+        for name, fn in order:
+            start = time.perf_counter()
+            await fn()
+            out[name].append((time.perf_counter() - start) * 1000)
+    return out

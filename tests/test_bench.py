@@ -74,3 +74,19 @@ async def test_gateway_bench_runs_side_by_side() -> None:
     out = _bench("gateway.py", "--n", "5", "--agents", "3", timeout=400)
     assert "added p50" in out
     assert "3 of 3 metered" in out
+
+
+async def test_scale_bench_runs_every_section() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(Path("/usr/sbin/sshd").exists(), "OpenSSH server (apt install openssh-server)")
+    out = _bench(
+        "scale.py",
+        *("--n", "5", "--runs", "200", "--spawns", "3", "--agents", "5", "--seconds", "5"),
+        *("--real-agents", "2", "--files", "300", "--workspace-rounds", "1"),
+        timeout=400,
+    )
+    for line in ("status p50", "list first page at 200 runs", "3 concurrent spawns"):
+        assert line in out
+    assert "5 chatty agents" in out
+    assert "0 lines missing in records" in out
+    assert "spawn on 300 files" in out

@@ -226,7 +226,7 @@ async def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     # the finished run stays inspectable from a new process: list, logs, logs -f
     listed = agentkit(tmp_path, "call", "list_claude_agents", "-o", "json")
     assert listed.returncode == 0, listed.stderr
-    runs = json.loads(listed.stdout)["data"]
+    runs = json.loads(listed.stdout)["data"]["agents"]
     assert len(runs) == 1
     assert runs[0]["state"] == "succeeded"
     agent_id = runs[0]["id"]
@@ -334,3 +334,42 @@ async def test_image_build_reports_an_up_to_date_image(tmp_path: Path) -> None:
     assert "is up to date" in human.stderr
     assert "[dim]" not in human.stderr  # progress is plain text, not literal markup
     assert "[/]" not in human.stderr
+
+
+async def test_runs_list_pages_and_prune_removes_old_records(tmp_path: Path) -> None:
+    require(await docker_ok(), "dockerd")
+    runs = tmp_path / "root" / "runs"
+    ids = [f"claude-agent-{1764240000000 + i:013d}-abc{i:03d}" for i in range(5)]
+    lines = []
+    for i, run_id in enumerate(ids):
+        record = {"id": run_id, "state": "succeeded", "created": 1764240000.0 + i, "task": f"t{i}"}
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "meta.json").write_text(json.dumps(record))
+        (runs / run_id / "output.jsonl").write_text('{"type":"result"}\n' * 100)
+        (runs / run_id / "result.json").write_text(json.dumps(record) + "\n")
+        lines.append(json.dumps(record))
+    (runs / "index.jsonl").write_text("\n".join(lines) + "\n")
+
+    first = agentkit(tmp_path, "runs", "list", "--limit", "2", "--json")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)["data"]
+    assert [a["id"] for a in page["agents"]] == [ids[4], ids[3]]
+    second = agentkit(tmp_path, "runs", "list", "--limit", "2", "--cursor", page["next_cursor"])
+    assert second.returncode == 0, second.stderr
+    assert ids[2] in second.stdout
+    assert ids[1] in second.stdout
+    assert ids[4] not in second.stdout
+
+    dry = agentkit(tmp_path, "runs", "prune", "--retention", "2", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["pruned"] == 3
+    assert all((runs / i).exists() for i in ids)
+    pruned = agentkit(tmp_path, "runs", "prune", "--retention", "2")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 3 run records" in pruned.stdout
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ids[3:]
+    listed = json.loads(agentkit(tmp_path, "runs", "list", "--json").stdout)["data"]
+    assert [a["id"] for a in listed["agents"]] == [ids[4], ids[3]]
+    bad = agentkit(tmp_path, "runs", "prune", "--retention", "forever")
+    assert bad.returncode == 2
+    assert "AGENTKIT_RUN_RETENTION" in bad.stderr

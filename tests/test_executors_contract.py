@@ -386,6 +386,28 @@ async def test_write_file_atomic_and_mode(executor: Executor, tmp_path: Path) ->
     assert await executor.read_file(str(target)) == b"new"
 
 
+async def test_append_file_appends_in_place_and_creates_private(
+    executor: Executor, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.jsonl"
+    await executor.append_file(str(target), b"one\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    inode = target.stat().st_ino
+    await executor.append_file(str(target), b"")  # nothing to add: untouched
+    big = b"x" * 200_000 + b"\n"
+    await executor.append_file(str(target), b"two\n")
+    await executor.append_file(str(target), big)
+    assert target.read_bytes() == b"one\ntwo\n" + big
+    assert target.stat().st_ino == inode  # appended, never rewritten
+    # appends from several writers at once: every line arrives whole
+    lines = [f"writer {i} line {j}\n".encode() for i in range(8) for j in range(20)]
+    await asyncio.gather(*(executor.append_file(str(target), line) for line in lines))
+    tail = target.read_bytes()[len(b"one\ntwo\n" + big) :]
+    assert sorted(tail.splitlines(keepends=True)) == sorted(lines)
+    with pytest.raises(FileNotFoundError):
+        await executor.append_file(str(tmp_path / "no-dir" / "f"), b"x")
+
+
 async def test_file_errors(executor: Executor, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         await executor.read_file(str(tmp_path / "missing"))

@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without a token, on a loopback address only (trials on your own machine)",
     )
+
+    from agentkit.cli.runs import add_runs_parser
+
+    add_runs_parser(sub)
     return parser
 
 
@@ -136,6 +140,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from agentkit.cli.serve import serve
 
         return await serve(args)
+    if command == "runs":
+        from agentkit.cli.runs import runs
+
+        return await runs(args)
     if command == "demo":
         from agentkit.cli.demo import demo
 
@@ -146,7 +154,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command or (args.command == "image" and not args.image_command):
+    if (
+        not args.command
+        or (args.command == "image" and not args.image_command)
+        or (args.command == "runs" and not args.runs_command)
+    ):
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(

@@ -65,7 +65,10 @@ MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 # uid:gid, $4 a run directory to create ("" = none). The workspace is exactly "$root/$1": it must
 # not be a symbolic link (exit 3, printing the root and where it points), it is created if
 # missing (exit 4 when it cannot be, e.g. a file of that name) and handed to the agent user without
-# following any symbolic link. Prints the root and the workspace.
+# following any symbolic link - only where ownership is wrong: the workspace and its direct
+# entries are checked (one readdir); only if one of them is not the agent's is the whole tree
+# walked, and only entries that are not the agent's are changed (a 100,000-file workspace the
+# agent already owns costs one readdir, not 100,000 chowns). Prints the root and the workspace.
 _PREPARE_WORKSPACE = r"""set -eu
 mkdir -p -- "$2"
 root=$(realpath -e -- "$2")
@@ -73,7 +76,10 @@ ws="$root/$1"
 if [ -L "$ws" ]; then printf '%s\n%s\n' "$root" "$(realpath -m -- "$ws")"; exit 3; fi
 mkdir -p -- "$ws" || exit 4
 if [ -L "$ws" ] || [ ! -d "$ws" ]; then printf '%s\n%s\n' "$root" "$ws"; exit 3; fi
-chown -R -h -- "$3" "$ws"
+u=${3%%:*} g=${3##*:}
+if [ -n "$(find "$ws" -maxdepth 1 \( ! -uid "$u" -o ! -gid "$g" \) -print -quit)" ]; then
+  find "$ws" \( ! -uid "$u" -o ! -gid "$g" \) -exec chown -h -- "$3" {} +
+fi
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
 printf '%s\n%s\n' "$root" "$ws"
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class Launched:
     spec: RunSpec
     meta: dict[str, Any]
     created: float
+    #: seconds this spawn waited for a slot (0 when it did not have to)
+    waited_s: float = 0.0
 
     @property
     def id(self) -> str:
@@ -77,6 +80,8 @@ class Launcher:
         self.redactor = redactor
         self._runtime = runtime
         self._image_ok: set[str] = set()
+        # Spawn bursts are paced: at most this many prepare + create + start at once.
+        self._slots = asyncio.Semaphore(settings.spawn_concurrency)
 
     def check(self, task: str, timeout_ms: int, *, scripted: bool) -> None:
         """Everything that can be refused without touching the host."""
@@ -112,11 +117,42 @@ class Launcher:
 
         Behind the gateway the run is registered with it first (its token and budget) and the
         spec gets the gateway's environment and network instead of the key
-        (:meth:`agentkit.gateway.agents.AgentGateway.for_run`).
+        (:meth:`agentkit.gateway.agents.AgentGateway.for_run`). At most
+        ``AGENTKIT_SPAWN_CONCURRENCY`` spawns do their host and engine work at once; the others
+        wait their turn (``Launched.waited_s`` says how long).
         """
         self.check(task, timeout_ms, scripted=command is not None)
         gateway = await self._gateway() if self._gateway is not None else None
         budget = check_budget(max_cost_usd, self.settings, gateway is not None)
+        queued = time.monotonic()
+        async with self._slots:
+            waited = time.monotonic() - queued
+            launched = await self._spawn(
+                task,
+                workspace_path,
+                timeout_ms,
+                image=image,
+                command=command,
+                entrypoint=entrypoint,
+                extra_env=extra_env,
+                gateway=gateway,
+                budget=budget,
+            )
+        return dataclasses.replace(launched, waited_s=waited if waited >= 0.001 else 0.0)
+
+    async def _spawn(
+        self,
+        task: str,
+        workspace_path: str,
+        timeout_ms: int,
+        *,
+        image: str | None,
+        command: Sequence[str] | None,
+        entrypoint: Sequence[str] | None,
+        extra_env: Mapping[str, str] | None,
+        gateway: AgentGateway | None,
+        budget: float | None,
+    ) -> Launched:
         runtime = await self._runtime()
         image = image or self.settings.image
         await self.ensure_image(runtime, image)

@@ -133,6 +133,8 @@ class AgentStatus:
     is_error: bool | None = None
     oom_killed: bool = False
     error: str | None = None
+    #: seconds a spawn waited for a slot (pacing); set on the status ``spawn`` returns only
+    spawn_wait_s: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -166,6 +168,21 @@ class AgentStatus:
             "result_text": self.result_text,
             "is_error": self.is_error,
             "oom_killed": self.oom_killed,
+            "error": self.error,
+        }
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The short form a listing returns per agent (get_claude_status has the rest)."""
+        return {
+            "id": self.id,
+            "state": str(self.state),
+            "exit_code": self.exit_code,
+            "created": self.created,
+            "finished_at": self.finished_at,
+            "workspace": self.workspace,
+            "task": self.task,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
             "error": self.error,
         }
 

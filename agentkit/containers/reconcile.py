@@ -7,7 +7,8 @@ died never leaves an agent running past its deadline or a finished agent unrecor
 * other running agents are followed (output persisted, deadline timer armed);
 * ended agents are recorded and their runs removed (a run whose node went away is recorded
   ``lost``, with what was persisted of its output);
-* results missing their index line are indexed;
+* results missing their index line are indexed (only records the index does not know are
+  read: a restart costs one directory listing, not a read of all history);
 * records whose run vanished without a result (older than ``LOST_AFTER``) are closed as
   ``lost``.
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from agentkit.containers.follow import DEADLINE_GRACE
 from agentkit.containers.live import as_float
-from agentkit.containers.models import ID_PATTERN, AgentState
+from agentkit.containers.models import ID_PATTERN, AgentState, AgentStatus
 from agentkit.errors import AgentkitError
 
 if TYPE_CHECKING:
@@ -85,18 +86,20 @@ async def reconcile(
         except (AgentkitError, OSError) as exc:
             logger.warning("could not record finished agent %s: %s", run_id, exc)
             report["errors"] += 1
-    # records without a result and without a container: the controller died before start
-    ids, results, index = await asyncio.gather(
-        store.list_ids(), store.read_results(), store.read_index()
-    )
+    # records without a result and without a container: the controller died before start.
+    # The index (read once) says which runs are finished; only the others' results are read.
+    index = follower.registry.index
+    ids, _ = await asyncio.gather(store.list_ids(), index.load())
+    unknown = [i for i in ids if ID_PATTERN.fullmatch(i) and i not in index and i not in names]
+    results = await store.read_results_of(unknown)
+    unread = set(unknown)
     done = {str(d.get("id")) for d in results}
-    indexed = {str(d.get("id")) for d in index}
     for data in results:  # a controller died between result.json and its index line
-        if str(data.get("id")) not in indexed:
-            await store.append_index(data)
-            report["indexed"] += 1
+        await store.append_index(data)
+        index.put(AgentStatus.from_record(data))
+        report["indexed"] += 1
     for run_id in ids:
-        if not ID_PATTERN.fullmatch(run_id) or run_id in names or run_id in done:
+        if run_id not in unread or run_id in done:
             continue
         meta = await store.read_meta(run_id)
         created = as_float(meta.get("created")) if meta else None
@@ -110,5 +113,6 @@ async def reconcile(
         }
         await store.write_result(run_id, lost)
         await store.append_index(lost)
+        index.put(AgentStatus.from_record(lost))
         report["lost"] += 1
     return report

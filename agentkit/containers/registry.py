@@ -25,15 +25,18 @@ from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING
 
 from agentkit.containers.live import LiveRun
+from agentkit.containers.models import AgentStatus
 from agentkit.containers.records import RunRecord
+from agentkit.containers.run_index import RunIndex
 
 if TYPE_CHECKING:
-    from agentkit.containers.models import AgentStatus
     from agentkit.containers.streamjson import Event
 
 __all__ = ["RunObserver", "RunRegistry"]
 
 logger = logging.getLogger("agentkit.agents")
+
+FINALS_KEPT = 1000  # final statuses held whole in memory (older ones: the index and the record)
 
 
 class RunObserver:
@@ -52,13 +55,24 @@ class RunObserver:
 class RunRegistry:
     """Live runs and final statuses of one service, and who is told about them."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: RunIndex | None = None) -> None:
+        #: every finished run, newest-first pages without reading history (``run_index.py``)
+        self.index = index if index is not None else RunIndex()
+        self.finals_kept = FINALS_KEPT
         self._live: dict[str, LiveRun] = {}
         self.finals: dict[str, AgentStatus] = {}
         self._observers: list[RunObserver] = []
         self._announced: set[str] = set()
         self._finished: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+
+    def pruned(self, run_ids: list[str]) -> None:
+        """Finished runs whose records were removed (retention): forget them everywhere."""
+        for run_id in run_ids:
+            self.finals.pop(run_id, None)
+            self._announced.discard(run_id)
+            self._finished.discard(run_id)
+            self.index.discard(run_id)
 
     # --- observers ------------------------------------------------------------------------------
 
@@ -132,12 +146,22 @@ class RunRegistry:
         return self.finals.get(run_id)
 
     def decided(self, status: AgentStatus) -> AgentStatus:
-        """Remember a final status (returns the one kept: the first decided wins)."""
-        return self.finals.setdefault(status.id, status)
+        """Remember a final status (returns the one kept: the first decided wins).
+
+        Only the newest :attr:`finals_kept` are held whole; older ones that the index holds are
+        let go (status then reads the run's record), so a controller running all day stays
+        bounded.
+        """
+        kept = self.finals.setdefault(status.id, status)
+        if len(self.finals) > self.finals_kept:
+            for run_id in [i for i in list(self.finals)[: -self.finals_kept] if i in self.index]:
+                del self.finals[run_id]
+        return kept
 
     def finished(self, record: RunRecord) -> None:
         """A final record was written: tell observers (once per id)."""
         if record.id in self._finished:
             return
         self._finished.add(record.id)
+        self.index.put(AgentStatus.from_record(record.to_dict()))
         self._dispatch("on_finished", [o.on_finished(record) for o in self._observers])

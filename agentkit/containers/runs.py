@@ -9,7 +9,8 @@ Layout under ``settings.runs_root`` (``AGENTKIT_ROOT/runs``), one directory per 
         stderr.log                the container's stderr (last 64 KiB)
         stop.json                 written *before* agentkit stops a container: {"reason", "at"}
         result.json               the final record (one JSON line); its presence means "finished"
-    runs/index.jsonl              one line per finished run (what list reads in one go)
+    runs/index.jsonl              one line per finished run, append-only; read once per
+                                  controller, then only its new bytes (see run_index.py)
 
 Everything goes through the executor, so records live on the host that runs the containers and
 outlive both the container (removed once its output is safe here) and the controller process.
@@ -37,6 +38,15 @@ META, TASK, OUTPUT, STDERR, STOP, RESULT = (
     "result.json",
 )
 INDEX = "index.jsonl"
+# $@: result files; prints those that exist (each is one JSON line)
+_CAT_EXISTING = r"""for f do if [ -f "$f" ]; then cat -- "$f"; fi; done
+exit 0
+"""
+# $1 the index file, $2 the first byte wanted (1-based): prints its size, a newline, then the
+# bytes from $2 on (a missing file has size 0)
+_INDEX_TAIL = r"""if [ ! -e "$1" ]; then echo 0; exit 0; fi
+stat -c %s -- "$1" && tail -c +"$2" -- "$1"
+"""
 
 
 def _dumps(data: Mapping[str, Any]) -> bytes:
@@ -103,20 +113,8 @@ class RunStore:
         await self.executor.write_file(self.path(run_id, OUTPUT), data, mode=0o600)
 
     async def append_output(self, run_id: str, data: bytes) -> None:
-        """Append to the output without rewriting it (``dd oflag=append``, argv only)."""
-        if not data:
-            return
-        await self.executor.run(
-            [
-                "dd",
-                f"of={self.path(run_id, OUTPUT)}",
-                "oflag=append",
-                "conv=notrunc",
-                "status=none",
-            ],
-            stdin=data,
-            check=True,
-        )
+        """Append to the output without rewriting it (no process: ``O_APPEND`` / SFTP)."""
+        await self.executor.append_file(self.path(run_id, OUTPUT), data, mode=0o600)
 
     async def read_output(self, run_id: str) -> bytes:
         return await self._read(run_id, OUTPUT) or b""
@@ -145,11 +143,44 @@ class RunStore:
     async def append_index(self, record: Mapping[str, Any]) -> None:
         """Add a finished run to ``index.jsonl`` (one line; appends are atomic)."""
         line = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        await self.executor.run(
-            ["dd", f"of={self.root}/{INDEX}", "oflag=append", "conv=notrunc", "status=none"],
-            stdin=(line + "\n").encode("utf-8"),
-            check=True,
+        await self.append_index_bytes((line + "\n").encode("utf-8"))
+
+    async def append_index_bytes(self, lines: bytes) -> None:
+        """Append whole index lines (one write: appends of one line or a few are atomic)."""
+        await self.executor.append_file(f"{self.root}/{INDEX}", lines)
+
+    async def read_index_bytes(self) -> bytes:
+        try:
+            return await self.executor.read_file(f"{self.root}/{INDEX}")
+        except FileNotFoundError:
+            return b""
+
+    async def read_index_from(self, offset: int) -> bytes | None:
+        """The index bytes after ``offset`` (one command); ``None`` if the file shrank."""
+        path = f"{self.root}/{INDEX}"
+        result = await self.executor.run(
+            ["sh", "-c", _INDEX_TAIL, "index-tail", path, str(offset + 1)], idempotent=True
         )
+        if not result.ok:
+            raise CommandFailed(result)
+        size, _, rest = result.stdout.partition(b"\n")
+        try:
+            if int(size) < offset:
+                return None
+        except ValueError:
+            raise CommandFailed(result) from None
+        return rest
+
+    async def write_index(self, data: bytes) -> None:
+        """Replace the whole index (atomic rename: readers see the old or the new file)."""
+        await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.root], check=True)
+        await self.executor.write_file(f"{self.root}/{INDEX}", data, mode=0o600)
+
+    async def remove(self, run_ids: list[str]) -> None:
+        """Delete whole run records (directories) in one command per 200 ids."""
+        paths = [self.path(run_id) for run_id in run_ids]
+        for i in range(0, len(paths), 200):
+            await self.executor.run(["rm", "-rf", "--", *paths[i : i + 200]], check=True)
 
     async def read_index(self) -> list[dict[str, Any]]:
         """Finished runs from ``index.jsonl`` (one read; a later line for an id wins)."""
@@ -188,6 +219,17 @@ class RunStore:
             return []
         return [line for line in result.stdout_text().splitlines() if line]
 
+    async def read_results_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """The ``result.json`` of these runs (those that have one), one command per 200."""
+        out: list[dict[str, Any]] = []
+        paths = [self.path(run_id, RESULT) for run_id in run_ids]
+        for i in range(0, len(paths), 200):
+            result = await self.executor.run(
+                ["sh", "-c", _CAT_EXISTING, "read-results", *paths[i : i + 200]], idempotent=True
+            )
+            out.extend(_json_lines(result.stdout))
+        return out
+
     async def read_results(self) -> list[dict[str, Any]]:
         """Every finished record's ``result.json`` in ONE command (each file is one JSON line)."""
         result = await self.executor.run(
@@ -212,12 +254,16 @@ class RunStore:
             if await self.executor.exists(self.root):
                 raise CommandFailed(result)
             return []
-        out: list[dict[str, Any]] = []
-        for line in result.stdout.splitlines():
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                out.append(data)
-        return out
+        return _json_lines(result.stdout)
+
+
+def _json_lines(raw: bytes) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for line in raw.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out

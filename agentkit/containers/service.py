@@ -32,9 +32,13 @@ This module is the public facade; the work is done by its parts:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import heapq
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
@@ -56,6 +60,8 @@ from agentkit.containers.models import (
 from agentkit.containers.ownership import inspect_owned, scope_labels
 from agentkit.containers.reconcile import reconcile
 from agentkit.containers.registry import RunObserver, RunRegistry
+from agentkit.containers.retention import PRUNE_INTERVAL, PruneReport, Retention, prune_runs
+from agentkit.containers.run_index import RunFilter, RunIndex, parse_since
 from agentkit.containers.runs import RunStore
 from agentkit.containers.streamjson import Event, parse_line, render_events
 from agentkit.errors import AgentkitError, NotFoundError, ToolError
@@ -73,6 +79,7 @@ __all__ = [
     "ID_PATTERN",
     "LABEL_MANAGED_BY",
     "AgentOutput",
+    "AgentPage",
     "AgentService",
     "AgentState",
     "AgentStatus",
@@ -81,6 +88,30 @@ __all__ = [
     "new_agent_id",
     "validate_agent_id",
 ]
+
+
+logger = logging.getLogger("agentkit.agents")
+
+
+@dataclass(slots=True)
+class AgentPage:
+    """One page of :meth:`AgentService.page`: agents newest first, and where the next begins."""
+
+    agents: list[AgentStatus]
+    next_cursor: str | None
+    running: int
+    finished_total: int
+
+
+def _states(state: str | None) -> frozenset[AgentState] | None:
+    if state is None or state == "":
+        return None
+    if state == "finished":
+        return frozenset(s for s in AgentState if s != AgentState.RUNNING)
+    if state not in AgentState._value2member_map_:
+        names = ", ".join([*(str(s) for s in AgentState), "finished"])
+        raise ToolError(f"state {state[:40]!r} is not one of: {names}")
+    return frozenset({AgentState(state)})
 
 
 class AgentService:
@@ -130,7 +161,10 @@ class AgentService:
         # One engine may serve several agentkit roots (tests, users): each service manages
         # only the runs of its own root, whose records it holds.
         self.labels = scope_labels(settings.root)
-        self.registry = RunRegistry()
+        self.registry = RunRegistry(RunIndex(self.store))
+        self.retention = Retention.parse(settings.run_retention)
+        self._retention_task: asyncio.Task[None] | None = None
+        self._seen_running: set[str] = set()  # running in the engine at the last listing
         for observer in observers:
             self.registry.subscribe(observer)
         self._gateway: AgentGateway | None = None
@@ -197,9 +231,18 @@ class AgentService:
             self._started = True
             self._follower.start_events(runtime)
             await self._reconcile()
+            if self.retention is not None:
+                self._retention_task = asyncio.create_task(
+                    self._prune_in_background(self.retention), name="agentkit run retention"
+                )
 
     async def aclose(self) -> None:
         """Stop following agents (they keep running; deadlines still hold) and disconnect."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
         await self._follower.aclose()
         if self._gateway is not None:
             await self._gateway.aclose()
@@ -240,20 +283,28 @@ class AgentService:
         model); by default the image's entrypoint runs Claude Code on the task.
         """
         await self.start()
-        launched = await self.launcher.spawn(
-            task,
-            workspace_path,
-            timeout_ms,
-            image=image,
-            command=command,
-            entrypoint=entrypoint,
-            extra_env=extra_env,
-            max_cost_usd=max_cost_usd,
-        )
+        try:
+            launched = await self.launcher.spawn(
+                task,
+                workspace_path,
+                timeout_ms,
+                image=image,
+                command=command,
+                entrypoint=entrypoint,
+                extra_env=extra_env,
+                max_cost_usd=max_cost_usd,
+            )
+        except AgentkitError:
+            # a run that could not start may have been recorded failed: index it now
+            with contextlib.suppress(AgentkitError, OSError):
+                await self.registry.index.refresh(force=True)
+            raise
         run = self._follower.attach(launched.id, launched.spec.labels)
         run.meta = launched.meta
         run.started_at = time.time()
-        return run.running_status(started_at=launched.created)
+        status = run.running_status(started_at=launched.created)
+        status.spawn_wait_s = launched.waited_s or None
+        return status
 
     async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
         """Resolve, confine, create and hand over a workspace (``launch.prepare_workspace``)."""
@@ -432,37 +483,144 @@ class AgentService:
             return WaitResult(await self.status(status.id), timed_out=True)
         return WaitResult(run.final or await self.status(status.id), timed_out=False)
 
-    async def list(self) -> list[AgentStatus]:
-        """Running agents (one Engine API call) and finished runs from the records, newest first."""
+    async def list(
+        self,
+        *,
+        state: str | None = None,
+        workspace: str | None = None,
+        since: str | float | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[AgentStatus]:
+        """Agents newest first (all of them unless ``limit``); see :meth:`page`."""
+        return (
+            await self.page(
+                state=state, workspace=workspace, since=since, limit=limit, cursor=cursor
+            )
+        ).agents
+
+    async def page(
+        self,
+        *,
+        state: str | None = None,
+        workspace: str | None = None,
+        since: str | float | None = None,
+        limit: int | None = 20,
+        cursor: str | None = None,
+    ) -> AgentPage:
+        """One page of agents, newest first: running ones (one Engine API call) and finished
+        runs from the in-memory index (history is never read here).
+
+        Args:
+            state: one state (``running``, ``succeeded``, ...) or ``finished`` (any end).
+            workspace: a workspace name or host path.
+            since: only runs created at or after this (ISO 8601, epoch seconds, or ``2h``).
+            limit: at most this many (``None``: all).
+            cursor: the ``next_cursor`` of the previous page.
+        """
+        flt = RunFilter(states=_states(state), workspace=workspace, since=parse_since(since))
+        if cursor is not None and not ID_PATTERN.fullmatch(cursor):
+            raise ToolError(
+                f"cursor {cursor[:80]!r} is not one this tool returned: pass the next_cursor "
+                "of the previous page, or leave it out for the newest runs"
+            )
+        if limit is not None and limit < 1:
+            raise ToolError("limit must be at least 1")
         await self.start()
-        runtime = await self.runtime()
-        containers, records = await asyncio.gather(
-            runtime.list(self.labels), self.store.read_index()
+        index = self.registry.index
+        extra: list[AgentStatus] = []
+        if flt.wants_running:
+            runtime = await self.runtime()
+            containers, _ = await asyncio.gather(runtime.list(self.labels), index.refresh())
+            seen = self._seen_running
+            self._seen_running = {i.name for i in containers if i.running}
+            if any(name not in index for name in seen - self._seen_running):
+                await index.refresh(force=True)  # ended elsewhere (another controller recorded it)
+            extra = self._unindexed(containers, index)
+        else:
+            await index.refresh()
+        for run_id, final in self.registry.finals.items():  # decided, record being written
+            if run_id not in index and all(e.id != run_id for e in extra):
+                extra.append(final)
+        extra.sort(key=lambda a: a.id, reverse=True)
+        if cursor is not None:
+            extra = [a for a in extra if a.id < cursor]
+        merged = heapq.merge(
+            extra, index.newest_first(before=cursor), key=lambda a: a.id, reverse=True
         )
+        agents: list[AgentStatus] = []
+        more = False
+        for status in merged:
+            if not flt.matches(status):
+                continue
+            if limit is not None and len(agents) >= limit:
+                more = True
+                break
+            agents.append(status)
+        await self._live_costs(agents)
+        running = sum(1 for a in extra if a.state == AgentState.RUNNING)
+        return AgentPage(agents, agents[-1].id if more else None, running, len(index))
+
+    def _unindexed(
+        self, containers: Sequence[RunInfo], index: RunIndex
+    ) -> builtins.list[AgentStatus]:
+        """Statuses of the engine's runs the index does not hold (running, or being recorded)."""
         finals = self.registry.finals
-        out: dict[str, AgentStatus] = {}
-        for data in records:
-            status = AgentStatus.from_record(data)
-            if ID_PATTERN.fullmatch(status.id):
-                out[status.id] = finals.setdefault(status.id, status)
+        out: builtins.list[AgentStatus] = []
         for info in containers:
-            if not ID_PATTERN.fullmatch(info.name) or info.name in out:
+            if not ID_PATTERN.fullmatch(info.name) or info.name in index:
                 continue
             if info.name in finals:
                 # a status this service already decided beats the engine's view: it still lists
                 # a container as running for a moment after it exited
-                out[info.name] = finals[info.name]
+                out.append(finals[info.name])
             elif info.running:
                 run = self._follower.attach(info.name, info.labels)
-                out[info.name] = run.running_status(info=info)
+                out.append(run.running_status(info=info))
             else:
                 # exited but not yet recorded: record it in the background
                 live = self.registry.get(info.name)
                 if live is None or live.task is None or live.task.done():
                     self._follower.record_in_background(info.name)
-                out[info.name] = recording_status(info)
-        await self._live_costs(list(out.values()))
-        return sorted(out.values(), key=lambda s: s.created or 0.0, reverse=True)
+                out.append(recording_status(info))
+        return out
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def prune(
+        self, retention: Retention | str | None = None, *, dry_run: bool = False
+    ) -> PruneReport:
+        """Remove finished run records beyond ``retention`` (default: the configured one).
+
+        A running agent's record is never removed (see :mod:`~agentkit.containers.retention`).
+        """
+        chosen = Retention.parse(retention) if isinstance(retention, str) else retention
+        chosen = chosen or self.retention
+        if chosen is None:
+            raise ToolError(
+                "no retention given: set AGENTKIT_RUN_RETENTION (e.g. '30d,5000') or pass one"
+            )
+        await self.start()
+        return await prune_runs(
+            chosen,
+            store=self.store,
+            registry=self.registry,
+            runtime=await self.runtime(),
+            labels=self.labels,
+            dry_run=dry_run,
+        )
+
+    async def _prune_in_background(self, retention: Retention) -> None:
+        while True:
+            try:
+                report = await self.prune(retention)
+                if report.pruned:
+                    logger.info(
+                        "pruned %d run records (%d bytes)", len(report.pruned), report.bytes_freed
+                    )
+            except (AgentkitError, OSError) as exc:
+                logger.warning("pruning run records failed (retried later): %s", exc)
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     async def active_workspaces(self) -> set[str]:
         """Host paths of workspaces with a running agent (one Engine API call).

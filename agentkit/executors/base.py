@@ -143,6 +143,19 @@ class Executor(abc.ABC):
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
         """Write a file atomically (temp file + rename) with ``mode`` bits; parents must exist."""
 
+    async def append_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        """Append ``data`` to a file (created with ``mode`` if missing); parents must exist.
+
+        No process is started where the executor can avoid it (locally: ``O_APPEND``; over
+        SSH: SFTP on the same connection). This default runs ``dd oflag=append``.
+        """
+        if data:
+            await self.run(
+                ["dd", f"of={path}", "oflag=append", "conv=notrunc", "status=none"],
+                stdin=bytes(data),
+                check=True,
+            )
+
     @abc.abstractmethod
     async def open_unix_connection(self, path: str) -> UnixConnection:
         """Open a byte stream to the unix socket ``path`` on the host (e.g. the Docker API)."""

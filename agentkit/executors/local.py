@@ -180,6 +180,10 @@ class LocalExecutor(Executor):
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
         await asyncio.to_thread(_write_file_atomic, path, bytes(data), mode)
 
+    async def append_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        if data:
+            await asyncio.to_thread(_append_file, path, bytes(data), mode)
+
     async def open_unix_connection(self, path: str) -> UnixConnection:
         reader, writer = await asyncio.open_unix_connection(path)
         return UnixConnection(reader, writer, {"path": path})
@@ -217,6 +221,16 @@ async def _communicate(proc: asyncio.subprocess.Process, data: bytes | None) -> 
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _append_file(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _write_file_atomic(path: str, data: bytes, mode: int) -> None:

@@ -439,6 +439,20 @@ class SSHExecutor(Executor):
 
         await self._call(op, idempotent=True, path=path)
 
+    async def append_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        if not data:
+            return
+        payload = bytes(data)
+
+        async def op(conn: asyncssh.SSHClientConnection) -> None:
+            sftp = await self._sftp_client(conn)
+            attrs = asyncssh.SFTPAttrs(permissions=mode)
+            async with sftp.open(path, "ab", attrs) as f:  # O_APPEND on the host
+                await f.write(payload)
+
+        # not idempotent: a retry after a drop mid-write could append twice
+        await self._call(op, idempotent=False, path=path)
+
     # --- unix sockets ------------------------------------------------------------------
 
     async def open_unix_connection(self, path: str) -> UnixConnection:

@@ -49,6 +49,8 @@ __all__ = [
 
 #: the runtimes ``AGENTKIT_RUNTIME`` / ``connect(runtime=...)`` can name
 RUNTIMES = ("docker", "swarm")
+#: connections (SSH channels over SSH) the Docker runtime's hot queries fan out over
+ENGINE_POOL = 4
 
 
 async def open_runtime(
@@ -67,6 +69,7 @@ async def open_runtime(
     from agentkit.errors import ConfigError
     from agentkit.runtimes.docker import DockerRuntime
     from agentkit.runtimes.docker_engine import open_docker
+    from agentkit.runtimes.engine_http import EngineHTTP
 
     kind = kind or settings.runtime
     if kind not in RUNTIMES:
@@ -77,7 +80,11 @@ async def open_runtime(
             from agentkit.runtimes.swarm import SwarmRuntime
 
             return await SwarmRuntime.open(client, socket=settings.docker_socket, settings=settings)
-        return DockerRuntime(client, socket=settings.docker_socket, settings=settings)
+        socket = settings.docker_socket
+        engine = EngineHTTP(
+            lambda: executor.open_unix_connection(socket), client.api_version, size=ENGINE_POOL
+        )
+        return DockerRuntime(client, socket=socket, settings=settings, engine=engine)
     except BaseException:
         if docker is None:
             await client.close()

@@ -35,6 +35,7 @@ from agentkit.runtimes.base import (
     Runtime,
 )
 from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.runtimes.engine_http import EngineHTTP
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
@@ -147,10 +148,13 @@ class DockerRuntime(Runtime):
         *,
         socket: str = "the Docker socket",
         settings: Settings | None = None,
+        engine: EngineHTTP | None = None,
     ) -> None:
         self.docker = docker
         self.settings = settings
         self._socket = socket
+        #: the hot queries (inspect, list) over pooled keep-alive connections, when given
+        self.engine = engine
 
     def _errors(self, what: str) -> Any:
         return docker_errors(what, self._socket)
@@ -273,13 +277,19 @@ class DockerRuntime(Runtime):
 
     async def inspect(self, name: str) -> RunInfo:
         with self._errors(f"inspect {name}"):
-            data = await self.docker._query_json(f"containers/{name}/json")
+            if self.engine is not None:
+                data = await self.engine.get_json(f"containers/{name}/json")
+            else:
+                data = await self.docker._query_json(f"containers/{name}/json")
         return self.info_from_inspect(data)
 
     async def list(self, labels: Mapping[str, str | None]) -> list[RunInfo]:
         params = {"all": "1", "filters": json.dumps({"label": label_filters(labels)})}
         with self._errors("list containers"):
-            rows = await self.docker._query_json("containers/json", params=params)
+            if self.engine is not None:
+                rows = await self.engine.get_json("containers/json", params)
+            else:
+                rows = await self.docker._query_json("containers/json", params=params)
         out: list[RunInfo] = []
         for row in rows:
             name = str((row.get("Names") or [""])[0]).lstrip("/")
@@ -432,4 +442,6 @@ class DockerRuntime(Runtime):
         await build_image(self.docker, self.settings)
 
     async def aclose(self) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
         await self.docker.close()

@@ -7,7 +7,7 @@ MCP structured content); the model reads only ``content``.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,7 @@ from agentkit.containers.service import AgentState, AgentStatus
 from agentkit.tools.base import Tool, ToolContext, ToolResult, tool
 
 MAX_LINES = 2000
+MAX_LIST = 500
 
 
 def _duration(seconds: float | None) -> str:
@@ -98,11 +99,19 @@ async def spawn_claude_agent(
     status = await ctx.require_agents().spawn(
         task, workspace_path, timeout, max_cost_usd=max_cost_usd
     )
+    data = status.to_dict()
+    paced = ""
+    if status.spawn_wait_s:
+        data["spawn_wait_s"] = round(status.spawn_wait_s, 3)
+        paced = (
+            f" It waited {_duration(status.spawn_wait_s)} for a spawn slot: other spawns were "
+            "starting (at most AGENTKIT_SPAWN_CONCURRENCY at once)."
+        )
     return ToolResult(
         f"Spawned agent {status.id} in {status.workspace} (deadline in "
         f"{_duration(timeout / 1000)}). Use wait_for_claude_agent with this container_id to "
-        "get its result.",
-        data=status.to_dict(),
+        f"get its result.{paced}",
+        data=data,
     )
 
 
@@ -159,24 +168,64 @@ async def stop_claude_agent(ctx: ToolContext, container_id: str) -> ToolResult:
     return ToolResult(text, data=status.to_dict())
 
 
+ListState = Literal[
+    "running",
+    "finished",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "stopped",
+    "oom_killed",
+    "lost",
+    "budget_exceeded",
+]
+
+
 @tool
-async def list_claude_agents(ctx: ToolContext) -> ToolResult:
+async def list_claude_agents(
+    ctx: ToolContext,
+    state: ListState | None = None,
+    workspace: Annotated[str | None, Field(max_length=4096)] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST)] = 20,
+    since: Annotated[str | None, Field(max_length=64)] = None,
+    cursor: Annotated[str | None, Field(max_length=64)] = None,
+) -> ToolResult:
     """List agents on the host, running and finished, newest first, with state, age, cost
-    and task."""
-    agents = await ctx.require_agents().list()
+    and task. All parameters are optional; a long history comes in pages (get_claude_status
+    gives one agent's full record).
+
+    Args:
+        state: only agents in this state; "finished" means any end state.
+        workspace: only agents that worked in this workspace (name or host path).
+        limit: at most this many agents (default 20, at most 500).
+        since: only agents started at or after this: an ISO 8601 time
+            (2026-01-31T12:00:00Z) or an age such as 30m, 2h, 7d.
+        cursor: the next_cursor of the previous call, to get the next (older) page.
+    """
+    page = await ctx.require_agents().page(
+        state=state, workspace=workspace, since=since, limit=limit, cursor=cursor
+    )
+    agents = page.agents
+    data: dict[str, Any] = {
+        "agents": [a.summary_dict() for a in agents],
+        "next_cursor": page.next_cursor,
+        "running": page.running,
+        "finished_total": page.finished_total,
+    }
     if not agents:
-        return ToolResult("No agents yet. Start one with spawn_claude_agent.", data=[])
+        if cursor or state or workspace or since:
+            return ToolResult("No agents match.", data=data)
+        return ToolResult("No agents yet. Start one with spawn_claude_agent.", data=data)
     running = sum(1 for a in agents if a.state == AgentState.RUNNING)
     noun = "agent" if len(agents) == 1 else "agents"
     lines = [f"{len(agents)} {noun} ({running} running), newest first:"]
     now = time.time()
-    for agent in agents[:100]:
+    for agent in agents:
         age = _duration(now - agent.created) if agent.created else "?"
         cost = f", ${agent.cost_usd:.4f}" if agent.cost_usd is not None else ""
         lines.append(f"- {agent.id} {agent.state}, {age} ago{cost}: {_clip(agent.task, 80)}")
-    if len(agents) > 100:
-        lines.append(f"(... {len(agents) - 100} older agents not shown)")
-    data: list[dict[str, Any]] = [a.to_dict() for a in agents]
+    if page.next_cursor:
+        lines.append(f'(more: call again with cursor="{page.next_cursor}")')
     return ToolResult("\n".join(lines), data=data)
 
 
