@@ -42,6 +42,9 @@ TOOL_NAMES = frozenset(
         "push_workspace",
         "create_branch",
         "delete_workspace",
+        "continue_claude_agent",
+        "send_to_claude_agent",
+        "approve_claude_agent",
     }
 )
 

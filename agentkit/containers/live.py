@@ -156,4 +156,5 @@ class LiveRun:
             session_id=data["session_id"],
             last_text=data["last_text"],
             error=data["last_error"],
+            parent=labels.get("agentkit.parent"),
         )

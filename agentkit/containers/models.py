@@ -133,6 +133,15 @@ class AgentStatus:
     is_error: bool | None = None
     oom_killed: bool = False
     error: str | None = None
+    #: the run this one continued (continue_claude_agent), if any
+    parent: str | None = None
+    #: whether the session transcript was saved with the record (finished runs)
+    session_saved: bool | None = None
+    #: running agents: running / waiting (for waiting_for: message or approval); done otherwise
+    phase: str | None = None
+    waiting_for: str | None = None
+    stalled: bool = False
+    approvals: list[dict[str, Any]] | None = None
 
     @property
     def finished(self) -> bool:
@@ -167,6 +176,12 @@ class AgentStatus:
             "is_error": self.is_error,
             "oom_killed": self.oom_killed,
             "error": self.error,
+            "parent": self.parent,
+            "session_saved": self.session_saved,
+            "phase": "done" if self.finished else (self.phase or "running"),
+            "waiting_for": None if self.finished else self.waiting_for,
+            "stalled": self.stalled and not self.finished,
+            "approvals": [] if self.finished else list(self.approvals or []),
         }
 
     @classmethod
@@ -197,6 +212,10 @@ class AgentStatus:
             is_error=data.get("is_error"),
             oom_killed=bool(data.get("oom_killed")),
             error=data.get("error"),
+            parent=data.get("parent") if isinstance(data.get("parent"), str) else None,
+            session_saved=data.get("session_saved")
+            if isinstance(data.get("session_saved"), bool)
+            else None,
         )
 
 

@@ -33,13 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
-from agentkit.containers.finalize import Finalizer, recording_status
+from agentkit.containers.finalize import SESSION_DIR, Finalizer, recording_status
 from agentkit.containers.follow import Follower
-from agentkit.containers.launch import passthrough_secrets
+from agentkit.containers.launch import (
+    SESSION_ID,
+    SessionOptions,
+    check_ask,
+    passthrough_secrets,
+)
 from agentkit.containers.launcher import Launcher
 from agentkit.containers.live import LiveRun
 from agentkit.containers.models import (
@@ -57,8 +64,9 @@ from agentkit.containers.ownership import inspect_owned, scope_labels
 from agentkit.containers.reconcile import reconcile
 from agentkit.containers.registry import RunObserver, RunRegistry
 from agentkit.containers.runs import RunStore
+from agentkit.containers.sessions import Sessions
 from agentkit.containers.streamjson import Event, parse_line, render_events
-from agentkit.errors import AgentkitError, NotFoundError, ToolError
+from agentkit.errors import AgentkitError, ConflictError, NotFoundError, ToolError
 from agentkit.redact import Redactor
 from agentkit.runtimes.base import RunInfo, Runtime
 
@@ -68,6 +76,8 @@ if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
     from agentkit.gateway.agents import AgentGateway
+
+logger = logging.getLogger("agentkit.agents")
 
 __all__ = [
     "ID_PATTERN",
@@ -143,6 +153,17 @@ class AgentService:
         self.launcher = Launcher(
             executor, settings, self.store, self.redactor, self.runtime, gateway=self.gateway
         )
+        self._finalizer.session_max_bytes = settings.session_max_bytes
+        self.sessions = Sessions(
+            self.runtime,
+            self.registry,
+            self._stop_stalled,
+            hold=settings.session_hold,
+            approval_timeout=settings.approval_timeout,
+            stall_timeout=settings.stall_timeout,
+            stall_action=settings.stall_action,
+        )
+        self.registry.subscribe(self.sessions)
 
     def subscribe(self, observer: RunObserver) -> None:
         """Tell ``observer`` of every run's start, events and end (see :class:`RunRegistry`)."""
@@ -200,6 +221,7 @@ class AgentService:
 
     async def aclose(self) -> None:
         """Stop following agents (they keep running; deadlines still hold) and disconnect."""
+        await self.sessions.aclose()
         await self._follower.aclose()
         if self._gateway is not None:
             await self._gateway.aclose()
@@ -231,15 +253,22 @@ class AgentService:
         entrypoint: Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         max_cost_usd: float | None = None,
+        ask_tools: Sequence[str] = (),
+        session: SessionOptions | None = None,
     ) -> AgentStatus:
         """Start a Claude Code agent on ``task`` in ``workspace_path`` with a deadline.
 
         ``max_cost_usd`` caps what the agent's model requests may cost (default
-        ``AGENTKIT_MAX_COST_USD``; needs the gateway). ``image``/``command``/``entrypoint``/
-        ``extra_env`` are low-level overrides for tests and operators (never exposed to the
-        model); by default the image's entrypoint runs Claude Code on the task.
+        ``AGENTKIT_MAX_COST_USD``; needs the gateway). ``ask_tools``: permission rules
+        (``Bash``, ``Bash(git push:*)``) whose tool calls wait for an approval (:meth:`answer`)
+        instead of running free. ``image``/``command``/``entrypoint``/``extra_env`` are
+        low-level overrides for tests and operators (never exposed to the model); by default
+        the image's entrypoint runs Claude Code on the task.
         """
         await self.start()
+        session = session or SessionOptions()
+        if ask_tools:
+            session = replace(session, ask=check_ask(ask_tools))
         launched = await self.launcher.spawn(
             task,
             workspace_path,
@@ -249,11 +278,87 @@ class AgentService:
             entrypoint=entrypoint,
             extra_env=extra_env,
             max_cost_usd=max_cost_usd,
+            session=session,
         )
         run = self._follower.attach(launched.id, launched.spec.labels)
         run.meta = launched.meta
         run.started_at = time.time()
         return run.running_status(started_at=launched.created)
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    async def continue_(
+        self,
+        container_id: str,
+        message: str,
+        timeout_ms: int = 600_000,
+        **options: Any,
+    ) -> AgentStatus:
+        """A new run on the same workspace that resumes ``container_id``'s saved session with
+        ``message``; it links to its parent (``parent``)."""
+        parent = await self.status(container_id)
+        if not parent.finished:
+            raise ConflictError(
+                f"agent {parent.id} is still running: send it the message with "
+                "send_to_claude_agent, or wait for it and continue it then"
+            )
+        if not parent.session_id:
+            raise ToolError(
+                f"agent {parent.id} never started a Claude Code session (state {parent.state}"
+                f"{': ' + parent.error if parent.error else ''}): there is nothing to continue; "
+                "spawn a new agent instead"
+            )
+        if not SESSION_ID.fullmatch(parent.session_id):
+            raise ToolError(f"agent {parent.id} reported an invalid session id")
+        saved = await self.store.read_session(parent.id)
+        if saved is None:
+            raise ToolError(
+                f"the session of agent {parent.id} was not saved with its record "
+                "(it ended before sessions were saved, or the transcript was too large): spawn "
+                "a new agent instead"
+            )
+        if not parent.workspace:
+            raise ToolError(f"agent {parent.id} has no recorded workspace")
+        path = f"{SESSION_DIR}/{parent.session_id}.jsonl"
+        session = SessionOptions(resume=parent.session_id, parent=parent.id, files={path: saved})
+        return await self.spawn(
+            message, parent.workspace, timeout_ms, session=session, **options
+        )
+
+    async def send(self, container_id: str, message: str, *, interrupt: bool = False) -> AgentStatus:
+        """Deliver ``message`` to a running agent through its open input."""
+        status = await self.status(container_id)
+        if status.finished:
+            raise ConflictError(
+                f"agent {status.id} has finished ({status.state}): it cannot take a message; "
+                "continue_claude_agent resumes its session in a new run"
+            )
+        await self.sessions.send(status.id, message, interrupt=interrupt)
+        return await self.status(status.id)
+
+    async def answer(
+        self, container_id: str, request_id: str, allow: bool, reason: str | None = None
+    ) -> AgentStatus:
+        """Approve or deny a pending approval request of a running agent."""
+        run_id = validate_agent_id(container_id)
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise ToolError("request_id is empty: get_claude_status lists pending approvals")
+        await self.start()
+        await self.sessions.answer(run_id, request_id.strip(), allow, reason)
+        return await self.status(run_id)
+
+    async def _stop_stalled(self, run_id: str) -> None:
+        try:
+            await self.stop(run_id)
+        except AgentkitError as exc:
+            logger.warning("could not stop stalled agent %s: %s", run_id, exc)
+
+    def _with_session(self, status: AgentStatus) -> AgentStatus:
+        st = self.sessions.state(status.id)
+        if st is not None and not status.finished:
+            status.phase, status.waiting_for, status.stalled = st.phase, st.waiting_for, st.stalled
+            status.approvals = [a.to_dict() for a in st.approvals.values()]
+        return status
 
     async def prepare_workspace(self, workspace_path: str, *, run_dir: str = "") -> str:
         """Resolve, confine, create and hand over a workspace (``launch.prepare_workspace``)."""
@@ -286,7 +391,9 @@ class AgentService:
                 )
             return final
         if info.running:
-            status = self._follower.attach(run_id, info.labels).running_status(info=info)
+            status = self._with_session(
+                self._follower.attach(run_id, info.labels).running_status(info=info)
+            )
             await self._live_costs([status])
             return status
         # exited: wait for our follower to record it, or record it now
@@ -454,7 +561,7 @@ class AgentService:
                 out[info.name] = finals[info.name]
             elif info.running:
                 run = self._follower.attach(info.name, info.labels)
-                out[info.name] = run.running_status(info=info)
+                out[info.name] = self._with_session(run.running_status(info=info))
             else:
                 # exited but not yet recorded: record it in the background
                 live = self.registry.get(info.name)

@@ -52,6 +52,20 @@ def _status_text(status: AgentStatus, *, detail: bool = True) -> str:
     lines = [", ".join(parts) + "."]
     if status.state == AgentState.RUNNING and status.deadline:
         lines.append(f"Deadline in {_duration(max(status.deadline - time.time(), 0))}.")
+    if status.state == AgentState.RUNNING:
+        phase = status.phase or "running"
+        if status.waiting_for:
+            phase += f" (waiting for {'an ' if status.waiting_for == 'approval' else 'a '}"
+            phase += f"{status.waiting_for})"
+        lines.append(f"Phase: {phase}{', STALLED: no event for a long time' if status.stalled else ''}.")
+        for approval in status.approvals or []:
+            shown = _clip(str(approval.get("input")), 300)
+            lines.append(
+                f"Needs approval {approval.get('id')}: {approval.get('tool')} {shown} "
+                "(answer with approve_claude_agent)"
+            )
+    if status.parent:
+        lines.append(f"Continues agent {status.parent}.")
     if detail:
         if status.session_id:
             lines.append(f"Session id: {status.session_id}")
@@ -76,7 +90,11 @@ async def spawn_claude_agent(
     timeout: Annotated[  # noqa: ASYNC109 - public parameter name
         int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
     ] = 600000,
+<<<<<<< HEAD
     max_cost_usd: Annotated[float | None, Field(gt=0)] = None,
+=======
+    ask_tools: Annotated[list[str], Field(max_length=32)] | None = None,
+>>>>>>> 2d5e49e (sessions: phases, end-of-input rule, messages, approvals (can_use_tool), stalls; sessions saved with the run record; continue/send/approve tools)
 ) -> ToolResult:
     """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
 
@@ -92,11 +110,21 @@ async def spawn_claude_agent(
             <workspaces root>/<name> on the agent host; created if missing. Paths deeper
             inside a workspace are refused.
         timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
+<<<<<<< HEAD
         max_cost_usd: budget in US dollars for the agent's model requests; once spent, its
             requests are refused and it ends as budget_exceeded (default: the configured one).
     """
     status = await ctx.require_agents().spawn(
         task, workspace_path, timeout, max_cost_usd=max_cost_usd
+=======
+        ask_tools: optional permission rules whose tool calls wait for a person's approval
+            instead of running free, e.g. ["Bash(git push:*)", "WebFetch"]; the agent then
+            shows "needs approval" in get_claude_status (answer with approve_claude_agent).
+            Unanswered requests are denied after a while.
+    """
+    status = await ctx.require_agents().spawn(
+        task, workspace_path, timeout, ask_tools=tuple(ask_tools or ())
+>>>>>>> 2d5e49e (sessions: phases, end-of-input rule, messages, approvals (can_use_tool), stalls; sessions saved with the run record; continue/send/approve tools)
     )
     return ToolResult(
         f"Spawned agent {status.id} in {status.workspace} (deadline in "
@@ -173,7 +201,13 @@ async def list_claude_agents(ctx: ToolContext) -> ToolResult:
     for agent in agents[:100]:
         age = _duration(now - agent.created) if agent.created else "?"
         cost = f", ${agent.cost_usd:.4f}" if agent.cost_usd is not None else ""
-        lines.append(f"- {agent.id} {agent.state}, {age} ago{cost}: {_clip(agent.task, 80)}")
+        state = str(agent.state)
+        if agent.state == AgentState.RUNNING and agent.waiting_for:
+            state += f" (waiting for {agent.waiting_for})"
+        if agent.stalled and agent.state == AgentState.RUNNING:
+            state += " (stalled)"
+        chain = f" [continues {agent.parent}]" if agent.parent else ""
+        lines.append(f"- {agent.id} {state}, {age} ago{cost}{chain}: {_clip(agent.task, 80)}")
     if len(agents) > 100:
         lines.append(f"(... {len(agents) - 100} older agents not shown)")
     data: list[dict[str, Any]] = [a.to_dict() for a in agents]
