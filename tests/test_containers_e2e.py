@@ -117,7 +117,7 @@ async def test_agent_writes_a_file_end_to_end(
             assert "Env" not in (await runtime.inspect(agent_id)).raw["Config"]  # agentkit's
             hc = raw["HostConfig"]
             assert raw["Config"]["User"] == "1001:1001"
-            assert raw["Config"]["OpenStdin"] is False
+            assert raw["Config"]["OpenStdin"] is True  # session mode: messages arrive on stdin
             assert raw["Config"]["Labels"]["agentkit.managed-by"] == "agentkit"
             assert hc["Init"] is True
             assert hc["CapDrop"] == ["ALL"]

@@ -163,6 +163,7 @@ class Finalizer:
                 await self.store.write_stderr(rid, self.redactor.redact(err_text).encode())
             if (info is not None or ended is not None) and record.session_id:
                 await self._save_session(runtime, rid, record)
+                status.session_saved = record.extra.get("session_saved")
             data = record.to_dict()
             await self.store.write_result(rid, data)
             await self.store.append_index(data)

@@ -470,10 +470,16 @@ class DockerRuntime(Runtime):
                     params={"path": path},
                     timeout=aiohttp.ClientTimeout(total=120),
                 )
+                chunks = bytearray()
                 try:
-                    data = await resp.content.read(limit + 1)
+                    while len(chunks) <= limit:
+                        piece = await resp.content.read(64 * 1024)
+                        if not piece:
+                            break
+                        chunks.extend(piece)
                 finally:
                     resp.close()
+                data = bytes(chunks)
         except NotFoundError:
             return None
         if len(data) > limit:
