@@ -1,4 +1,4 @@
-"""`connect()`: wire settings -> executor -> services -> the twelve tools, in one place."""
+"""`connect()`: wire settings -> executor -> services -> the product tools, in one place."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-#: The twelve product tools: names are a public contract.
+#: The fifteen product tools: names are a public contract.
 TOOL_NAMES = frozenset(
     {
         "spawn_claude_agent",

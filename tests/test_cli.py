@@ -54,7 +54,7 @@ def agentkit(
     )
 
 
-def test_tools_json_lists_the_twelve_tools_with_schemas(tmp_path: Path) -> None:
+def test_tools_json_lists_the_product_tools_with_schemas(tmp_path: Path) -> None:
     proc = agentkit(tmp_path, "tools", "--json")
     assert proc.returncode == 0, proc.stderr
     tools = json.loads(proc.stdout)

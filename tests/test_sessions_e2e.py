@@ -139,8 +139,8 @@ async def test_continue_after_exit_and_after_a_controller_restart(
 async def test_a_message_sent_mid_run_reaches_the_model(agent_image: str, tmp_path: Path) -> None:
     script = ClaudeCodeScript(
         [
-            reply.tool_use("Bash", {"command": "true", "description": "wait"}),
-            reply.text("First turn done.").delayed(3.0),
+            # the message arrives while this tool runs
+            reply.tool_use("Bash", {"command": "sleep 4", "description": "wait"}),
             reply.text("Took the extra note."),
         ]
     )
@@ -157,10 +157,14 @@ async def test_a_message_sent_mid_run_reaches_the_model(agent_image: str, tmp_pa
             # sending to the finished agent is refused with what to do instead
             with pytest.raises(ConflictError, match="continue_claude_agent"):
                 await agents.send(run.id, "too late")
+    # measured: Claude Code hands a message that arrives mid-turn to the model in the SAME turn,
+    # with the next request after the running tool's result (no extra turn)
     requests = script.main_requests
-    assert len(requests) == 3
-    assert not any("EXTRA-NOTE" in t for t in _texts(requests[1].messages))
-    assert any("EXTRA-NOTE" in t for t in _texts(requests[2].messages))
+    assert len(requests) == 2
+    assert not any("EXTRA-NOTE" in t for t in _texts(requests[0].messages))
+    note = [t for t in _texts(requests[1].messages) if "EXTRA-NOTE" in t]
+    assert note
+    assert "sent a new message while you were working" in note[0]
 
 
 async def test_approval_granted_runs_the_tool_and_a_denial_stops_it(

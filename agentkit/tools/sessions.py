@@ -66,7 +66,9 @@ async def send_to_claude_agent(
     )
 
 
-@tool
+# destructive: adapters that ask people before such tools (Discord, chat) confirm it, and voice
+# leaves it out - a model must not approve its own agent's risky actions unasked
+@tool(destructive=True)
 async def approve_claude_agent(
     ctx: ToolContext,
     container_id: str,
