@@ -253,3 +253,32 @@ async def test_continuing_a_run_that_never_started_a_session_is_refused(
             await agents.send(run.id, "hello")
         with pytest.raises(NotFoundError, match="no pending approval"):
             await agents.answer(run.id, "req-gone", True)
+
+
+async def test_interrupt_cuts_the_turn_short_and_the_message_follows(
+    agent_image: str, tmp_path: Path
+) -> None:
+    long_command = "python3 -c 'import time; time.sleep(120)'"
+    script = ClaudeCodeScript(
+        [
+            reply.tool_use("Bash", {"command": long_command, "description": "long"}),
+            reply.text("Stopped and noted."),
+        ]
+    )
+    gateway = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(tmp_path, agent_image, server.url_for(gateway))
+        async with AgentService(LocalExecutor(), settings) as agents:
+            run = await agents.spawn("Run a long command", "interrupt", 180_000)
+            await _first(agents.watch(run.id), lambda e: isinstance(e, AssistantToolUse))
+            await agents.send(run.id, "URGENT-NOTE: stop that", interrupt=True)
+            done = (await agents.wait(run.id, WAIT_MS)).status
+            assert done.state == AgentState.SUCCEEDED, done
+            assert done.result_text == "Stopped and noted."
+    # measured: the running tool is abandoned, and the next request carries the interruption
+    # marker and the message as the user's new words
+    requests = script.main_requests
+    assert len(requests) == 2
+    texts = _texts(requests[1].messages)
+    assert any("[Request interrupted by user for tool use]" in t for t in texts)
+    assert any("URGENT-NOTE" in t for t in texts)
