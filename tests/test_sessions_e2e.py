@@ -18,7 +18,7 @@ import pytest
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
-from agentkit.containers.streamjson import AssistantToolUse, Event, SessionNotice
+from agentkit.containers.streamjson import AssistantToolUse, Event, SessionNotice, UnknownEvent
 from agentkit.errors import ConflictError, NotFoundError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.executors.local import LocalExecutor
@@ -282,3 +282,37 @@ async def test_interrupt_cuts_the_turn_short_and_the_message_follows(
     texts = _texts(requests[1].messages)
     assert any("[Request interrupted by user for tool use]" in t for t in texts)
     assert any("URGENT-NOTE" in t for t in texts)
+
+
+async def test_after_a_controller_restart_a_pending_approval_is_answered(
+    agent_image: str, tmp_path: Path
+) -> None:
+    script = ClaudeCodeScript(
+        [
+            reply.tool_use(
+                "Bash", {"command": "echo after-restart > /workspace/r.txt", "description": "x"}
+            ),
+            reply.text("Done after the restart."),
+        ]
+    )
+
+    def is_request(event: Event) -> bool:
+        return isinstance(event, UnknownEvent) and event.type == "control_request"
+
+    gateway = await bridge_gateway()
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(tmp_path, agent_image, server.url_for(gateway))
+        async with AgentService(LocalExecutor(), settings) as agents:
+            run = await agents.spawn("Write a file", "restart", 180_000, ask_tools=["Bash"])
+            await _first(agents.watch(run.id), is_request)
+        # the controller is gone; the agent still waits for its answer. A new controller:
+        async with AgentService(LocalExecutor(), settings) as agents:
+            await _first(agents.watch(run.id), is_request)  # its output re-read from the start
+            status = await agents.status(run.id)
+            assert status.waiting_for == "approval"
+            (pending,) = status.approvals or []
+            await agents.answer(run.id, str(pending["id"]), True)  # a new attach to its stdin
+            done = (await agents.wait(run.id, WAIT_MS)).status
+            assert done.state == AgentState.SUCCEEDED, done
+            assert done.result_text == "Done after the restart."
+            assert (Path(str(done.workspace)) / "r.txt").read_text() == "after-restart\n"
