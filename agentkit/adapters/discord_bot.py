@@ -174,6 +174,18 @@ class AgentkitDiscordBot(discord.Client):
     async def on_ready(self) -> None:
         logger.info("agentkit Discord bot ready as %s", self.user)
 
+    def relay_agent_approvals(self, agents: Any, channel: Any) -> Any:
+        """Post ``agents``' (an ``AgentService``) approval requests to ``channel`` with buttons
+        only allowed people can press; returns the subscribed
+        :class:`~agentkit.adapters.discord_approvals.AgentApprovalRelay`."""
+        from agentkit.adapters.discord_approvals import AgentApprovalRelay
+
+        relay = AgentApprovalRelay(
+            agents.answer, channel, self.sessions.policy, redactor=agents.redactor
+        )
+        agents.subscribe(relay)
+        return relay
+
     def addressed(self, message: discord.Message) -> bool:
         if self.user is None or message.author.bot or message.author.id == self.user.id:
             return False
