@@ -203,7 +203,12 @@ def test_voice_example_prints_client_tool_definitions_for_the_product_tools() ->
 
     safe = {c["name"] for c in printed()}
     assert len(safe) == 11
-    assert not safe & {"stop_claude_agent", "push_workspace", "delete_workspace", "approve_claude_agent"}
+    assert not safe & {
+        "stop_claude_agent",
+        "push_workspace",
+        "delete_workspace",
+        "approve_claude_agent",
+    }
     configs = printed("--allow-destructive")
     assert len(configs) == 15
     spawn = next(c for c in configs if c["name"] == "spawn_claude_agent")

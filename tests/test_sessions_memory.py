@@ -189,8 +189,8 @@ async def test_continue_resumes_the_saved_session_and_links_the_chain(
         listed = {s.id: s for s in await agents.list()}
         assert listed[second.id].parent == first.id
         assert listed[first.id].session_saved is True
+        running = await agents.spawn("stall now", "ws2", 60_000)
         with pytest.raises(ConflictError, match="still running"):
-            running = await agents.spawn("stall now", "ws2", 60_000)
             await agents.continue_(running.id, "go on", 60_000)
         await agents.stop(running.id)
 
@@ -269,17 +269,19 @@ async def test_the_webhook_notifier_posts_approvals_and_stalls(
 ) -> None:
     route = respx.post(WEBHOOK).mock(return_value=httpx.Response(204))
     settings = make_settings(tmp_path, stall_timeout=0.2)
-    async with DiscordWebhookNotifier(WEBHOOK) as notifier:
-        async with AgentService(LocalExecutor(), settings, runtime=memory) as agents:
-            agents.subscribe(notifier.run_observer())
-            notices = Notices()
-            agents.subscribe(notices)
-            asked = await agents.spawn("bash rm -rf build", "ws", 60_000, ask_tools=["Bash"])
-            stalls = await agents.spawn("stall", "ws2", 60_000)
-            await notices.first("needs_approval")
-            await notices.first("stalled")
-            await agents.stop(asked.id)
-            await agents.stop(stalls.id)
+    async with (
+        DiscordWebhookNotifier(WEBHOOK) as notifier,
+        AgentService(LocalExecutor(), settings, runtime=memory) as agents,
+    ):
+        agents.subscribe(notifier.run_observer())
+        notices = Notices()
+        agents.subscribe(notices)
+        asked = await agents.spawn("bash rm -rf build", "ws", 60_000, ask_tools=["Bash"])
+        stalls = await agents.spawn("stall", "ws2", 60_000)
+        await notices.first("needs_approval")
+        await notices.first("stalled")
+        await agents.stop(asked.id)
+        await agents.stop(stalls.id)
     posted = [json.loads(call.request.content) for call in route.calls]
     titles = [e.get("title") for body in posted for e in body.get("embeds", [])]
     assert "Approval needed" in titles

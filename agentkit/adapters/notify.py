@@ -66,6 +66,7 @@ __all__ = [
     "GREY",
     "RED",
     "YELLOW",
+    "AgentSessionNotifier",
     "DiscordWebhookNotifier",
     "EventRenderer",
     "Payload",

@@ -321,11 +321,11 @@ class AgentService:
             raise ToolError(f"agent {parent.id} has no recorded workspace")
         path = f"{SESSION_DIR}/{parent.session_id}.jsonl"
         session = SessionOptions(resume=parent.session_id, parent=parent.id, files={path: saved})
-        return await self.spawn(
-            message, parent.workspace, timeout_ms, session=session, **options
-        )
+        return await self.spawn(message, parent.workspace, timeout_ms, session=session, **options)
 
-    async def send(self, container_id: str, message: str, *, interrupt: bool = False) -> AgentStatus:
+    async def send(
+        self, container_id: str, message: str, *, interrupt: bool = False
+    ) -> AgentStatus:
         """Deliver ``message`` to a running agent through its open input."""
         status = await self.status(container_id)
         if status.finished:

@@ -191,13 +191,15 @@ class Sessions(RunObserver):
                 if isinstance(rid, str) and st.approvals.pop(rid, None) is not None:
                     self._cancel(st, f"approval:{rid}")
                     self._after_approvals(st)
-        elif isinstance(event, ResultEvent):
-            if st.pending_messages == 0 and not st.approvals:
-                self._set_phase(st, "waiting", "message")
-                self._arm(st, "end", self.hold, lambda: self._spawn(self._end(run_id)))
-        elif isinstance(event, AssistantText | AssistantToolUse | ToolResultEvent):
-            if st.phase == "waiting" and st.waiting_for == "message":
-                self._set_phase(st, "running", None)
+        elif isinstance(event, ResultEvent) and st.pending_messages == 0 and not st.approvals:
+            self._set_phase(st, "waiting", "message")
+            self._arm(st, "end", self.hold, lambda: self._spawn(self._end(run_id)))
+        elif (
+            isinstance(event, AssistantText | AssistantToolUse | ToolResultEvent)
+            and st.phase == "waiting"
+            and st.waiting_for == "message"
+        ):
+            self._set_phase(st, "running", None)
 
     async def on_finished(self, record: RunRecord) -> None:
         self.finished(record.id)

@@ -252,26 +252,23 @@ class SwarmRuntime(SwarmFollowing, Runtime):
 
     # --- sessions: through the task's container, on this engine's node only --------------------
 
-    async def _local_container(self, name: str) -> str:
-        """The container of the run's task, if it runs on the node this engine is (a service's
-        task can only be attached or copied from through the engine of its own node)."""
-        info = await self.inspect(name)
-        task = (info.raw.get("Task") or {}) if isinstance(info.raw, Mapping) else {}
-        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-        if info.node != self.node_id or not container:
+    async def _session_container(self, name: str) -> str:
+        """The container of the run's task when it runs on this engine's node: a service's task
+        can only be attached or copied from through the engine of its own node."""
+        cid = await self._local_container(name, wait=False)
+        if cid is None:
             raise ToolError(
-                f"{name} runs on swarm node {info.node or '?'}, not on the manager this "
-                "controller talks to: its input and files are reachable only through that "
-                "node's engine (see docs/sessions.md)"
+                f"{name} does not run on the swarm node this controller talks to: its input "
+                "and files are reachable only through that node's engine (see docs/sessions.md)"
             )
-        return str(container)
+        return cid
 
     async def write_stdin(self, name: str, data: bytes) -> None:
-        await self.engine.write_stdin(await self._local_container(name), data)
+        await self.engine.write_stdin(await self._session_container(name), data)
 
     async def copy_out(self, name: str, path: str, *, max_bytes: int) -> bytes | None:
         return await self.engine.copy_out(
-            await self._local_container(name), path, max_bytes=max_bytes
+            await self._session_container(name), path, max_bytes=max_bytes
         )
 
     async def inspect(self, name: str) -> RunInfo:

@@ -57,7 +57,9 @@ def _status_text(status: AgentStatus, *, detail: bool = True) -> str:
         if status.waiting_for:
             phase += f" (waiting for {'an ' if status.waiting_for == 'approval' else 'a '}"
             phase += f"{status.waiting_for})"
-        lines.append(f"Phase: {phase}{', STALLED: no event for a long time' if status.stalled else ''}.")
+        lines.append(
+            f"Phase: {phase}{', STALLED: no event for a long time' if status.stalled else ''}."
+        )
         for approval in status.approvals or []:
             shown = _clip(str(approval.get("input")), 300)
             lines.append(

@@ -60,7 +60,8 @@ async def send_to_claude_agent(
     """
     status = await ctx.require_agents().send(container_id, message, interrupt=interrupt)
     return ToolResult(
-        ("Interrupted and sent" if interrupt else "Sent") + f" the message.\n"
+        ("Interrupted and sent" if interrupt else "Sent")
+        + " the message.\n"
         + _status_text(status, detail=False),
         data=status.to_dict(),
     )
