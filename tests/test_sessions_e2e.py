@@ -136,7 +136,11 @@ async def test_continue_after_exit_and_after_a_controller_restart(
         assert any("And now a third time." in t for t in texts)
 
 
-async def test_a_message_sent_mid_run_reaches_the_model(agent_image: str, tmp_path: Path) -> None:
+async def test_a_message_sent_mid_run_reaches_the_model(
+    agent_image: str, host: tuple[Executor, Callable[..., Settings]]
+) -> None:
+    """Local and over SSH: the message goes through an attach on the executor's channel."""
+    executor, make_settings = host
     script = ClaudeCodeScript(
         [
             # the message arrives while this tool runs
@@ -146,8 +150,13 @@ async def test_a_message_sent_mid_run_reaches_the_model(agent_image: str, tmp_pa
     )
     gateway = await bridge_gateway()
     async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
-        settings = _settings(tmp_path, agent_image, server.url_for(gateway))
-        async with AgentService(LocalExecutor(), settings) as agents:
+        settings = make_settings(
+            image=agent_image,
+            anthropic_api_key="sk-ant-test-sessions",
+            anthropic_base_url=server.url_for(gateway),
+            container_memory="2g",
+        )
+        async with AgentService(executor, settings) as agents:
             run = await agents.spawn("Run a command", "steer", 180_000)
             await _first(agents.watch(run.id), lambda e: isinstance(e, AssistantToolUse))
             status = await agents.send(run.id, "EXTRA-NOTE: also update the README")

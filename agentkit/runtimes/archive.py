@@ -79,7 +79,7 @@ def unpack_one(archive: bytes, name: str, *, max_bytes: int) -> bytes | None:
                     return None
                 if member.size > max_bytes:
                     raise ToolError(
-                        f"{name} is {member.size} bytes, more than the {max_bytes} allowed"
+                        f"{name} is larger than {max_bytes} bytes ({member.size} bytes)"
                     )
                 handle = tar.extractfile(member)
                 return handle.read(max_bytes + 1)[:max_bytes] if handle is not None else None

@@ -439,13 +439,16 @@ class DockerRuntime(Runtime):
 
     async def _write_stdin(self, name: str, data: bytes) -> None:
         with self._errors(f"write to the input of {name}"):
+            # asked every time (a fraction of a millisecond): a kept attach to a container that
+            # ended would swallow the write without an error
+            info = await self.inspect(name)
+            if info.state != RunState.RUNNING:
+                await self._drop_stdin(name)
+                raise ConflictError(f"{name} is not running: its input is closed")
+            if not (info.raw.get("Config") or {}).get("OpenStdin"):
+                raise ToolError(f"{name} was not started with an open input")
             stream = self._stdin.get(name)
             if stream is None:
-                info = await self.inspect(name)
-                if info.state != RunState.RUNNING:
-                    raise ConflictError(f"{name} is not running: its input is closed")
-                if not (info.raw.get("Config") or {}).get("OpenStdin"):
-                    raise ToolError(f"{name} was not started with an open input")
                 stream = self.docker.containers.container(name).attach(
                     stdin=True, stdout=False, stderr=False, logs=False
                 )

@@ -255,7 +255,7 @@ class SwarmRuntime(SwarmFollowing, Runtime):
     async def _session_container(self, name: str) -> str:
         """The container of the run's task when it runs on this engine's node: a service's task
         can only be attached or copied from through the engine of its own node."""
-        cid = await self._local_container(name, wait=False)
+        cid = await self._local_container(name, wait=True)
         if cid is None:
             raise ToolError(
                 f"{name} does not run on the swarm node this controller talks to: its input "
