@@ -211,6 +211,9 @@ async def test_approvals_are_answered_denied_and_expire(
         status = await agents.status(run.id)
         assert status.waiting_for == "approval"
         assert [a["id"] for a in status.approvals or []] == [asked.approval["id"]]
+        waited = await agents.wait(run.id, 10_000)  # returns at once: only a person can go on
+        assert waited.needs_approval
+        assert not waited.timed_out
         with pytest.raises(NotFoundError, match="no pending approval 'nope'"):
             await agents.answer(run.id, "nope", True)
         await agents.answer(run.id, asked.approval["id"], False, "not today")
@@ -219,6 +222,8 @@ async def test_approvals_are_answered_denied_and_expire(
 
         notices.seen.clear()
         run = await agents.spawn("bash ls", "ws", 60_000, ask_tools=["Bash"])
+        waited = await agents.wait(run.id, 10_000)  # ends early when the request arrives
+        assert waited.needs_approval
         await notices.first("needs_approval")
         denied = await notices.first("denied")  # nobody answered within 0.3 s
         assert denied.approval is not None
@@ -248,6 +253,8 @@ async def test_discord_buttons_answer_an_agent_and_strangers_cannot(
             agents.answer, channel, AccessPolicy([111], []), redactor=agents.redactor
         )
         agents.subscribe(relay)
+        notices = Notices()
+        agents.subscribe(notices)
         run = await agents.spawn("bash make deploy", "ws", 60_000, ask_tools=["Bash"])
         async with asyncio.timeout(10):
             await channel.posted.wait()
@@ -258,6 +265,7 @@ async def test_discord_buttons_answer_an_agent_and_strangers_cannot(
         stranger = interaction(STRANGER)
         assert await posted.view.interaction_check(stranger) is False
         await posted.view.approve.callback(interaction(ALLOWED))
+        await notices.first("approved")  # the relay answered the agent
         done = (await agents.wait(run.id, 10_000)).status
         assert done.result_text == "ran it"
         await relay.aclose()

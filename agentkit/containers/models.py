@@ -223,6 +223,8 @@ class AgentStatus:
 class WaitResult:
     status: AgentStatus
     timed_out: bool
+    #: the wait ended early because the agent needs an approval (it still runs)
+    needs_approval: bool = False
 
 
 @dataclass(slots=True)

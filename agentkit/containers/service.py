@@ -524,7 +524,8 @@ class AgentService:
     async def wait(self, container_id: str, timeout_ms: int = 600_000) -> WaitResult:
         """Wait until the agent finishes (event-driven) or ``timeout_ms`` passes.
 
-        On timeout the agent keeps running and ``timed_out`` is true.
+        On timeout the agent keeps running and ``timed_out`` is true. An agent that asks for an
+        approval ends the wait early (``needs_approval``): only a person can let it go on.
         """
         status = await self.status(container_id)
         if status.finished:
@@ -532,11 +533,22 @@ class AgentService:
         run = self.registry.get(status.id)
         if run is None:  # finished in the meantime
             return WaitResult(await self.status(status.id), timed_out=False)
+        if status.waiting_for == "approval":  # nobody can finish it but a person
+            return WaitResult(status, timed_out=False, needs_approval=True)
+        asked = self.sessions.approval_event(status.id)
+        done = asyncio.ensure_future(run.done.wait())
+        needs = asyncio.ensure_future(asked.wait())
         try:
-            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
-                await run.done.wait()
-        except TimeoutError:
+            finished, _ = await asyncio.wait(
+                {done, needs}, timeout=max(timeout_ms, 0) / 1000, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for task in (done, needs):
+                task.cancel()
+        if not finished:
             return WaitResult(await self.status(status.id), timed_out=True)
+        if not run.done.is_set():
+            return WaitResult(await self.status(status.id), timed_out=False, needs_approval=True)
         return WaitResult(run.final or await self.status(status.id), timed_out=False)
 
     async def list(self) -> list[AgentStatus]:

@@ -112,6 +112,8 @@ class SessionState:
     last_event_at: float = field(default_factory=time.time)
     approvals: dict[str, Approval] = field(default_factory=dict)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, repr=False)
+    #: set whenever an approval request arrives (waiters return early)
+    asked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +163,12 @@ class Sessions(RunObserver):
 
     def state(self, run_id: str) -> SessionState | None:
         return self.states.get(run_id)
+
+    def approval_event(self, run_id: str) -> asyncio.Event:
+        """An event set when ``run_id`` next asks for an approval."""
+        st = self._state(run_id)
+        st.asked.clear()
+        return st.asked
 
     def _state(self, run_id: str) -> SessionState:
         st = self.states.get(run_id)
@@ -233,6 +241,7 @@ class Sessions(RunObserver):
             raw_input=request.get("input"),
         )
         st.approvals[rid] = approval
+        st.asked.set()
         self._cancel(st, "end")
         self._arm(
             st,

@@ -231,7 +231,18 @@ async def wait_for_claude_agent(
     """
     waited = await ctx.require_agents().wait(container_id, timeout)
     status = waited.status
-    data = {**status.to_dict(), "wait_timed_out": waited.timed_out}
+    data = {
+        **status.to_dict(),
+        "wait_timed_out": waited.timed_out,
+        "needs_approval": waited.needs_approval,
+    }
+    if waited.needs_approval:
+        return ToolResult(
+            "The agent is waiting for an approval before it can go on.\n"
+            + _status_text(status)
+            + "\nAsk the user, then answer with approve_claude_agent.",
+            data=data,
+        )
     if waited.timed_out:
         return ToolResult(
             f"Still running after waiting {_duration(timeout / 1000)}.\n"
