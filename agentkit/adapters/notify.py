@@ -408,4 +408,3 @@ class DiscordWebhookNotifier:
             with contextlib.suppress(ValueError):
                 wait = min(float(reset_after), self.max_retry_after)
                 self._bucket_reset = time.monotonic() + wait
-

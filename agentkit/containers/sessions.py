@@ -405,8 +405,7 @@ class Sessions(RunObserver):
         )
         run = self.registry.get(st.run_id)
         if run is not None:
-            for queue in run.watchers:
-                queue.put_nowait(notice)
+            run.push_notice(notice)
         self.registry.session_changed(st.run_id, notice)
 
     def _arm(self, st: SessionState, key: str, delay: float, fire: Callable[[], None]) -> None:
