@@ -45,6 +45,7 @@ from agentkit.runtimes.docker_engine import docker_errors
 from agentkit.runtimes.swarm_follow import (
     BACKSTOP,
     LOG_IDLE,
+    SERVICE_LABEL,
     SwarmFollowing,
     newest_task,
 )
@@ -255,7 +256,11 @@ class SwarmRuntime(SwarmFollowing, Runtime):
     async def _session_container(self, name: str) -> str:
         """The container of the run's task when it runs on this engine's node: a service's task
         can only be attached or copied from through the engine of its own node."""
+        # waits until the task is placed; a task already running is found by its service label
         cid = await self._local_container(name, wait=True)
+        if cid is None:
+            here = await self.engine.list({SERVICE_LABEL: name})
+            cid = next((c.id for c in here if c.running), None)
         if cid is None:
             raise ToolError(
                 f"{name} does not run on the swarm node this controller talks to: its input "
