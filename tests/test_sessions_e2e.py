@@ -18,7 +18,13 @@ import pytest
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
-from agentkit.containers.streamjson import AssistantToolUse, Event, SessionNotice, UnknownEvent
+from agentkit.containers.streamjson import (
+    AssistantToolUse,
+    Event,
+    SessionNotice,
+    ToolResultEvent,
+    UnknownEvent,
+)
 from agentkit.errors import ConflictError, NotFoundError, ToolError
 from agentkit.executors.base import Executor
 from agentkit.executors.local import LocalExecutor
@@ -143,8 +149,9 @@ async def test_a_message_sent_mid_run_reaches_the_model(
     executor, make_settings = host
     script = ClaudeCodeScript(
         [
-            # the message arrives while this tool runs
-            reply.tool_use("Bash", {"command": "sleep 4", "description": "wait"}),
+            reply.tool_use("Bash", {"command": "true", "description": "check"}),
+            # the message arrives while the model is still thinking about this answer
+            reply.text("First answer.").delayed(3.0),
             reply.text("Took the extra note."),
         ]
     )
@@ -158,22 +165,23 @@ async def test_a_message_sent_mid_run_reaches_the_model(
         )
         async with AgentService(executor, settings) as agents:
             run = await agents.spawn("Run a command", "steer", 360_000)
-            await _first(agents.watch(run.id), lambda e: isinstance(e, AssistantToolUse))
+            await _first(agents.watch(run.id), lambda e: isinstance(e, ToolResultEvent))
             status = await agents.send(run.id, "EXTRA-NOTE: also update the README")
             assert status.state == AgentState.RUNNING
             done = (await agents.wait(run.id, WAIT_MS)).status
             assert done.state == AgentState.SUCCEEDED, done
+            assert done.result_text == "Took the extra note."  # it did not end before taking it
             # sending to the finished agent is refused with what to do instead
             with pytest.raises(ConflictError, match="continue_claude_agent"):
                 await agents.send(run.id, "too late")
-    # measured: Claude Code hands a message that arrives mid-turn to the model in the SAME turn,
-    # with the next request after the running tool's result (no extra turn)
+    # measured: a message that arrives while the model answers is taken when that turn ends,
+    # and starts the next turn (its request carries the whole conversation and the message)
     requests = script.main_requests
-    assert len(requests) == 2
-    assert not any("EXTRA-NOTE" in t for t in _texts(requests[0].messages))
-    note = [t for t in _texts(requests[1].messages) if "EXTRA-NOTE" in t]
-    assert note
-    assert "sent a new message while you were working" in note[0]
+    assert len(requests) == 3
+    assert not any("EXTRA-NOTE" in t for t in _texts(requests[1].messages))
+    last = _texts(requests[2].messages)
+    assert "First answer." in last
+    assert last[-1] == "EXTRA-NOTE: also update the README"
 
 
 async def test_approval_granted_runs_the_tool_and_a_denial_stops_it(
