@@ -85,8 +85,10 @@ async def _first(stream: AsyncIterator[Event], want: Callable[[Event], bool]) ->
 
 
 async def test_continue_after_exit_and_after_a_controller_restart(
-    agent_image: str, tmp_path: Path
+    agent_image: str, host: tuple[Executor, Callable[..., Settings]]
 ) -> None:
+    """Local and over SSH: the transcript moves through the Engine API's archive endpoint."""
+    executor, make_settings = host
     script = ClaudeCodeScript(
         [
             reply.text("The secret word is PINEAPPLE-7."),
@@ -94,10 +96,14 @@ async def test_continue_after_exit_and_after_a_controller_restart(
             reply.text("Third run here."),
         ]
     )
-    executor = LocalExecutor()
     gateway = await bridge_gateway()
     async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
-        settings = _settings(tmp_path, agent_image, server.url_for(gateway))
+        settings = make_settings(
+            image=agent_image,
+            anthropic_api_key="sk-ant-test-sessions",
+            anthropic_base_url=server.url_for(gateway),
+            container_memory="2g",
+        )
         async with AgentService(executor, settings) as agents:
             first = await agents.spawn("Remember a secret word: FIRST-TASK-TEXT", "sess", 360_000)
             done = (await agents.wait(first.id, WAIT_MS)).status
