@@ -66,7 +66,6 @@ __all__ = [
     "GREY",
     "RED",
     "YELLOW",
-    "AgentSessionNotifier",
     "DiscordWebhookNotifier",
     "EventRenderer",
     "Payload",
