@@ -74,3 +74,9 @@ async def test_gateway_bench_runs_side_by_side() -> None:
     out = _bench("gateway.py", "--n", "5", "--agents", "3", timeout=400)
     assert "added p50" in out
     assert "3 of 3 metered" in out
+
+
+async def test_sessions_bench_runs() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    out = _bench("sessions.py", "--n", "5")
+    assert "echo" in out
