@@ -296,3 +296,27 @@ async def test_the_webhook_notifier_posts_approvals_and_stalls(
     assert "Agent stalled" in titles
     text = json.dumps(posted)
     assert "rm -rf build" in text
+
+
+async def test_the_bot_relays_agent_approvals_with_its_own_allowlist(
+    tmp_path: Path, memory: MemoryRuntime
+) -> None:
+    from agentkit.adapters.discord_bot import build_bot
+
+    channel = SignallingChannel()
+    settings = make_settings(tmp_path, session_hold=0.0, discord_allowed_users="111")
+    async with AgentService(LocalExecutor(), settings, runtime=memory) as agents:
+        bot = build_bot(lambda: None, settings)  # type: ignore[arg-type,return-value]
+        relay = bot.relay_agent_approvals(agents, channel)
+        notices = Notices()
+        agents.subscribe(notices)
+        run = await agents.spawn("bash make deploy", "ws", 60_000, ask_tools=["Bash"])
+        async with asyncio.timeout(10):
+            await channel.posted.wait()
+        assert channel.last is not None
+        await channel.last.view.deny.callback(interaction(ALLOWED))
+        await notices.first("denied")
+        done = (await agents.wait(run.id, 10_000)).status
+        assert done.result_text == "denied: denied by alice on Discord"
+        await relay.aclose()
+        await bot.close()
