@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.launch import (
-    check_budget,
     SessionOptions,
+    check_budget,
     check_network,
     check_task,
     check_timeout,
@@ -151,9 +151,7 @@ class Launcher:
             session=session,
         )
         try:
-            await self.start(
-                runtime, spec, meta, task, files=session.files if session else None
-            )
+            await self.start(runtime, spec, meta, task, files=session.files if session else None)
         except BaseException:
             if gateway is not None:
                 with contextlib.suppress(Exception):

@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
@@ -66,7 +66,7 @@ from agentkit.containers.runs import RunStore
 from agentkit.containers.session_api import SessionMethods
 from agentkit.containers.sessions import Sessions
 from agentkit.containers.streamjson import Event, parse_line, render_events
-from agentkit.errors import NotFoundError, ToolError
+from agentkit.errors import AgentkitError, NotFoundError, ToolError
 from agentkit.redact import Redactor
 from agentkit.runtimes.base import RunInfo, Runtime
 

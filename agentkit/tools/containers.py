@@ -92,11 +92,8 @@ async def spawn_claude_agent(
     timeout: Annotated[  # noqa: ASYNC109 - public parameter name
         int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
     ] = 600000,
-<<<<<<< HEAD
     max_cost_usd: Annotated[float | None, Field(gt=0)] = None,
-=======
     ask_tools: Annotated[list[str], Field(max_length=32)] | None = None,
->>>>>>> 2d5e49e (sessions: phases, end-of-input rule, messages, approvals (can_use_tool), stalls; sessions saved with the run record; continue/send/approve tools)
 ) -> ToolResult:
     """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
 
@@ -112,21 +109,19 @@ async def spawn_claude_agent(
             <workspaces root>/<name> on the agent host; created if missing. Paths deeper
             inside a workspace are refused.
         timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
-<<<<<<< HEAD
         max_cost_usd: budget in US dollars for the agent's model requests; once spent, its
             requests are refused and it ends as budget_exceeded (default: the configured one).
-    """
-    status = await ctx.require_agents().spawn(
-        task, workspace_path, timeout, max_cost_usd=max_cost_usd
-=======
         ask_tools: optional permission rules whose tool calls wait for a person's approval
             instead of running free, e.g. ["Bash(git push:*)", "WebFetch"]; the agent then
             shows "needs approval" in get_claude_status (answer with approve_claude_agent).
             Unanswered requests are denied after a while.
     """
     status = await ctx.require_agents().spawn(
-        task, workspace_path, timeout, ask_tools=tuple(ask_tools or ())
->>>>>>> 2d5e49e (sessions: phases, end-of-input rule, messages, approvals (can_use_tool), stalls; sessions saved with the run record; continue/send/approve tools)
+        task,
+        workspace_path,
+        timeout,
+        max_cost_usd=max_cost_usd,
+        ask_tools=tuple(ask_tools or ()),
     )
     return ToolResult(
         f"Spawned agent {status.id} in {status.workspace} (deadline in "
