@@ -190,6 +190,20 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_RUN_RETENTION"),
         description="Keep finished run records this long and/or this many, e.g. '30d,5000'.",
     )
+    # --- sessions (agentkit/containers/sessions.py) ------------------------------------------
+    session_hold: float = Field(default=1.0, ge=0, validation_alias=_env("AGENTKIT_SESSION_HOLD"))
+    approval_timeout: float = Field(
+        default=300.0, gt=0, validation_alias=_env("AGENTKIT_APPROVAL_TIMEOUT")
+    )
+    stall_timeout: float = Field(
+        default=600.0, ge=0, validation_alias=_env("AGENTKIT_STALL_TIMEOUT")
+    )
+    stall_action: Literal["notify", "stop"] = Field(
+        default="notify", validation_alias=_env("AGENTKIT_STALL_ACTION")
+    )
+    session_max_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, validation_alias=_env("AGENTKIT_SESSION_MAX_BYTES")
+    )
     container_env_passthrough: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["ANTHROPIC_BASE_URL"],
         validation_alias=_env("AGENTKIT_CONTAINER_ENV"),

@@ -1,4 +1,4 @@
-"""`connect()`: wire settings -> executor -> services -> the twelve tools, in one place."""
+"""`connect()`: wire settings -> executor -> services -> the product tools, in one place."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ if TYPE_CHECKING:
 
 
 def default_tools() -> list[Any]:
-    """The twelve product tools: six for agents (containers), six for workspaces."""
+    """The fifteen product tools: six for agents, six for workspaces, three for sessions."""
     from agentkit.tools.containers import container_tools
+    from agentkit.tools.sessions import session_tools
     from agentkit.tools.workspaces import workspace_tools
 
-    return [*container_tools(), *workspace_tools()]
+    return [*container_tools(), *workspace_tools(), *session_tools()]
 
 
 @dataclass

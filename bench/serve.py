@@ -39,6 +39,7 @@ from httpx_sse import aconnect_sse
 
 from agentkit.config import Settings
 from agentkit.connect import connect
+from agentkit.containers.live import NOTICE_INDEX
 from agentkit.serve import create_app
 from bench._sampling import pct
 from tests.containers_support import BASE_IMAGE, remove_containers_of_root
@@ -137,7 +138,8 @@ async def subscriber(client: httpx.AsyncClient, path: str, ready: asyncio.Event)
         async for sse in source.aiter_sse():
             if sse.event == "end":
                 return ids
-            ids.append(sse.id)
+            if int(sse.id.split(".")[-1]) < NOTICE_INDEX:  # not agentkit's phase notices
+                ids.append(sse.id)
     return ids
 
 

@@ -53,7 +53,8 @@ async def main() -> None:
             after_tool = notifier.after_tool if notifier is not None else None
             return conn.agent(system=SYSTEM, after_tool=after_tool)
 
-        await run_discord_bot(make_agent, settings)
+        # agents' approval requests (ask_tools) get buttons in the first AGENTKIT_DISCORD_CHANNELS
+        await run_discord_bot(make_agent, settings, agents=conn.agents)
 
 
 if __name__ == "__main__":

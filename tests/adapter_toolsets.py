@@ -73,8 +73,8 @@ def leaky_toolset() -> Toolset:
 toolset = make_toolset()
 
 
-def twelve_tools() -> Toolset:
-    """The product's twelve tools, wired to workspaces on this machine (``AGENTKIT_ROOT``).
+def product_tools() -> Toolset:
+    """The product's fifteen tools, wired to workspaces on this machine (``AGENTKIT_ROOT``).
 
     No Docker: the agent tools are listed but only workspace tools are meant to be called.
     """
@@ -82,6 +82,7 @@ def twelve_tools() -> Toolset:
     from agentkit.executors.local import LocalExecutor
     from agentkit.tools.base import ToolContext
     from agentkit.tools.containers import container_tools
+    from agentkit.tools.sessions import session_tools
     from agentkit.tools.workspaces import workspace_tools
     from agentkit.workspaces.service import WorkspaceService
 
@@ -89,4 +90,4 @@ def twelve_tools() -> Toolset:
     executor = LocalExecutor()
     workspaces = WorkspaceService(executor, settings)
     context = ToolContext(settings=settings, executor=executor, workspaces=workspaces)
-    return Toolset([*container_tools(), *workspace_tools()], context=context)
+    return Toolset([*container_tools(), *workspace_tools(), *session_tools()], context=context)

@@ -33,6 +33,10 @@ SCENARIOS = {
     "slow": "printf 'first\\n'; sleep 1.5; printf 'second\\n'",
     "forever": "printf 'up\\n'; exec sleep 300",
     "hog": "tail /dev/zero",
+    # sessions: two input lines echoed; a file (and a link) left behind; a copied-in file read
+    "input": "IFS= read -r a; printf 'got:%s\\n' \"$a\"; IFS= read -r b; printf 'got:%s\\n' \"$b\"",
+    "files": "printf hello > /tmp/out.txt; ln -s /etc/passwd /tmp/link; printf done",
+    "copied": "cat /tmp/in/x.txt; stat -c ' %u' /tmp/in/x.txt",
     "inside": (
         "id -u; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; "
         "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; "
@@ -63,6 +67,17 @@ async def memory_agent(run: MemoryRun) -> int:
         return 0
     if scenario == "hog":
         raise MemoryExit(137, ExitReason.OOM)
+    if scenario == "input":
+        for _ in range(2):
+            run.emit("got:" + (await run.read_input()).decode())
+        return 0
+    if scenario == "files":
+        run.files["/tmp/out.txt"] = b"hello"
+        run.emit("done")
+        return 0
+    if scenario == "copied":
+        run.emit(run.files["/tmp/in/x.txt"].decode() + " 1001")
+        return 0
     raise AssertionError(f"unknown scenario {scenario!r}")
 
 

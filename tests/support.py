@@ -27,7 +27,7 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-#: The twelve product tools: names are a public contract.
+#: The fifteen product tools: names are a public contract.
 TOOL_NAMES = frozenset(
     {
         "spawn_claude_agent",
@@ -42,6 +42,9 @@ TOOL_NAMES = frozenset(
         "push_workspace",
         "create_branch",
         "delete_workspace",
+        "continue_claude_agent",
+        "send_to_claude_agent",
+        "approve_claude_agent",
     }
 )
 

@@ -112,12 +112,12 @@ def test_load_toolset_rejects_what_is_not_a_toolset() -> None:
         load_toolset("tests.adapter_toolsets")
 
 
-async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
+async def test_the_product_tools_are_served_and_a_workspace_tool_runs_locally(
     tmp_path: Path,
 ) -> None:
-    from tests.adapter_toolsets import twelve_tools
+    from tests.adapter_toolsets import product_tools
 
-    expected = twelve_tools()
+    expected = product_tools()
     root = tmp_path / "agentkit-root"
     (root / "workspaces").mkdir(parents=True)
     params = StdioServerParameters(
@@ -126,7 +126,7 @@ async def test_the_twelve_tools_are_served_and_a_workspace_tool_runs_locally(
             "-m",
             "agentkit.adapters.mcp_server",
             "--toolset",
-            "tests.adapter_toolsets:twelve_tools",
+            "tests.adapter_toolsets:product_tools",
         ],
         cwd=str(ROOT),
         env={"PYTHONPATH": str(ROOT), "AGENTKIT_ROOT": str(root), "AGENTKIT_HOST": ""},

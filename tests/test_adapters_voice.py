@@ -182,7 +182,7 @@ async def test_a_client_tool_call_message_from_the_service_is_answered_on_the_so
     }
 
 
-def test_voice_example_prints_client_tool_definitions_for_the_twelve_tools() -> None:
+def test_voice_example_prints_client_tool_definitions_for_the_product_tools() -> None:
     import json
     import subprocess
     import sys
@@ -202,10 +202,15 @@ def test_voice_example_prints_client_tool_definitions_for_the_twelve_tools() -> 
         return list(json.loads(out))
 
     safe = {c["name"] for c in printed()}
-    assert len(safe) == 9
-    assert not safe & {"stop_claude_agent", "push_workspace", "delete_workspace"}
+    assert len(safe) == 11
+    assert not safe & {
+        "stop_claude_agent",
+        "push_workspace",
+        "delete_workspace",
+        "approve_claude_agent",
+    }
     configs = printed("--allow-destructive")
-    assert len(configs) == 12
+    assert len(configs) == 15
     spawn = next(c for c in configs if c["name"] == "spawn_claude_agent")
     assert spawn["parameters"]["required"] == ["task", "workspace_path"]
     assert all(c["type"] == "client" for c in configs)

@@ -90,3 +90,9 @@ async def test_scale_bench_runs_every_section() -> None:
     assert "5 chatty agents" in out
     assert "0 lines missing in records" in out
     assert "spawn on 300 files" in out
+
+
+async def test_sessions_bench_runs() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    out = _bench("sessions.py", "--n", "5")
+    assert "echo" in out

@@ -54,7 +54,7 @@ def agentkit(
     )
 
 
-def test_tools_json_lists_the_twelve_tools_with_schemas(tmp_path: Path) -> None:
+def test_tools_json_lists_the_product_tools_with_schemas(tmp_path: Path) -> None:
     proc = agentkit(tmp_path, "tools", "--json")
     assert proc.returncode == 0, proc.stderr
     tools = json.loads(proc.stdout)
@@ -289,7 +289,9 @@ async def test_logs_follow_prints_lines_as_a_running_agent_writes_them(tmp_path:
                 await proc.wait()
         stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
         assert code == 0, stderr
-        finished, final = (json.loads(line) for line in rest.decode().splitlines())
+        # the pushed phase change follows the result: answered, input open for the hold
+        finished, waiting, final = (json.loads(line) for line in rest.decode().splitlines())
+        assert waiting == {"id": spawned.id, "text": "[waiting] waiting for message"}
         assert finished == {
             "id": spawned.id,
             "text": "[finished] success, 3 turns, $0.5000: all done",

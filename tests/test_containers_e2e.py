@@ -20,7 +20,7 @@ import pytest
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
-from agentkit.containers.streamjson import AssistantToolUse, ResultEvent
+from agentkit.containers.streamjson import AssistantToolUse, ResultEvent, SessionNotice
 from agentkit.errors import NotFoundError
 from agentkit.executors.base import Executor
 from agentkit.executors.local import LocalExecutor
@@ -117,7 +117,7 @@ async def test_agent_writes_a_file_end_to_end(
             assert "Env" not in (await runtime.inspect(agent_id)).raw["Config"]  # agentkit's
             hc = raw["HostConfig"]
             assert raw["Config"]["User"] == "1001:1001"
-            assert raw["Config"]["OpenStdin"] is False
+            assert raw["Config"]["OpenStdin"] is True  # session mode: messages arrive on stdin
             assert raw["Config"]["Labels"]["agentkit.managed-by"] == "agentkit"
             assert hc["Init"] is True
             assert hc["CapDrop"] == ["ALL"]
@@ -151,7 +151,10 @@ async def test_agent_writes_a_file_end_to_end(
 
             watched = await asyncio.wait_for(watcher, 30)
             assert any(isinstance(e, AssistantToolUse) and e.name == "Write" for e in watched)
-            assert isinstance(watched[-1], ResultEvent)
+            # the result, then the pushed phase change: answered, input open for the hold
+            assert isinstance(watched[-2], ResultEvent)
+            assert isinstance(watched[-1], SessionNotice)
+            assert (watched[-1].phase, watched[-1].waiting_for) == ("waiting", "message")
             status = await toolset.call("get_claude_status", {"container_id": agent_id})
             output = await toolset.call("get_claude_output", {"container_id": agent_id})
             listing = await toolset.call("list_claude_agents", {})
@@ -186,7 +189,10 @@ async def test_agent_writes_a_file_end_to_end(
             out2 = await again.output(agent_id, lines=10)
             assert "tool Write" in out2.text
             replay = [event async for event in again.watch(agent_id)]
-            assert [type(e) for e in replay] == [type(e) for e in watched]
+            # the record replays what the agent printed; phase changes were pushed live only
+            printed = [e for e in watched if not isinstance(e, SessionNotice)]
+            assert [type(e) for e in replay] == [type(e) for e in printed]
+            assert [e.kind for e in watched if isinstance(e, SessionNotice)] == ["waiting"]
             waited2 = await again.wait(agent_id, 1000)
             assert waited2.timed_out is False
             assert waited2.status.session_id == waited.data["session_id"]

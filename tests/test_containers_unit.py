@@ -136,7 +136,8 @@ def test_create_body_is_hardened() -> None:
     body = DockerRuntime.create_body(spec)
     host = body["HostConfig"]
     assert body["User"] == "1001:1001"
-    assert body["OpenStdin"] is False
+    assert body["OpenStdin"] is True  # session mode: messages and answers arrive on stdin
+    assert body["StdinOnce"] is False  # ... across attaches (a restarted controller attaches again)
     assert body["AttachStdin"] is False
     assert body["Tty"] is False
     assert "Cmd" not in body  # the image's entrypoint runs; the task never is an argument

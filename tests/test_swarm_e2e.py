@@ -18,7 +18,7 @@ import pytest
 
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService
-from agentkit.containers.streamjson import AssistantToolUse, ResultEvent
+from agentkit.containers.streamjson import AssistantToolUse, ResultEvent, SessionNotice
 from agentkit.errors import NotFoundError
 from agentkit.executors.local import LocalExecutor
 from agentkit.testing import ScriptedAnthropicServer, reply
@@ -86,7 +86,9 @@ async def test_claude_code_runs_as_a_swarm_service_end_to_end(
                 assert waited.data["cost_usd"] > 0
                 watched = await asyncio.wait_for(watcher, 30)
                 assert any(isinstance(e, AssistantToolUse) and e.name == "Write" for e in watched)
-                assert isinstance(watched[-1], ResultEvent)
+                # the result, then the pushed phase change (answered; input open for the hold)
+                assert isinstance(watched[-2], ResultEvent)
+                assert isinstance(watched[-1], SessionNotice)
                 status = await toolset.call("get_claude_status", {"container_id": agent_id})
                 output = await toolset.call("get_claude_output", {"container_id": agent_id})
                 listing = await toolset.call("list_claude_agents", {})

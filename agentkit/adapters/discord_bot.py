@@ -170,9 +170,31 @@ class AgentkitDiscordBot(discord.Client):
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
         self.sessions = sessions
         self.channel_ids = frozenset(int(c) for c in channel_ids)
+        #: (agent service, channel id): where agents' approval requests go once connected
+        self.approvals_to: tuple[Any, int] | None = None
+        self._relay: Any = None
 
     async def on_ready(self) -> None:
         logger.info("agentkit Discord bot ready as %s", self.user)
+        if self.approvals_to is not None and self._relay is None:
+            agents, channel_id = self.approvals_to
+            channel = self.get_channel(channel_id)
+            if channel is None:
+                logger.warning("approval channel %s not found: approvals only by tool", channel_id)
+            else:
+                self._relay = self.relay_agent_approvals(agents, channel)
+
+    def relay_agent_approvals(self, agents: Any, channel: Any) -> Any:
+        """Post ``agents``' (an ``AgentService``) approval requests to ``channel`` with buttons
+        only allowed people can press; returns the subscribed
+        :class:`~agentkit.adapters.discord_approvals.AgentApprovalRelay`."""
+        from agentkit.adapters.discord_approvals import AgentApprovalRelay
+
+        relay = AgentApprovalRelay(
+            agents.answer, channel, self.sessions.policy, redactor=agents.redactor
+        )
+        agents.subscribe(relay)
+        return relay
 
     def addressed(self, message: discord.Message) -> bool:
         if self.user is None or message.author.bot or message.author.id == self.user.id:
@@ -241,11 +263,19 @@ async def run_discord_bot(
     settings: Settings,
     *,
     channel_ids: Iterable[int] = (),
+    agents: Any = None,
     **session_options: Any,
 ) -> None:
-    """Run the bot until cancelled (``DISCORD_BOT_TOKEN`` from ``settings``)."""
+    """Run the bot until cancelled (``DISCORD_BOT_TOKEN`` from ``settings``).
+
+    ``agents`` (an ``AgentService``, e.g. ``conn.agents``): its agents' approval requests are
+    posted with buttons to the first of the bot's channels (``AGENTKIT_DISCORD_CHANNELS``).
+    """
     check_settings(settings)
     assert settings.discord_bot_token is not None
     bot = build_bot(make_agent, settings, channel_ids=channel_ids, **session_options)
+    channels = list(channel_ids) or settings.discord_channels
+    if agents is not None and channels:
+        bot.approvals_to = (agents, int(channels[0]))
     async with bot:
         await bot.start(settings.discord_bot_token.get_secret_value())

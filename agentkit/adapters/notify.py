@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.containers.records import RunRecord
     from agentkit.containers.registry import RunObserver
+    from agentkit.containers.streamjson import SessionNotice
 
 __all__ = [
     "BLUE",
@@ -248,7 +250,8 @@ class DiscordWebhookNotifier:
     def run_observer(self) -> RunObserver:
         """A run observer (``connect(observers=[notifier.run_observer()])``): every agent's end
         is reported as it happens - also agents nobody waits for - and once only (a later
-        ``wait_for_claude_agent`` result for the same agent is not reported again)."""
+        ``wait_for_claude_agent`` result for the same agent is not reported again); so are
+        approval requests (``ask_tools``), stalls, and a stalled agent moving again."""
         from agentkit.containers.registry import RunObserver
 
         notifier = self
@@ -257,7 +260,30 @@ class DiscordWebhookNotifier:
             async def on_finished(self, record: RunRecord) -> None:
                 notifier._enqueue_all(notifier.renderer.agent_ended(record.to_dict()))
 
+            def on_session(self, run_id: str, notice: SessionNotice) -> None:
+                notifier._session_changed(run_id, notice)
+
         return Observer()
+
+    def _session_changed(self, run_id: str, notice: SessionNotice) -> None:
+        """An agent asks for approval, stalls, or moves again after a stall (sessions.md)."""
+        if notice.kind == "needs_approval" and notice.approval:
+            approval = notice.approval
+            shown = json.dumps(approval.get("input"), ensure_ascii=False, default=str)[:800]
+            self.post(
+                f"Agent {run_id} asks to run {approval.get('tool', '?')}: {shown}\n"
+                f"Request {approval.get('id')}: answer with approve_claude_agent.",
+                title="Approval needed",
+                color=YELLOW,
+            )
+        elif notice.kind == "stalled":
+            self.post(
+                f"Agent {run_id} printed nothing for a long time (AGENTKIT_STALL_TIMEOUT).",
+                title="Agent stalled",
+                color=RED,
+            )
+        elif notice.kind == "resumed":
+            self.post(f"Agent {run_id} is moving again.", title="Agent resumed")
 
     async def tap(self, events: AsyncIterable[AgentEvent]) -> AsyncIterator[AgentEvent]:
         """Yield ``events`` unchanged, notifying each one on the way."""

@@ -1,4 +1,4 @@
-"""The default system prompt for an agent over the twelve product tools (``connect().agent()``)."""
+"""The default system prompt for an agent over the product tools (``connect().agent()``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ this conversation, only the task text and the workspace files. Say what to build
 how to check it (tests to run), and what to report back.
 - Then wait_for_claude_agent for its result (or get_claude_status / get_claude_output to check on \
 it). Agents working in different workspaces can run at the same time.
+- A finished agent can be given a follow-up with continue_claude_agent: it remembers its whole \
+conversation. send_to_claude_agent tells a running agent something (interrupt=true stops its \
+current work first).
+- An agent spawned with ask_tools waits for approval before those tools run (get_claude_status \
+shows "needs approval"). Ask the user and answer with approve_claude_agent only as they decide.
 - Report what the agent did in a few sentences, with the files it changed and its cost.
 - Publishing is explicit: push_workspace only when the user asked for it. stop_claude_agent, \
 delete_workspace and push_workspace change things for good; say what you are about to do.
@@ -26,6 +31,6 @@ Workspaces live under {workspaces_root} on {where}."""
 
 
 def operator_prompt(settings: Settings) -> str:
-    """The system prompt for an agent driving the twelve tools on ``settings``' host."""
+    """The system prompt for an agent driving the product tools on ``settings``' host."""
     where = f"the host {settings.host}" if settings.host else "this machine"
     return OPERATOR_PROMPT.format(workspaces_root=settings.workspaces_root, where=where)

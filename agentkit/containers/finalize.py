@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentkit.containers.launch import SESSION_ID
 from agentkit.containers.live import LiveRun, as_float
 from agentkit.containers.models import AgentState, AgentStatus, decide_state
 from agentkit.containers.records import RunRecord
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     from agentkit.containers.runs import RunStore
     from agentkit.redact import Redactor
 
-__all__ = ["Finalizer", "recording_status"]
+__all__ = ["SESSION_DIR", "Finalizer", "recording_status"]
+
+#: where Claude Code keeps the transcripts of sessions started in /workspace (its cwd)
+SESSION_DIR = "/home/claude/.claude/projects/-workspace"
 
 logger = logging.getLogger("agentkit.agents")
 
@@ -83,6 +87,7 @@ class Finalizer:
         self.redactor = redactor
         self.registry = registry
         self._locks: dict[str, asyncio.Lock] = {}
+        self.session_max_bytes = 50 * 1024 * 1024
 
     @property
     def finals(self) -> dict[str, AgentStatus]:
@@ -156,6 +161,9 @@ class Finalizer:
             err_text = bytes(run.stderr).decode("utf-8", "replace").strip()
             if err_text:
                 await self.store.write_stderr(rid, self.redactor.redact(err_text).encode())
+            if (info is not None or ended is not None) and record.session_id:
+                await self._save_session(runtime, rid, record)
+                status.session_saved = record.extra.get("session_saved")
             data = record.to_dict()
             await self.store.write_result(rid, data)
             await self.store.append_index(data)
@@ -168,6 +176,31 @@ class Finalizer:
                 logger.warning("could not remove finished run %s: %s", rid, exc)
         self.registry.finished(record)
         return status
+
+    async def _save_session(self, runtime: Runtime, rid: str, record: RunRecord) -> None:
+        """Copy the run's Claude Code session out of it (before it is removed) into the record.
+
+        The transcript is untrusted and bounded (``session_max_bytes``); its id comes from the
+        agent's output, so it is checked before it names a path."""
+        sid = record.session_id or ""
+        if not SESSION_ID.fullmatch(sid):
+            record.extra["session_saved"] = False
+            return
+        try:
+            data = await runtime.copy_out(
+                rid, f"{SESSION_DIR}/{sid}.jsonl", max_bytes=self.session_max_bytes
+            )
+            if data is None:
+                record.extra["session_saved"] = False
+                record.extra["session_error"] = "the run left no session transcript"
+                return
+            text = await asyncio.to_thread(self.redactor.redact, data.decode("utf-8", "replace"))
+            await self.store.write_session(rid, text.encode("utf-8"))
+            record.extra["session_saved"] = True
+        except (AgentkitError, OSError) as exc:
+            logger.warning("could not save the session of %s: %s", rid, exc)
+            record.extra["session_saved"] = False
+            record.extra["session_error"] = self.redactor.redact(str(exc))[:300]
 
     def _record(
         self,

@@ -21,6 +21,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
@@ -41,6 +42,8 @@ __all__ = [
     "MIN_TIMEOUT_MS",
     "TASK_LABEL_CHARS",
     "WORKSPACE_TARGET",
+    "SessionOptions",
+    "check_ask",
     "check_budget",
     "check_network",
     "check_task",
@@ -85,6 +88,41 @@ printf '%s\n%s\n' "$root" "$ws"
 """
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH|CREDENTIAL", re.IGNORECASE)
 _AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+
+
+#: a permission rule Claude Code understands: a tool name, optionally with a specifier in
+#: parentheses, e.g. ``Bash``, ``Bash(git push:*)``, ``WebFetch(domain:example.com)``
+ASK_RULE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}(\([^()\n\r\x00]{1,200}\))?$")
+MAX_ASK_RULES = 32
+SESSION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """Session-mode choices of one spawn: tools that ask first, a session to resume, the run
+    continued (``parent``) and files put into the run before it starts (the saved session)."""
+
+    ask: tuple[str, ...] = ()
+    resume: str | None = None
+    parent: str | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def check_ask(rules: Sequence[str]) -> tuple[str, ...]:
+    """Refuse ask rules Claude Code would not understand (clear errors, nothing started)."""
+    if isinstance(rules, str):
+        rules = [rules]
+    if len(rules) > MAX_ASK_RULES:
+        raise ToolError(f"ask_tools takes at most {MAX_ASK_RULES} rules")
+    out = []
+    for rule in rules:
+        if not isinstance(rule, str) or not ASK_RULE.fullmatch(rule.strip()):
+            raise ToolError(
+                f"ask_tools rule {rule!r} is not a permission rule: use a tool name such as "
+                "Bash, Write, WebFetch, optionally with a pattern: Bash(git push:*)"
+            )
+        out.append(rule.strip())
+    return tuple(out)
 
 
 def check_task(task: str) -> None:
@@ -208,6 +246,7 @@ def plan_launch(
     entrypoint: Sequence[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
     gateway: GatewayAdditions | None = None,
+    session: SessionOptions | None = None,
 ) -> tuple[RunSpec, dict[str, Any]]:
     """The run spec and the run record's meta of one agent (deadline = created + timeout).
 
@@ -233,6 +272,15 @@ def plan_launch(
     if gateway is not None:
         env = gateway.apply(env)
         network = gateway.network
+    session = session or SessionOptions()
+    labels["agentkit.session"] = "1"
+    env["AGENTKIT_SESSION"] = "1"
+    if session.ask:
+        env["AGENTKIT_ASK"] = "\n".join(session.ask)
+    if session.resume:
+        env["AGENTKIT_RESUME"] = session.resume
+    if session.parent:
+        labels["agentkit.parent"] = session.parent
     if extra_env:
         env.update(extra_env)
     spec = RunSpec(
@@ -251,6 +299,7 @@ def plan_launch(
         network=network,
         init=True,
         node=node,
+        open_stdin=True,
     )
     meta = {
         "id": run_id,
@@ -268,6 +317,9 @@ def plan_launch(
         },
         "network": network or "bridge",
         "node": node,
+        "parent": session.parent,
+        "resumed_session": session.resume,
+        "ask_tools": list(session.ask),
     }
     if gateway is not None:
         meta.update(gateway.meta)

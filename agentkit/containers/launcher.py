@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.launch import (
+    SessionOptions,
     check_budget,
     check_network,
     check_task,
@@ -112,6 +113,7 @@ class Launcher:
         entrypoint: Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         max_cost_usd: float | None = None,
+        session: SessionOptions | None = None,
     ) -> Launched:
         """Check, prepare and start one agent; returns what was started.
 
@@ -137,6 +139,7 @@ class Launcher:
                 extra_env=extra_env,
                 gateway=gateway,
                 budget=budget,
+                session=session,
             )
         return dataclasses.replace(launched, waited_s=waited if waited >= 0.001 else 0.0)
 
@@ -152,6 +155,7 @@ class Launcher:
         extra_env: Mapping[str, str] | None,
         gateway: AgentGateway | None,
         budget: float | None,
+        session: SessionOptions | None,
     ) -> Launched:
         runtime = await self._runtime()
         image = image or self.settings.image
@@ -182,9 +186,10 @@ class Launcher:
             entrypoint=entrypoint,
             extra_env=extra_env,
             gateway=additions,
+            session=session,
         )
         try:
-            await self.start(runtime, spec, meta, task)
+            await self.start(runtime, spec, meta, task, files=session.files if session else None)
         except BaseException:
             if gateway is not None:
                 with contextlib.suppress(Exception):
@@ -195,7 +200,15 @@ class Launcher:
                 await gateway.started(run_id)
         return Launched(spec, meta, created)
 
-    async def start(self, runtime: Runtime, spec: RunSpec, meta: dict[str, Any], task: str) -> None:
+    async def start(
+        self,
+        runtime: Runtime,
+        spec: RunSpec,
+        meta: dict[str, Any],
+        task: str,
+        *,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
         """Create the run record and the run side by side, then start the run.
 
         On any failure the run is removed and the record closed as ``failed`` (best effort),
@@ -211,6 +224,8 @@ class Launcher:
             for outcome in created_ok:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            if files:  # e.g. a saved session to resume, before the agent starts
+                await runtime.copy_in(run_id, files, owner=spec.user)
             await runtime.start(run_id)
         except BaseException as exc:
             with contextlib.suppress(Exception):

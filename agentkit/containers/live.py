@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from agentkit.redact import Redactor
     from agentkit.runtimes.base import LogChunk, RunInfo
 
-__all__ = ["MAX_LINE_BYTES", "STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
+__all__ = ["MAX_LINE_BYTES", "NOTICE_INDEX", "STDERR_BYTES", "TAIL_BYTES", "LiveRun", "as_float"]
 
 TAIL_BYTES = 256 * 1024  # rendered-output tail kept in memory per followed agent
+#: index of agentkit's own notices within a line: after any event the line itself holds
+NOTICE_INDEX = 1_000_000
 STDERR_BYTES = 64 * 1024
 #: An output line longer than this is dropped (a marker line says so) before it is redacted,
 #: parsed or kept: an agent printing one endless line cannot grow the controller's memory or
@@ -69,6 +71,10 @@ class LiveRun:
     # bytes of an over-long stdout line dropped so far (0: not inside one)
     overlong: int = 0
     final: AgentStatus | None = None
+    #: agentkit's own notices pushed to watchers so far (sessions: phase changes)
+    notices: int = 0
+    #: the number of the line whose events are being delivered (``None`` between lines)
+    reading: int | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -87,18 +93,28 @@ class LiveRun:
 
     def add_line(self, line: str) -> None:
         events = parse_line(line)
-        for event in events:
+        self.reading = self.lines
+        for index, event in enumerate(events):
             self.summary.add(event)
+            for queue in self.watchers:  # before observers: what they push follows the event
+                queue.put_nowait((self.lines, index, event))
             if self.on_event is not None:
                 self.on_event(self, event)
-        for queue in self.watchers:
-            for index, event in enumerate(events):
-                queue.put_nowait((self.lines, index, event))
+        self.reading = None
         self.lines += 1
         self.tail.append(line)
         self.tail_bytes += len(line)
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             self.tail_bytes -= len(self.tail.popleft())
+
+    def push_notice(self, event: Event) -> None:
+        """Push an event agentkit made (not printed by the agent) to the live watchers. Its
+        position follows the events of the line being read (or the last one read), so
+        ``(line, index)`` stays ordered and unique for resuming streams."""
+        self.notices += 1
+        line = self.reading if self.reading is not None else max(self.lines - 1, 0)
+        for queue in self.watchers:
+            queue.put_nowait((line, NOTICE_INDEX + self.notices, event))
 
     def take_line(self, raw: bytes, redactor: Redactor, out: bytearray) -> None:
         """Redact one raw stdout line, append it to ``out`` (to persist) and take it in."""
@@ -156,4 +172,5 @@ class LiveRun:
             session_id=data["session_id"],
             last_text=data["last_text"],
             error=data["last_error"],
+            parent=labels.get("agentkit.parent"),
         )

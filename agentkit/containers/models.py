@@ -135,6 +135,15 @@ class AgentStatus:
     error: str | None = None
     #: seconds a spawn waited for a slot (pacing); set on the status ``spawn`` returns only
     spawn_wait_s: float | None = None
+    #: the run this one continued (continue_claude_agent), if any
+    parent: str | None = None
+    #: whether the session transcript was saved with the record (finished runs)
+    session_saved: bool | None = None
+    #: running agents: running / waiting (for waiting_for: message or approval); done otherwise
+    phase: str | None = None
+    waiting_for: str | None = None
+    stalled: bool = False
+    approvals: list[dict[str, Any]] | None = None
 
     @property
     def finished(self) -> bool:
@@ -169,6 +178,12 @@ class AgentStatus:
             "is_error": self.is_error,
             "oom_killed": self.oom_killed,
             "error": self.error,
+            "parent": self.parent,
+            "session_saved": self.session_saved,
+            "phase": "done" if self.finished else (self.phase or "running"),
+            "waiting_for": None if self.finished else self.waiting_for,
+            "stalled": self.stalled and not self.finished,
+            "approvals": [] if self.finished else list(self.approvals or []),
         }
 
     def summary_dict(self) -> dict[str, Any]:
@@ -184,6 +199,10 @@ class AgentStatus:
             "turns": self.turns,
             "cost_usd": self.cost_usd,
             "error": self.error,
+            "parent": self.parent,
+            "phase": self.phase,
+            "waiting_for": self.waiting_for,
+            "stalled": self.stalled,
         }
 
     @classmethod
@@ -214,6 +233,10 @@ class AgentStatus:
             is_error=data.get("is_error"),
             oom_killed=bool(data.get("oom_killed")),
             error=data.get("error"),
+            parent=data.get("parent") if isinstance(data.get("parent"), str) else None,
+            session_saved=data.get("session_saved")
+            if isinstance(data.get("session_saved"), bool)
+            else None,
         )
 
 
@@ -221,6 +244,8 @@ class AgentStatus:
 class WaitResult:
     status: AgentStatus
     timed_out: bool
+    #: the wait ended early because the agent needs an approval (it still runs)
+    needs_approval: bool = False
 
 
 @dataclass(slots=True)

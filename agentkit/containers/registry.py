@@ -12,7 +12,9 @@ Observers (notifiers, a cost ledger, a dashboard's server-sent events) subscribe
   (``record.state`` is ``running``);
 * ``on_event(run_id, event)`` - every stream-json event the agent prints, as it is parsed
   (synchronous: must not block; queue the work);
-* ``on_finished(record)`` - once, with the final record, after it was written.
+* ``on_finished(record)`` - once, with the final record, after it was written;
+* ``on_session(run_id, notice)`` - a running agent's phase changed (waiting for a message or
+  an approval, ``needs_approval``, stalled; :mod:`agentkit.containers.sessions`).
 
 An observer that raises is logged and never disturbs the run or the other observers.
 """
@@ -30,7 +32,8 @@ from agentkit.containers.records import RunRecord
 from agentkit.containers.run_index import RunIndex
 
 if TYPE_CHECKING:
-    from agentkit.containers.streamjson import Event
+    from agentkit.containers.models import AgentStatus
+    from agentkit.containers.streamjson import Event, SessionNotice
 
 __all__ = ["RunObserver", "RunRegistry"]
 
@@ -50,6 +53,10 @@ class RunObserver:
 
     async def on_finished(self, record: RunRecord) -> None:
         """A run ended and its final record was written."""
+
+    def on_session(self, run_id: str, notice: SessionNotice) -> None:
+        """A running agent's phase changed: waiting for a message or an approval, running
+        again, stalled (see :mod:`agentkit.containers.sessions`). Inline: keep it cheap."""
 
 
 class RunRegistry:
@@ -94,6 +101,14 @@ class RunRegistry:
             task = asyncio.create_task(run_all(), name=f"run observers {what}")
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def session_changed(self, run_id: str, notice: SessionNotice) -> None:
+        """Tell observers a running agent's phase changed (inline, like events)."""
+        for observer in self._observers:
+            try:
+                observer.on_session(run_id, notice)
+            except Exception as exc:
+                logger.warning("run observer failed in on_session: %r", exc)
 
     def _on_event(self, run: LiveRun, event: Event) -> None:
         for observer in self._observers:

@@ -8,6 +8,8 @@ Layout under ``settings.runs_root`` (``AGENTKIT_ROOT/runs``), one directory per 
         output.jsonl              Claude Code's stream-json (stdout), secrets redacted
         stderr.log                the container's stderr (last 64 KiB)
         stop.json                 written *before* agentkit stops a container: {"reason", "at"}
+        session.jsonl             Claude Code's session transcript (redacted), saved at the end
+                                  so continue_claude_agent can resume it anywhere
         result.json               the final record (one JSON line); its presence means "finished"
     runs/index.jsonl              one line per finished run, append-only; read once per
                                   controller, then only its new bytes (see run_index.py)
@@ -37,6 +39,7 @@ META, TASK, OUTPUT, STDERR, STOP, RESULT = (
     "stop.json",
     "result.json",
 )
+SESSION = "session.jsonl"
 INDEX = "index.jsonl"
 # $@: result files; prints those that exist (each is one JSON line)
 _CAT_EXISTING = r"""for f do if [ -f "$f" ]; then cat -- "$f"; fi; done
@@ -124,6 +127,12 @@ class RunStore:
 
     async def read_stderr(self, run_id: str) -> bytes:
         return await self._read(run_id, STDERR) or b""
+
+    async def write_session(self, run_id: str, data: bytes) -> None:
+        await self.executor.write_file(self.path(run_id, SESSION), data, mode=0o600)
+
+    async def read_session(self, run_id: str) -> bytes | None:
+        return await self._read(run_id, SESSION)
 
     async def mark_stop(self, run_id: str, reason: str) -> None:
         """Record why agentkit is about to stop the container (``stopped`` / ``timed_out``)."""

@@ -38,12 +38,16 @@ import heapq
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
-from agentkit.containers.launch import passthrough_secrets
+from agentkit.containers.launch import (
+    SessionOptions,
+    check_ask,
+    passthrough_secrets,
+)
 from agentkit.containers.launcher import Launcher
 from agentkit.containers.live import LiveRun
 from agentkit.containers.models import (
@@ -63,6 +67,8 @@ from agentkit.containers.registry import RunObserver, RunRegistry
 from agentkit.containers.retention import PRUNE_INTERVAL, PruneReport, Retention, prune_runs
 from agentkit.containers.run_index import RunFilter, RunIndex, parse_since
 from agentkit.containers.runs import RunStore
+from agentkit.containers.session_api import SessionMethods
+from agentkit.containers.sessions import Sessions
 from agentkit.containers.streamjson import Event, parse_line, render_events
 from agentkit.errors import AgentkitError, NotFoundError, ToolError
 from agentkit.redact import Redactor
@@ -74,6 +80,8 @@ if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
     from agentkit.gateway.agents import AgentGateway
+
+logger = logging.getLogger("agentkit.agents")
 
 __all__ = [
     "ID_PATTERN",
@@ -114,7 +122,7 @@ def _states(state: str | None) -> frozenset[AgentState] | None:
     return frozenset({AgentState(state)})
 
 
-class AgentService:
+class AgentService(SessionMethods):
     """Claude Code agents on the configured runtime.
 
     Args:
@@ -177,6 +185,17 @@ class AgentService:
         self.launcher = Launcher(
             executor, settings, self.store, self.redactor, self.runtime, gateway=self.gateway
         )
+        self._finalizer.session_max_bytes = settings.session_max_bytes
+        self.sessions = Sessions(
+            self.runtime,
+            self.registry,
+            self._stop_stalled,
+            hold=settings.session_hold,
+            approval_timeout=settings.approval_timeout,
+            stall_timeout=settings.stall_timeout,
+            stall_action=settings.stall_action,
+        )
+        self.registry.subscribe(self.sessions)
 
     def subscribe(self, observer: RunObserver) -> None:
         """Tell ``observer`` of every run's start, events and end (see :class:`RunRegistry`)."""
@@ -243,6 +262,7 @@ class AgentService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
             self._retention_task = None
+        await self.sessions.aclose()
         await self._follower.aclose()
         if self._gateway is not None:
             await self._gateway.aclose()
@@ -274,15 +294,22 @@ class AgentService:
         entrypoint: Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         max_cost_usd: float | None = None,
+        ask_tools: Sequence[str] = (),
+        session: SessionOptions | None = None,
     ) -> AgentStatus:
         """Start a Claude Code agent on ``task`` in ``workspace_path`` with a deadline.
 
         ``max_cost_usd`` caps what the agent's model requests may cost (default
-        ``AGENTKIT_MAX_COST_USD``; needs the gateway). ``image``/``command``/``entrypoint``/
-        ``extra_env`` are low-level overrides for tests and operators (never exposed to the
-        model); by default the image's entrypoint runs Claude Code on the task.
+        ``AGENTKIT_MAX_COST_USD``; needs the gateway). ``ask_tools``: permission rules
+        (``Bash``, ``Bash(git push:*)``) whose tool calls wait for an approval (:meth:`answer`)
+        instead of running free. ``image``/``command``/``entrypoint``/``extra_env`` are
+        low-level overrides for tests and operators (never exposed to the model); by default
+        the image's entrypoint runs Claude Code on the task.
         """
         await self.start()
+        session = session or SessionOptions()
+        if ask_tools:
+            session = replace(session, ask=check_ask(ask_tools))
         try:
             launched = await self.launcher.spawn(
                 task,
@@ -293,6 +320,7 @@ class AgentService:
                 entrypoint=entrypoint,
                 extra_env=extra_env,
                 max_cost_usd=max_cost_usd,
+                session=session,
             )
         except AgentkitError:
             # a run that could not start may have been recorded failed: index it now
@@ -337,7 +365,9 @@ class AgentService:
                 )
             return final
         if info.running:
-            status = self._follower.attach(run_id, info.labels).running_status(info=info)
+            status = self._with_session(
+                self._follower.attach(run_id, info.labels).running_status(info=info)
+            )
             await self._live_costs([status])
             return status
         # exited: wait for our follower to record it, or record it now
@@ -468,7 +498,8 @@ class AgentService:
     async def wait(self, container_id: str, timeout_ms: int = 600_000) -> WaitResult:
         """Wait until the agent finishes (event-driven) or ``timeout_ms`` passes.
 
-        On timeout the agent keeps running and ``timed_out`` is true.
+        On timeout the agent keeps running and ``timed_out`` is true. An agent that asks for an
+        approval ends the wait early (``needs_approval``): only a person can let it go on.
         """
         status = await self.status(container_id)
         if status.finished:
@@ -476,11 +507,22 @@ class AgentService:
         run = self.registry.get(status.id)
         if run is None:  # finished in the meantime
             return WaitResult(await self.status(status.id), timed_out=False)
+        if status.waiting_for == "approval":  # nobody can finish it but a person
+            return WaitResult(status, timed_out=False, needs_approval=True)
+        asked = self.sessions.approval_event(status.id)
+        done = asyncio.ensure_future(run.done.wait())
+        needs = asyncio.ensure_future(asked.wait())
         try:
-            async with asyncio.timeout(max(timeout_ms, 0) / 1000):
-                await run.done.wait()
-        except TimeoutError:
+            finished, _ = await asyncio.wait(
+                {done, needs}, timeout=max(timeout_ms, 0) / 1000, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for task in (done, needs):
+                task.cancel()
+        if not finished:
             return WaitResult(await self.status(status.id), timed_out=True)
+        if not run.done.is_set():
+            return WaitResult(await self.status(status.id), timed_out=False, needs_approval=True)
         return WaitResult(run.final or await self.status(status.id), timed_out=False)
 
     async def list(
@@ -576,7 +618,7 @@ class AgentService:
                 out.append(finals[info.name])
             elif info.running:
                 run = self._follower.attach(info.name, info.labels)
-                out.append(run.running_status(info=info))
+                out.append(self._with_session(run.running_status(info=info)))
             else:
                 # exited but not yet recorded: record it in the background
                 live = self.registry.get(info.name)

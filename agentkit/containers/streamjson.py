@@ -23,6 +23,7 @@ __all__ = [
     "InvalidLine",
     "ResultEvent",
     "RunSummary",
+    "SessionNotice",
     "SystemEvent",
     "SystemInit",
     "ToolResultEvent",
@@ -107,6 +108,20 @@ class InvalidLine:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class SessionNotice:
+    """Not printed by Claude Code: agentkit's word that a run's phase changed (pushed to
+    watchers). ``kind``: ``running``, ``waiting``, ``needs_approval``, ``approved``,
+    ``denied``, ``stalled``, ``resumed``."""
+
+    kind: str
+    run_id: str
+    phase: str
+    waiting_for: str | None = None
+    stalled: bool = False
+    approval: dict[str, Any] | None = None
+
+
 Event = (
     SystemInit
     | ApiRetry
@@ -117,6 +132,7 @@ Event = (
     | ResultEvent
     | UnknownEvent
     | InvalidLine
+    | SessionNotice
 )
 
 
@@ -406,6 +422,15 @@ def render_event(event: Event, *, text_limit: int = 600, input_limit: int = 160)
         return f"[finished] {', '.join(bits)}{text}"
     if isinstance(event, InvalidLine):
         return f"[output] {_one_line(event.text, text_limit)}"
+    if isinstance(event, SessionNotice):
+        if event.approval:
+            tool = event.approval.get("tool", "?")
+            shown = _tool_input(str(tool), event.approval.get("input"), input_limit)
+            return f"[{event.kind}] {tool}: {shown} (request {event.approval.get('id')})"
+        waiting = f" for {event.waiting_for}" if event.waiting_for else ""
+        return f"[{event.kind}] {event.phase}{waiting}"
+    if isinstance(event, UnknownEvent) and event.type == "control_request":
+        return None
     return None
 
 

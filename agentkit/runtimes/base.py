@@ -105,6 +105,8 @@ class RunSpec:
     node: str | None = None
     #: the engine keeps at most this many bytes of the run's output (None: the engine's default)
     log_max_bytes: int | None = None
+    #: keep the run's standard input open for :meth:`Runtime.write_stdin` (a session)
+    open_stdin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,33 @@ class Runtime(abc.ABC):
         workspaces: this runtime on a single engine; a cluster runtime returns that node's
         engine (no scheduling round trip for a few seconds of git)."""
         return self
+
+    # --- sessions: input and files (optional; the default says the runtime cannot) ---------------
+
+    async def write_stdin(self, name: str, data: bytes) -> None:
+        """Write ``data`` to the standard input of a running run created with ``open_stdin``.
+
+        The run's input stays open after this (other writers may follow; a restarted controller
+        writes again). Raises ``ToolError`` when the runtime cannot reach the run's input.
+        """
+        from agentkit.errors import ToolError
+
+        raise ToolError(f"the {self.name} runtime cannot write to a run's input")
+
+    async def copy_out(self, name: str, path: str, *, max_bytes: int) -> bytes | None:
+        """The content of the regular file ``path`` inside a run (running or ended, not yet
+        removed); ``None`` when there is no such regular file. A file larger than ``max_bytes``
+        raises ``ToolError``: nothing larger is ever read into memory."""
+        from agentkit.errors import ToolError
+
+        raise ToolError(f"the {self.name} runtime cannot copy files out of a run")
+
+    async def copy_in(self, name: str, files: Mapping[str, bytes], *, owner: str) -> None:
+        """Put ``files`` (absolute path -> content) into a created, not yet started run, owned
+        by ``owner`` (``uid:gid``); missing parent directories are created."""
+        from agentkit.errors import ToolError
+
+        raise ToolError(f"the {self.name} runtime cannot copy files into a run")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

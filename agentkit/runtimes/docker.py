@@ -11,8 +11,10 @@ backend error leaves as an :mod:`agentkit.errors` type (:mod:`agentkit.runtimes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import posixpath
 import re
 import struct
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import aiodocker
 import aiohttp
 
-from agentkit.errors import ConflictError, NotFoundError, ToolError
+from agentkit.errors import ConflictError, NotFoundError, RuntimeUnavailable, ToolError
+from agentkit.runtimes.archive import pack, unpack_one
 from agentkit.runtimes.base import (
     STDERR,
     STDOUT,
@@ -155,6 +158,8 @@ class DockerRuntime(Runtime):
         self._socket = socket
         #: the hot queries (inspect, list) over pooled keep-alive connections, when given
         self.engine = engine
+        self._stdin: dict[str, Any] = {}  # run name -> open attach stream (aiodocker Stream)
+        self._stdin_locks: dict[str, asyncio.Lock] = {}
 
     def _errors(self, what: str) -> Any:
         return docker_errors(what, self._socket)
@@ -195,7 +200,9 @@ class DockerRuntime(Runtime):
             "Env": [f"{k}={v}" for k, v in spec.env.items()],
             "User": spec.user,
             "Tty": False,
-            "OpenStdin": False,
+            # a session keeps stdin open across attaches (StdinOnce false): a controller that
+            # restarts attaches again; the agent's entrypoint decides when its input ends
+            "OpenStdin": spec.open_stdin,
             "StdinOnce": False,
             "AttachStdin": False,
             "AttachStdout": False,
@@ -342,6 +349,7 @@ class DockerRuntime(Runtime):
         return ExitEvent(name, code, False, exit_reason(code, False))
 
     async def remove(self, name: str, *, force: bool = False) -> None:
+        await self._drop_stdin(name)
         try:
             with self._errors(f"remove {name}"):
                 await self.call(
@@ -422,6 +430,91 @@ class DockerRuntime(Runtime):
                 at=at / 1e9 if isinstance(at, int | float) else None,
             )
 
+    # --- sessions ---------------------------------------------------------------------------------
+
+    async def write_stdin(self, name: str, data: bytes) -> None:
+        """Through one attach per run (``POST /containers/{name}/attach?stdin=1``, a hijacked
+        connection over the same socket or SSH channel), opened on first use and reopened once
+        when it broke (e.g. after the engine connection dropped)."""
+        lock = self._stdin_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            reused = name in self._stdin
+            try:
+                await self._write_stdin(name, data)
+            except (RuntimeUnavailable, OSError, RuntimeError):
+                await self._drop_stdin(name)
+                if not reused:
+                    raise
+                await self._write_stdin(name, data)  # the kept attach had broken: once more
+
+    async def _write_stdin(self, name: str, data: bytes) -> None:
+        with self._errors(f"write to the input of {name}"):
+            # asked every time (a fraction of a millisecond): a kept attach to a container that
+            # ended would swallow the write without an error
+            info = await self.inspect(name)
+            if info.state != RunState.RUNNING:
+                await self._drop_stdin(name)
+                raise ConflictError(f"{name} is not running: its input is closed")
+            if not (info.raw.get("Config") or {}).get("OpenStdin"):
+                raise ToolError(f"{name} was not started with an open input")
+            stream = self._stdin.get(name)
+            if stream is None:
+                stream = self.docker.containers.container(name).attach(
+                    stdin=True, stdout=False, stderr=False, logs=False
+                )
+                self._stdin[name] = stream
+            await stream.write_in(data)
+
+    async def _drop_stdin(self, name: str) -> None:
+        stream = self._stdin.pop(name, None)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    async def copy_out(self, name: str, path: str, *, max_bytes: int) -> bytes | None:
+        """``GET /containers/{name}/archive?path=...`` (works on exited containers), read up to
+        ``max_bytes`` plus the tar framing; the one regular file is taken from it."""
+        limit = max_bytes + 64 * 1024
+        try:
+            with self._errors(f"copy {path} out of {name}"):
+                resp = await self.docker._do_query(
+                    f"containers/{name}/archive",
+                    "GET",
+                    params={"path": path},
+                    timeout=aiohttp.ClientTimeout(total=120),
+                )
+                chunks = bytearray()
+                try:
+                    while len(chunks) <= limit:
+                        piece = await resp.content.read(64 * 1024)
+                        if not piece:
+                            break
+                        chunks.extend(piece)
+                finally:
+                    resp.close()
+                data = bytes(chunks)
+        except NotFoundError:
+            return None
+        if len(data) > limit:
+            raise ToolError(f"{path} in {name} is larger than {max_bytes} bytes")
+        return unpack_one(data, posixpath.basename(path), max_bytes=max_bytes)
+
+    async def copy_in(self, name: str, files: Mapping[str, bytes], *, owner: str) -> None:
+        archive = pack(files, owner=owner)
+        with self._errors(f"copy files into {name}"):
+            resp = await self.docker._do_query(
+                f"containers/{name}/archive",
+                "PUT",
+                params={"path": "/", "noOverwriteDirNonDir": "true"},
+                data=archive,
+                headers={"Content-Type": "application/x-tar"},
+                timeout=aiohttp.ClientTimeout(total=120),
+            )
+            try:
+                await resp.read()
+            finally:
+                resp.release()
+
     async def image_exists(self, image: str) -> bool:
         try:
             with self._errors(f"inspect image {image}"):
@@ -444,4 +537,6 @@ class DockerRuntime(Runtime):
     async def aclose(self) -> None:
         if self.engine is not None:
             await self.engine.aclose()
+        for name in list(self._stdin):
+            await self._drop_stdin(name)
         await self.docker.close()

@@ -67,6 +67,20 @@ class MemoryRun:
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stop_requested: bool = False
+    #: what was written to the run's input (``open_stdin`` runs), line by line
+    stdin: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    #: the run's files (absolute path -> content), as copied in or written by the agent
+    files: dict[str, bytes] = field(default_factory=dict)
+    _partial: bytes = b""
+
+    async def read_input(self) -> bytes:
+        """The next line written to the run's input (without its newline); waits for it."""
+        return await self.stdin.get()
+
+    def _feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self.stdin.put_nowait(line)
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -262,6 +276,26 @@ class MemoryRuntime(Runtime):
 
     async def image_exists(self, image: str) -> bool:
         return image in self.images
+
+    async def write_stdin(self, name: str, data: bytes) -> None:
+        run = self._get(name)
+        if run.exit is not None or run.task is None:
+            raise ConflictError(f"{name} is not running: its input is closed")
+        if not run.spec.open_stdin:
+            raise ToolError(f"{name} was not started with an open input")
+        run._feed(data)
+
+    async def copy_out(self, name: str, path: str, *, max_bytes: int) -> bytes | None:
+        data = self._get(name).files.get(path)
+        if data is not None and len(data) > max_bytes:
+            raise ToolError(f"{path} in {name} is larger than {max_bytes} bytes")
+        return data
+
+    async def copy_in(self, name: str, files: Mapping[str, bytes], *, owner: str) -> None:
+        run = self._get(name)
+        if run.task is not None:
+            raise ConflictError(f"{name} has started: files are copied in before the start")
+        run.files.update(files)
 
     async def aclose(self) -> None:
         for run in list(self.runs.values()):

@@ -20,6 +20,7 @@ field) and pinned to one node: ``spec.node``, else the node of the engine agentk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -45,6 +46,7 @@ from agentkit.runtimes.docker_engine import docker_errors
 from agentkit.runtimes.swarm_follow import (
     BACKSTOP,
     LOG_IDLE,
+    SERVICE_LABEL,
     SwarmFollowing,
     newest_task,
 )
@@ -248,6 +250,50 @@ class SwarmRuntime(SwarmFollowing, Runtime):
             image=container.get("Image"),
             node=(task or {}).get("NodeID"),
             raw={"ServiceID": service.get("ID"), "Task": {"Status": status}},
+        )
+
+    # --- sessions: through the task's container, on this engine's node only --------------------
+
+    async def _session_container(self, name: str) -> str:
+        """The container of the run's task when it runs on this engine's node: a service's task
+        can only be attached or copied from through the engine of its own node."""
+        since = time.time()
+        cid = await self._local_container(name, wait=True)  # until the task is placed
+        if cid is None:  # placed here but its container not started yet: wait for its start
+            cid = await self._started_here(name, since)
+        if cid is None:
+            raise ToolError(
+                f"{name} does not run on the swarm node this controller talks to: its input "
+                "and files are reachable only through that node's engine (see docs/sessions.md)"
+            )
+        return cid
+
+    async def _started_here(self, name: str, since: float, limit: float = 30.0) -> str | None:
+        """The running container of ``name`` on this engine, waiting up to ``limit`` seconds
+        for its start event (events from ``since`` on are replayed, so none is missed)."""
+        labels = {SERVICE_LABEL: name}
+        filters = {"type": ["container"], "event": ["start"], "label": label_filters(labels)}
+
+        async def running() -> str | None:
+            here = await self.engine.list(labels)
+            return next((c.id for c in here if c.state == RunState.RUNNING), None)
+
+        cid = await running()
+        if cid is not None:
+            return cid
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                async with contextlib.aclosing(self.engine.events(filters, since=since)) as it:
+                    async for _ in it:
+                        break
+        return await running()
+
+    async def write_stdin(self, name: str, data: bytes) -> None:
+        await self.engine.write_stdin(await self._session_container(name), data)
+
+    async def copy_out(self, name: str, path: str, *, max_bytes: int) -> bytes | None:
+        return await self.engine.copy_out(
+            await self._session_container(name), path, max_bytes=max_bytes
         )
 
     async def inspect(self, name: str) -> RunInfo:

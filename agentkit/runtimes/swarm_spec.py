@@ -88,7 +88,7 @@ def service_body(spec: RunSpec, *, node: str | None, argv: Sequence[str]) -> dic
         "User": spec.user,
         "Init": spec.init,
         "TTY": False,
-        "OpenStdin": False,
+        "OpenStdin": spec.open_stdin,
         "CapabilityDrop": ["ALL"] if spec.drop_all_capabilities else [],
         "CapabilityAdd": list(spec.cap_add),
         "Mounts": [

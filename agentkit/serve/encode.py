@@ -20,6 +20,7 @@ from agentkit.containers.streamjson import (
     Event,
     InvalidLine,
     ResultEvent,
+    SessionNotice,
     SystemEvent,
     SystemInit,
     ToolResultEvent,
@@ -102,6 +103,15 @@ def agent_event(event: Event, redactor: Redactor) -> dict[str, Any]:
             out = {"type": "unknown", "event_type": event.type}
         case InvalidLine():
             out = {"type": "output", "content": clip(event.text, 2000)}
+        case SessionNotice():
+            out = {
+                "type": "session",
+                "kind": event.kind,
+                "phase": event.phase,
+                "waiting_for": event.waiting_for,
+                "stalled": event.stalled,
+                "approval": _bounded(event.approval),
+            }
     out["text"] = render_event(event)
     # the service redacts lines before it keeps them; this is a second belt for the HTTP edge
     return redactor.redact_data(out)  # type: ignore[no-any-return]

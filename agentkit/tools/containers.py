@@ -53,6 +53,22 @@ def _status_text(status: AgentStatus, *, detail: bool = True) -> str:
     lines = [", ".join(parts) + "."]
     if status.state == AgentState.RUNNING and status.deadline:
         lines.append(f"Deadline in {_duration(max(status.deadline - time.time(), 0))}.")
+    if status.state == AgentState.RUNNING:
+        phase = status.phase or "running"
+        if status.waiting_for:
+            phase += f" (waiting for {'an ' if status.waiting_for == 'approval' else 'a '}"
+            phase += f"{status.waiting_for})"
+        lines.append(
+            f"Phase: {phase}{', STALLED: no event for a long time' if status.stalled else ''}."
+        )
+        for approval in status.approvals or []:
+            shown = _clip(str(approval.get("input")), 300)
+            lines.append(
+                f"Needs approval {approval.get('id')}: {approval.get('tool')} {shown} "
+                "(answer with approve_claude_agent)"
+            )
+    if status.parent:
+        lines.append(f"Continues agent {status.parent}.")
     if detail:
         if status.session_id:
             lines.append(f"Session id: {status.session_id}")
@@ -78,6 +94,7 @@ async def spawn_claude_agent(
         int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)
     ] = 600000,
     max_cost_usd: Annotated[float | None, Field(gt=0)] = None,
+    ask_tools: Annotated[list[str], Field(max_length=32)] | None = None,
 ) -> ToolResult:
     """Start an autonomous Claude Code agent in a sandboxed container to work on a task.
 
@@ -95,9 +112,17 @@ async def spawn_claude_agent(
         timeout: deadline in milliseconds, 1000 to 86400000 (default 600000 = 10 minutes).
         max_cost_usd: budget in US dollars for the agent's model requests; once spent, its
             requests are refused and it ends as budget_exceeded (default: the configured one).
+        ask_tools: optional permission rules whose tool calls wait for a person's approval
+            instead of running free, e.g. ["Bash(git push:*)", "WebFetch"]; the agent then
+            shows "needs approval" in get_claude_status (answer with approve_claude_agent).
+            Unanswered requests are denied after a while.
     """
     status = await ctx.require_agents().spawn(
-        task, workspace_path, timeout, max_cost_usd=max_cost_usd
+        task,
+        workspace_path,
+        timeout,
+        max_cost_usd=max_cost_usd,
+        ask_tools=tuple(ask_tools or ()),
     )
     data = status.to_dict()
     paced = ""
@@ -223,7 +248,13 @@ async def list_claude_agents(
     for agent in agents:
         age = _duration(now - agent.created) if agent.created else "?"
         cost = f", ${agent.cost_usd:.4f}" if agent.cost_usd is not None else ""
-        lines.append(f"- {agent.id} {agent.state}, {age} ago{cost}: {_clip(agent.task, 80)}")
+        shown = str(agent.state)
+        if agent.state == AgentState.RUNNING and agent.waiting_for:
+            shown += f" (waiting for {agent.waiting_for})"
+        if agent.stalled and agent.state == AgentState.RUNNING:
+            shown += " (stalled)"
+        chain = f" [continues {agent.parent}]" if agent.parent else ""
+        lines.append(f"- {agent.id} {shown}, {age} ago{cost}{chain}: {_clip(agent.task, 80)}")
     if page.next_cursor:
         lines.append(f'(more: call again with cursor="{page.next_cursor}")')
     return ToolResult("\n".join(lines), data=data)
@@ -244,7 +275,18 @@ async def wait_for_claude_agent(
     """
     waited = await ctx.require_agents().wait(container_id, timeout)
     status = waited.status
-    data = {**status.to_dict(), "wait_timed_out": waited.timed_out}
+    data = {
+        **status.to_dict(),
+        "wait_timed_out": waited.timed_out,
+        "needs_approval": waited.needs_approval,
+    }
+    if waited.needs_approval:
+        return ToolResult(
+            "The agent is waiting for an approval before it can go on.\n"
+            + _status_text(status)
+            + "\nAsk the user, then answer with approve_claude_agent.",
+            data=data,
+        )
     if waited.timed_out:
         return ToolResult(
             f"Still running after waiting {_duration(timeout / 1000)}.\n"
