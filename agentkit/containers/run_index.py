@@ -64,6 +64,8 @@ def compact_status(status: AgentStatus) -> AgentStatus:
         is_error=status.is_error,
         oom_killed=status.oom_killed,
         error=_clip(status.error),
+        parent=status.parent,
+        session_saved=status.session_saved,
     )
 
 
