@@ -14,6 +14,7 @@ import anthropic
 import pytest
 from aiohttp import web
 
+from agentkit.gateway.budgets import MAX_IN_FLIGHT_PER_RUN
 from agentkit.gateway.ledger import Ledger
 from agentkit.gateway.pricing import PriceTable, TokenCounts
 from agentkit.testing import ScriptedAnthropicServer, reply
@@ -270,3 +271,104 @@ async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> 
             await asyncio.sleep(0.05)
     assert summary["requests"] == 1
     assert summary["input_tokens"] == 77  # message_start was read before the hang-up
+
+
+class HeldUpstream:
+    """An upstream that answers nothing until :attr:`release` is set; counts what arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrived.append((request.method, request.rel_url.raw_path_qs))
+        self.changed.set()
+        await request.read()
+        await self.release.wait()
+        return web.json_response(
+            {
+                "type": "message",
+                "model": "claude-sonnet-5-5",
+                "usage": {"input_tokens": 10, "output_tokens": 10},
+            }
+        )
+
+    async def __aenter__(self) -> HeldUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def _settle(upstream: HeldUpstream, tasks: list[asyncio.Task[int]], total: int) -> list[int]:
+    """Wait until every request either reached the held upstream or was answered."""
+    async with asyncio.timeout(30):
+        while len(upstream.arrived) + sum(t.done() for t in tasks) < total:
+            upstream.changed.clear()
+            waiters = [t for t in tasks if not t.done()]
+            await asyncio.wait(
+                [*waiters, asyncio.ensure_future(upstream.changed.wait())],
+                return_when="FIRST_COMPLETED",
+            )
+    return [t.result() for t in tasks if t.done()]
+
+
+async def test_concurrent_requests_cannot_spend_past_the_fleet_budget(tmp_path: Path) -> None:
+    # each request may cost up to 10_000 output tokens of sonnet = $0.15 (+ a little input):
+    # $0.50 of fleet budget holds three of them, whatever arrives at the same time
+    body = {**BODY, "max_tokens": 10_000}
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, fleet_daily_usd=0.5) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        tokens = [await gw.run(f"c{i}") for i in range(8)]
+
+        async def call(token: str) -> int:
+            resp = await http.post(f"{gw.url}/v1/messages", json=body, headers={"x-api-key": token})
+            await resp.read()
+            return resp.status
+
+        tasks = [asyncio.create_task(call(t)) for t in tokens]
+        answered = await _settle(upstream, tasks, len(tasks))
+        assert len(upstream.arrived) == 3
+        assert sorted(answered) == [429] * 5
+        upstream.release.set()
+        statuses = await asyncio.gather(*tasks)
+    assert sorted(statuses) == [200] * 3 + [429] * 5
+
+
+async def test_one_run_has_a_bounded_number_of_requests_in_flight(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-many")
+
+        async def call() -> int:
+            resp = await http.post(f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": token})
+            await resp.read()
+            return resp.status
+
+        tasks = [asyncio.create_task(call()) for _ in range(10)]
+        answered = await _settle(upstream, tasks, len(tasks))
+        assert len(upstream.arrived) == MAX_IN_FLIGHT_PER_RUN
+        assert answered == [429] * (10 - MAX_IN_FLIGHT_PER_RUN)
+        upstream.release.set()
+        await asyncio.gather(*tasks)
+        # the slots are free again once the answers are in
+        assert await call() == 200

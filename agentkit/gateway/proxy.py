@@ -11,6 +11,7 @@ then priced and written to the ledger. Runs inside the gateway container (stdlib
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -31,6 +32,8 @@ logger = logging.getLogger("agentkit.gateway")
 
 #: largest request body forwarded (bytes), and largest non-streamed answer metered
 MAX_BODY = 64 * 1024 * 1024
+#: input tokens assumed per byte of request body when reserving a request's worst case
+INPUT_TOKENS_PER_BYTE = 1 / 3
 #: refused requests of one run written to the ledger (an agent looping on them adds no more)
 MAX_REFUSALS_RECORDED = 20
 _DROP_REQUEST = frozenset(
@@ -145,6 +148,41 @@ class Gateway:
                 self.ledger.run(lambda db: db.set_ip(entry.run_id, request.remote or ""))
             )
         body = await request.read()
+        reserved = await self._worst_case(body)
+        refusal = self.runs.reserve(entry, reserved)
+        if refusal is not None:
+            return self._refuse(entry, refusal)
+        try:
+            return await self._forward(request, entry, body)
+        finally:
+            self.runs.release(entry, reserved)
+
+    async def _worst_case(self, body: bytes) -> float:
+        """The most a request can cost: its body as input tokens, plus ``max_tokens`` output."""
+        data: Any = None
+        if body[:1] == b"{":
+            try:
+                if len(body) > 256 * 1024:
+                    data = await asyncio.to_thread(json.loads, body)
+                else:
+                    data = json.loads(body)
+            except ValueError:
+                data = None
+        model, max_tokens = "", 0
+        if isinstance(data, dict):
+            name = data.get("model")
+            model = name if isinstance(name, str) else ""
+            value = data.get("max_tokens")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                max_tokens = value
+        tokens = TokenCounts(
+            input_tokens=int(len(body) * INPUT_TOKENS_PER_BYTE) + 1, output_tokens=max_tokens
+        )
+        return self.prices.cost(model, tokens)
+
+    async def _forward(
+        self, request: web.Request, entry: RunEntry, body: bytes
+    ) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if self.upstream.api_key:
             headers["x-api-key"] = self.upstream.api_key
@@ -193,7 +231,7 @@ class Gateway:
                 db.record_usage(row)
 
             self.background(self.ledger.run(write))
-        return error_response(refusal.status, refusal.kind, refusal.message, retry=False)
+        return error_response(refusal.status, refusal.kind, refusal.message, retry=refusal.retry)
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RunEntry
