@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+import yarl
 from aiohttp import web
 
 from agentkit.gateway.budgets import MAX_IN_FLIGHT_PER_RUN
@@ -372,3 +373,44 @@ async def test_one_run_has_a_bounded_number_of_requests_in_flight(tmp_path: Path
         await asyncio.gather(*tasks)
         # the slots are free again once the answers are in
         assert await call() == 200
+
+
+async def test_only_the_model_api_routes_reach_the_upstream(tmp_path: Path) -> None:
+    refused = [
+        ("POST", "/v1/messages/batches"),
+        ("DELETE", "/v1/files/file_1"),
+        ("GET", "/v1/files"),
+        ("POST", "/v1/organizations/api_keys"),
+        ("GET", "/v1/messages"),
+        ("PUT", "/v1/messages"),
+        ("POST", "/v1/messages?beta=true&cursor=x"),
+        ("POST", "/v1/messages?beta=true&beta=true"),
+        ("POST", "/v1//messages"),
+        ("POST", "/v1/messages/"),
+        ("POST", "/v1/x/../messages/batches"),
+        ("POST", "/v1/messages?beta=a%20b"),
+    ]
+    allowed = [
+        ("POST", "/v1/messages?beta=true"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens?beta=true"),
+        ("GET", "/v1/models?limit=20"),
+    ]
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, api_key="sk-real") as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        upstream.release.set()
+        token = await gw.run("run-routes")
+        for method, target in refused:
+            url = yarl.URL(f"{gw.url}{target}", encoded=True)
+            resp = await http.request(method, url, json=BODY, headers={"x-api-key": token})
+            assert resp.status == 404, (method, target)
+            assert (await resp.json())["error"]["type"] == "not_found_error"
+        assert upstream.arrived == []
+        for method, target in allowed:
+            url = yarl.URL(f"{gw.url}{target}", encoded=True)
+            resp = await http.request(method, url, json=BODY, headers={"x-api-key": token})
+            assert resp.status == 200, (method, target)
+    assert upstream.arrived == allowed

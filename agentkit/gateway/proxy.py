@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,13 @@ logger = logging.getLogger("agentkit.gateway")
 MAX_BODY = 64 * 1024 * 1024
 #: input tokens assumed per byte of request body when reserving a request's worst case
 INPUT_TOKENS_PER_BYTE = 1 / 3
+#: the only requests forwarded upstream: (method, path) -> query parameters allowed
+ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("POST", "/v1/messages"): frozenset({"beta"}),
+    ("POST", "/v1/messages/count_tokens"): frozenset({"beta"}),
+    ("GET", "/v1/models"): frozenset({"beta", "limit", "after_id", "before_id"}),
+}
+_QUERY_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: refused requests of one run written to the ledger (an agent looping on them adds no more)
 MAX_REFUSALS_RECORDED = 20
 _DROP_REQUEST = frozenset(
@@ -93,6 +101,17 @@ def _token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def _routed(request: web.Request) -> bool:
+    """Whether the request is one the model API needs (see :data:`ROUTES`)."""
+    allowed = ROUTES.get((request.method, request.rel_url.raw_path))
+    if allowed is None:
+        return False
+    query = request.rel_url.query
+    return len(query) == len(set(query)) and all(
+        key in allowed and _QUERY_VALUE.fullmatch(value) for key, value in query.items()
+    )
+
+
 class Gateway:
     """State shared by the model proxy and the admin API."""
 
@@ -137,6 +156,14 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("", "/api/hello"):
             return web.json_response({"status": "ok", "server": "agentkit-gateway"})
+        if not _routed(request):
+            return error_response(
+                404,
+                "not_found_error",
+                f"agentkit gateway: {request.method[:10]} {request.path[:200]} is not forwarded "
+                "(only POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models)",
+                retry=False,
+            )
         entry = self.runs.lookup(_token(request.headers))
         refusal = self.runs.check(entry)
         if refusal is not None:
