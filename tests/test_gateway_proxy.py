@@ -277,7 +277,8 @@ async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> 
 class HeldUpstream:
     """An upstream that answers nothing until :attr:`release` is set; counts what arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stream: bool = False) -> None:
+        self.stream = stream
         self.arrived: list[tuple[str, str]] = []
         self.release = asyncio.Event()
         self.changed = asyncio.Event()
@@ -289,6 +290,20 @@ class HeldUpstream:
         self.changed.set()
         await request.read()
         await self.release.wait()
+        if self.stream:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            start = {
+                "type": "message_start",
+                "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 77}},
+            }
+            delta = {"type": "message_delta", "usage": {"output_tokens": 99}}
+            for event in (start, delta, {"type": "message_stop"}):
+                await response.write(
+                    f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                )
+            await response.write_eof()
+            return response
         return web.json_response(
             {
                 "type": "message",
@@ -414,3 +429,41 @@ async def test_only_the_model_api_routes_reach_the_upstream(tmp_path: Path) -> N
             resp = await http.request(method, url, json=BODY, headers={"x-api-key": token})
             assert resp.status == 200, (method, target)
     assert upstream.arrived == allowed
+
+
+async def test_client_gone_before_the_answer_headers_is_still_metered(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream(stream=True) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-gone")
+        call = asyncio.create_task(
+            http.post(
+                f"{gw.url}/v1/messages",
+                json={**BODY, "stream": True},
+                headers={"x-api-key": token},
+            )
+        )
+        async with asyncio.timeout(30):
+            while not upstream.arrived:
+                upstream.changed.clear()
+                await upstream.changed.wait()
+        call.cancel()  # the agent hangs up while the upstream is still thinking
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        upstream.release.set()
+        summary: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-gone"]))["run-gone"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+    assert summary["requests"] == 1
+    assert summary["cost_usd"] > 0
+    (row,) = ledger_rows(tmp_path)
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    # not one byte could be relayed (the usage is unknown): the reserved worst case is charged
+    assert row.note == "abandoned: worst case charged"
+    assert row.cost_usd >= reserved

@@ -180,7 +180,7 @@ class Gateway:
         if refusal is not None:
             return self._refuse(entry, refusal)
         try:
-            return await self._forward(request, entry, body)
+            return await self._forward(request, entry, body, reserved)
         finally:
             self.runs.release(entry, reserved)
 
@@ -208,7 +208,7 @@ class Gateway:
         return self.prices.cost(model, tokens)
 
     async def _forward(
-        self, request: web.Request, entry: RunEntry, body: bytes
+        self, request: web.Request, entry: RunEntry, body: bytes, reserved: float
     ) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if self.upstream.api_key:
@@ -221,6 +221,10 @@ class Gateway:
             upstream = await self.session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False
             )
+        except asyncio.CancelledError:
+            # gone while the upstream may already be answering: charge the worst case
+            self._meter(entry, request, 499, TokenCounts(), None, note="abandoned", cost=reserved)
+            raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("upstream %s unreachable: %r", self.upstream.url, exc)
             return error_response(
@@ -230,7 +234,7 @@ class Gateway:
                 retry=True,
             )
         try:
-            return await self._relay(request, upstream, entry)
+            return await self._relay(request, upstream, entry, reserved)
         finally:
             upstream.release()
 
@@ -261,7 +265,11 @@ class Gateway:
         return error_response(refusal.status, refusal.kind, refusal.message, retry=refusal.retry)
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RunEntry
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        entry: RunEntry,
+        reserved: float,
     ) -> web.StreamResponse:
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
         ctype = upstream.headers.get("content-type", "")
@@ -274,11 +282,11 @@ class Gateway:
             return web.Response(status=upstream.status, body=data, headers=headers)
         meter = SSEUsage()
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_any():
+                meter.feed(chunk)  # before the write, which fails once the agent is gone
                 await response.write(chunk)
-                meter.feed(chunk)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientError) as exc:
             # the agent hung up, or the upstream broke off mid-stream: nothing more to send
@@ -286,8 +294,15 @@ class Gateway:
         finally:
             # metered even when the client or the upstream hung up mid-stream
             note = None if meter.stopped else "stream incomplete"
+            unknown = upstream.status == 200 and not meter.seen_start
             self._meter(
-                entry, request, upstream.status, meter.tokens, meter.model, note=meter.error or note
+                entry,
+                request,
+                upstream.status,
+                meter.tokens,
+                meter.model,
+                note=meter.error or ("abandoned: worst case charged" if unknown else note),
+                cost=reserved if unknown else None,
             )
         return response
 
@@ -300,8 +315,10 @@ class Gateway:
         model: str | None,
         *,
         note: str | None = None,
+        cost: float | None = None,
     ) -> None:
-        cost = self.prices.cost(model or "", tokens)
+        if cost is None:
+            cost = self.prices.cost(model or "", tokens)
         now = time.time()
         self.runs.add_cost(entry, cost, now)  # the next request's budget check sees it at once
         row = UsageRow(
