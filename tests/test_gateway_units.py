@@ -147,7 +147,6 @@ def test_allowlist_expansion_and_squid_config() -> None:
     conf = squid_config(["a.test", ".a.test"], port=3128, log_port=3130, own_names=["gw"])
     assert "acl allowed dstdomain -n .a.test\n" in conf  # squid refuses a and .a together
     assert conf.rstrip().endswith("http_access deny all")
-    assert conf.index("http_access allow allowed") < conf.index("http_access deny private_dst")
     assert "http_access deny gateway_self" in conf
     open_conf = squid_config(["*"], port=3128, log_port=3130)
     assert open_conf.index("deny private_dst") < open_conf.index("http_access allow all")
@@ -210,3 +209,25 @@ def test_cost_groups_plot_and_since() -> None:
     assert parse_since(None) == 0.0
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday")
+
+
+def _access_rules(conf: str) -> list[str]:
+    return [line for line in conf.splitlines() if line.startswith("http_access ")]
+
+
+def test_a_refused_name_is_never_resolved_by_squid() -> None:
+    # squid resolves a name to evaluate a dst ACL: with an allowlist, the rules a refused name
+    # meets before "deny all" must all be name/port/method based (no DNS exfiltration)
+    conf = squid_config(["a.test", "203.0.113.7"], port=3128, log_port=3130, own_names=["gw"])
+    dst_acls = {
+        line.split()[1] for line in conf.splitlines() if line.startswith("acl ") and " dst " in line
+    }
+    rules = _access_rules(conf)
+    assert rules[-1] == "http_access deny all"
+    assert not any(set(rule.split()[2:]) & dst_acls for rule in rules)
+    # with *, the listed names still go first, then private addresses are refused
+    open_rules = _access_rules(squid_config(["*", "mirror.test"], port=3128, log_port=3130))
+    assert open_rules.index("http_access allow allowed") < open_rules.index(
+        "http_access deny private_dst"
+    )
+    assert open_rules[-1] == "http_access allow all"

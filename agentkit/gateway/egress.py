@@ -146,15 +146,22 @@ def squid_config(
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "pinger_enable off",
-        f"acl private_dst dst {' '.join(_PRIVATE)}",
     ]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]
     if domains:
         lines += [f"acl allowed dstdomain -n {' '.join(domains)}", "http_access allow allowed"]
-    lines.append("http_access deny private_dst")
-    lines.append("http_access allow all" if open_all else "http_access deny all")
+    if open_all:
+        # a dst ACL makes squid resolve the name: only in * mode, where every name is resolved
+        # to be fetched anyway; with a list, a refused name is never looked up (no DNS leak)
+        lines += [
+            f"acl private_dst dst {' '.join(_PRIVATE)}",
+            "http_access deny private_dst",
+            "http_access allow all",
+        ]
+    else:
+        lines.append("http_access deny all")
     return "\n".join(lines) + "\n"
 
 
