@@ -231,3 +231,26 @@ def test_a_refused_name_is_never_resolved_by_squid() -> None:
         "http_access deny private_dst"
     )
     assert open_rules[-1] == "http_access allow all"
+
+
+def test_allowed_hosts_are_open_on_80_and_443_only_unless_a_port_is_listed() -> None:
+    allow = expand_allowlist(
+        "a.test, b.test:8443, git", git_url="https://git.test:3000/org", environ={}
+    )
+    assert allow == ["a.test", "b.test:8443", "git.test:3000"]
+    assert expand_allowlist("git", git_url="https://github.com:443", environ={}) == ["github.com"]
+    with pytest.raises(ValueError, match="bad port"):
+        expand_allowlist("a.test:99999", environ={})
+    rules = _access_rules(squid_config(allow, port=3128, log_port=3130))
+    conf = squid_config(allow, port=3128, log_port=3130)
+    assert "acl SSL_ports port 443" in conf
+    assert "acl Safe_ports port 80 443" in conf
+    deny_ports = rules.index("http_access deny !Safe_ports")
+    assert rules.index("http_access deny CONNECT !SSL_ports") < deny_ports
+    assert deny_ports < rules.index("http_access allow allowed")  # a.test: 80/443 only
+    # b.test and git.test only on their own port, allowed before the port rules
+    for i, (host, port) in enumerate([("b.test", 8443), ("git.test", 3000)]):
+        assert f"acl allowed_host{i} dstdomain -n {host}" in conf
+        assert f"acl allowed_port{i} port {port}" in conf
+        assert rules.index(f"http_access allow allowed_host{i} allowed_port{i}") < deny_ports
+    assert "acl allowed dstdomain -n a.test\n" in conf

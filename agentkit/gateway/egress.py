@@ -10,6 +10,7 @@ to the gateway's API port; everything else (git over HTTPS, npm, pip, curl) goes
 * the group names ``git`` (the host of ``AGENTKIT_GITHUB_URL``), ``npm``, ``pypi`` and
   ``debian`` (their public registries, or the registry the controller's ``NPM_CONFIG_REGISTRY``
   / ``PIP_INDEX_URL`` points at) - the default is ``git,npm,pypi,debian``;
+* ``host:port`` - that host on that port only (otherwise only ports 80, and 443 for TLS);
 * ``*`` - any public host (private, loopback and link-local addresses stay refused unless
   listed by name).
 
@@ -68,6 +69,13 @@ def _host_of(url: str) -> str | None:
     return host.lower() if host else None
 
 
+def _port_of(url: str) -> int | None:
+    try:
+        return urlsplit(url if "//" in url else f"//{url}").port
+    except ValueError:
+        return None
+
+
 def _is_host(item: str) -> bool:
     """A host name, or ``.domain`` (it and its subdomains); checked label by label."""
     name = item[1:] if item.startswith(".") else item
@@ -92,8 +100,9 @@ def expand_allowlist(
             out.append("*")
         elif item == "git":
             host = _host_of(git_url or "https://github.com")
+            port = _port_of(git_url or "https://github.com")
             if host:
-                out.append(host)
+                out.append(host if port in (None, 80, 443) else f"{host}:{port}")
         elif item in _GROUPS:
             mirrors = [
                 h
@@ -103,6 +112,12 @@ def expand_allowlist(
             ]
             out.extend(mirrors or _GROUPS[item])
         else:
+            port = None
+            head, sep, tail = item.rpartition(":")
+            if sep and head.count(":") == 0:  # host:port (an IPv6 address has more colons)
+                if not tail.isdigit() or not 0 < int(tail) < 65536:
+                    raise ValueError(f"AGENTKIT_EGRESS_ALLOW: {item!r} has a bad port")
+                item, port = head, int(tail)
             if item.startswith("*."):
                 item = item[1:]
             try:
@@ -113,7 +128,7 @@ def expand_allowlist(
                         f"AGENTKIT_EGRESS_ALLOW: {item!r} is not a host name, .domain, IP "
                         "address, group (git, npm, pypi, debian) or *"
                     ) from None
-            out.append(item)
+            out.append(item if port in (None, 80, 443) else f"{item}:{port}")
     return list(dict.fromkeys(out))
 
 
@@ -121,7 +136,9 @@ def squid_config(
     allow: Iterable[str], *, port: int, log_port: int, own_names: Iterable[str] = ()
 ) -> str:
     """squid.conf for the gateway: listed hosts allowed, everything else refused and logged."""
-    hosts = [h for h in allow if h != "*"]
+    allow = list(allow)
+    with_port = [h.rpartition(":") for h in allow if h.count(":") == 1]
+    hosts = [h for h in allow if h != "*" and h.count(":") != 1]
     open_all = "*" in allow
     # squid refuses a dstdomain list holding both a domain and its subdomain form
     covered = {h for h in hosts if not h.startswith(".") and f".{h}" in hosts}
@@ -146,10 +163,20 @@ def squid_config(
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "pinger_enable off",
+        # plain HTTP on 80, TLS tunnels (CONNECT) to 443; other ports only as host:port entries
+        "acl SSL_ports port 443",
+        "acl Safe_ports port 80 443",
     ]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]
+    for i, (host, _, port) in enumerate(sorted(with_port)):
+        lines += [
+            f"acl allowed_host{i} dstdomain -n {host}",
+            f"acl allowed_port{i} port {int(port)}",
+            f"http_access allow allowed_host{i} allowed_port{i}",
+        ]
+    lines += ["http_access deny CONNECT !SSL_ports", "http_access deny !Safe_ports"]
     if domains:
         lines += [f"acl allowed dstdomain -n {' '.join(domains)}", "http_access allow allowed"]
     if open_all:
