@@ -170,10 +170,10 @@ def squid_config(
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]
-    for i, (host, _, port) in enumerate(sorted(with_port)):
+    for i, (host, _, host_port) in enumerate(sorted(with_port)):
         lines += [
             f"acl allowed_host{i} dstdomain -n {host}",
-            f"acl allowed_port{i} port {int(port)}",
+            f"acl allowed_port{i} port {int(host_port)}",
             f"http_access allow allowed_host{i} allowed_port{i}",
         ]
     lines += ["http_access deny CONNECT !SSL_ports", "http_access deny !Safe_ports"]
