@@ -17,7 +17,9 @@ from aiohttp import web
 
 from agentkit.gateway.budgets import MAX_IN_FLIGHT_PER_RUN
 from agentkit.gateway.ledger import Ledger
+from agentkit.gateway.peers import MAX_CONNECTIONS_PER_PEER
 from agentkit.gateway.pricing import PriceTable, TokenCounts
+from agentkit.gateway.proxy import MAX_BODY
 from agentkit.testing import ScriptedAnthropicServer, reply
 from tests.gateway_support import local_gateway
 
@@ -467,3 +469,55 @@ async def test_client_gone_before_the_answer_headers_is_still_metered(tmp_path: 
     # not one byte could be relayed (the usage is unknown): the reserved worst case is charged
     assert row.note == "abandoned: worst case charged"
     assert row.cost_usd >= reserved
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+    ):
+        token = await gw.run("run-big")
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        # announces 40 MiB and sends none of it: the answer must not wait for the body
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {MAX_BODY + 8 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(20):
+            status = await reader.readline()
+        writer.close()
+    assert status.split()[1] == b"413"
+    assert MAX_BODY <= 32 * 1024 * 1024
+    assert upstream.arrived == []
+
+
+async def test_one_address_cannot_hold_more_than_its_share_of_connections(
+    tmp_path: Path,
+) -> None:
+    async with local_gateway(tmp_path) as gw:
+        held = [
+            await asyncio.open_connection("127.0.0.1", gw.port)
+            for _ in range(MAX_CONNECTIONS_PER_PEER)
+        ]
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        async with asyncio.timeout(20):
+            assert await reader.read(1) == b""  # closed by the gateway at once
+        writer.close()
+        # the connections within the cap still work
+        first_reader, first_writer = held[0]
+        first_writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        async with asyncio.timeout(20):
+            assert b" 200 " in await first_reader.readline()
+        for _, w in held:
+            w.close()
+        # closing frees the slots
+        async with asyncio.timeout(20):
+            while True:
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+                line = await reader.readline()
+                writer.close()
+                if b" 200 " in line:
+                    break
+                await asyncio.sleep(0.05)  # the gateway has not yet seen the closes

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from agentkit.agent.events import Usage
 from agentkit.gateway.budgets import RunEntry, Runs, day_start, token_sha256
 from agentkit.gateway.costs import bar_plot, group_rows, parse_since
-from agentkit.gateway.egress import expand_allowlist, parse_access_line, squid_config
+from agentkit.gateway.egress import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    expand_allowlist,
+    parse_access_line,
+    squid_config,
+)
 from agentkit.gateway.metering import MAX_LINE, SSEUsage, usage_from_json
 from agentkit.gateway.pricing import PriceTable, TokenCounts, parse_overrides
 from agentkit.testing import reply
@@ -254,3 +259,9 @@ def test_allowed_hosts_are_open_on_80_and_443_only_unless_a_port_is_listed() -> 
         assert f"acl allowed_port{i} port {port}" in conf
         assert rules.index(f"http_access allow allowed_host{i} allowed_port{i}") < deny_ports
     assert "acl allowed dstdomain -n a.test\n" in conf
+
+
+def test_squid_bounds_connections_and_slow_requests_per_agent() -> None:
+    conf = squid_config(["a.test"], port=3128, log_port=3130)
+    assert f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}\n" in conf
+    assert "request_timeout 60 seconds\n" in conf

@@ -39,6 +39,9 @@ __all__ = [
 #: the default of AGENTKIT_EGRESS_ALLOW: group names, expanded by :func:`expand_allowlist`
 DEFAULT_ALLOW = "git,npm,pypi,debian"
 
+#: connections one agent (client address) may hold open to squid at once
+MAX_CONNECTIONS_PER_CLIENT = 64
+
 # The public registries behind the group names (used when the controller names no mirror).
 _GROUPS: dict[str, tuple[str, ...]] = {
     "npm": ("registry.npmjs.org",),
@@ -166,6 +169,9 @@ def squid_config(
         # plain HTTP on 80, TLS tunnels (CONNECT) to 443; other ports only as host:port entries
         "acl SSL_ports port 443",
         "acl Safe_ports port 80 443",
+        # one agent cannot hold all of squid's descriptors, nor keep half-sent requests open
+        f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}",
+        "request_timeout 60 seconds",
     ]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid

@@ -27,12 +27,15 @@ from .ledger import AsyncLedger, Ledger, UsageRow
 from .metering import SSEUsage, usage_from_json
 from .pricing import PriceTable, TokenCounts
 
-__all__ = ["MAX_BODY", "Gateway", "Upstream"]
+__all__ = ["MAX_BODY", "MAX_BODY_BYTES_IN_FLIGHT", "ROUTES", "Gateway", "Upstream"]
 
 logger = logging.getLogger("agentkit.gateway")
 
-#: largest request body forwarded (bytes), and largest non-streamed answer metered
-MAX_BODY = 64 * 1024 * 1024
+#: largest request body forwarded (bytes; the Messages API's own limit is 32 MB), and largest
+#: non-streamed answer metered
+MAX_BODY = 32 * 1024 * 1024
+#: request bodies held in memory at once over all agents (bytes); more get 503 (retryable)
+MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 #: input tokens assumed per byte of request body when reserving a request's worst case
 INPUT_TOKENS_PER_BYTE = 1 / 3
 #: the only requests forwarded upstream: (method, path) -> query parameters allowed
@@ -122,6 +125,7 @@ class Gateway:
         self.runs = Runs()
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.body_bytes = 0  # request bodies being read or held (see MAX_BODY_BYTES_IN_FLIGHT)
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -174,6 +178,28 @@ class Gateway:
             self.background(
                 self.ledger.run(lambda db: db.set_ip(entry.run_id, request.remote or ""))
             )
+        size = request.content_length if request.content_length is not None else MAX_BODY
+        if size > MAX_BODY:
+            return error_response(
+                413,
+                "request_too_large",
+                f"agentkit gateway: request body of {size} bytes is over the limit of {MAX_BODY}",
+                retry=False,
+            )
+        if self.body_bytes + size > MAX_BODY_BYTES_IN_FLIGHT:
+            return error_response(
+                503,
+                "overloaded_error",
+                "agentkit gateway: too many large requests in flight; retry shortly",
+                retry=True,
+            )
+        self.body_bytes += size
+        try:
+            return await self._admit(request, entry)
+        finally:
+            self.body_bytes -= size
+
+    async def _admit(self, request: web.Request, entry: RunEntry) -> web.StreamResponse:
         body = await request.read()
         reserved = await self._worst_case(body)
         refusal = self.runs.reserve(entry, reserved)
