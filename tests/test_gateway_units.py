@@ -265,3 +265,9 @@ def test_squid_bounds_connections_and_slow_requests_per_agent() -> None:
     conf = squid_config(["a.test"], port=3128, log_port=3130)
     assert f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}\n" in conf
     assert "request_timeout 60 seconds\n" in conf
+
+
+def test_squid_serves_only_the_agents_network_when_it_is_known() -> None:
+    conf = squid_config(["a.test"], port=3128, log_port=3130, clients=["172.30.0.0/16"])
+    assert "acl agents src 172.30.0.0/16\n" in conf
+    assert _access_rules(conf)[0] == "http_access deny !agents"

@@ -136,7 +136,12 @@ def expand_allowlist(
 
 
 def squid_config(
-    allow: Iterable[str], *, port: int, log_port: int, own_names: Iterable[str] = ()
+    allow: Iterable[str],
+    *,
+    port: int,
+    log_port: int,
+    own_names: Iterable[str] = (),
+    clients: Iterable[str] = (),
 ) -> str:
     """squid.conf for the gateway: listed hosts allowed, everything else refused and logged."""
     allow = list(allow)
@@ -173,6 +178,9 @@ def squid_config(
         f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}",
         "request_timeout 60 seconds",
     ]
+    sources = sorted(set(clients))
+    if sources:  # only the agents' internal network may use the proxy
+        lines += [f"acl agents src {' '.join(sources)}", "http_access deny !agents"]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]

@@ -53,6 +53,7 @@ class GatewayConfig:
     pricing: str | None = None
     egress_allow: list[str] = field(default_factory=list)
     own_names: list[str] = field(default_factory=list)
+    agent_subnets: list[str] = field(default_factory=list)
     api_port: int = 8080
     proxy_port: int = 3128
 
@@ -116,6 +117,7 @@ async def serve(
             port=cfg.proxy_port,
             log_port=squid.log_port,
             own_names=cfg.own_names,
+            clients=cfg.agent_subnets,
         )
 
     async def reload() -> dict[str, Any]:
