@@ -372,7 +372,11 @@ async def test_egress_allowed_refused_and_direct(
         f"curl -sS -m 20 -o /dev/null -w 'http=%{{http_code}}' http://denied.test:{port}/denied;"
         f' echo " rc2=$?"; '
         f'curl -sS -m 20 https://denied.test:{port}/tunnel 2>&1; echo " rc3=$?"; '
-        f"curl -sS -m 5 --noproxy '*' http://{host_ip}:{port}/direct 2>&1; echo \" rc4=$?\""
+        f"curl -sS -m 5 --noproxy '*' http://{host_ip}:{port}/direct 2>&1; echo \" rc4=$?\"; "
+        # an allowed host, but listed without this port: only 80 (and 443 for TLS) are open
+        f"curl -sS -m 20 -o /dev/null -w 'http=%{{http_code}}' http://other.test:{port}/port;"
+        f' echo " rc5=$?"; '
+        f'curl -sS -m 20 https://other.test:{port}/port-tunnel 2>&1; echo " rc6=$?"'
     )
     script = ClaudeCodeScript(
         [
@@ -389,8 +393,12 @@ async def test_egress_allowed_refused_and_direct(
                 agent_image,
                 anthropic_api_key="sk-ant-x",
                 anthropic_base_url=server.url_for(host_ip),
-                egress_allow="allowed.test",
-                gateway_extra_hosts=[f"allowed.test:{host_ip}", f"denied.test:{host_ip}"],
+                egress_allow=f"allowed.test:{port},other.test",
+                gateway_extra_hosts=[
+                    f"allowed.test:{host_ip}",
+                    f"denied.test:{host_ip}",
+                    f"other.test:{host_ip}",
+                ],
             )
             async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
                 spawned = await agents.spawn("check egress", "egress", 120_000)
@@ -404,6 +412,8 @@ async def test_egress_allowed_refused_and_direct(
     assert "http=403 rc2=0" in seen, seen  # refused by the allowlist
     assert "rc3=0" not in seen  # HTTPS tunnel to a refused host: no CONNECT
     assert "rc4=0" not in seen  # no route off the internal network without the proxy
+    assert "http=403 rc5=0" in seen, seen  # allowed host, port not listed
+    assert "rc6=0" not in seen  # no CONNECT to a port other than 443
     assert hits == ["/allowed"]
     # refused connections are recorded for the run and shown with its output
     assert "[egress] refused" in output.text

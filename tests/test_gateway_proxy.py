@@ -12,10 +12,14 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+import yarl
 from aiohttp import web
 
+from agentkit.gateway.budgets import MAX_IN_FLIGHT_PER_RUN
 from agentkit.gateway.ledger import Ledger
+from agentkit.gateway.peers import MAX_CONNECTIONS_PER_PEER
 from agentkit.gateway.pricing import PriceTable, TokenCounts
+from agentkit.gateway.proxy import MAX_BODY
 from agentkit.testing import ScriptedAnthropicServer, reply
 from tests.gateway_support import local_gateway
 
@@ -270,3 +274,250 @@ async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> 
             await asyncio.sleep(0.05)
     assert summary["requests"] == 1
     assert summary["input_tokens"] == 77  # message_start was read before the hang-up
+
+
+class HeldUpstream:
+    """An upstream that answers nothing until :attr:`release` is set; counts what arrives."""
+
+    def __init__(self, *, stream: bool = False) -> None:
+        self.stream = stream
+        self.arrived: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrived.append((request.method, request.rel_url.raw_path_qs))
+        self.changed.set()
+        await request.read()
+        await self.release.wait()
+        if self.stream:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            start = {
+                "type": "message_start",
+                "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 77}},
+            }
+            delta = {"type": "message_delta", "usage": {"output_tokens": 99}}
+            for event in (start, delta, {"type": "message_stop"}):
+                await response.write(
+                    f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                )
+            await response.write_eof()
+            return response
+        return web.json_response(
+            {
+                "type": "message",
+                "model": "claude-sonnet-5-5",
+                "usage": {"input_tokens": 10, "output_tokens": 10},
+            }
+        )
+
+    async def __aenter__(self) -> HeldUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def _settle(upstream: HeldUpstream, tasks: list[asyncio.Task[int]], total: int) -> list[int]:
+    """Wait until every request either reached the held upstream or was answered."""
+    async with asyncio.timeout(30):
+        while len(upstream.arrived) + sum(t.done() for t in tasks) < total:
+            upstream.changed.clear()
+            waiters = [t for t in tasks if not t.done()]
+            await asyncio.wait(
+                [*waiters, asyncio.ensure_future(upstream.changed.wait())],
+                return_when="FIRST_COMPLETED",
+            )
+    return [t.result() for t in tasks if t.done()]
+
+
+async def test_concurrent_requests_cannot_spend_past_the_fleet_budget(tmp_path: Path) -> None:
+    # each request may cost up to 10_000 output tokens of sonnet = $0.15 (+ a little input):
+    # $0.50 of fleet budget holds three of them, whatever arrives at the same time
+    body = {**BODY, "max_tokens": 10_000}
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, fleet_daily_usd=0.5) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        tokens = [await gw.run(f"c{i}") for i in range(8)]
+
+        async def call(token: str) -> int:
+            resp = await http.post(f"{gw.url}/v1/messages", json=body, headers={"x-api-key": token})
+            await resp.read()
+            return resp.status
+
+        tasks = [asyncio.create_task(call(t)) for t in tokens]
+        answered = await _settle(upstream, tasks, len(tasks))
+        assert len(upstream.arrived) == 3
+        assert sorted(answered) == [429] * 5
+        upstream.release.set()
+        statuses = await asyncio.gather(*tasks)
+    assert sorted(statuses) == [200] * 3 + [429] * 5
+
+
+async def test_one_run_has_a_bounded_number_of_requests_in_flight(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-many")
+
+        async def call() -> int:
+            resp = await http.post(f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": token})
+            await resp.read()
+            return resp.status
+
+        tasks = [asyncio.create_task(call()) for _ in range(10)]
+        answered = await _settle(upstream, tasks, len(tasks))
+        assert len(upstream.arrived) == MAX_IN_FLIGHT_PER_RUN
+        assert answered == [429] * (10 - MAX_IN_FLIGHT_PER_RUN)
+        upstream.release.set()
+        await asyncio.gather(*tasks)
+        # the slots are free again once the answers are in
+        assert await call() == 200
+
+
+async def test_only_the_model_api_routes_reach_the_upstream(tmp_path: Path) -> None:
+    refused = [
+        ("POST", "/v1/messages/batches"),
+        ("DELETE", "/v1/files/file_1"),
+        ("GET", "/v1/files"),
+        ("POST", "/v1/organizations/api_keys"),
+        ("GET", "/v1/messages"),
+        ("PUT", "/v1/messages"),
+        ("POST", "/v1/messages?beta=true&cursor=x"),
+        ("POST", "/v1/messages?beta=true&beta=true"),
+        ("POST", "/v1//messages"),
+        ("POST", "/v1/messages/"),
+        ("POST", "/v1/x/../messages/batches"),
+        ("POST", "/v1/messages?beta=a%20b"),
+    ]
+    allowed = [
+        ("POST", "/v1/messages?beta=true"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens?beta=true"),
+        ("GET", "/v1/models?limit=20"),
+    ]
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, api_key="sk-real") as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        upstream.release.set()
+        token = await gw.run("run-routes")
+        for method, target in refused:
+            url = yarl.URL(f"{gw.url}{target}", encoded=True)
+            resp = await http.request(method, url, json=BODY, headers={"x-api-key": token})
+            assert resp.status == 404, (method, target)
+            assert (await resp.json())["error"]["type"] == "not_found_error"
+        assert upstream.arrived == []
+        for method, target in allowed:
+            url = yarl.URL(f"{gw.url}{target}", encoded=True)
+            resp = await http.request(method, url, json=BODY, headers={"x-api-key": token})
+            assert resp.status == 200, (method, target)
+    assert upstream.arrived == allowed
+
+
+async def test_client_gone_before_the_answer_headers_is_still_metered(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream(stream=True) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-gone")
+        call = asyncio.create_task(
+            http.post(
+                f"{gw.url}/v1/messages",
+                json={**BODY, "stream": True},
+                headers={"x-api-key": token},
+            )
+        )
+        async with asyncio.timeout(30):
+            while not upstream.arrived:
+                upstream.changed.clear()
+                await upstream.changed.wait()
+        call.cancel()  # the agent hangs up while the upstream is still thinking
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        upstream.release.set()
+        summary: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-gone"]))["run-gone"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+    assert summary["requests"] == 1
+    assert summary["cost_usd"] > 0
+    (row,) = ledger_rows(tmp_path)
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    # not one byte could be relayed (the usage is unknown): the reserved worst case is charged
+    assert row.note == "abandoned: worst case charged"
+    assert row.cost_usd >= reserved
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+    ):
+        token = await gw.run("run-big")
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        # announces 40 MiB and sends none of it: the answer must not wait for the body
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {MAX_BODY + 8 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(20):
+            status = await reader.readline()
+        writer.close()
+    assert status.split()[1] == b"413"
+    assert MAX_BODY <= 32 * 1024 * 1024
+    assert upstream.arrived == []
+
+
+async def test_one_address_cannot_hold_more_than_its_share_of_connections(
+    tmp_path: Path,
+) -> None:
+    async with local_gateway(tmp_path) as gw:
+        held = [
+            await asyncio.open_connection("127.0.0.1", gw.port)
+            for _ in range(MAX_CONNECTIONS_PER_PEER)
+        ]
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        async with asyncio.timeout(20):
+            assert await reader.read(1) == b""  # closed by the gateway at once
+        writer.close()
+        # the connections within the cap still work
+        first_reader, first_writer = held[0]
+        first_writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        async with asyncio.timeout(20):
+            assert b" 200 " in await first_reader.readline()
+        for _, w in held:
+            w.close()
+        # closing frees the slots
+        async with asyncio.timeout(20):
+            while True:
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+                line = await reader.readline()
+                writer.close()
+                if b" 200 " in line:
+                    break
+                await asyncio.sleep(0.05)  # the gateway has not yet seen the closes

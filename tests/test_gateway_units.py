@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from agentkit.agent.events import Usage
 from agentkit.gateway.budgets import RunEntry, Runs, day_start, token_sha256
 from agentkit.gateway.costs import bar_plot, group_rows, parse_since
-from agentkit.gateway.egress import expand_allowlist, parse_access_line, squid_config
+from agentkit.gateway.egress import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    expand_allowlist,
+    parse_access_line,
+    squid_config,
+)
 from agentkit.gateway.metering import MAX_LINE, SSEUsage, usage_from_json
 from agentkit.gateway.pricing import PriceTable, TokenCounts, parse_overrides
 from agentkit.testing import reply
@@ -147,7 +152,6 @@ def test_allowlist_expansion_and_squid_config() -> None:
     conf = squid_config(["a.test", ".a.test"], port=3128, log_port=3130, own_names=["gw"])
     assert "acl allowed dstdomain -n .a.test\n" in conf  # squid refuses a and .a together
     assert conf.rstrip().endswith("http_access deny all")
-    assert conf.index("http_access allow allowed") < conf.index("http_access deny private_dst")
     assert "http_access deny gateway_self" in conf
     open_conf = squid_config(["*"], port=3128, log_port=3130)
     assert open_conf.index("deny private_dst") < open_conf.index("http_access allow all")
@@ -210,3 +214,60 @@ def test_cost_groups_plot_and_since() -> None:
     assert parse_since(None) == 0.0
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday")
+
+
+def _access_rules(conf: str) -> list[str]:
+    return [line for line in conf.splitlines() if line.startswith("http_access ")]
+
+
+def test_a_refused_name_is_never_resolved_by_squid() -> None:
+    # squid resolves a name to evaluate a dst ACL: with an allowlist, the rules a refused name
+    # meets before "deny all" must all be name/port/method based (no DNS exfiltration)
+    conf = squid_config(["a.test", "203.0.113.7"], port=3128, log_port=3130, own_names=["gw"])
+    dst_acls = {
+        line.split()[1] for line in conf.splitlines() if line.startswith("acl ") and " dst " in line
+    }
+    rules = _access_rules(conf)
+    assert rules[-1] == "http_access deny all"
+    assert not any(set(rule.split()[2:]) & dst_acls for rule in rules)
+    # with *, the listed names still go first, then private addresses are refused
+    open_rules = _access_rules(squid_config(["*", "mirror.test"], port=3128, log_port=3130))
+    assert open_rules.index("http_access allow allowed") < open_rules.index(
+        "http_access deny private_dst"
+    )
+    assert open_rules[-1] == "http_access allow all"
+
+
+def test_allowed_hosts_are_open_on_80_and_443_only_unless_a_port_is_listed() -> None:
+    allow = expand_allowlist(
+        "a.test, b.test:8443, git", git_url="https://git.test:3000/org", environ={}
+    )
+    assert allow == ["a.test", "b.test:8443", "git.test:3000"]
+    assert expand_allowlist("git", git_url="https://github.com:443", environ={}) == ["github.com"]
+    with pytest.raises(ValueError, match="bad port"):
+        expand_allowlist("a.test:99999", environ={})
+    rules = _access_rules(squid_config(allow, port=3128, log_port=3130))
+    conf = squid_config(allow, port=3128, log_port=3130)
+    assert "acl SSL_ports port 443" in conf
+    assert "acl Safe_ports port 80 443" in conf
+    deny_ports = rules.index("http_access deny !Safe_ports")
+    assert rules.index("http_access deny CONNECT !SSL_ports") < deny_ports
+    assert deny_ports < rules.index("http_access allow allowed")  # a.test: 80/443 only
+    # b.test and git.test only on their own port, allowed before the port rules
+    for i, (host, port) in enumerate([("b.test", 8443), ("git.test", 3000)]):
+        assert f"acl allowed_host{i} dstdomain -n {host}" in conf
+        assert f"acl allowed_port{i} port {port}" in conf
+        assert rules.index(f"http_access allow allowed_host{i} allowed_port{i}") < deny_ports
+    assert "acl allowed dstdomain -n a.test\n" in conf
+
+
+def test_squid_bounds_connections_and_slow_requests_per_agent() -> None:
+    conf = squid_config(["a.test"], port=3128, log_port=3130)
+    assert f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}\n" in conf
+    assert "request_timeout 60 seconds\n" in conf
+
+
+def test_squid_serves_only_the_agents_network_when_it_is_known() -> None:
+    conf = squid_config(["a.test"], port=3128, log_port=3130, clients=["172.30.0.0/16"])
+    assert "acl agents src 172.30.0.0/16\n" in conf
+    assert _access_rules(conf)[0] == "http_access deny !agents"

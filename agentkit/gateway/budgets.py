@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["Refusal", "RunEntry", "Runs", "day_start", "token_sha256"]
+__all__ = ["MAX_IN_FLIGHT_PER_RUN", "Refusal", "RunEntry", "Runs", "day_start", "token_sha256"]
+
+#: requests of one run forwarded at the same time; more get 429 (retryable)
+MAX_IN_FLIGHT_PER_RUN = 4
 
 
 def token_sha256(token: str) -> str:
@@ -37,6 +40,8 @@ class RunEntry:
     budget_reason: str | None = None
     ip: str | None = None
     refusals: int = 0
+    in_flight: int = 0
+    reserved_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,7 @@ class Refusal:
     kind: str
     message: str
     budget: bool = False
+    retry: bool = False
 
 
 class Runs:
@@ -59,6 +65,8 @@ class Runs:
         self.by_ip: dict[str, RunEntry] = {}
         self.day = 0.0
         self.day_spent = 0.0
+        self.day_reserved = 0.0  # worst-case cost of the requests in flight, fleet-wide
+        self.in_flight = 0
 
     def add(self, token_hash: str, entry: RunEntry) -> None:
         old = self.by_id.get(entry.run_id)
@@ -136,3 +144,62 @@ class Runs:
                 budget=True,
             )
         return None
+
+    def reserve(self, entry: RunEntry, cost: float, now: float | None = None) -> Refusal | None:
+        """Admit a request of ``entry`` whose worst case is ``cost``, or say why not.
+
+        A request goes upstream only if its worst case fits in what is left of the run's and
+        the fleet's budget after the requests already in flight; when nothing else is in flight
+        it goes if the budget is not yet spent (so one request may overshoot, by at most its own
+        worst case, but concurrent requests never add to that). Each admitted request must be
+        followed by :meth:`release` with the same ``cost``.
+        """
+        now = time.time() if now is None else now
+        refusal = self.check(entry, now)
+        if refusal is not None:
+            return refusal
+        if entry.in_flight >= MAX_IN_FLIGHT_PER_RUN:
+            return Refusal(
+                429,
+                "rate_limit_error",
+                f"agentkit gateway: {entry.run_id} already has {entry.in_flight} model requests "
+                f"in flight (at most {MAX_IN_FLIGHT_PER_RUN}); retry when one has finished",
+                retry=True,
+            )
+        limit = entry.max_cost_usd
+        if (
+            limit is not None
+            and entry.in_flight
+            and entry.spent_usd + entry.reserved_usd + cost > limit
+        ):
+            return Refusal(
+                429,
+                "rate_limit_error",
+                f"agentkit gateway: the worst case of this request (${cost:.4f}) does not fit in "
+                f"what is left of max_cost_usd of {entry.run_id} while its other requests are "
+                "in flight; retry when they have finished",
+                retry=True,
+            )
+        fleet = self.fleet_daily_usd
+        day_spent = self.day_spent if now < self.day + 86_400 else 0.0
+        if fleet is not None and self.in_flight and day_spent + self.day_reserved + cost > fleet:
+            return Refusal(
+                429,
+                "rate_limit_error",
+                f"agentkit gateway: the worst case of this request (${cost:.4f}) does not fit in "
+                "what is left of AGENTKIT_DAILY_BUDGET_USD while other requests are in flight; "
+                "retry when they have finished",
+                retry=True,
+            )
+        entry.in_flight += 1
+        entry.reserved_usd += cost
+        self.in_flight += 1
+        self.day_reserved += cost
+        return None
+
+    def release(self, entry: RunEntry, cost: float) -> None:
+        """The request admitted by :meth:`reserve` is over (its real cost is in ``add_cost``)."""
+        entry.in_flight = max(0, entry.in_flight - 1)
+        entry.reserved_usd = max(0.0, entry.reserved_usd - cost) if entry.in_flight else 0.0
+        self.in_flight = max(0, self.in_flight - 1)
+        self.day_reserved = max(0.0, self.day_reserved - cost) if self.in_flight else 0.0

@@ -10,6 +10,7 @@ to the gateway's API port; everything else (git over HTTPS, npm, pip, curl) goes
 * the group names ``git`` (the host of ``AGENTKIT_GITHUB_URL``), ``npm``, ``pypi`` and
   ``debian`` (their public registries, or the registry the controller's ``NPM_CONFIG_REGISTRY``
   / ``PIP_INDEX_URL`` points at) - the default is ``git,npm,pypi,debian``;
+* ``host:port`` - that host on that port only (otherwise only ports 80, and 443 for TLS);
 * ``*`` - any public host (private, loopback and link-local addresses stay refused unless
   listed by name).
 
@@ -37,6 +38,9 @@ __all__ = [
 
 #: the default of AGENTKIT_EGRESS_ALLOW: group names, expanded by :func:`expand_allowlist`
 DEFAULT_ALLOW = "git,npm,pypi,debian"
+
+#: connections one agent (client address) may hold open to squid at once
+MAX_CONNECTIONS_PER_CLIENT = 64
 
 # The public registries behind the group names (used when the controller names no mirror).
 _GROUPS: dict[str, tuple[str, ...]] = {
@@ -68,6 +72,13 @@ def _host_of(url: str) -> str | None:
     return host.lower() if host else None
 
 
+def _port_of(url: str) -> int | None:
+    try:
+        return urlsplit(url if "//" in url else f"//{url}").port
+    except ValueError:
+        return None
+
+
 def _is_host(item: str) -> bool:
     """A host name, or ``.domain`` (it and its subdomains); checked label by label."""
     name = item[1:] if item.startswith(".") else item
@@ -92,8 +103,9 @@ def expand_allowlist(
             out.append("*")
         elif item == "git":
             host = _host_of(git_url or "https://github.com")
+            port = _port_of(git_url or "https://github.com")
             if host:
-                out.append(host)
+                out.append(host if port in (None, 80, 443) else f"{host}:{port}")
         elif item in _GROUPS:
             mirrors = [
                 h
@@ -103,6 +115,12 @@ def expand_allowlist(
             ]
             out.extend(mirrors or _GROUPS[item])
         else:
+            port = None
+            head, sep, tail = item.rpartition(":")
+            if sep and head.count(":") == 0:  # host:port (an IPv6 address has more colons)
+                if not tail.isdigit() or not 0 < int(tail) < 65536:
+                    raise ValueError(f"AGENTKIT_EGRESS_ALLOW: {item!r} has a bad port")
+                item, port = head, int(tail)
             if item.startswith("*."):
                 item = item[1:]
             try:
@@ -113,15 +131,22 @@ def expand_allowlist(
                         f"AGENTKIT_EGRESS_ALLOW: {item!r} is not a host name, .domain, IP "
                         "address, group (git, npm, pypi, debian) or *"
                     ) from None
-            out.append(item)
+            out.append(item if port in (None, 80, 443) else f"{item}:{port}")
     return list(dict.fromkeys(out))
 
 
 def squid_config(
-    allow: Iterable[str], *, port: int, log_port: int, own_names: Iterable[str] = ()
+    allow: Iterable[str],
+    *,
+    port: int,
+    log_port: int,
+    own_names: Iterable[str] = (),
+    clients: Iterable[str] = (),
 ) -> str:
     """squid.conf for the gateway: listed hosts allowed, everything else refused and logged."""
-    hosts = [h for h in allow if h != "*"]
+    allow = list(allow)
+    with_port = [h.rpartition(":") for h in allow if h.count(":") == 1]
+    hosts = [h for h in allow if h != "*" and h.count(":") != 1]
     open_all = "*" in allow
     # squid refuses a dstdomain list holding both a domain and its subdomain form
     covered = {h for h in hosts if not h.startswith(".") and f".{h}" in hosts}
@@ -146,15 +171,38 @@ def squid_config(
         "forwarded_for delete",
         "httpd_suppress_version_string on",
         "pinger_enable off",
-        f"acl private_dst dst {' '.join(_PRIVATE)}",
+        # plain HTTP on 80, TLS tunnels (CONNECT) to 443; other ports only as host:port entries
+        "acl SSL_ports port 443",
+        "acl Safe_ports port 80 443",
+        # one agent cannot hold all of squid's descriptors, nor keep half-sent requests open
+        f"client_ip_max_connections {MAX_CONNECTIONS_PER_CLIENT}",
+        "request_timeout 60 seconds",
     ]
+    sources = sorted(set(clients))
+    if sources:  # only the agents' internal network may use the proxy
+        lines += [f"acl agents src {' '.join(sources)}", "http_access deny !agents"]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]
+    for i, (host, _, host_port) in enumerate(sorted(with_port)):
+        lines += [
+            f"acl allowed_host{i} dstdomain -n {host}",
+            f"acl allowed_port{i} port {int(host_port)}",
+            f"http_access allow allowed_host{i} allowed_port{i}",
+        ]
+    lines += ["http_access deny CONNECT !SSL_ports", "http_access deny !Safe_ports"]
     if domains:
         lines += [f"acl allowed dstdomain -n {' '.join(domains)}", "http_access allow allowed"]
-    lines.append("http_access deny private_dst")
-    lines.append("http_access allow all" if open_all else "http_access deny all")
+    if open_all:
+        # a dst ACL makes squid resolve the name: only in * mode, where every name is resolved
+        # to be fetched anyway; with a list, a refused name is never looked up (no DNS leak)
+        lines += [
+            f"acl private_dst dst {' '.join(_PRIVATE)}",
+            "http_access deny private_dst",
+            "http_access allow all",
+        ]
+    else:
+        lines.append("http_access deny all")
     return "\n".join(lines) + "\n"
 
 

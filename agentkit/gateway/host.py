@@ -59,6 +59,12 @@ def gateway_names(root: str) -> tuple[str, str, str]:
     return f"agentkit-gateway-{h}", f"agentkit-agents-{h}", f"agk-{h}"
 
 
+def _subnets(network: dict[str, Any]) -> list[str]:
+    """The subnets of a network's inspect data (IPAM.Config[].Subnet)."""
+    configs = (network.get("IPAM") or {}).get("Config") or []
+    return [str(c["Subnet"]) for c in configs if isinstance(c, dict) and c.get("Subnet")]
+
+
 def config_tar(config: dict[str, Any]) -> bytes:
     """A tar holding ``config.json`` (mode 0400, root) for the archive upload."""
     data = json.dumps(config).encode()
@@ -125,7 +131,7 @@ class GatewayHost:
                 return self.client
             config = self.config()
             image = await ensure_gateway_image(self.docker, self.settings)
-            await self._ensure_network()
+            config["agent_subnets"] = await self._ensure_network()
             made = await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.state_dir])
             if not made.ok:
                 raise ConfigError(
@@ -214,7 +220,8 @@ class GatewayHost:
             )
             resp.release()
 
-    async def _ensure_network(self) -> None:
+    async def _ensure_network(self) -> list[str]:
+        """Create the internal network if missing; returns its subnets (the agents' addresses)."""
         try:
             with docker_errors(f"inspect network {self.network}", self.settings.docker_socket):
                 data = await self.docker._query_json(f"networks/{self.network}")
@@ -229,7 +236,7 @@ class GatewayHost:
                     f"network {self.network} exists but is not internal with no host address: "
                     f"remove it (docker network rm {self.network}) so agentkit recreates it"
                 )
-            return
+            return _subnets(data)
         body = {
             "Name": self.network,
             "Driver": "bridge",
@@ -249,6 +256,8 @@ class GatewayHost:
                 await self.docker._query_json("networks/create", method="POST", data=body)
         except ConflictError:  # created concurrently by another controller: fine
             pass
+        with docker_errors(f"inspect network {self.network}", self.settings.docker_socket):
+            return _subnets(await self.docker._query_json(f"networks/{self.network}"))
 
     async def _create(self, image_id: str) -> None:
         s = self.settings

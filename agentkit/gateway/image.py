@@ -51,6 +51,7 @@ IN_CONTAINER_MODULES = (
     "egress.py",
     "ledger.py",
     "metering.py",
+    "peers.py",
     "pricing.py",
     "proxy.py",
     "server.py",

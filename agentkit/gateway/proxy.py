@@ -11,7 +11,9 @@ then priced and written to the ledger. Runs inside the gateway container (stdlib
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,12 +27,24 @@ from .ledger import AsyncLedger, Ledger, UsageRow
 from .metering import SSEUsage, usage_from_json
 from .pricing import PriceTable, TokenCounts
 
-__all__ = ["MAX_BODY", "Gateway", "Upstream"]
+__all__ = ["MAX_BODY", "MAX_BODY_BYTES_IN_FLIGHT", "ROUTES", "Gateway", "Upstream"]
 
 logger = logging.getLogger("agentkit.gateway")
 
-#: largest request body forwarded (bytes), and largest non-streamed answer metered
-MAX_BODY = 64 * 1024 * 1024
+#: largest request body forwarded (bytes; the Messages API's own limit is 32 MB), and largest
+#: non-streamed answer metered
+MAX_BODY = 32 * 1024 * 1024
+#: request bodies held in memory at once over all agents (bytes); more get 503 (retryable)
+MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+#: input tokens assumed per byte of request body when reserving a request's worst case
+INPUT_TOKENS_PER_BYTE = 1 / 3
+#: the only requests forwarded upstream: (method, path) -> query parameters allowed
+ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("POST", "/v1/messages"): frozenset({"beta"}),
+    ("POST", "/v1/messages/count_tokens"): frozenset({"beta"}),
+    ("GET", "/v1/models"): frozenset({"beta", "limit", "after_id", "before_id"}),
+}
+_QUERY_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: refused requests of one run written to the ledger (an agent looping on them adds no more)
 MAX_REFUSALS_RECORDED = 20
 _DROP_REQUEST = frozenset(
@@ -90,6 +104,17 @@ def _token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def _routed(request: web.Request) -> bool:
+    """Whether the request is one the model API needs (see :data:`ROUTES`)."""
+    allowed = ROUTES.get((request.method, request.rel_url.raw_path))
+    if allowed is None:
+        return False
+    query = request.rel_url.query
+    return len(query) == len(set(query)) and all(
+        key in allowed and _QUERY_VALUE.fullmatch(value) for key, value in query.items()
+    )
+
+
 class Gateway:
     """State shared by the model proxy and the admin API."""
 
@@ -100,6 +125,7 @@ class Gateway:
         self.runs = Runs()
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.body_bytes = 0  # request bodies being read or held (see MAX_BODY_BYTES_IN_FLIGHT)
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -134,6 +160,14 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("", "/api/hello"):
             return web.json_response({"status": "ok", "server": "agentkit-gateway"})
+        if not _routed(request):
+            return error_response(
+                404,
+                "not_found_error",
+                f"agentkit gateway: {request.method[:10]} {request.path[:200]} is not forwarded "
+                "(only POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models)",
+                retry=False,
+            )
         entry = self.runs.lookup(_token(request.headers))
         refusal = self.runs.check(entry)
         if refusal is not None:
@@ -144,7 +178,64 @@ class Gateway:
             self.background(
                 self.ledger.run(lambda db: db.set_ip(entry.run_id, request.remote or ""))
             )
+        size = request.content_length if request.content_length is not None else MAX_BODY
+        if size > MAX_BODY:
+            return error_response(
+                413,
+                "request_too_large",
+                f"agentkit gateway: request body of {size} bytes is over the limit of {MAX_BODY}",
+                retry=False,
+            )
+        if self.body_bytes + size > MAX_BODY_BYTES_IN_FLIGHT:
+            return error_response(
+                503,
+                "overloaded_error",
+                "agentkit gateway: too many large requests in flight; retry shortly",
+                retry=True,
+            )
+        self.body_bytes += size
+        try:
+            return await self._admit(request, entry)
+        finally:
+            self.body_bytes -= size
+
+    async def _admit(self, request: web.Request, entry: RunEntry) -> web.StreamResponse:
         body = await request.read()
+        reserved = await self._worst_case(body)
+        refusal = self.runs.reserve(entry, reserved)
+        if refusal is not None:
+            return self._refuse(entry, refusal)
+        try:
+            return await self._forward(request, entry, body, reserved)
+        finally:
+            self.runs.release(entry, reserved)
+
+    async def _worst_case(self, body: bytes) -> float:
+        """The most a request can cost: its body as input tokens, plus ``max_tokens`` output."""
+        data: Any = None
+        if body[:1] == b"{":
+            try:
+                if len(body) > 256 * 1024:
+                    data = await asyncio.to_thread(json.loads, body)
+                else:
+                    data = json.loads(body)
+            except ValueError:
+                data = None
+        model, max_tokens = "", 0
+        if isinstance(data, dict):
+            name = data.get("model")
+            model = name if isinstance(name, str) else ""
+            value = data.get("max_tokens")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                max_tokens = value
+        tokens = TokenCounts(
+            input_tokens=int(len(body) * INPUT_TOKENS_PER_BYTE) + 1, output_tokens=max_tokens
+        )
+        return self.prices.cost(model, tokens)
+
+    async def _forward(
+        self, request: web.Request, entry: RunEntry, body: bytes, reserved: float
+    ) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if self.upstream.api_key:
             headers["x-api-key"] = self.upstream.api_key
@@ -156,6 +247,10 @@ class Gateway:
             upstream = await self.session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False
             )
+        except asyncio.CancelledError:
+            # gone while the upstream may already be answering: charge the worst case
+            self._meter(entry, request, 499, TokenCounts(), None, note="abandoned", cost=reserved)
+            raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             logger.warning("upstream %s unreachable: %r", self.upstream.url, exc)
             return error_response(
@@ -165,7 +260,7 @@ class Gateway:
                 retry=True,
             )
         try:
-            return await self._relay(request, upstream, entry)
+            return await self._relay(request, upstream, entry, reserved)
         finally:
             upstream.release()
 
@@ -193,10 +288,14 @@ class Gateway:
                 db.record_usage(row)
 
             self.background(self.ledger.run(write))
-        return error_response(refusal.status, refusal.kind, refusal.message, retry=False)
+        return error_response(refusal.status, refusal.kind, refusal.message, retry=refusal.retry)
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RunEntry
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        entry: RunEntry,
+        reserved: float,
     ) -> web.StreamResponse:
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
         ctype = upstream.headers.get("content-type", "")
@@ -209,11 +308,11 @@ class Gateway:
             return web.Response(status=upstream.status, body=data, headers=headers)
         meter = SSEUsage()
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_any():
+                meter.feed(chunk)  # before the write, which fails once the agent is gone
                 await response.write(chunk)
-                meter.feed(chunk)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientError) as exc:
             # the agent hung up, or the upstream broke off mid-stream: nothing more to send
@@ -221,8 +320,15 @@ class Gateway:
         finally:
             # metered even when the client or the upstream hung up mid-stream
             note = None if meter.stopped else "stream incomplete"
+            unknown = upstream.status == 200 and not meter.seen_start
             self._meter(
-                entry, request, upstream.status, meter.tokens, meter.model, note=meter.error or note
+                entry,
+                request,
+                upstream.status,
+                meter.tokens,
+                meter.model,
+                note=meter.error or ("abandoned: worst case charged" if unknown else note),
+                cost=reserved if unknown else None,
             )
         return response
 
@@ -235,8 +341,10 @@ class Gateway:
         model: str | None,
         *,
         note: str | None = None,
+        cost: float | None = None,
     ) -> None:
-        cost = self.prices.cost(model or "", tokens)
+        if cost is None:
+            cost = self.prices.cost(model or "", tokens)
         now = time.time()
         self.runs.add_cost(entry, cost, now)  # the next request's budget check sees it at once
         row = UsageRow(

@@ -30,6 +30,7 @@ from .admin import admin_app
 from .budgets import RunEntry, day_start
 from .egress import parse_access_line, squid_config
 from .ledger import AsyncLedger
+from .peers import PeerLimit
 from .pricing import PriceTable, parse_overrides
 from .proxy import Gateway, Upstream
 from .squid import Squid
@@ -52,6 +53,7 @@ class GatewayConfig:
     pricing: str | None = None
     egress_allow: list[str] = field(default_factory=list)
     own_names: list[str] = field(default_factory=list)
+    agent_subnets: list[str] = field(default_factory=list)
     api_port: int = 8080
     proxy_port: int = 3128
 
@@ -115,6 +117,7 @@ async def serve(
             port=cfg.proxy_port,
             log_port=squid.log_port,
             own_names=cfg.own_names,
+            clients=cfg.agent_subnets,
         )
 
     async def reload() -> dict[str, Any]:
@@ -136,7 +139,11 @@ async def serve(
     sock_path = os.path.join(state_dir, "admin.sock")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
-    await web.TCPSite(api_runner, host, config.api_port, reuse_address=True).start()
+    # not web.TCPSite: the server's protocol factory is wrapped in a per-address connection cap
+    assert api_runner.server is not None
+    api_server = await asyncio.get_running_loop().create_server(
+        PeerLimit(api_runner.server), host, config.api_port, reuse_address=True
+    )
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
@@ -154,6 +161,7 @@ async def serve(
     finally:
         await squid.close()
         await admin_runner.cleanup()
+        api_server.close()
         await api_runner.cleanup()
         await gateway.close()
         await ledger.close()
