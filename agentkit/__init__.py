@@ -14,6 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agentkit.config import Settings
+
+# Bound eagerly, not lazily: importing the submodule ``agentkit.connect`` (as the CLI and serve
+# do) sets the package attribute ``connect`` to that module, which a lazy ``__getattr__`` would
+# never get to replace. This import binds the function after the submodule is loaded.
+from agentkit.connect import Connection, connect
 from agentkit.tools.base import Tool, ToolContext, ToolResult, tool
 from agentkit.tools.toolset import Toolset
 
@@ -34,11 +39,8 @@ if TYPE_CHECKING:
         TurnFinished,
         Usage,
     )
-    from agentkit.connect import Connection, connect
 
 _LAZY = {
-    "connect": "agentkit.connect",
-    "Connection": "agentkit.connect",
     "ToolBasedAgent": "agentkit.agent.loop",
     "Conversation": "agentkit.agent.conversation",
     **{
