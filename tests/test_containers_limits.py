@@ -285,7 +285,7 @@ async def test_a_workspace_is_free_as_soon_as_wait_returns(base_image: str, tmp_
     settings = _settings(tmp_path, base_image)
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
         runtime = await agents.runtime()
-        sleeper = await agents.spawn("sleeper", "other", 30_000, command=["sleep", "600"])
+        sleeper = await agents.spawn("sleeper", "other", 600_000, command=["sleep", "600"])
         seen_stale = 0
         for _ in range(40):
             spawned = await agents.spawn("quick", "quick", 10_000, command=["true"])
