@@ -10,10 +10,11 @@ for ``loop.create_server``:
 * a connection beyond :data:`MAX_CONNECTIONS_PER_PEER` from one address is closed at once,
   before a byte is read;
 * a connection gets :data:`HEAD_TIMEOUT` seconds to deliver a complete request head, counted
-  from its opening and, on a kept-alive connection, from the end of the previous answer; the
-  clock stops while the application handles a request (its :attr:`PeerLimit.middleware` marks
-  that), and a connection past its deadline is closed. The body then has its own bound
-  (:data:`BODY_TIMEOUT`, enforced by the proxy around its read).
+  from its opening and, on a kept-alive connection, from the first byte after the previous
+  answer (an idle kept-alive connection is closed after :data:`IDLE_TIMEOUT`, aiohttp's own
+  keep-alive time); the clock stops while the application handles a request (its
+  :attr:`PeerLimit.middleware` marks that), and a connection past its deadline is closed. The
+  body then has its own bound (:data:`BODY_TIMEOUT`, enforced by the proxy around its read).
 
 Standard library and aiohttp only: it runs inside the gateway container.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["BODY_TIMEOUT", "HEAD_TIMEOUT", "MAX_CONNECTIONS_PER_PEER", "PeerLimit"]
+__all__ = ["BODY_TIMEOUT", "HEAD_TIMEOUT", "IDLE_TIMEOUT", "MAX_CONNECTIONS_PER_PEER", "PeerLimit"]
 
 #: open connections one client address may hold to the model API at once
 MAX_CONNECTIONS_PER_PEER = 64
@@ -34,6 +35,8 @@ MAX_CONNECTIONS_PER_PEER = 64
 HEAD_TIMEOUT = 30.0
 #: seconds a request body may take to arrive (32 MB at the slowest honest link)
 BODY_TIMEOUT = 300.0
+#: seconds a kept-alive connection may stay silent between requests (aiohttp's keep-alive time)
+IDLE_TIMEOUT = 75.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,10 +51,12 @@ class PeerLimit:
         limit: int = MAX_CONNECTIONS_PER_PEER,
         *,
         head_timeout: float = HEAD_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.factory = factory
         self.limit = limit
         self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
         self.open: dict[str, int] = {}
         self.refused = 0
         self.timed_out = 0
@@ -81,13 +86,15 @@ class PeerLimit:
         if conn is None:
             return await handler(request)
         conn.handling += 1
+        conn.idle = False
         conn.disarm()
         try:
             return await handler(request)
         finally:
             conn.handling -= 1
             if conn.handling == 0:
-                conn.arm()
+                conn.idle = True  # the next request's head is timed from its first byte
+                conn.arm(self.idle_timeout)
 
 
 class _Counted(asyncio.Protocol):
@@ -100,6 +107,7 @@ class _Counted(asyncio.Protocol):
         self.inner: Any = None
         self.transport: asyncio.BaseTransport | None = None
         self.handling = 0
+        self.idle = False  # between two requests, not one byte of the next yet
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,15 +119,14 @@ class _Counted(asyncio.Protocol):
         self.peer = peer
         self.transport = transport
         self.limits._conns[transport] = self
-        self.arm()
+        self.arm(self.limits.head_timeout)
         self.inner = self.limits.factory()
         self.inner.connection_made(transport)
 
-    def arm(self) -> None:
+    def arm(self, seconds: float) -> None:
         self.disarm()
-        if self.transport is not None and self.limits.head_timeout > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.limits.head_timeout, self._expired)
+        if self.transport is not None and seconds > 0:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -132,7 +139,7 @@ class _Counted(asyncio.Protocol):
         if transport is None or self.handling:
             return
         if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
-            self.arm()  # the client is still taking the previous answer: not its head yet
+            self.arm(self.limits.head_timeout)  # the client still takes the previous answer
             return
         self.limits.timed_out += 1
         transport.close()
@@ -149,6 +156,9 @@ class _Counted(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.idle and not self.handling:
+            self.idle = False
+            self.arm(self.limits.head_timeout)  # a new request begins: its head is timed
         if self.inner is not None:
             self.inner.data_received(data)
 
