@@ -413,7 +413,6 @@ class Gateway:
             raise
         finally:
             upstream.close()  # not released to the pool: the rest is not read
-            self.runs.release(call.entry, call.reserved)
             if meter.stopped or meter.error is not None:
                 self._meter(
                     call.entry,
@@ -434,6 +433,7 @@ class Gateway:
                     note="agent hung up: worst case charged",
                     cost=max(call.reserved, self.prices.cost(meter.model or "", meter.tokens)),
                 )
+            self.runs.release(call.entry, call.reserved)  # after the cost is added: no gap
 
     def _meter(
         self,
