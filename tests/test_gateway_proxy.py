@@ -621,3 +621,88 @@ async def test_a_trickled_body_is_cut_off_at_the_body_timeout(tmp_path: Path) ->
     assert status.split(b" ", 2)[1] == b"408"
     assert sent < len(body)
     assert upstream.arrived == []
+
+
+class EndlessUpstream:
+    """Streams ``message_start``; once :attr:`go` is set a few text deltas (so the gateway
+    notices a hang-up on its next write), then either nothing more (``flood=False``: it stalls
+    until the test ends) or deltas without end (``flood=True``); never the final usage."""
+
+    def __init__(self, *, flood: bool) -> None:
+        self.flood = flood
+        self.go = asyncio.Event()
+        self.done = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.sent = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            "type": "message_start",
+            "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 5}},
+        }
+        await response.write(f"event: message_start\ndata: {json.dumps(start)}\n\n".encode())
+        delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "x" * 4000}}
+        event = f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+        await self.go.wait()
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):
+                await response.write(event)
+            while self.flood and not self.done.is_set():
+                await response.write(event)
+                self.sent += len(event)
+            await self.done.wait()
+        return response
+
+    async def __aenter__(self) -> EndlessUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.go.set()
+        self.done.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@pytest.mark.parametrize("flood", [False, True], ids=["stalls", "never-ends"])
+async def test_a_hung_up_answer_that_never_finishes_is_charged_the_worst_case(
+    tmp_path: Path, flood: bool
+) -> None:
+    bounds = {"drain_timeout": 1.0} if not flood else {"drain_max_bytes": 256 * 1024}
+    async with (
+        EndlessUpstream(flood=flood) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, **bounds) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-endless")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        assert b"message_start" in await resp.content.readany()
+        resp.close()  # the agent hangs up; the answer never brings its final usage
+        upstream.go.set()
+        summary: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-endless"]))["run-endless"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+        (row,) = ledger_rows(tmp_path)
+    assert row.note == "agent hung up: worst case charged"
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    assert row.cost_usd >= reserved  # the reservation: the body's bytes as input, max_tokens out
+    assert row.tokens.input_tokens == 5  # what did arrive is kept for the record
+    if flood:  # gave up after its byte bound, not after the whole (endless) answer
+        assert upstream.sent < 64 * 1024 * 1024

@@ -35,7 +35,7 @@ from .egress import parse_access_line, squid_config
 from .ledger import AsyncLedger, Ledger
 from .peers import BODY_TIMEOUT, HEAD_TIMEOUT, PeerLimit
 from .pricing import PriceTable, parse_overrides
-from .proxy import Gateway, Upstream
+from .proxy import DRAIN_MAX_BYTES, DRAIN_TIMEOUT, Gateway, Upstream
 from .squid import Squid
 
 __all__ = ["GatewayConfig", "main", "serve"]
@@ -68,6 +68,9 @@ class GatewayConfig:
     head_timeout: float = HEAD_TIMEOUT
     #: seconds a request's body may take to arrive
     body_timeout: float = BODY_TIMEOUT
+    #: bounds on reading the rest of an answer whose agent hung up (seconds, bytes)
+    drain_timeout: float = DRAIN_TIMEOUT
+    drain_max_bytes: int = DRAIN_MAX_BYTES
 
     @classmethod
     def read(cls, path: str) -> GatewayConfig:
@@ -105,6 +108,8 @@ async def serve(
     )
     gateway.runs.fleet_daily_usd = config.fleet_daily_usd
     gateway.body_timeout = config.body_timeout
+    gateway.drain_timeout = config.drain_timeout
+    gateway.drain_max_bytes = config.drain_max_bytes
     await gateway.open()
     await _load_runs(gateway)
     pruning = asyncio.create_task(_prune_forever(ledger, lambda: config.ledger_retention_s))
