@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     container_memory: str = Field(default="4g", validation_alias=_env("AGENTKIT_CONTAINER_MEMORY"))
     container_cpus: float = Field(default=2.0, validation_alias=_env("AGENTKIT_CONTAINER_CPUS"))
     container_pids: int = Field(default=200, validation_alias=_env("AGENTKIT_CONTAINER_PIDS"))
+    container_nofile: str = Field(
+        default="8192",
+        pattern=r"^\s*[0-9]{1,9}\s*(:\s*[0-9]{1,9}\s*)?$",
+        validation_alias=_env("AGENTKIT_CONTAINER_NOFILE"),
+        description="Open-file limit per agent process: SOFT or SOFT:HARD (hard >= soft).",
+    )
     spawn_concurrency: int = Field(
         default=16,
         ge=1,
@@ -238,6 +244,15 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("AGENTKIT_DAILY_BUDGET_USD"),
         description="Fleet budget per UTC day in US dollars, over all agents. Unset: none.",
+    )
+    ledger_retention_days: int = Field(
+        default=90,
+        ge=0,
+        validation_alias=_env("AGENTKIT_LEDGER_RETENTION_DAYS"),
+        description=(
+            "Days the gateway keeps per-request ledger rows; older ones are folded into daily "
+            "aggregates per run, workspace and model. 0: keep every row."
+        ),
     )
     pricing: str | None = Field(
         default=None,

@@ -37,6 +37,7 @@ SCENARIOS = {
     "input": "IFS= read -r a; printf 'got:%s\\n' \"$a\"; IFS= read -r b; printf 'got:%s\\n' \"$b\"",
     "files": "printf hello > /tmp/out.txt; ln -s /etc/passwd /tmp/link; printf done",
     "copied": "cat /tmp/in/x.txt; stat -c ' %u' /tmp/in/x.txt",
+    "nofile": "grep '^Max open files' /proc/self/limits",
     "inside": (
         "id -u; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; "
         "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; "
@@ -74,6 +75,10 @@ async def memory_agent(run: MemoryRun) -> int:
     if scenario == "files":
         run.files["/tmp/out.txt"] = b"hello"
         run.emit("done")
+        return 0
+    if scenario == "nofile":
+        limits = run.files["/proc/self/limits"].decode().splitlines()
+        run.emit(next(line for line in limits if line.startswith("Max open files")))
         return 0
     if scenario == "copied":
         run.emit(run.files["/tmp/in/x.txt"].decode() + " 1001")

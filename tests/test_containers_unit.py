@@ -118,7 +118,8 @@ def test_neutral_exit_reasons_decide_the_state(
 
 def test_create_body_is_hardened() -> None:
     """The create request for an agent planned from default settings (nothing configured):
-    the documented defaults (4g, 2 CPUs, 200 pids; docs/configuration.md) and the hardening.
+    the documented defaults (4g, 2 CPUs, 200 pids, 8192 open files; docs/configuration.md) and
+    the hardening.
     The engine applying them is shown in test_containers_limits.py."""
     settings = Settings(_env_file=None, host=None, anthropic_api_key="sk-ant-secret")  # type: ignore[call-arg]
     spec, meta = plan_launch(
@@ -132,7 +133,7 @@ def test_create_body_is_hardened() -> None:
         created=1764240000.0,
         runtime_name="docker",
     )
-    assert meta["limits"] == {"memory": "4g", "cpus": 2.0, "pids": 200}
+    assert meta["limits"] == {"memory": "4g", "cpus": 2.0, "pids": 200, "nofile": "8192"}
     body = DockerRuntime.create_body(spec)
     host = body["HostConfig"]
     assert body["User"] == "1001:1001"
@@ -154,6 +155,7 @@ def test_create_body_is_hardened() -> None:
     assert host["MemorySwap"] == 4 << 30
     assert host["NanoCpus"] == 2_000_000_000
     assert host["PidsLimit"] == 200
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 8192, "Hard": 8192}]
     assert host["NetworkMode"] == "bridge"
     assert host["Mounts"] == [
         {

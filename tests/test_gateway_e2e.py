@@ -99,6 +99,33 @@ async def _exec(container: str, argv: list[str], *, user: str = "0") -> str:
         return out.decode("utf-8", "replace")
 
 
+async def _helper(
+    image: str, network: str, root: str, script: str, *, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """``sh -c script`` in a throwaway container of ``image`` on ``network`` (labelled for the
+    test root's cleanup); its exit status and output."""
+    labels = {"agentkit.managed-by": "agentkit", "agentkit.root": root}
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        ctr = await docker.containers.create(
+            {
+                "Image": image,
+                "Entrypoint": ["sh", "-c", script],
+                "Cmd": [],
+                "User": "1001:1001",
+                "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+                "Labels": labels,
+                "HostConfig": {"NetworkMode": network, "CapDrop": ["ALL"]},
+            }
+        )
+        try:
+            await ctr.start()
+            status = await ctr.wait(timeout=120)
+            out = "".join(await ctr.log(stdout=True, stderr=True))
+        finally:
+            await ctr.delete(force=True)
+    return int(status["StatusCode"]), out.strip()
+
+
 async def _cli(settings: Settings, *args: str) -> tuple[int, str]:
     """``agentkit ARGS`` in a subprocess on the test's root; (exit status, stdout)."""
     env = {
@@ -263,21 +290,42 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             assert key not in result.content
             assert key not in json.dumps(result.data, default=str)
 
-        # the token died with the run: the gateway refuses it (reached on its bridge address)
-        gw_ip = gateway_raw["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        # the token died with the run: the gateway refuses it (asked from the agents' network)
         before = len(server.requests)
-        async with aiohttp.ClientSession() as http:
-            resp = await http.post(
-                f"http://{gw_ip}:8080/v1/messages",
-                json={
-                    "model": "claude-sonnet-5-5",
-                    "max_tokens": 5,
-                    "messages": [{"role": "user", "content": "hi"}],
-                },
-                headers={"x-api-key": token},
-            )
-            assert resp.status == 401
-            assert "ended" in (await resp.json())["error"]["message"]
+        body = json.dumps(
+            {
+                "model": "claude-sonnet-5-5",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        )
+        code, out = await _helper(
+            agent_image,
+            network,
+            settings.root,
+            'curl -sS -m 20 --noproxy "*" -w " http=%{http_code}" -H "x-api-key: $TOKEN" '
+            f'-H "content-type: application/json" -d "$BODY" http://{gw_name}:8080/v1/messages',
+            env={"TOKEN": token, "BODY": body},
+        )
+        assert code == 0, out
+        assert out.endswith(" http=401"), out
+        assert "ended" in json.loads(out.rsplit(" ", 1)[0])["error"]["message"]
+        assert len(server.requests) == before
+
+        # the model API listens on the agents' network only: from the outward network (a
+        # container on `bridge`, and the host) its port is refused
+        gw_ip = gateway_raw["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        assert gw_ip
+        code, out = await _helper(
+            agent_image,
+            "bridge",
+            settings.root,
+            f'curl -sS -m 20 --noproxy "*" http://{gw_ip}:8080/api/hello; echo " rc=$?"',
+        )
+        assert out.endswith(" rc=7"), out  # curl: couldn't connect (the old gateway said 200)
+        with pytest.raises(aiohttp.ClientConnectorError):
+            async with aiohttp.ClientSession() as http:
+                await http.get(f"http://{gw_ip}:8080/api/hello", timeout=aiohttp.ClientTimeout(20))
         assert len(server.requests) == before
 
 

@@ -5,6 +5,7 @@ aiohttp app where the test must see the credential the gateway sends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -250,10 +251,14 @@ async def test_ledger_and_tokens_survive_a_restart(tmp_path: Path) -> None:
     assert len(ledger_rows(tmp_path)) == 4
 
 
-async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> None:
-    slow = reply.text("x" * 400, usage=reply.usage(input_tokens=77, output_tokens=99)).streamed(
-        chunk_size=10, chunk_delay=0.05
+async def test_client_hanging_up_mid_stream_is_charged_the_full_usage(tmp_path: Path) -> None:
+    full = reply.usage(
+        input_tokens=77,
+        output_tokens=99,
+        cache_read_input_tokens=500,
+        cache_creation_input_tokens=3,
     )
+    slow = reply.text("x" * 400, usage=full).streamed(chunk_size=10, chunk_delay=0.05)
     async with (
         ScriptedAnthropicServer([slow]) as server,
         local_gateway(tmp_path, upstream_url=server.url) as gw,
@@ -267,13 +272,17 @@ async def test_client_hanging_up_mid_stream_is_still_metered(tmp_path: Path) -> 
         assert b"message_start" in first
         resp.close()  # hang up after the first bytes
         summary: dict[str, Any] = {}
-        for _ in range(100):  # the gateway notices the hang-up on its next write
-            summary = (await gw.client.runs(["run-h"]))["run-h"]
-            if summary["requests"]:
-                break
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):  # metered once the server's answer has ended
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-h"]))["run-h"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
     assert summary["requests"] == 1
-    assert summary["input_tokens"] == 77  # message_start was read before the hang-up
+    # the answer went on after the hang-up: the gateway read it to its end and metered what the
+    # server reported at the end, not the one output token message_start announced
+    (row,) = ledger_rows(tmp_path)
+    assert row.tokens == TokenCounts.from_mapping(full)
+    assert row.note == "agent hung up: read to the end"
+    assert summary["output_tokens"] == 99
 
 
 class HeldUpstream:
@@ -463,12 +472,10 @@ async def test_client_gone_before_the_answer_headers_is_still_metered(tmp_path: 
     assert summary["requests"] == 1
     assert summary["cost_usd"] > 0
     (row,) = ledger_rows(tmp_path)
-    reserved = PriceTable().cost(
-        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
-    )
-    # not one byte could be relayed (the usage is unknown): the reserved worst case is charged
-    assert row.note == "abandoned: worst case charged"
-    assert row.cost_usd >= reserved
+    # not one byte could be relayed, but the answer was still read to its end for its usage
+    assert row.note == "agent hung up: read to the end"
+    assert row.tokens == TokenCounts(input_tokens=77, output_tokens=99)
+    assert row.cost_usd == pytest.approx(PriceTable().cost("claude-sonnet-5-5", row.tokens))
 
 
 async def test_a_body_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
@@ -521,3 +528,181 @@ async def test_one_address_cannot_hold_more_than_its_share_of_connections(
                 if b" 200 " in line:
                     break
                 await asyncio.sleep(0.05)  # the gateway has not yet seen the closes
+
+
+class Loris:
+    """Sends ``data`` a byte at a time (a slow loris) until stopped; counts what it sent."""
+
+    def __init__(self, writer: asyncio.StreamWriter, data: bytes, pace: float) -> None:
+        self.sent = 0
+        self.task = asyncio.create_task(self._run(writer, data, pace))
+
+    async def _run(self, writer: asyncio.StreamWriter, data: bytes, pace: float) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            for i in range(len(data)):
+                writer.write(data[i : i + 1])
+                await writer.drain()
+                self.sent += 1
+                await asyncio.sleep(pace)  # the attacker's pace, not a synchronisation
+
+    async def stop(self) -> int:
+        """How many bytes went before the gateway closed the connection (call on the close)."""
+        sent = self.sent
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return sent
+
+
+async def _closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the gateway sends until it closes the connection."""
+    out = b""
+    try:
+        while chunk := await reader.read(65536):
+            out += chunk
+    except (ConnectionError, OSError):
+        pass
+    return out
+
+
+async def test_a_slow_loris_is_cut_off_at_the_head_timeout_and_others_are_served(
+    tmp_path: Path,
+) -> None:
+    head = b"GET /api/hello HTTP/1.1\r\nHost: gw\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n"
+    pace = 0.05  # the whole head would take 3.5 s; the gateway allows 1 s
+    async with local_gateway(tmp_path, head_timeout=1.0) as gw, aiohttp.ClientSession() as http:
+        # a fresh connection trickling its head
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        loris = Loris(writer, head, pace)
+        async with http.get(f"{gw.url}/api/hello") as other:  # served meanwhile
+            assert other.status == 200
+        async with asyncio.timeout(20):
+            answer = await _closed(reader)
+        sent = await loris.stop()
+        writer.close()
+        assert answer == b""  # closed, not answered
+        assert sent < len(head)  # before the head was complete
+        # a kept-alive connection: the clock starts again after each answer
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /api/hello HTTP/1.1\r\nHost: gw\r\n\r\n")
+        async with asyncio.timeout(20):
+            assert b" 200 " in await reader.readline()
+        loris = Loris(writer, head, pace)
+        async with asyncio.timeout(20):
+            rest = await _closed(reader)
+        sent = await loris.stop()
+        writer.close()
+        assert b"HTTP/1.1" not in rest.split(b"\r\n\r\n", 1)[-1]  # no second answer
+        assert sent < len(head)
+        async with http.get(f"{gw.url}/api/hello") as again:
+            assert again.status == 200
+
+
+async def test_a_trickled_body_is_cut_off_at_the_body_timeout(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, body_timeout=1.0) as gw,
+    ):
+        token = await gw.run("run-slow-body")
+        body = json.dumps(BODY).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        loris = Loris(writer, body, 0.05)  # the whole body would take 4.9 s; 1 s is allowed
+        async with asyncio.timeout(20):
+            status = await reader.readline()
+            sent = loris.sent  # when the answer came
+            # the rest is read and dropped for a bounded lingering time, then the connection ends
+            await _closed(reader)
+        await loris.stop()
+        writer.close()
+    assert status.split(b" ", 2)[1] == b"408"
+    assert sent < len(body)
+    assert upstream.arrived == []
+
+
+class EndlessUpstream:
+    """Streams ``message_start``; once :attr:`go` is set a few text deltas (so the gateway
+    notices a hang-up on its next write), then either nothing more (``flood=False``: it stalls
+    until the test ends) or deltas without end (``flood=True``); never the final usage."""
+
+    def __init__(self, *, flood: bool) -> None:
+        self.flood = flood
+        self.go = asyncio.Event()
+        self.done = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.sent = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            "type": "message_start",
+            "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 5}},
+        }
+        await response.write(f"event: message_start\ndata: {json.dumps(start)}\n\n".encode())
+        delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "x" * 4000}}
+        event = f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+        await self.go.wait()
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):
+                await response.write(event)
+            while self.flood and not self.done.is_set():
+                await response.write(event)
+                self.sent += len(event)
+            await self.done.wait()
+        return response
+
+    async def __aenter__(self) -> EndlessUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.go.set()
+        self.done.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@pytest.mark.parametrize("flood", [False, True], ids=["stalls", "never-ends"])
+async def test_a_hung_up_answer_that_never_finishes_is_charged_the_worst_case(
+    tmp_path: Path, flood: bool
+) -> None:
+    bounds = {"drain_timeout": 1.0} if not flood else {"drain_max_bytes": 256 * 1024}
+    async with (
+        EndlessUpstream(flood=flood) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, **bounds) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-endless")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        assert b"message_start" in await resp.content.readany()
+        resp.close()  # the agent hangs up; the answer never brings its final usage
+        upstream.go.set()
+        summary: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-endless"]))["run-endless"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+        (row,) = ledger_rows(tmp_path)
+    assert row.note == "agent hung up: worst case charged"
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    assert row.cost_usd >= reserved  # the reservation: the body's bytes as input, max_tokens out
+    assert row.tokens.input_tokens == 5  # what did arrive is kept for the record
+    if flood:  # gave up after its byte bound, not after the whole (endless) answer
+        assert upstream.sent < 64 * 1024 * 1024

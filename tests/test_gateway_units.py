@@ -271,3 +271,16 @@ def test_squid_serves_only_the_agents_network_when_it_is_known() -> None:
     conf = squid_config(["a.test"], port=3128, log_port=3130, clients=["172.30.0.0/16"])
     assert "acl agents src 172.30.0.0/16\n" in conf
     assert _access_rules(conf)[0] == "http_access deny !agents"
+
+
+def test_the_api_address_is_the_one_on_the_agents_network_or_none() -> None:
+    from agentkit.gateway.addresses import address_in, interface_addresses
+
+    mine = ["127.0.0.1", "172.17.0.3", "172.30.0.2"]
+    assert address_in(["172.30.0.0/16"], mine) == "172.30.0.2"
+    assert address_in(["fd00::/64", "172.17.0.0/16"], mine) == "172.17.0.3"
+    for subnets in ([], ["10.9.0.0/24"], ["not a subnet"]):
+        with pytest.raises(RuntimeError, match="rather than listen on every interface"):
+            address_in(subnets, mine)
+    assert "127.0.0.1" in interface_addresses()  # read from this machine's interfaces
+    assert address_in(["127.0.0.0/8"]) == "127.0.0.1"

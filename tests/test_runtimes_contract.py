@@ -160,6 +160,20 @@ async def test_unknown_runs_are_not_found(any_runtime: RuntimeUnderTest) -> None
         await any_runtime.runtime.inspect(new_agent_id())
 
 
+async def test_the_open_file_limit_is_the_one_the_run_sees(any_runtime: RuntimeUnderTest) -> None:
+    """``RunSpec.nofile`` as the process reads it in /proc/self/limits (soft and hard)."""
+    rt = any_runtime
+    name = await _run(rt, _spec(rt, "nofile", nofile=(777, 1555)))
+    ended = await asyncio.wait_for(rt.runtime.wait(name), 60)
+    out, err = await _output(rt, name)
+    assert ended.exit_code == 0, (out, err)
+    assert out.decode().split()[3:6] == ["777", "1555", "files"], out
+    # and a different limit is a different limit (not a default that happens to match)
+    other = await _run(rt, _spec(rt, "nofile", nofile=(64, 64)))
+    await asyncio.wait_for(rt.runtime.wait(other), 60)
+    assert (await _output(rt, other))[0].decode().split()[3:5] == ["64", "64"]
+
+
 async def test_runs_are_hardened_from_the_inside(
     engine_runtime: RuntimeUnderTest, tmp_path: Path
 ) -> None:

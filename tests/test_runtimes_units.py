@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.errors import ToolError
-from agentkit.runtimes.base import ExitReason, Mount, RunSpec, RunState
+from agentkit.errors import ConfigError, ToolError
+from agentkit.runtimes.base import ExitReason, Mount, RunSpec, RunState, parse_nofile
 from agentkit.runtimes.swarm import manager_problem
 from agentkit.runtimes.swarm_images import registry_ref, split_ref
 from agentkit.runtimes.swarm_spec import (
@@ -158,3 +158,11 @@ def test_the_manager_check_says_how_to_fix(swarm: dict[str, object], fix: str | 
     else:
         assert problem is not None
         assert fix in problem
+
+
+def test_open_file_limits_parse_as_soft_and_hard() -> None:
+    assert parse_nofile("8192") == (8192, 8192)
+    assert parse_nofile(" 4096 : 8192 ") == (4096, 8192)
+    for bad in ("0", "9:8", "x", "-5", ""):
+        with pytest.raises(ConfigError, match="AGENTKIT_CONTAINER_NOFILE"):
+            parse_nofile(bad)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
 from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
-from agentkit.runtimes.base import Mount, RunSpec, parse_memory
+from agentkit.runtimes.base import Mount, RunSpec, parse_memory, parse_nofile
 from agentkit.workspaces.names import resolve_workspace
 
 if TYPE_CHECKING:
@@ -296,6 +296,7 @@ def plan_launch(
         memory_bytes=parse_memory(settings.container_memory),
         nano_cpus=int(settings.container_cpus * 1e9),
         pids_limit=settings.container_pids,
+        nofile=parse_nofile(settings.container_nofile),
         network=network,
         init=True,
         node=node,
@@ -314,6 +315,7 @@ def plan_launch(
             "memory": settings.container_memory,
             "cpus": settings.container_cpus,
             "pids": settings.container_pids,
+            "nofile": settings.container_nofile,
         },
         "network": network or "bridge",
         "node": node,

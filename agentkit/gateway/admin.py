@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from .budgets import RunEntry
-from .ledger import Ledger, UsageRow, summary
+from .ledger import Ledger, RunTotals, UsageRow, summary
 from .pricing import TokenCounts
 from .proxy import Gateway
 
@@ -204,9 +204,9 @@ def admin_app(
 
 def _summaries(db: Ledger, ids: list[str]) -> dict[str, dict[str, Any]]:
     runs = db.runs(ids=ids)
-    tokens = db.run_tokens([r.run_id for r in runs])
+    totals = db.run_totals([r.run_id for r in runs])
     out: dict[str, dict[str, Any]] = {}
     for run in runs:
-        counted, requests = tokens.get(run.run_id, (TokenCounts(), 0))
-        out[run.run_id] = dict(summary(run, counted, requests))
+        spent = totals.get(run.run_id, RunTotals())
+        out[run.run_id] = dict(summary(run, spent.tokens, spent.requests))
     return out

@@ -94,8 +94,9 @@ def group_rows(rows: Iterable[Mapping[str, Any]], by: str) -> tuple[list[CostGro
         tokens = TokenCounts.from_mapping(row)
         cost = float(row.get("cost_usd") or 0.0)
         at = float(row.get("at") or 0.0)
+        requests = int(row.get("requests") or 1)  # a pruned day's aggregate stands for many
         for g in (group, total):
-            g.requests += 1
+            g.requests += requests
             g.tokens += tokens
             g.cost_usd += cost
             g.first_at = at if g.first_at is None else min(g.first_at, at)

@@ -122,6 +122,7 @@ class GatewayHost:
             "own_names": [self.name],
             "api_port": API_PORT,
             "proxy_port": PROXY_PORT,
+            "ledger_retention_s": s.ledger_retention_days * 86400 or None,
         }
 
     async def ensure(self) -> GatewayClient:

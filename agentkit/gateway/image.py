@@ -46,6 +46,7 @@ PACKAGE = "agentkit_gateway"
 IN_CONTAINER_MODULES = (
     "__init__.py",
     "__main__.py",
+    "addresses.py",
     "admin.py",
     "budgets.py",
     "egress.py",

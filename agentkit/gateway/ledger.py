@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .pricing import TokenCounts
 
-__all__ = ["AsyncLedger", "Ledger", "RunRow", "UsageRow"]
+__all__ = ["AGGREGATED", "AsyncLedger", "Ledger", "RunRow", "RunTotals", "UsageRow"]
 
 T = TypeVar("T")
 
@@ -66,7 +66,31 @@ CREATE TABLE IF NOT EXISTS egress (
     result TEXT
 );
 CREATE INDEX IF NOT EXISTS egress_run ON egress(run_id);
+CREATE INDEX IF NOT EXISTS egress_at ON egress(at);
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day REAL NOT NULL,
+    source TEXT NOT NULL,
+    run_id TEXT NOT NULL DEFAULT '',
+    workspace TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    requests INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (day, source, run_id, workspace, model)
+);
+CREATE INDEX IF NOT EXISTS usage_daily_run ON usage_daily(run_id);
+CREATE INDEX IF NOT EXISTS usage_daily_last ON usage_daily(last_at);
 """
+
+#: a row that counts as a request (refused ones never went upstream and cost nothing)
+_COUNTED = "source='agent' AND COALESCE(note, '') NOT LIKE 'refused%'"
+#: the note of a row standing for requests folded into a daily aggregate by :meth:`Ledger.prune`
+AGGREGATED = "aggregated"
 
 _TOKEN_COLS = (
     "input_tokens",
@@ -106,6 +130,8 @@ class UsageRow:
     tokens: TokenCounts
     cost_usd: float
     note: str | None = None
+    #: requests this row stands for: 1, or more for a daily aggregate of pruned rows
+    requests: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,7 +144,17 @@ class UsageRow:
             **self.tokens.to_dict(),
             "cost_usd": self.cost_usd,
             "note": self.note,
+            "requests": self.requests,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """What one run spent: every row's cost, and the tokens and count of its requests."""
+
+    cost_usd: float = 0.0
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    requests: int = 0
 
 
 class Ledger:
@@ -181,37 +217,34 @@ class Ledger:
 
     def runs(self, *, active_only: bool = False, ids: Iterable[str] | None = None) -> list[RunRow]:
         """Runs with what each has spent (all, the not-ended ones, or ``ids``)."""
-        sql = (
-            "SELECT r.*, COALESCE((SELECT SUM(cost_usd) FROM usage u WHERE u.run_id=r.run_id), 0)"
-            " AS spent FROM runs r"
-        )
+        sql = "SELECT * FROM runs"
         params: list[Any] = []
         if active_only:
-            sql += " WHERE r.ended_at IS NULL"
+            sql += " WHERE ended_at IS NULL"
         elif ids is not None:
             wanted = list(ids)
             if not wanted:
                 return []
-            sql += f" WHERE r.run_id IN ({','.join('?' * len(wanted))})"
+            sql += f" WHERE run_id IN ({','.join('?' * len(wanted))})"
             params = wanted
-        out = []
-        for row in self._read(sql, params):
-            out.append(
-                RunRow(
-                    run_id=row["run_id"],
-                    token_sha256=row["token_sha256"],
-                    workspace=row["workspace"],
-                    max_cost_usd=row["max_cost_usd"],
-                    created=row["created"],
-                    expires=row["expires"],
-                    ended_at=row["ended_at"],
-                    ip=row["ip"],
-                    budget_exceeded_at=row["budget_exceeded_at"],
-                    budget_reason=row["budget_reason"],
-                    spent_usd=float(row["spent"]),
-                )
+        rows = self._read(sql, params)
+        totals = self.run_totals([row["run_id"] for row in rows])
+        return [
+            RunRow(
+                run_id=row["run_id"],
+                token_sha256=row["token_sha256"],
+                workspace=row["workspace"],
+                max_cost_usd=row["max_cost_usd"],
+                created=row["created"],
+                expires=row["expires"],
+                ended_at=row["ended_at"],
+                ip=row["ip"],
+                budget_exceeded_at=row["budget_exceeded_at"],
+                budget_reason=row["budget_reason"],
+                spent_usd=totals.get(row["run_id"], RunTotals()).cost_usd,
             )
-        return out
+            for row in rows
+        ]
 
     # --- usage --------------------------------------------------------------------------------
 
@@ -234,14 +267,43 @@ class Ledger:
         )
 
     def spent_since(self, since: float) -> float:
-        rows = self._read("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE at >= ?", (since,))
+        """Everything spent since ``since`` (folded days count from their first request)."""
+        rows = self._read(
+            "SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE at >= ?)"
+            " + (SELECT COALESCE(SUM(cost_usd), 0) FROM usage_daily WHERE first_at >= ?)",
+            (since, since),
+        )
         return float(rows[0][0])
 
     def usage(self, *, since: float = 0.0, limit: int = 100_000) -> list[UsageRow]:
-        rows = self._read(
-            "SELECT * FROM usage WHERE at >= ? ORDER BY at, id LIMIT ?", (since, max(limit, 0))
+        """Rows since ``since``, oldest first: the daily aggregates of pruned requests (note
+        :data:`AGGREGATED`, ``at`` = their first request, ``requests`` = how many), then the
+        requests still kept one by one."""
+        limit = max(limit, 0)
+        folded = self._read(
+            "SELECT * FROM usage_daily WHERE last_at >= ? ORDER BY day, first_at LIMIT ?",
+            (since, limit),
         )
-        return [
+        out = [
+            UsageRow(
+                at=r["first_at"],
+                source=r["source"],
+                run_id=r["run_id"] or None,
+                workspace=r["workspace"] or None,
+                model=r["model"] or None,
+                status=None,
+                tokens=TokenCounts(*(int(r[c]) for c in _TOKEN_COLS)),
+                cost_usd=float(r["cost_usd"]),
+                note=AGGREGATED,
+                requests=int(r["requests"]),
+            )
+            for r in folded
+        ]
+        rows = self._read(
+            "SELECT * FROM usage WHERE at >= ? ORDER BY at, id LIMIT ?",
+            (since, limit - len(out)),
+        )
+        out.extend(
             UsageRow(
                 at=r["at"],
                 source=r["source"],
@@ -254,23 +316,72 @@ class Ledger:
                 note=r["note"],
             )
             for r in rows
-        ]
+        )
+        return out
 
-    def run_tokens(self, run_ids: Iterable[str]) -> dict[str, tuple[TokenCounts, int]]:
-        """Summed tokens and the number of metered requests per run."""
+    def run_totals(self, run_ids: Iterable[str]) -> dict[str, RunTotals]:
+        """Per run: the cost of all its rows, and the summed tokens and number of its metered
+        requests (refused ones left out), over kept rows and pruned days alike."""
         wanted = list(run_ids)
         if not wanted:
             return {}
-        cols = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
         marks = ",".join("?" * len(wanted))  # placeholders only: the values are bound
+        counted = ", ".join(f"CASE WHEN {_COUNTED} THEN {c} ELSE 0 END AS {c}" for c in _TOKEN_COLS)
+        agent = ", ".join(f"CASE WHEN source='agent' THEN {c} ELSE 0 END" for c in _TOKEN_COLS)
+        sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
         rows = self._read(
-            f"SELECT run_id, {cols}, COUNT(*) FROM usage WHERE run_id IN ({marks}) "  # noqa: S608
-            "AND source='agent' AND COALESCE(note, '') NOT LIKE 'refused%' GROUP BY run_id",
-            wanted,
+            f"SELECT run_id, SUM(cost_usd), {sums}, SUM(n) FROM ("  # noqa: S608
+            f"SELECT run_id, cost_usd, {counted}, CASE WHEN {_COUNTED} THEN 1 ELSE 0 END AS n "
+            f"FROM usage WHERE run_id IN ({marks}) UNION ALL "
+            f"SELECT run_id, cost_usd, {agent}, CASE WHEN source='agent' THEN requests ELSE 0 END "
+            f"FROM usage_daily WHERE run_id IN ({marks})) GROUP BY run_id",
+            wanted + wanted,
         )
         return {
-            r[0]: (TokenCounts(*(int(r[i] or 0) for i in range(1, 5))), int(r[5])) for r in rows
+            r[0]: RunTotals(
+                float(r[1] or 0.0),
+                TokenCounts(*(int(r[i] or 0) for i in range(2, 6))),
+                int(r[6] or 0),
+            )
+            for r in rows
         }
+
+    def prune(self, before: float) -> int:
+        """Fold every request older than ``before`` into per-day aggregates (by source, run,
+        workspace and model: what ``agentkit costs`` groups by and what a run's spending sums)
+        and delete it, with the refused connections and ended runs older than that. One
+        transaction; returns how many request rows went."""
+        day = "CAST(at / 86400 AS INTEGER) * 86400"
+        cols = ", ".join(_TOKEN_COLS)
+        sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
+        adds = ", ".join(f"{c}={c}+excluded.{c}" for c in _TOKEN_COLS)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO usage_daily (day, source, run_id, workspace, model, requests, "  # noqa: S608
+                    f"{cols}, cost_usd, first_at, last_at) "
+                    f"SELECT {day}, source, COALESCE(run_id, ''), COALESCE(workspace, ''), "
+                    f"COALESCE(model, ''), COUNT(*), {sums}, SUM(cost_usd), MIN(at), MAX(at) "
+                    "FROM usage WHERE at < ? AND COALESCE(note, '') NOT LIKE 'refused%' "
+                    "GROUP BY 1, 2, 3, 4, 5 "
+                    "ON CONFLICT(day, source, run_id, workspace, model) DO UPDATE SET "
+                    f"requests=requests+excluded.requests, {adds}, "
+                    "cost_usd=cost_usd+excluded.cost_usd, "
+                    "first_at=MIN(first_at, excluded.first_at), "
+                    "last_at=MAX(last_at, excluded.last_at)",
+                    (before,),
+                )
+                gone = self._db.execute("DELETE FROM usage WHERE at < ?", (before,)).rowcount
+                self._db.execute("DELETE FROM egress WHERE at < ?", (before,))
+                self._db.execute(
+                    "DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?", (before,)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(gone)
 
     # --- egress -------------------------------------------------------------------------------
 

@@ -25,9 +25,18 @@ from aiohttp import web
 from .budgets import Refusal, RunEntry, Runs
 from .ledger import AsyncLedger, Ledger, UsageRow
 from .metering import SSEUsage, usage_from_json
+from .peers import BODY_TIMEOUT
 from .pricing import PriceTable, TokenCounts
 
-__all__ = ["MAX_BODY", "MAX_BODY_BYTES_IN_FLIGHT", "ROUTES", "Gateway", "Upstream"]
+__all__ = [
+    "DRAIN_MAX_BYTES",
+    "DRAIN_TIMEOUT",
+    "MAX_BODY",
+    "MAX_BODY_BYTES_IN_FLIGHT",
+    "ROUTES",
+    "Gateway",
+    "Upstream",
+]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -36,6 +45,10 @@ logger = logging.getLogger("agentkit.gateway")
 MAX_BODY = 32 * 1024 * 1024
 #: request bodies held in memory at once over all agents (bytes); more get 503 (retryable)
 MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+#: once an agent hangs up mid-stream, the rest of the answer is still read (to meter its real
+#: usage) for at most this many seconds and bytes; past either, the reserved worst case is charged
+DRAIN_TIMEOUT = 900.0
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
 #: input tokens assumed per byte of request body when reserving a request's worst case
 INPUT_TOKENS_PER_BYTE = 1 / 3
 #: the only requests forwarded upstream: (method, path) -> query parameters allowed
@@ -94,6 +107,16 @@ def error_response(status: int, kind: str, message: str, *, retry: bool) -> web.
     )
 
 
+@dataclass(slots=True)
+class _Call:
+    """One admitted request: its run, its reservation, and whether a background drain took
+    over the upstream answer (which then releases both)."""
+
+    entry: RunEntry
+    reserved: float
+    handed_off: bool = False
+
+
 def _token(headers: Mapping[str, str]) -> str | None:
     key = headers.get("x-api-key")
     if key:
@@ -126,6 +149,10 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.body_bytes = 0  # request bodies being read or held (see MAX_BODY_BYTES_IN_FLIGHT)
+        self.body_timeout = BODY_TIMEOUT
+        self.drain_timeout = DRAIN_TIMEOUT
+        self.drain_max_bytes = DRAIN_MAX_BYTES
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -135,6 +162,10 @@ class Gateway:
         )
 
     async def close(self) -> None:
+        for task in list(self._drains):  # each charges the worst case when cancelled
+            task.cancel()
+        if self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.session is not None:
@@ -152,8 +183,8 @@ class Gateway:
 
     # --- the proxy ----------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+    def app(self, middlewares: Any = ()) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -200,15 +231,28 @@ class Gateway:
             self.body_bytes -= size
 
     async def _admit(self, request: web.Request, entry: RunEntry) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            slow = error_response(
+                408,
+                "request_timeout",
+                f"agentkit gateway: request body not received within {self.body_timeout:g} s",
+                retry=True,
+            )
+            slow.force_close()
+            return slow
         reserved = await self._worst_case(body)
         refusal = self.runs.reserve(entry, reserved)
         if refusal is not None:
             return self._refuse(entry, refusal)
+        call = _Call(entry, reserved)
         try:
-            return await self._forward(request, entry, body, reserved)
+            return await self._forward(request, call, body)
         finally:
-            self.runs.release(entry, reserved)
+            if not call.handed_off:
+                self.runs.release(entry, reserved)
 
     async def _worst_case(self, body: bytes) -> float:
         """The most a request can cost: its body as input tokens, plus ``max_tokens`` output."""
@@ -233,9 +277,8 @@ class Gateway:
         )
         return self.prices.cost(model, tokens)
 
-    async def _forward(
-        self, request: web.Request, entry: RunEntry, body: bytes, reserved: float
-    ) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, call: _Call, body: bytes) -> web.StreamResponse:
+        entry, reserved = call.entry, call.reserved
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if self.upstream.api_key:
             headers["x-api-key"] = self.upstream.api_key
@@ -260,9 +303,10 @@ class Gateway:
                 retry=True,
             )
         try:
-            return await self._relay(request, upstream, entry, reserved)
+            return await self._relay(request, upstream, call)
         finally:
-            upstream.release()
+            if not call.handed_off:
+                upstream.release()
 
     def _refuse(self, entry: RunEntry | None, refusal: Refusal) -> web.Response:
         if refusal.budget and entry is not None and entry.refusals < MAX_REFUSALS_RECORDED:
@@ -291,12 +335,9 @@ class Gateway:
         return error_response(refusal.status, refusal.kind, refusal.message, retry=refusal.retry)
 
     async def _relay(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        entry: RunEntry,
-        reserved: float,
+        self, request: web.Request, upstream: aiohttp.ClientResponse, call: _Call
     ) -> web.StreamResponse:
+        entry, reserved = call.entry, call.reserved
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
         ctype = upstream.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
@@ -308,34 +349,96 @@ class Gateway:
             return web.Response(status=upstream.status, body=data, headers=headers)
         meter = SSEUsage()
         response = web.StreamResponse(status=upstream.status, headers=headers)
+        gone = False  # the agent hung up
         try:
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                meter.feed(chunk)  # before the write, which fails once the agent is gone
-                await response.write(chunk)
-            await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientError) as exc:
-            # the agent hung up, or the upstream broke off mid-stream: nothing more to send
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    meter.feed(chunk)  # before the write, which fails once the agent is gone
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ConnectionResetError, asyncio.CancelledError):
+                gone = True
+                raise
+        except ConnectionResetError as exc:
+            logger.info("%s hung up mid-stream: %r", entry.run_id, exc)
+        except aiohttp.ClientError as exc:  # the upstream broke off: nothing more to send
             logger.info("stream of %s ended early: %r", entry.run_id, exc)
         finally:
-            # metered even when the client or the upstream hung up mid-stream
-            note = None if meter.stopped else "stream incomplete"
-            unknown = upstream.status == 200 and not meter.seen_start
-            self._meter(
-                entry,
-                request,
-                upstream.status,
-                meter.tokens,
-                meter.model,
-                note=meter.error or ("abandoned: worst case charged" if unknown else note),
-                cost=reserved if unknown else None,
-            )
+            if gone and upstream.status == 200 and not meter.stopped and meter.error is None:
+                # the answer is still coming, and with it the real usage: read it to the end
+                # in the background (bounded) and meter that, not just what was relayed
+                call.handed_off = True
+                task = asyncio.ensure_future(self._drain(upstream, meter, call))
+                self._drains.add(task)
+                task.add_done_callback(self._drains.discard)
+            else:
+                # metered even when the client or the upstream hung up mid-stream
+                note = None if meter.stopped else "stream incomplete"
+                unknown = upstream.status == 200 and not meter.seen_start
+                self._meter(
+                    entry,
+                    request,
+                    upstream.status,
+                    meter.tokens,
+                    meter.model,
+                    note=meter.error or ("abandoned: worst case charged" if unknown else note),
+                    cost=reserved if unknown else None,
+                )
         return response
+
+    async def _drain(self, upstream: aiohttp.ClientResponse, meter: SSEUsage, call: _Call) -> None:
+        """The rest of an answer whose agent hung up, read for its usage only (at most
+        :attr:`drain_timeout` seconds and :attr:`drain_max_bytes` bytes). Meters the real
+        usage once the final ``message_delta`` arrived; otherwise charges the reserved worst
+        case. Releases the upstream answer and the reservation."""
+        read = 0
+        why = "ended without its final usage"
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                async for chunk in upstream.content.iter_any():
+                    meter.feed(chunk)
+                    read += len(chunk)
+                    if meter.stopped or meter.error is not None:
+                        break
+                    if read > self.drain_max_bytes:
+                        why = f"over {self.drain_max_bytes} bytes"
+                        break
+        except TimeoutError:
+            why = f"not done in {self.drain_timeout:g} s"
+        except aiohttp.ClientError as exc:
+            why = f"upstream broke off ({type(exc).__name__})"
+        except asyncio.CancelledError:
+            why = "the gateway stopped"
+            raise
+        finally:
+            upstream.close()  # not released to the pool: the rest is not read
+            if meter.stopped or meter.error is not None:
+                self._meter(
+                    call.entry,
+                    None,
+                    upstream.status,
+                    meter.tokens,
+                    meter.model,
+                    note=meter.error or "agent hung up: read to the end",
+                )
+            else:
+                logger.info("answer to %s after its hang-up %s", call.entry.run_id, why)
+                self._meter(
+                    call.entry,
+                    None,
+                    upstream.status,
+                    meter.tokens,
+                    meter.model,
+                    note="agent hung up: worst case charged",
+                    cost=max(call.reserved, self.prices.cost(meter.model or "", meter.tokens)),
+                )
+            self.runs.release(call.entry, call.reserved)  # after the cost is added: no gap
 
     def _meter(
         self,
         entry: RunEntry,
-        request: web.Request,
+        request: web.Request | None,
         status: int,
         tokens: TokenCounts,
         model: str | None,

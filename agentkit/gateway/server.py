@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from .addresses import address_in
 from .admin import admin_app
 from .budgets import RunEntry, day_start
 from .egress import parse_access_line, squid_config
-from .ledger import AsyncLedger
-from .peers import PeerLimit
+from .ledger import AsyncLedger, Ledger
+from .peers import BODY_TIMEOUT, HEAD_TIMEOUT, PeerLimit
 from .pricing import PriceTable, parse_overrides
-from .proxy import Gateway, Upstream
+from .proxy import DRAIN_MAX_BYTES, DRAIN_TIMEOUT, Gateway, Upstream
 from .squid import Squid
 
 __all__ = ["GatewayConfig", "main", "serve"]
@@ -42,6 +45,8 @@ logger = logging.getLogger("agentkit.gateway")
 CONFIG_PATH = "/etc/agentkit-gateway/config.json"
 STATE_DIR = "/var/lib/agentkit-gateway"
 SQUID_CONF = "/run/agentkit-squid/squid.conf"
+#: seconds between two prunings of the ledger
+PRUNE_EVERY = 3600.0
 
 
 @dataclass(slots=True)
@@ -56,6 +61,16 @@ class GatewayConfig:
     agent_subnets: list[str] = field(default_factory=list)
     api_port: int = 8080
     proxy_port: int = 3128
+    #: per-request ledger rows older than this (seconds) are folded into daily aggregates
+    ledger_retention_s: float | None = None
+    #: seconds a connection may take to send a request's head (from its opening, or from the
+    #: end of the previous answer on a kept-alive connection)
+    head_timeout: float = HEAD_TIMEOUT
+    #: seconds a request's body may take to arrive
+    body_timeout: float = BODY_TIMEOUT
+    #: bounds on reading the rest of an answer whose agent hung up (seconds, bytes)
+    drain_timeout: float = DRAIN_TIMEOUT
+    drain_max_bytes: int = DRAIN_MAX_BYTES
 
     @classmethod
     def read(cls, path: str) -> GatewayConfig:
@@ -72,12 +87,17 @@ async def serve(
     state_dir: str = STATE_DIR,
     squid_conf: str = SQUID_CONF,
     *,
-    host: str = "0.0.0.0",  # noqa: S104 - the agents' network reaches it by name
+    host: str | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT in :func:`main`)."""
+    """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT in :func:`main`).
+
+    The model API listens on ``host``, by default the gateway's own address on the agents'
+    network (``agent_subnets``): never on the outward network the container also sits on."""
     config = await asyncio.to_thread(GatewayConfig.read, config_path)
+    if host is None:
+        host = address_in(config.agent_subnets)
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     ledger = AsyncLedger(os.path.join(state_dir, "ledger.sqlite"))
     await ledger.open()
@@ -87,8 +107,12 @@ async def serve(
         PriceTable(parse_overrides(config.pricing)),
     )
     gateway.runs.fleet_daily_usd = config.fleet_daily_usd
+    gateway.body_timeout = config.body_timeout
+    gateway.drain_timeout = config.drain_timeout
+    gateway.drain_max_bytes = config.drain_max_bytes
     await gateway.open()
     await _load_runs(gateway)
+    pruning = asyncio.create_task(_prune_forever(ledger, lambda: config.ledger_retention_s))
 
     def on_squid_line(line: str) -> None:
         access = parse_access_line(line)
@@ -132,7 +156,10 @@ async def serve(
         return {"reloaded": True, "squid": squid.state()}
 
     admin = admin_app(gateway, reload, squid.state)
-    api_runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    limits = PeerLimit(head_timeout=config.head_timeout)
+    api_runner = web.AppRunner(
+        gateway.app(middlewares=[limits.middleware]), access_log=None, handle_signals=False
+    )
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await api_runner.setup()
     await admin_runner.setup()
@@ -140,16 +167,19 @@ async def serve(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
     # not web.TCPSite: the server's protocol factory is wrapped in a per-address connection cap
+    # and a deadline for each request's head
     assert api_runner.server is not None
+    limits.factory = api_runner.server
     api_server = await asyncio.get_running_loop().create_server(
-        PeerLimit(api_runner.server), host, config.api_port, reuse_address=True
+        limits, host, config.api_port, reuse_address=True
     )
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
     os.chmod(sock_path, 0o600)
     logger.info(
-        "gateway up: api :%s, proxy :%s, upstream %s",
+        "gateway up: api %s:%s, proxy :%s, upstream %s",
+        host,
         config.api_port,
         config.proxy_port,
         config.upstream_url,
@@ -159,12 +189,32 @@ async def serve(
     try:
         await (stop or asyncio.Event()).wait()
     finally:
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await squid.close()
         await admin_runner.cleanup()
         api_server.close()
         await api_runner.cleanup()
         await gateway.close()
         await ledger.close()
+
+
+async def _prune_forever(ledger: AsyncLedger, retention: Callable[[], float | None]) -> None:
+    """Fold old ledger rows into daily aggregates now and every :data:`PRUNE_EVERY` seconds
+    (the retention is read each time: a reload changes it)."""
+    while True:
+        keep = retention()
+        if keep:
+            try:
+                before = time.time() - keep
+                gone = await ledger.run(functools.partial(Ledger.prune, before=before))
+            except Exception:  # a busy or broken ledger: try again next time
+                logger.exception("pruning the ledger failed")
+            else:
+                if gone:
+                    logger.info("ledger: %d request rows folded into daily aggregates", gone)
+        await asyncio.sleep(PRUNE_EVERY)
 
 
 async def _load_runs(gateway: Gateway) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "RunState",
     "Runtime",
     "parse_memory",
+    "parse_nofile",
 ]
 
 STDOUT, STDERR = 1, 2
@@ -97,6 +98,8 @@ class RunSpec:
     memory_bytes: int | None = None
     nano_cpus: int | None = None
     pids_limit: int | None = None
+    #: open-file limit of the run's processes, ``(soft, hard)`` (None: the engine's default)
+    nofile: tuple[int, int] | None = None
     network: str | None = None
     init: bool = True
     cap_add: tuple[str, ...] = ()
@@ -264,6 +267,22 @@ class Runtime(abc.ABC):
 # --- helpers ----------------------------------------------------------------------------------
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_nofile(value: str) -> tuple[int, int]:
+    """``"8192"`` / ``"4096:8192"`` -> ``(soft, hard)`` open files (AGENTKIT_CONTAINER_NOFILE)."""
+    soft_text, _, hard_text = value.strip().partition(":")
+    try:
+        soft = int(soft_text.strip())
+        hard = int(hard_text.strip()) if hard_text.strip() else soft
+    except ValueError:
+        soft = hard = -1
+    if not 0 < soft <= hard:
+        raise ConfigError(
+            f"invalid open-file limit {value!r}: use SOFT or SOFT:HARD with 0 < SOFT <= HARD, "
+            "e.g. 8192 or 4096:8192 (AGENTKIT_CONTAINER_NOFILE)"
+        )
+    return soft, hard
 
 
 def parse_memory(value: str | int) -> int:

@@ -189,6 +189,8 @@ class DockerRuntime(Runtime):
             host["NanoCpus"] = spec.nano_cpus
         if spec.pids_limit:
             host["PidsLimit"] = spec.pids_limit
+        if spec.nofile:
+            host["Ulimits"] = [{"Name": "nofile", "Soft": spec.nofile[0], "Hard": spec.nofile[1]}]
         if spec.log_max_bytes:
             host["LogConfig"] = {
                 "Type": "json-file",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from agentkit.runtimes.base import (
     Runtime,
 )
 
-__all__ = ["MemoryAgent", "MemoryExit", "MemoryRun", "MemoryRuntime"]
+__all__ = ["PROC_LIMITS", "MemoryAgent", "MemoryExit", "MemoryRun", "MemoryRuntime", "proc_limits"]
 
 
 class MemoryExit(Exception):
@@ -112,6 +113,17 @@ class MemoryRun:
 
 MemoryAgent = Callable[[MemoryRun], Awaitable[int]]
 
+#: where a run reads its resource limits, as a Linux process would
+PROC_LIMITS = "/proc/self/limits"
+
+
+def proc_limits(nofile: tuple[int, int] | None) -> bytes:
+    """``/proc/self/limits`` as the kernel renders it, for the limits a memory run honours (the
+    open-file limit of its spec; without one, this process's own, as an engine's default)."""
+    soft, hard = nofile if nofile is not None else resource.getrlimit(resource.RLIMIT_NOFILE)
+    rows = [("Limit", "Soft Limit", "Hard Limit", "Units"), ("Max open files", soft, hard, "files")]
+    return "".join(f"{a:<25} {b!s:<20} {c!s:<20} {d:<10}\n" for a, b, c, d in rows).encode()
+
 
 def _matches(labels: Mapping[str, str], wanted: Mapping[str, str | None]) -> bool:
     return all(
@@ -146,6 +158,7 @@ class MemoryRuntime(Runtime):
             raise ConflictError(f"a run named {spec.name} already exists")
         self._serial += 1
         run = MemoryRun(spec, id=f"mem{self._serial:08d}")
+        run.files[PROC_LIMITS] = proc_limits(spec.nofile)
         self.runs[spec.name] = run
         return run.id
 

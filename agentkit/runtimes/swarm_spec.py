@@ -11,6 +11,7 @@ CapDrop ALL            ``ContainerSpec.CapabilityDrop`` (API >= 1.41)
 Init                   ``ContainerSpec.Init``
 Memory/NanoCpus        ``Resources.Limits.MemoryBytes`` / ``NanoCPUs``
 PidsLimit              ``Resources.Limits.Pids`` (API >= 1.41)
+Ulimits nofile         ``ContainerSpec.Ulimits`` (API >= 1.41)
 no-new-privileges      NO field for services in API 1.41: the command is wrapped in
                        ``setpriv --no-new-privs --`` (util-linux, in every Debian image), which
                        sets the same kernel flag before the agent's process starts
@@ -102,6 +103,8 @@ def service_body(spec: RunSpec, *, node: str | None, argv: Sequence[str]) -> dic
         container["Args"] = []
     if spec.workdir:
         container["Dir"] = spec.workdir
+    if spec.nofile:
+        container["Ulimits"] = [{"Name": "nofile", "Soft": spec.nofile[0], "Hard": spec.nofile[1]}]
     limits: dict[str, Any] = {}
     if spec.memory_bytes:
         limits["MemoryBytes"] = spec.memory_bytes
