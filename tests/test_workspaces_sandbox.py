@@ -488,6 +488,40 @@ async def test_list_reuses_a_report_only_while_nothing_in_the_workspace_changed(
     assert row(await kit.ok("list_workspaces"))["dirty"] is True
 
 
+async def test_a_push_hands_over_only_what_is_not_the_sandboxs(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    """Before a writing sandbox the workspace is handed to uid 1001 only where ownership is
+    wrong: files the agent already owns keep their ctime (a `chown -R` would touch all of
+    them), and what host git left in .git alone (a commit run as another user) is found and
+    fixed, so the sandbox can commit."""
+    server.create_repo("acme/own")
+    await kit.ok("clone_repo", repo_url="acme/own")
+    ws = kit.root / "own"
+    deep = ws / "sub" / "deep.txt"
+    deep.parent.mkdir()
+    deep.write_text("the agent's\n")
+    for path in (deep.parent, deep):
+        os.chown(path, 1001, 1001)
+    # host git as another user (here the test's uid): only .git gets its files
+    run_git("-C", str(ws), "add", "sub")
+    run_git("-C", str(ws), "commit", "-qm", "by the host")
+    host_uid = os.getuid()
+    assert host_uid != 1001
+    assert any(p.stat().st_uid == host_uid for p in (ws / ".git").iterdir())
+    before = deep.stat().st_ctime_ns
+    await kit.ok("list_workspaces")  # a sandbox run: time passes without a sleep
+    new = ws / "sub" / "new.txt"
+    new.write_text("new\n")
+    os.chown(new, 1001, 1001)
+
+    await kit.ok("push_workspace", workspace_name="own", commit_message="agent work")
+    assert server.log("acme/own")[0] == "agent work"
+    assert deep.stat().st_ctime_ns == before  # owned already: not touched
+    wrong = [p for p in ws.rglob("*") if os.lstat(p).st_uid != 1001 or os.lstat(p).st_gid != 1001]
+    assert wrong == []
+
+
 # --- the pinned origin ---------------------------------------------------------------------------
 
 

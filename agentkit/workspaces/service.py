@@ -200,9 +200,13 @@ class WorkspaceService:
 
     async def _hand_to_sandbox(self, real: str) -> None:
         """Give the workspace to the sandbox's uid (files the host or another user wrote), never
-        following a symbolic link. Only while no agent works in it. Best effort."""
+        following a symbolic link, only where ownership is wrong (as spawn does:
+        ``launch.HAND_OVER``). Only while no agent works in it. Best effort."""
+        from agentkit.containers.launch import HAND_OVER
+
         out = await self.executor.run(
-            ["chown", "-R", "-h", f"{SANDBOX_UID}", "--", real], idempotent=True
+            ["sh", "-c", HAND_OVER + 'hand_over "$1" "$2"', "hand-over", real, SANDBOX_UID],
+            idempotent=True,
         )
         if not out.ok:
             logger.debug("could not hand %s to %s: %s", real, SANDBOX_UID, out.stderr_text())
