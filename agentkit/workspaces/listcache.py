@@ -9,6 +9,9 @@ listing reuses the report only if no file, directory or ``.git`` entry of the wo
 ``lstat``s names (it interprets nothing, follows no link), and ``ctime`` changes with every
 write, rename, delete, chmod and chown and cannot be set back by an agent (unlike ``mtime``).
 
+A workspace with no ``.git`` entry at all (``lstat``) needs no sandbox either: the sandbox
+would report "not a git repository" before running git, so the host says it.
+
 Reports are display data only; ``push_workspace`` and ``create_branch`` never use them. A busy
 workspace is never reported from the cache (nor run at all). Commit ages are computed from the
 commit time when shown, so a reused report does not go stale.
@@ -35,11 +38,17 @@ FIND_TIMEOUT = 30.0
 
 # $1 the reports folder, $2 the real workspaces root, then workspace names (validated). For each
 # workspace with a report and a stamp whose tree has nothing changed since the stamp, prints
-# "<name><TAB><report>" (reports are single-line JSON written by agentkit).
+# "<name><TAB><report>" (reports are single-line JSON written by agentkit); for a workspace with
+# no .git at all, the report the sandbox would give ("not a git repository": its script says so
+# for a missing .git before running any git), without a report kept.
 _FRESH = r"""dir=$1; root=$2; shift 2
 for n in "$@"; do
   s="$dir/$n.stamp"; r="$dir/$n.json"; ws="$root/$n"
-  if [ ! -f "$s" ] || [ ! -f "$r" ] || [ -L "$ws" ] || [ ! -d "$ws" ]; then continue; fi
+  if [ -L "$ws" ] || [ ! -d "$ws" ]; then continue; fi
+  if [ ! -e "$ws/.git" ] && [ ! -L "$ws/.git" ]; then
+    printf '%s\t{"changed_files": 0, "error": "not a git repository"}\n' "$n"; continue
+  fi
+  if [ ! -f "$s" ] || [ ! -f "$r" ]; then continue; fi
   changed=$(find "$ws" -cnewer "$s" -print -quit 2> /dev/null) || continue
   if [ -n "$changed" ]; then continue; fi
   printf '%s\t' "$n"; head -c __MAX__ "$r"; printf '\n'
