@@ -30,7 +30,8 @@ from tests.support import require
 SCENARIOS = {
     "exit7": "printf 'out-1\\n'; printf 'err-1\\n' >&2; printf 'out-2\\n'; exit 7",
     "ok": "printf 'done\\n'",
-    "slow": "printf 'first\\n'; sleep 1.5; printf 'second\\n'",
+    # the second line waits for the test's go (a line on its input), not for a fixed pause
+    "slow": "printf 'first\\n'; IFS= read -r go; printf 'second\\n'",
     "forever": "printf 'up\\n'; exec sleep 300",
     "hog": "tail /dev/zero",
     # sessions: two input lines echoed; a file (and a link) left behind; a copied-in file read
@@ -68,7 +69,7 @@ async def memory_agent(run: MemoryRun) -> int:
         return 0
     if scenario == "slow":
         run.emit("first")
-        await asyncio.sleep(1.5)
+        await run.read_input()
         run.emit("second")
         return 0
     if scenario == "forever":

@@ -116,7 +116,7 @@ async def test_followed_logs_deliver_lines_as_printed_and_end_with_the_run(
     any_runtime: RuntimeUnderTest,
 ) -> None:
     rt = any_runtime
-    name = await _run(rt, _spec(rt, "slow"))
+    name = await _run(rt, _spec(rt, "slow", open_stdin=True))
     lines: list[bytes] = []
     first_seen_running: list[bool] = []
     async with contextlib.aclosing(rt.runtime.logs(name, follow=True)) as stream:
@@ -125,6 +125,7 @@ async def test_followed_logs_deliver_lines_as_printed_and_end_with_the_run(
                 lines.append(chunk.data)
                 if not first_seen_running:
                     first_seen_running.append((await rt.runtime.inspect(name)).running)
+                    await rt.runtime.write_stdin(name, b"go\n")  # now it may print the rest
     assert b"".join(lines) == b"first\nsecond\n"
     assert first_seen_running == [True]  # the first line arrived while the run still ran
     assert (await rt.runtime.inspect(name)).state == RunState.EXITED
