@@ -55,11 +55,15 @@ for n in "$@"; do
 done
 """.replace("__MAX__", str(_MAX_REPORT))
 
-# $1 the reports folder, $2 the new stamp: made (or reset) 0.1 s in the past, more than one clock
-# tick (file times come from the kernel's coarse clock, 1-10 ms a tick).
-_STAMP = r"""mkdir -p -m 700 -- "$1" || exit 1
+# $1 the reports folder, then workspace names (validated): a new stamp "<name>.stamp.new" for
+# each, made (or reset) 0.1 s in the past, more than one clock tick (file times come from the
+# kernel's coarse clock, 1-10 ms a tick); prints the names stamped. One command for a listing.
+_STAMP = r"""dir=$1; shift
+mkdir -p -m 700 -- "$dir" || exit 1
 ns=$(($(date +%s%N) - 100000000)); s=${ns%?????????}
-touch -d "@$s.${ns#"$s"}" -- "$2"
+for n in "$@"; do
+  if touch -d "@$s.${ns#"$s"}" -- "$dir/$n.stamp.new"; then printf '%s\n' "$n"; fi
+done
 """
 
 
@@ -131,13 +135,21 @@ class ReportCache:
                     found[name] = report
         return found
 
-    async def begin(self, name: str) -> bool:
-        """Stamp the start of a sandbox run for ``name``; ``False`` if that failed."""
-        out = await self.executor.run(
-            ["sh", "-c", _STAMP, "stamp", self.directory, self._path(name, ".stamp.new")],
-            idempotent=True,
-        )
-        return out.ok
+    async def begin(self, names: list[str]) -> set[str]:
+        """Stamp the start of the sandbox runs for ``names`` (one host command, before any of
+        them starts: a change meanwhile is newer than the stamp, so it is looked at again next
+        time); the names whose stamp was made."""
+        if not names:
+            return set()
+        valid = [validate_workspace_name(n) for n in names]
+        try:
+            out = await self.executor.run(
+                ["sh", "-c", _STAMP, "stamp", self.directory, *valid], idempotent=True
+            )
+        except Exception as exc:  # a cache: never fail the listing for it
+            logger.debug("no stamps made: %s", exc)
+            return set()
+        return set(out.stdout_text().split()) & set(valid)
 
     async def store(self, name: str, report: WorkspaceInfo) -> None:
         """Keep ``report`` (from the run :meth:`begin` stamped) and make its stamp current."""
