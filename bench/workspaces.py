@@ -4,6 +4,12 @@ before issue 9: host git), one run. This checkout is measured twice: with every 
 changed before each listing (a sandbox each), and with nothing changed.
 
     .venv/bin/python bench/workspaces.py [--workspaces 20] [--n 5] [--baseline /work/main]
+    .venv/bin/python bench/workspaces.py --handover 100000 [--n 5]
+
+``--handover FILES`` measures instead what a writing sandbox (push, create_branch) does first on
+the host: hand the workspace to uid 1001 (``launch.HAND_OVER``, ownership fixed only where
+wrong) on a FILES-file workspace, against an empty workspace and against ``chown -R -h`` (what
+it did before), in the same run. Needs root (chown).
 
 Needs dockerd and the agent image (``AGENTKIT_IMAGE``, default ``agentflow-claude-code:latest``).
 The same workspaces (one commit, one changed file each) are listed by both checkouts, each in its
@@ -132,12 +138,69 @@ async def _same(runtime: object) -> object:
     return runtime
 
 
+def _p50_ms(argv: list[str], n: int) -> float:
+    subprocess.run(argv, check=True, capture_output=True)  # warm: the shell, the inode cache
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def handover(files: int, n: int) -> None:
+    """p50 ms of the hand-over on an empty and on a ``files``-file workspace (see the top)."""
+    from agentkit.containers.launch import HAND_OVER
+
+    def hand_over(ws: Path) -> list[str]:
+        return ["sh", "-c", HAND_OVER + 'hand_over "$1" "$2"', "hand-over", str(ws), "1001:1001"]
+
+    tmp = Path(tempfile.mkdtemp(prefix="agentkit-bench-own-"))
+    try:
+        empty, big = tmp / "empty", tmp / "big"
+        empty.mkdir()
+        for i in range(files):
+            folder = big / f"d{i // 1000:03d}"
+            if i % 1000 == 0:
+                folder.mkdir(parents=True)
+            (folder / f"f{i}").touch()
+        (big / ".git").mkdir()
+        subprocess.run(["chown", "-R", "-h", "1001:1001", str(tmp)], check=True)
+        floor = _p50_ms(hand_over(empty), n)
+        owned = _p50_ms(hand_over(big), n)
+        before = _p50_ms(["chown", "-R", "-h", "1001:1001", "--", str(big)], n)
+        walks = []
+        for _ in range(n):  # one entry the host wrote: the whole tree is walked, one chown
+            (big / "host.txt").touch()
+            os.chown(big / "host.txt", 0, 0)
+            start = time.perf_counter()
+            subprocess.run(hand_over(big), check=True, capture_output=True)
+            walks.append((time.perf_counter() - start) * 1000)
+        walked = statistics.median(walks)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()[0]
+    print(f"hand-over before a writing sandbox, {files} files, p50 of {n} (load {load:.1f}):")
+    rows = [
+        ("empty workspace (floor)", floor),
+        ("all files the agent's already", owned),
+        ("one file the host's (tree walked)", walked),
+        ("before: chown -R -h", before),
+    ]
+    for label, ms in rows:
+        print(f"  {label:36} {ms:8.1f} ms {ms / floor:7.2f}x floor")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspaces", type=int, default=20)
     parser.add_argument("--n", type=int, default=5)
     parser.add_argument("--baseline", type=Path, default=None, help="checkout to compare with")
+    parser.add_argument("--handover", type=int, default=0, help="measure the hand-over instead")
     args = parser.parse_args()
+    if args.handover:
+        handover(args.handover, args.n)
+        return
     image = os.environ.get("AGENTKIT_IMAGE", "agentflow-claude-code:latest")
     tmp = Path(tempfile.mkdtemp(prefix="agentkit-bench-ws-"))
     try:

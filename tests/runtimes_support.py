@@ -30,7 +30,8 @@ from tests.support import require
 SCENARIOS = {
     "exit7": "printf 'out-1\\n'; printf 'err-1\\n' >&2; printf 'out-2\\n'; exit 7",
     "ok": "printf 'done\\n'",
-    "slow": "printf 'first\\n'; sleep 1.5; printf 'second\\n'",
+    # the second line waits for the test's go (a line on its input), not for a fixed pause
+    "slow": "printf 'first\\n'; IFS= read -r go; printf 'second\\n'",
     "forever": "printf 'up\\n'; exec sleep 300",
     "hog": "tail /dev/zero",
     # sessions: two input lines echoed; a file (and a link) left behind; a copied-in file read
@@ -38,6 +39,15 @@ SCENARIOS = {
     "files": "printf hello > /tmp/out.txt; ln -s /etc/passwd /tmp/link; printf done",
     "copied": "cat /tmp/in/x.txt; stat -c ' %u' /tmp/in/x.txt",
     "nofile": "grep '^Max open files' /proc/self/limits",
+    # read-only root, a 1 MiB tmpfs at /scratch: writing the root (its /tmp) fails, /scratch
+    # takes 512 KiB but not 2 MiB (bounded); the run's own output says which
+    "readonly": (
+        "if ( : > /tmp/probe ) 2> /dev/null; then echo root-writable; "
+        "else echo root-read-only; fi; "
+        "if head -c 524288 /dev/zero > /scratch/small; then echo scratch-ok; fi; "
+        "if head -c 2097152 /dev/zero > /scratch/big 2> /dev/null; "
+        "then echo scratch-unbounded; else echo scratch-full; fi"
+    ),
     "inside": (
         "id -u; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; "
         "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; "
@@ -59,7 +69,7 @@ async def memory_agent(run: MemoryRun) -> int:
         return 0
     if scenario == "slow":
         run.emit("first")
-        await asyncio.sleep(1.5)
+        await run.read_input()
         run.emit("second")
         return 0
     if scenario == "forever":
@@ -79,6 +89,20 @@ async def memory_agent(run: MemoryRun) -> int:
     if scenario == "nofile":
         limits = run.files["/proc/self/limits"].decode().splitlines()
         run.emit(next(line for line in limits if line.startswith("Max open files")))
+        return 0
+    if scenario == "readonly":
+        try:
+            run.write_file("/tmp/probe", b"")
+            run.emit("root-writable")
+        except OSError:
+            run.emit("root-read-only")
+        run.write_file("/scratch/small", bytes(524288))
+        run.emit("scratch-ok")
+        try:
+            run.write_file("/scratch/big", bytes(2097152))
+            run.emit("scratch-unbounded")
+        except OSError:
+            run.emit("scratch-full")
         return 0
     if scenario == "copied":
         run.emit(run.files["/tmp/in/x.txt"].decode() + " 1001")

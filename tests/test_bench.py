@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,12 @@ async def test_workspaces_bench_runs(agent_image: str) -> None:
     out = _bench("workspaces.py", "--workspaces", "3", "--n", "1", timeout=400)
     assert "every workspace changed" in out
     assert "nothing changed" in out
+
+
+def test_workspaces_handover_bench_runs() -> None:
+    require(os.getuid() == 0, "root (the hand-over bench chowns)")
+    out = _bench("workspaces.py", "--handover", "2000", "--n", "2")
+    assert "chown -R -h" in out
 
 
 async def test_runtimes_bench_runs_side_by_side() -> None:

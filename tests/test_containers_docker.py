@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import aiodocker.exceptions as dexc
 import aiohttp
@@ -129,3 +130,45 @@ async def test_real_engine_404_and_409_are_mapped() -> None:
             assert docker.api_version.startswith("v1.")
         finally:
             await docker.close()
+
+
+async def test_closing_the_service_while_an_agent_runs_leaves_no_request_behind(
+    tmp_path: Path,
+) -> None:
+    """aclose while an agent still runs on a runtime the caller owns: every task the service
+    started to follow it - the log reader, the exit waiter and the engine ``wait`` request in
+    it - has ended when aclose returns. Before, the exit waiter and its request were only
+    cancelled: still inside aiohttp (``ceil_timeout``) when the caller closed its engine
+    connection and the loop ended, they were garbage-collected there (an unraisable
+    GeneratorExit). The "agent" is a plain container of this test's root, re-adopted."""
+    import asyncio
+
+    import aiodocker
+
+    from agentkit.containers.models import new_agent_id
+    from agentkit.containers.ownership import scope_labels
+    from agentkit.containers.service import AgentService
+    from agentkit.runtimes.docker import DockerRuntime
+
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE}")
+    root = str(tmp_path / "root")
+    settings = Settings(_env_file=None, host=None, root=root, image=BASE_IMAGE)  # type: ignore[call-arg]
+    labels = {k: v for k, v in scope_labels(root).items() if v is not None}
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        container = await docker.containers.create(
+            {"Image": BASE_IMAGE, "Cmd": ["sleep", "300"], "Labels": labels}, name=new_agent_id()
+        )
+        try:
+            await container.start()
+            before = asyncio.all_tasks()
+            service = AgentService(LocalExecutor(), settings, runtime=DockerRuntime(docker))
+            assert (await service.reconcile())["followed"] == 1
+            await service.aclose()
+            left = [
+                f"{t.get_name()} ({t.get_coro().__qualname__})"  # type: ignore[union-attr]
+                for t in asyncio.all_tasks() - before
+                if not t.done()
+            ]
+            assert left == []
+        finally:
+            await container.delete(force=True)

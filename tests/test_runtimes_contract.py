@@ -17,7 +17,15 @@ import pytest
 
 from agentkit.containers.models import new_agent_id
 from agentkit.errors import NotFoundError, ToolError
-from agentkit.runtimes.base import ExitEvent, ExitReason, Mount, RunSpec, RunState, parse_memory
+from agentkit.runtimes.base import (
+    ExitEvent,
+    ExitReason,
+    Mount,
+    RunSpec,
+    RunState,
+    Tmpfs,
+    parse_memory,
+)
 from tests.runtimes_support import SCENARIOS, RuntimeUnderTest
 
 pytestmark = [pytest.mark.docker]
@@ -108,7 +116,7 @@ async def test_followed_logs_deliver_lines_as_printed_and_end_with_the_run(
     any_runtime: RuntimeUnderTest,
 ) -> None:
     rt = any_runtime
-    name = await _run(rt, _spec(rt, "slow"))
+    name = await _run(rt, _spec(rt, "slow", open_stdin=True))
     lines: list[bytes] = []
     first_seen_running: list[bool] = []
     async with contextlib.aclosing(rt.runtime.logs(name, follow=True)) as stream:
@@ -117,6 +125,7 @@ async def test_followed_logs_deliver_lines_as_printed_and_end_with_the_run(
                 lines.append(chunk.data)
                 if not first_seen_running:
                     first_seen_running.append((await rt.runtime.inspect(name)).running)
+                    await rt.runtime.write_stdin(name, b"go\n")  # now it may print the rest
     assert b"".join(lines) == b"first\nsecond\n"
     assert first_seen_running == [True]  # the first line arrived while the run still ran
     assert (await rt.runtime.inspect(name)).state == RunState.EXITED
@@ -153,6 +162,25 @@ async def test_a_missing_image_is_refused(any_runtime: RuntimeUnderTest) -> None
     with pytest.raises(ToolError, match="agentkit-no-such-image"):
         await rt.runtime.ensure_image(missing)
     await rt.runtime.ensure_image(rt.image)
+
+
+async def test_a_read_only_root_leaves_only_a_bounded_tmpfs_writable(
+    any_runtime: RuntimeUnderTest,
+) -> None:
+    """``read_only_root`` + ``tmpfs``, seen from inside the run: writing to ``/`` fails, the
+    tmpfs takes a small file and refuses one beyond its size."""
+    rt = any_runtime
+    spec = _spec(rt, "readonly", read_only_root=True, tmpfs=(Tmpfs("/scratch", 1 << 20),))
+    name = await _run(rt, spec)
+    ended = await asyncio.wait_for(rt.runtime.wait(name), 60)
+    out, err = await _output(rt, name)
+    assert ended.exit_code == 0, (out, err)
+    assert out.decode().split() == ["root-read-only", "scratch-ok", "scratch-full"], err
+    # and without them the same script may write to its root (the check can tell)
+    writable = await _run(rt, _spec(rt, "readonly", tmpfs=(Tmpfs("/scratch", 1 << 20),)))
+    await asyncio.wait_for(rt.runtime.wait(writable), 60)
+    out, err = await _output(rt, writable)
+    assert out.decode().split()[0] == "root-writable", err
 
 
 async def test_unknown_runs_are_not_found(any_runtime: RuntimeUnderTest) -> None:

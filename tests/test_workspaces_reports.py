@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 from agentkit.workspaces.reports import parse_commit, relative_age, workspace_report
 from agentkit.workspaces.sandbox import SandboxResult, Section, parse_sections
@@ -84,3 +85,32 @@ def test_report_of_a_broken_or_silent_sandbox_is_an_error_row() -> None:
     report = workspace_report("w", "/p", huge, remote=None, agent_running=False)
     assert report.changed_files == 0
     assert report.branch == "main"
+
+
+async def test_a_workspace_without_git_is_listed_without_a_sandbox(tmp_path: Path) -> None:
+    """No .git entry at all: the host says "not a git repository" (what the sandbox would say)
+    without starting one; a .git that is anything (even a dangling link) still gets a sandbox."""
+    from agentkit.config import Settings
+    from agentkit.executors.local import LocalExecutor
+    from agentkit.runtimes.memory import MemoryRun, MemoryRuntime
+    from agentkit.workspaces.service import WorkspaceService
+
+    started: list[str] = []
+
+    async def sandbox(run: MemoryRun) -> int:  # plays the script's answer for a non-repository
+        started.append(run.spec.mounts[0].source)
+        run.emit(line("norepo", 1, b"").decode())
+        return 0
+
+    settings = Settings(_env_file=None, root=str(tmp_path / "root"))  # type: ignore[call-arg]
+    workspaces = tmp_path / "root" / "workspaces"
+    (workspaces / "plain").mkdir(parents=True)
+    (workspaces / "plain" / "notes.txt").write_text("no repository here\n")
+    (workspaces / "linked").mkdir()
+    (workspaces / "linked" / ".git").symlink_to("/nonexistent")
+    runtime = MemoryRuntime(sandbox, images=[settings.image])
+    async with WorkspaceService(LocalExecutor(), settings, runtime=runtime) as service:
+        rows = {row.name: row for row in await service.list()}
+    assert rows["plain"].error == rows["linked"].error == "not a git repository"
+    assert (rows["plain"].dirty, rows["plain"].branch) == (None, None)
+    assert [Path(p).name for p in started] == ["linked"]

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -109,6 +112,36 @@ async def test_nested_repo_and_submodule_filters_never_run_on_the_host(
     assert row["dirty"] is True
     assert row["last_commit"]["subject"] == "add sub"
     assert not marker.exists(), "a nested repository's filter ran on the host"
+
+
+async def test_a_workspace_filter_cannot_write_to_the_sandbox_filesystem(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """The sandbox's root filesystem is read-only: a clean filter (run by `git status` in the
+    sandbox) finds only the sandbox's own bounded /tmp writable - not the agent user's home,
+    /var/tmp or the root - and says so in the error git reports."""
+    probe = (
+        "for d in / /home/* /var/tmp /usr/local/bin /tmp; do "
+        '(: > "$d/pwned") 2> /dev/null && echo "WROTE $d" >&2; done; '
+        "echo probe-done >&2; exit 1"
+    )
+    await kit.ok("create_workspace", workspace_name="probe")
+    ws = kit.root / "probe"
+    (ws / "a.txt").write_text("a\n")
+    run_git("-C", str(ws), "add", "a.txt")
+    run_git("-C", str(ws), "commit", "-qm", "first")
+    run_git("-C", str(ws), "config", "filter.probe.clean", probe)
+    run_git("-C", str(ws), "config", "filter.probe.required", "true")
+    (ws / ".gitattributes").write_text("*.txt filter=probe\n")
+    (ws / "a.txt").write_text("b\n")  # same size: status must hash it, through the filter
+
+    listed = await kit.ok("list_workspaces")
+    error = listed.data["workspaces"][0]["error"] or ""
+    assert "probe-done" in error, error  # the filter ran (in the sandbox) and reported
+    assert re.findall(r"WROTE (/\S*)", error) == ["/tmp"], (
+        error
+    )  # only the tmpfs; the image's own /tmp is hidden
+    assert not (ws / "pwned").exists()
 
 
 # --- push_workspace: submodules, pushurl hooks, a rewritten remote ----------------------------
@@ -387,6 +420,9 @@ async def test_sandbox_container_is_hardened_and_never_an_agent(
         assert host["Mounts"] == [
             {"Type": "bind", "Source": str(ws), "Target": "/workspace", "ReadOnly": True}
         ]
+        assert host["ReadonlyRootfs"] is True
+        assert list(host["Tmpfs"]) == ["/tmp"]
+        assert "size=67108864" in host["Tmpfs"]["/tmp"].split(",")
         env = "\n".join(body["Env"])
         assert TOKEN not in env
         assert key not in env
@@ -450,6 +486,40 @@ async def test_list_reuses_a_report_only_while_nothing_in_the_workspace_changed(
 
     (ws / "a.txt").chmod(0o755)
     assert row(await kit.ok("list_workspaces"))["dirty"] is True
+
+
+async def test_a_push_hands_over_only_what_is_not_the_sandboxs(
+    kit: Kit, server: GitHTTPServer
+) -> None:
+    """Before a writing sandbox the workspace is handed to uid 1001 only where ownership is
+    wrong: files the agent already owns keep their ctime (a `chown -R` would touch all of
+    them), and what host git left in .git alone (a commit run as another user) is found and
+    fixed, so the sandbox can commit."""
+    server.create_repo("acme/own")
+    await kit.ok("clone_repo", repo_url="acme/own")
+    ws = kit.root / "own"
+    deep = ws / "sub" / "deep.txt"
+    deep.parent.mkdir()
+    deep.write_text("the agent's\n")
+    for path in (deep.parent, deep):
+        os.chown(path, 1001, 1001)
+    # host git as another user (here the test's uid): only .git gets its files
+    run_git("-C", str(ws), "add", "sub")
+    run_git("-C", str(ws), "commit", "-qm", "by the host")
+    host_uid = os.getuid()
+    assert host_uid != 1001
+    assert any(p.stat().st_uid == host_uid for p in (ws / ".git").iterdir())
+    before = deep.stat().st_ctime_ns
+    await kit.ok("list_workspaces")  # a sandbox run: time passes without a sleep
+    new = ws / "sub" / "new.txt"
+    new.write_text("new\n")
+    os.chown(new, 1001, 1001)
+
+    await kit.ok("push_workspace", workspace_name="own", commit_message="agent work")
+    assert server.log("acme/own")[0] == "agent work"
+    assert deep.stat().st_ctime_ns == before  # owned already: not touched
+    wrong = [p for p in ws.rglob("*") if os.lstat(p).st_uid != 1001 or os.lstat(p).st_gid != 1001]
+    assert wrong == []
 
 
 # --- the pinned origin ---------------------------------------------------------------------------
@@ -525,6 +595,47 @@ async def test_a_workspace_that_makes_git_hang_is_stopped_and_the_others_still_l
         assert "took longer than 3 s" in rows["stuck"]["error"]
         runtime = await kit.service._runtime()
         assert await runtime.list(sandbox_labels(settings.root)) == []
+
+
+async def test_the_stale_sweep_goes_by_each_sandboxs_own_deadline(tmp_path: Path) -> None:
+    """Sandboxes left an hour ago: one of another controller whose deadline (a longer timeout)
+    is still ahead stays; one whose deadline passed is removed; so is an old unlabelled one.
+    The runtime is the memory runtime (its runs' creation times can be an hour back)."""
+    from agentkit.config import Settings
+    from agentkit.redact import Redactor
+    from agentkit.runtimes.base import RunSpec
+    from agentkit.runtimes.memory import MemoryRun, MemoryRuntime
+    from agentkit.workspaces.sandbox import LABEL_DEADLINE, GitSandbox, sandbox_labels
+
+    async def nothing(run: MemoryRun) -> int:
+        return 0
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, root=str(tmp_path / "root"), git_sandbox_timeout=300
+    )
+    runtime = MemoryRuntime(nothing, images=[settings.image])
+    hour_ago = time.time() - 3600
+    left = {
+        "live": {LABEL_DEADLINE: str(int(time.time() + 3600))},
+        "dead": {LABEL_DEADLINE: str(int(hour_ago + 300))},
+        "unlabelled": {},
+    }
+    for name, extra in left.items():
+        await runtime.create(
+            RunSpec(name, settings.image, {**sandbox_labels(settings.root), **extra}, {})
+        )
+        runtime.runs[name].created_at = hour_ago
+
+    sandbox = GitSandbox(lambda: _given(runtime), settings, Redactor([]))
+    spec = sandbox.spec("x", str(tmp_path), "info", [], writable=False, deadline=time.time() + 9)
+    assert int(spec.labels[LABEL_DEADLINE]) >= time.time() + 8  # the deadline travels with it
+    await sandbox.run(str(tmp_path), "info", writable=False)  # the first run sweeps
+    assert sorted(runtime.runs) == ["live"]
+    await runtime.aclose()
+
+
+async def _given(runtime: Any) -> Any:
+    return runtime
 
 
 # --- the host side of a bundle -------------------------------------------------------------------

@@ -255,10 +255,17 @@ class Follower:
 
             await self.finalizer.finalize(run, complete=complete, flush=flush)
         finally:
-            guard.cancel()
-            for task in (writer_task, reader, exit_task):
-                if not task.done():
-                    task.cancel()
+            # ended, not only told to: a child left running (the exit waiter's engine request)
+            # would outlive aclose and be garbage-collected mid-request once its caller closes
+            # the engine connection (an unraisable GeneratorExit inside aiohttp)
+            children = [t for t in (guard, writer_task, reader, exit_task) if not t.done()]
+            for task in children:
+                task.cancel()
+            if children:
+                await asyncio.wait(children)
+            for task in children:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.debug("%s ended with %r", task.get_name(), task.exception())
 
     async def _read_logs(self, run: LiveRun, pending: bytearray, wakeup: asyncio.Event) -> bool:
         """Follow the run's output into ``run`` and ``pending``; ``True`` if it was whole."""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENT_UID",
+    "HAND_OVER",
     "MAX_TASK_BYTES",
     "MAX_TIMEOUT_MS",
     "MIN_TIMEOUT_MS",
@@ -64,28 +65,40 @@ TASK_LABEL_CHARS = 200
 MAX_TASK_BYTES = 100_000  # one env string may be at most 128 KiB on Linux
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 1_000, 24 * 3600 * 1000
 
+# Shell function `hand_over DIR UID:GID`: gives DIR's tree to UID:GID without following any
+# symbolic link - only where ownership is wrong. DIR, its direct entries and those of DIR/.git are
+# checked (two readdirs: host git run in a workspace leaves its files in .git first); only if one
+# of them is not the owner's is the whole tree walked, and only entries that are not the owner's
+# are changed (a 100,000-file workspace the agent already owns costs two readdirs, not 100,000
+# chowns, and keeps its files' ctimes).
+HAND_OVER = r"""hand_over() {
+  u=${2%%:*} g=${2##*:}
+  if [ -n "$(find "$1" "$1/.git" -maxdepth 1 \( ! -uid "$u" -o ! -gid "$g" \) -print -quit \
+    2> /dev/null)" ]; then
+    find "$1" \( ! -uid "$u" -o ! -gid "$g" \) -exec chown -h -- "$2" {} +
+  fi
+}
+"""
+
 # $1 the workspace name (validated: one path component), $2 the workspaces root, $3 the agent
 # uid:gid, $4 a run directory to create ("" = none). The workspace is exactly "$root/$1": it must
 # not be a symbolic link (exit 3, printing the root and where it points), it is created if
-# missing (exit 4 when it cannot be, e.g. a file of that name) and handed to the agent user without
-# following any symbolic link - only where ownership is wrong: the workspace and its direct
-# entries are checked (one readdir); only if one of them is not the agent's is the whole tree
-# walked, and only entries that are not the agent's are changed (a 100,000-file workspace the
-# agent already owns costs one readdir, not 100,000 chowns). Prints the root and the workspace.
-_PREPARE_WORKSPACE = r"""set -eu
+# missing (exit 4 when it cannot be, e.g. a file of that name) and handed to the agent user
+# (`hand_over`, above). Prints the root and the workspace.
+_PREPARE_WORKSPACE = (
+    HAND_OVER
+    + r"""set -eu
 mkdir -p -- "$2"
 root=$(realpath -e -- "$2")
 ws="$root/$1"
 if [ -L "$ws" ]; then printf '%s\n%s\n' "$root" "$(realpath -m -- "$ws")"; exit 3; fi
 mkdir -p -- "$ws" || exit 4
 if [ -L "$ws" ] || [ ! -d "$ws" ]; then printf '%s\n%s\n' "$root" "$ws"; exit 3; fi
-u=${3%%:*} g=${3##*:}
-if [ -n "$(find "$ws" -maxdepth 1 \( ! -uid "$u" -o ! -gid "$g" \) -print -quit)" ]; then
-  find "$ws" \( ! -uid "$u" -o ! -gid "$g" \) -exec chown -h -- "$3" {} +
-fi
+hand_over "$ws" "$3"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
 printf '%s\n%s\n' "$root" "$ws"
 """
+)
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH|CREDENTIAL", re.IGNORECASE)
 _AUTH_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 

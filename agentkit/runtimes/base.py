@@ -44,6 +44,7 @@ __all__ = [
     "RunSpec",
     "RunState",
     "Runtime",
+    "Tmpfs",
     "parse_memory",
     "parse_nofile",
 ]
@@ -79,6 +80,16 @@ class Mount:
 
 
 @dataclass(frozen=True, slots=True)
+class Tmpfs:
+    """A memory-backed scratch folder at ``target`` holding at most ``size_bytes`` (``nosuid``,
+    ``nodev``; ``noexec`` where the engine allows options), created with ``mode``."""
+
+    target: str
+    size_bytes: int
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True, slots=True)
 class RunSpec:
     """Everything needed to run one isolated process (runtime-neutral).
 
@@ -110,6 +121,11 @@ class RunSpec:
     log_max_bytes: int | None = None
     #: keep the run's standard input open for :meth:`Runtime.write_stdin` (a session)
     open_stdin: bool = False
+    #: the image's filesystem is read-only: the process writes only to its mounts and ``tmpfs``
+    read_only_root: bool = False
+    #: bounded scratch folders in memory (with ``read_only_root``: the only writable places
+    #: besides the mounts)
+    tmpfs: tuple[Tmpfs, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,8 +180,13 @@ class DockerRuntime(Runtime):
             "RestartPolicy": {"Name": "no"},
             "AutoRemove": False,
             "Privileged": False,
-            "ReadonlyRootfs": False,
+            "ReadonlyRootfs": spec.read_only_root,
         }
+        if spec.tmpfs:
+            host["Tmpfs"] = {
+                t.target: f"rw,nosuid,nodev,noexec,size={t.size_bytes},mode={t.mode:o}"
+                for t in spec.tmpfs
+            }
         if spec.memory_bytes:
             host["Memory"] = spec.memory_bytes
             host["MemorySwap"] = spec.memory_bytes  # no swap on top of the limit

@@ -15,14 +15,16 @@ spawning, following, stopping and recording agents take microseconds::
 It behaves as the contract says (tests run the same suite against it and the real engines):
 ``AGENTKIT_DEADLINE`` in the env is enforced as the agent image's ``timeout`` would (reason
 ``deadline``), :meth:`stop` cancels the coroutine (reason ``signalled``), raising
-:class:`MemoryExit` ends a run with any code and reason (e.g. ``oom``), and an image must be
-known (:meth:`MemoryRuntime.add_image`) or the start is rejected.
+:class:`MemoryExit` ends a run with any code and reason (e.g. ``oom``), an image must be
+known (:meth:`MemoryRuntime.add_image`) or the start is rejected, and files an agent writes with
+:meth:`MemoryRun.write_file` follow the spec's ``read_only_root`` and bounded ``tmpfs``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import resource
 import time
@@ -77,6 +79,25 @@ class MemoryRun:
     async def read_input(self) -> bytes:
         """The next line written to the run's input (without its newline); waits for it."""
         return await self.stdin.get()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write a file as the run's process would, under the spec's filesystem rules: with
+        ``read_only_root`` only a writable mount or a tmpfs takes it (else ``EROFS``), and a
+        tmpfs holds at most its size (else ``ENOSPC``, nothing written)."""
+        spec = self.spec
+        tmpfs = next((t for t in spec.tmpfs if _under(path, t.target)), None)
+        mount = next((m for m in spec.mounts if _under(path, m.target)), None)
+        if mount is not None and mount.read_only:
+            raise OSError(errno.EROFS, "read-only file system", path)
+        if spec.read_only_root and tmpfs is None and mount is None:
+            raise OSError(errno.EROFS, "read-only file system", path)
+        if tmpfs is not None:
+            used = sum(
+                len(v) for k, v in self.files.items() if k != path and _under(k, tmpfs.target)
+            )
+            if used + len(data) > tmpfs.size_bytes:
+                raise OSError(errno.ENOSPC, "no space left on device", path)
+        self.files[path] = data
 
     def _feed(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
@@ -316,6 +337,10 @@ class MemoryRuntime(Runtime):
                 run.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await run.task
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _float(value: str | None) -> float | None:

@@ -18,6 +18,9 @@ no-new-privileges      NO field for services in API 1.41: the command is wrapped
 RestartPolicy no       ``RestartPolicy.Condition: none`` and mode ``ReplicatedJob`` (one task)
 labels                 service labels and ``ContainerSpec.Labels``
 one bind mount         ``ContainerSpec.Mounts`` (the workspace, on the pinned node)
+ReadonlyRootfs         ``ContainerSpec.ReadOnly``
+Tmpfs (size, mode)     ``ContainerSpec.Mounts`` of type ``tmpfs`` (``TmpfsOptions``; no mount
+                       options in API 1.41: the engine's tmpfs defaults apply besides the size)
 =====================  ======================================================================
 """
 
@@ -95,7 +98,16 @@ def service_body(spec: RunSpec, *, node: str | None, argv: Sequence[str]) -> dic
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
             for m in spec.mounts
+        ]
+        + [
+            {
+                "Type": "tmpfs",
+                "Target": t.target,
+                "TmpfsOptions": {"SizeBytes": t.size_bytes, "Mode": t.mode},
+            }
+            for t in spec.tmpfs
         ],
+        "ReadOnly": spec.read_only_root,
         "StopGracePeriod": 1_000_000_000,
     }
     if command:

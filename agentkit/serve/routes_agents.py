@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -17,6 +17,7 @@ from agentkit.serve.sse import Message, Position, event_stream, format_position,
 from agentkit.serve.state import serve_state
 
 if TYPE_CHECKING:
+    from agentkit.containers.models import AgentStatus
     from agentkit.containers.service import AgentService
     from agentkit.containers.streamjson import Event
 
@@ -63,27 +64,44 @@ def resource_router() -> APIRouter:
         """Running agents and finished runs, newest first."""
         return [s.to_dict() for s in await serve_state(request).conn.agents.list()]
 
-    @router.get(
-        "/agents/{agent_id}",
-        response_model=AgentStatusModel,
-        responses=_ERRORS,
-        tags=["agents"],
-        operation_id="get_agent",
-    )
-    async def get_agent(agent_id: str, request: Request) -> dict[str, Any]:
-        """One agent's state, times, turns, cost and last text."""
-        return (await serve_state(request).conn.agents.status(agent_id)).to_dict()
+    def agent_route(
+        method: str,
+        path: str,
+        operation_id: str,
+        act: Callable[[AgentService, str], Awaitable[AgentStatus]],
+        doc: str,
+    ) -> None:
+        """One route that does ``act`` to the agent ``{agent_id}`` and answers its status."""
 
-    @router.post(
-        "/agents/{agent_id}/stop",
-        response_model=AgentStatusModel,
-        responses=_ERRORS,
-        tags=["agents"],
-        operation_id="stop_agent",
+        async def handler(agent_id: str, request: Request) -> dict[str, Any]:
+            return (await act(serve_state(request).conn.agents, agent_id)).to_dict()
+
+        handler.__name__ = handler.__qualname__ = operation_id
+        handler.__doc__ = doc
+        router.add_api_route(
+            f"/agents/{{agent_id}}{path}",
+            handler,
+            methods=[method],
+            response_model=AgentStatusModel,
+            responses=_ERRORS,
+            tags=["agents"],
+            operation_id=operation_id,
+        )
+
+    agent_route(
+        "GET",
+        "",
+        "get_agent",
+        lambda agents, agent_id: agents.status(agent_id),
+        "One agent's state, times, turns, cost and last text.",
     )
-    async def stop_agent(agent_id: str, request: Request) -> dict[str, Any]:
-        """Stop a running agent (its state becomes ``stopped``); a finished one is left as is."""
-        return (await serve_state(request).conn.agents.stop(agent_id)).to_dict()
+    agent_route(
+        "POST",
+        "/stop",
+        "stop_agent",
+        lambda agents, agent_id: agents.stop(agent_id),
+        "Stop a running agent (its state becomes ``stopped``); a finished one is left as is.",
+    )
 
     @router.get(
         "/agents/{agent_id}/events",

@@ -9,6 +9,9 @@ listing reuses the report only if no file, directory or ``.git`` entry of the wo
 ``lstat``s names (it interprets nothing, follows no link), and ``ctime`` changes with every
 write, rename, delete, chmod and chown and cannot be set back by an agent (unlike ``mtime``).
 
+A workspace with no ``.git`` entry at all (``lstat``) needs no sandbox either: the sandbox
+would report "not a git repository" before running git, so the host says it.
+
 Reports are display data only; ``push_workspace`` and ``create_branch`` never use them. A busy
 workspace is never reported from the cache (nor run at all). Commit ages are computed from the
 commit time when shown, so a reused report does not go stale.
@@ -35,22 +38,32 @@ FIND_TIMEOUT = 30.0
 
 # $1 the reports folder, $2 the real workspaces root, then workspace names (validated). For each
 # workspace with a report and a stamp whose tree has nothing changed since the stamp, prints
-# "<name><TAB><report>" (reports are single-line JSON written by agentkit).
+# "<name><TAB><report>" (reports are single-line JSON written by agentkit); for a workspace with
+# no .git at all, the report the sandbox would give ("not a git repository": its script says so
+# for a missing .git before running any git), without a report kept.
 _FRESH = r"""dir=$1; root=$2; shift 2
 for n in "$@"; do
   s="$dir/$n.stamp"; r="$dir/$n.json"; ws="$root/$n"
-  if [ ! -f "$s" ] || [ ! -f "$r" ] || [ -L "$ws" ] || [ ! -d "$ws" ]; then continue; fi
+  if [ -L "$ws" ] || [ ! -d "$ws" ]; then continue; fi
+  if [ ! -e "$ws/.git" ] && [ ! -L "$ws/.git" ]; then
+    printf '%s\t{"changed_files": 0, "error": "not a git repository"}\n' "$n"; continue
+  fi
+  if [ ! -f "$s" ] || [ ! -f "$r" ]; then continue; fi
   changed=$(find "$ws" -cnewer "$s" -print -quit 2> /dev/null) || continue
   if [ -n "$changed" ]; then continue; fi
   printf '%s\t' "$n"; head -c __MAX__ "$r"; printf '\n'
 done
 """.replace("__MAX__", str(_MAX_REPORT))
 
-# $1 the reports folder, $2 the new stamp: made (or reset) 0.1 s in the past, more than one clock
-# tick (file times come from the kernel's coarse clock, 1-10 ms a tick).
-_STAMP = r"""mkdir -p -m 700 -- "$1" || exit 1
+# $1 the reports folder, then workspace names (validated): a new stamp "<name>.stamp.new" for
+# each, made (or reset) 0.1 s in the past, more than one clock tick (file times come from the
+# kernel's coarse clock, 1-10 ms a tick); prints the names stamped. One command for a listing.
+_STAMP = r"""dir=$1; shift
+mkdir -p -m 700 -- "$dir" || exit 1
 ns=$(($(date +%s%N) - 100000000)); s=${ns%?????????}
-touch -d "@$s.${ns#"$s"}" -- "$2"
+for n in "$@"; do
+  if touch -d "@$s.${ns#"$s"}" -- "$dir/$n.stamp.new"; then printf '%s\n' "$n"; fi
+done
 """
 
 
@@ -122,13 +135,21 @@ class ReportCache:
                     found[name] = report
         return found
 
-    async def begin(self, name: str) -> bool:
-        """Stamp the start of a sandbox run for ``name``; ``False`` if that failed."""
-        out = await self.executor.run(
-            ["sh", "-c", _STAMP, "stamp", self.directory, self._path(name, ".stamp.new")],
-            idempotent=True,
-        )
-        return out.ok
+    async def begin(self, names: list[str]) -> set[str]:
+        """Stamp the start of the sandbox runs for ``names`` (one host command, before any of
+        them starts: a change meanwhile is newer than the stamp, so it is looked at again next
+        time); the names whose stamp was made."""
+        if not names:
+            return set()
+        valid = [validate_workspace_name(n) for n in names]
+        try:
+            out = await self.executor.run(
+                ["sh", "-c", _STAMP, "stamp", self.directory, *valid], idempotent=True
+            )
+        except Exception as exc:  # a cache: never fail the listing for it
+            logger.debug("no stamps made: %s", exc)
+            return set()
+        return set(out.stdout_text().split()) & set(valid)
 
     async def store(self, name: str, report: WorkspaceInfo) -> None:
         """Keep ``report`` (from the run :meth:`begin` stamped) and make its stamp current."""

@@ -8,6 +8,9 @@ ONE container from the agent image (it already has git) that:
 
 * runs as the agent user (uid 1001), all capabilities dropped, ``no-new-privileges``, an init
   process, pids and memory limits, network ``none``, and no secret in its environment;
+* has a read-only root filesystem: what the workspace's configuration runs can write only to
+  the workspace (when mounted writable), the exchange folder and a small ``/tmp`` in memory
+  (``HOME``, the script's scratch files; :data:`TMPFS_BYTES`);
 * mounts only that one workspace at ``/workspace`` (read-only for ``list_workspaces``), plus,
   when the call needs it, a fresh exchange folder at ``/exchange`` (the commit message in, the
   bundle out) or the workspace's clean mirror read-only at ``/mirror`` (clones);
@@ -36,15 +39,17 @@ from agentkit.config import Settings
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT
 from agentkit.errors import ToolError
 from agentkit.redact import Redactor
-from agentkit.runtimes.base import Mount, RunSpec, Runtime, parse_memory
+from agentkit.runtimes.base import Mount, RunInfo, RunSpec, Runtime, Tmpfs, parse_memory
 from agentkit.workspaces.sandbox_script import SCRIPT
 
 __all__ = [
     "EXCHANGE",
+    "LABEL_DEADLINE",
     "MIRROR",
     "REPORT_TIMEOUT",
     "SANDBOX_MANAGED_BY",
     "SANDBOX_UID",
+    "TMPFS_BYTES",
     "WORKSPACE",
     "GitSandbox",
     "RuntimeProvider",
@@ -57,11 +62,18 @@ __all__ = [
 logger = logging.getLogger("agentkit.workspaces.sandbox")
 
 SANDBOX_MANAGED_BY = "agentkit-git-sandbox"
+#: label holding the unix time after which the controller that started a sandbox kills it
+LABEL_DEADLINE = "agentkit.deadline"
+#: seconds past its deadline after which a sandbox left behind is removed by any controller
+SWEEP_GRACE = 60.0
 SANDBOX_UID = "1001:1001"
 WORKSPACE, EXCHANGE, MIRROR = "/workspace", "/exchange", "/mirror"
 #: sandboxes running at once per service (the engine serialises much of create/start anyway)
 CONCURRENCY = 16
 PIDS_LIMIT = 256
+#: the sandbox's /tmp (HOME and the script's scratch files, e.g. a 100,000-line git status):
+#: memory-backed, counted against the sandbox's memory limit
+TMPFS_BYTES = 64 << 20
 #: stdout bytes read from one sandbox (sections are bounded in the script too)
 MAX_STDOUT = 8 << 20
 MAX_STDERR = 16 << 10
@@ -190,8 +202,11 @@ class GitSandbox:
         writable: bool,
         exchange: str | None = None,
         mirror: str | None = None,
+        deadline: float | None = None,
     ) -> RunSpec:
-        """The hardened container spec of one sandbox run (pure; tested)."""
+        """The hardened container spec of one sandbox run (pure; tested). ``deadline`` (unix
+        time) travels with the sandbox as a label: the stale sweep of any controller goes by it,
+        not by its own timeout."""
         mounts = [Mount(workspace, WORKSPACE, read_only=not writable)]
         if exchange is not None:
             mounts.append(Mount(exchange, EXCHANGE))
@@ -200,7 +215,11 @@ class GitSandbox:
         return RunSpec(
             name=name,
             image=self.settings.image,
-            labels={**sandbox_labels(self.settings.root), "agentkit.workspace": workspace},
+            labels={
+                **sandbox_labels(self.settings.root),
+                "agentkit.workspace": workspace,
+                **({LABEL_DEADLINE: str(math.ceil(deadline))} if deadline is not None else {}),
+            },
             env=sandbox_env(self.settings),
             mounts=tuple(mounts),
             entrypoint=("sh", "-c", SCRIPT, "agentkit-git"),
@@ -212,6 +231,8 @@ class GitSandbox:
             pids_limit=PIDS_LIMIT,
             network="none",
             init=True,
+            read_only_root=True,
+            tmpfs=(Tmpfs("/tmp", TMPFS_BYTES),),
             # the engine itself keeps no more than we read: a flood cannot fill the host's disk
             log_max_bytes=MAX_STDOUT + MAX_STDERR,
         )
@@ -233,13 +254,20 @@ class GitSandbox:
             runtime = await self._runtime()
             await self._prepare(runtime)
             name = f"agentkit-git-{int(time.time() * 1000)}-{secrets.token_hex(3)}"
+            limit = min(timeout or math.inf, self.settings.git_sandbox_timeout)
             spec = self.spec(
-                name, workspace, mode, args, writable=writable, exchange=exchange, mirror=mirror
+                name,
+                workspace,
+                mode,
+                args,
+                writable=writable,
+                exchange=exchange,
+                mirror=mirror,
+                deadline=time.time() + limit,
             )
             try:
                 await runtime.create(spec)
                 await runtime.start(name)
-                limit = min(timeout or math.inf, self.settings.git_sandbox_timeout)
                 try:
                     ended = await asyncio.wait_for(runtime.wait(name), limit)
                 except TimeoutError:
@@ -288,13 +316,29 @@ class GitSandbox:
             self._image_ok = True
         if not self._swept:
             self._swept = True
-            try:
-                stale = await runtime.list(dict(sandbox_labels(self.settings.root)))
-            except Exception as exc:  # cleanup only: never fail the call for it
-                logger.debug("could not list old git sandboxes: %s", exc)
-                return
-            limit = time.time() - self.settings.git_sandbox_timeout - 60
-            for info in stale:  # older than any live sandbox can be (another controller's too)
-                if (info.created_at or 0) < limit:
-                    with contextlib.suppress(Exception):
-                        await runtime.remove(info.name, force=True)
+            await self.sweep(runtime)
+
+    async def sweep(self, runtime: Runtime) -> None:
+        """Remove the sandboxes of this root that outlived their own deadline (label
+        :data:`LABEL_DEADLINE`) by :data:`SWEEP_GRACE`: their controller died before removing
+        them. A live sandbox of another controller (maybe with a longer timeout) is left
+        alone. Cleanup only: never fails."""
+        try:
+            found = await runtime.list(dict(sandbox_labels(self.settings.root)))
+        except Exception as exc:
+            logger.debug("could not list old git sandboxes: %s", exc)
+            return
+        now = time.time()
+        for info in found:
+            if is_stale(info, now, self.settings.git_sandbox_timeout):
+                with contextlib.suppress(Exception):
+                    await runtime.remove(info.name, force=True)
+
+
+def is_stale(info: RunInfo, now: float, timeout: float) -> bool:
+    """Whether the sandbox ``info`` is past its deadline label by :data:`SWEEP_GRACE`. One
+    without the label (made by an older agentkit) is judged by its age against ``timeout``."""
+    label = info.labels.get(LABEL_DEADLINE, "")
+    if label.isdigit() and len(label) <= 12:
+        return int(label) + SWEEP_GRACE < now
+    return (info.created_at or 0) + timeout + SWEEP_GRACE < now

@@ -200,9 +200,13 @@ class WorkspaceService:
 
     async def _hand_to_sandbox(self, real: str) -> None:
         """Give the workspace to the sandbox's uid (files the host or another user wrote), never
-        following a symbolic link. Only while no agent works in it. Best effort."""
+        following a symbolic link, only where ownership is wrong (as spawn does:
+        ``launch.HAND_OVER``). Only while no agent works in it. Best effort."""
+        from agentkit.containers.launch import HAND_OVER
+
         out = await self.executor.run(
-            ["chown", "-R", "-h", f"{SANDBOX_UID}", "--", real], idempotent=True
+            ["sh", "-c", HAND_OVER + 'hand_over "$1" "$2"', "hand-over", real, SANDBOX_UID],
+            idempotent=True,
         )
         if not out.ok:
             logger.debug("could not hand %s to %s: %s", real, SANDBOX_UID, out.stderr_text())
@@ -282,16 +286,19 @@ class WorkspaceService:
         remote: str | None,
         *,
         cached: WorkspaceInfo | None = None,
+        stamped: bool | None = None,
     ) -> WorkspaceInfo:
         """:meth:`info` with the busy paths (``None``: unknown) and the shown remote already
-        known, and maybe a reusable report (see :mod:`~agentkit.workspaces.listcache`)."""
+        known, and maybe a reusable report (see :mod:`~agentkit.workspaces.listcache`).
+        ``stamped``: whether the caller already stamped this run (``None``: stamp it here)."""
         running = None if busy is None else self._is_busy(ws, busy)
         if running:
             # its git state is in flux while an agent works: shown once it is done
             return WorkspaceInfo(ws.name, ws.path, remote=remote, dirty=None, agent_running=True)
         if cached is not None:
             return dataclasses.replace(cached, remote=remote, agent_running=running)
-        stamped = await self.reports.begin(ws.name)
+        if stamped is None:
+            stamped = ws.name in await self.reports.begin([ws.name])
         try:
             result = await self.sandbox.run(real, "info", writable=False, timeout=REPORT_TIMEOUT)
         except ToolError as exc:
@@ -331,6 +338,8 @@ class WorkspaceService:
             self.registry.get_many(builtins.list(spaces)),
             self.reports.fresh(real_root, idle),
         )
+        # one host command stamps every sandbox run of this listing (not one each)
+        stamped = await self.reports.begin([n for n in idle if n not in cached])
         return builtins.list(
             await asyncio.gather(
                 *(
@@ -340,6 +349,7 @@ class WorkspaceService:
                         busy,
                         strip_url_credentials(origins[n].url) if n in origins else None,
                         cached=cached.get(n),
+                        stamped=n in stamped,
                     )
                     for n, ws in spaces.items()
                 )
