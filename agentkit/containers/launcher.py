@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentkit.containers.launch import (
     SessionOptions,
@@ -43,7 +44,40 @@ if TYPE_CHECKING:
     from agentkit.redact import Redactor
     from agentkit.runtimes.base import RunSpec, Runtime
 
-__all__ = ["Launched", "Launcher"]
+__all__ = ["Launched", "Launcher", "SpawnPhases"]
+
+T = TypeVar("T")
+#: how many spawns' phase timings a launcher keeps (newest last; diagnostics and bench/)
+PHASES_KEPT = 256
+
+
+class SpawnPhases:
+    """When each phase of one spawn began and ended, in seconds since the spawn was called.
+
+    Phases (some run side by side): ``checks``, ``gateway_ready``, ``image``, ``workspace``
+    (the host command: workspace and record directory), ``slot_wait`` (pacing),
+    ``gateway_register``, ``record`` (meta and task written), ``engine_create``,
+    ``engine_start``, ``gateway_started`` (the agent's address told to the gateway).
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans[name] = (start - self.t0, time.perf_counter() - self.t0)
+
+    async def timed(self, name: str, awaitable: Awaitable[T]) -> T:
+        with self.span(name):
+            return await awaitable
+
+    def durations(self) -> dict[str, float]:
+        return {name: end - start for name, (start, end) in self.spans.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +89,8 @@ class Launched:
     created: float
     #: seconds this spawn waited for a slot (0 when it did not have to)
     waited_s: float = 0.0
+    #: when each phase began and ended (:class:`SpawnPhases`)
+    phases: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -83,6 +119,8 @@ class Launcher:
         self._image_ok: set[str] = set()
         # Spawn bursts are paced: at most this many prepare + create + start at once.
         self._slots = asyncio.Semaphore(settings.spawn_concurrency)
+        #: (run id, :attr:`SpawnPhases.spans`) of the newest spawns, oldest first
+        self.phases: deque[tuple[str, dict[str, tuple[float, float]]]] = deque(maxlen=PHASES_KEPT)
 
     def check(self, task: str, timeout_ms: int, *, scripted: bool) -> None:
         """Everything that can be refused without touching the host."""
@@ -123,11 +161,15 @@ class Launcher:
         ``AGENTKIT_SPAWN_CONCURRENCY`` spawns do their host and engine work at once; the others
         wait their turn (``Launched.waited_s`` says how long).
         """
-        self.check(task, timeout_ms, scripted=command is not None)
+        phases = SpawnPhases()
+        with phases.span("checks"):
+            self.check(task, timeout_ms, scripted=command is not None)
         gateway = await self._gateway() if self._gateway is not None else None
         budget = check_budget(max_cost_usd, self.settings, gateway is not None)
         queued = time.monotonic()
-        async with self._slots:
+        with phases.span("slot_wait"):
+            await self._slots.acquire()
+        try:
             waited = time.monotonic() - queued
             launched = await self._spawn(
                 task,
@@ -140,8 +182,16 @@ class Launcher:
                 gateway=gateway,
                 budget=budget,
                 session=session,
+                phases=phases,
             )
-        return dataclasses.replace(launched, waited_s=waited if waited >= 0.001 else 0.0)
+        finally:
+            self._slots.release()
+        self.phases.append((launched.id, dict(phases.spans)))
+        return dataclasses.replace(
+            launched,
+            waited_s=waited if waited >= 0.001 else 0.0,
+            phases=dict(phases.spans),
+        )
 
     async def _spawn(
         self,
@@ -156,21 +206,27 @@ class Launcher:
         gateway: AgentGateway | None,
         budget: float | None,
         session: SessionOptions | None,
+        phases: SpawnPhases,
     ) -> Launched:
         runtime = await self._runtime()
         image = image or self.settings.image
-        await self.ensure_image(runtime, image)
+        with phases.span("image"):
+            await self.ensure_image(runtime, image)
         run_id = new_agent_id()
-        workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
+        with phases.span("workspace"):
+            workspace = await self.prepare_workspace(
+                workspace_path, run_dir=self.store.path(run_id)
+            )
         created = time.time()
         additions = None
         if gateway is not None:
-            additions = await gateway.for_run(
-                run_id,
-                workspace=workspace,
-                deadline=created + timeout_ms / 1000,
-                max_cost_usd=budget,
-            )
+            with phases.span("gateway_register"):
+                additions = await gateway.for_run(
+                    run_id,
+                    workspace=workspace,
+                    deadline=created + timeout_ms / 1000,
+                    max_cost_usd=budget,
+                )
         spec, meta = plan_launch(
             self.settings,
             self.redactor,
@@ -189,15 +245,22 @@ class Launcher:
             session=session,
         )
         try:
-            await self.start(runtime, spec, meta, task, files=session.files if session else None)
+            await self.start(
+                runtime,
+                spec,
+                meta,
+                task,
+                files=session.files if session else None,
+                phases=phases,
+            )
         except BaseException:
             if gateway is not None:
                 with contextlib.suppress(Exception):
                     await gateway.ended(run_id)  # its token dies with the failed start
             raise
         if gateway is not None:
-            with contextlib.suppress(AgentkitError):  # the gateway also learns it on first use
-                await gateway.started(run_id)
+            with contextlib.suppress(AgentkitError), phases.span("gateway_started"):
+                await gateway.started(run_id)  # the gateway also learns it on first use
         return Launched(spec, meta, created)
 
     async def start(
@@ -208,6 +271,7 @@ class Launcher:
         task: str,
         *,
         files: Mapping[str, bytes] | None = None,
+        phases: SpawnPhases | None = None,
     ) -> None:
         """Create the run record and the run side by side, then start the run.
 
@@ -215,10 +279,11 @@ class Launcher:
         and the error is raised.
         """
         run_id = spec.name
+        phases = phases or SpawnPhases()
         try:
             created_ok = await asyncio.gather(
-                self.store.create(run_id, meta, task, mkdir=False),
-                runtime.create(spec),
+                phases.timed("record", self.store.create(run_id, meta, task, mkdir=False)),
+                phases.timed("engine_create", runtime.create(spec)),
                 return_exceptions=True,
             )
             for outcome in created_ok:
@@ -226,7 +291,8 @@ class Launcher:
                     raise outcome
             if files:  # e.g. a saved session to resume, before the agent starts
                 await runtime.copy_in(run_id, files, owner=spec.user)
-            await runtime.start(run_id)
+            with phases.span("engine_start"):
+                await runtime.start(run_id)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await runtime.remove(run_id, force=True)
