@@ -266,7 +266,7 @@ def plan_launch(
     The labels carry what a restarted controller needs (root, deadline, workspace, task); the
     spec runs the agent user with ``init``, the configured limits and network, on ``node``
     (the workspace's node on a cluster; ``None``: wherever the runtime puts its workspaces).
-    With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.for_run`) the real
+    With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.plan_run`) the real
     credentials are replaced by the run's token and the gateway's URLs, and the agent joins the
     gateway's internal network.
     """
