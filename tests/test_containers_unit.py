@@ -285,7 +285,7 @@ async def test_a_symlinked_workspaces_root_is_resolved_and_a_dangling_link_refus
         service = AgentService(executor, settings)
         assert await service.prepare_workspace("proj") == str(real / "proj")
         os.symlink(tmp_path / "nowhere", real / "dangling")
-        with pytest.raises(PermissionDeniedError, match="outside the workspaces root|symbolic"):
+        with pytest.raises(PermissionDeniedError, match=r"outside the workspaces root|symbolic"):
             await service.prepare_workspace("dangling")
         assert not (tmp_path / "nowhere").exists()
         run_dir = tmp_path / "runs" / "r1"

@@ -5,8 +5,9 @@
 * :meth:`AgentGateway.plan_run` makes a new run's token and :class:`RunPlan`: its registration
   (the token's sha256, its workspace, budget and deadline), which the launcher runs side by
   side with creating the container, and :class:`GatewayAdditions`: the environment that
-  replaces the real key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token, ``ANTHROPIC_BASE_URL`` = the
-  gateway, ``HTTP(S)_PROXY`` = its squid) and the internal network to join;
+  replaces the real key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token,
+  ``ANTHROPIC_BASE_URL`` = the gateway, ``HTTP(S)_PROXY`` = its squid) and the internal
+  network to join;
 * :meth:`AgentGateway.started` tells the gateway the agent's address (refused connections are
   attributed to the run by it);
 * :meth:`AgentGateway.ended` kills the token and returns the run's metered summary;
