@@ -13,7 +13,15 @@ Needs dockerd, /usr/sbin/sshd (a private one is started on loopback) and the bas
 * ``list``: first page of ``list_claude_agents`` with 10 and with 10,000 recorded runs (a fresh
   controller on each history; its start-up, which reads the index once, is reported too).
 * ``spawns``: N concurrent ``spawn`` (N = 20, 100) vs the engine alone (create + start of N
-  containers of the same image, concurrently, through the same forwarded socket).
+  containers of the same image, concurrently, through the same forwarded socket), in the
+  default configuration (the gateway on unless ``AGENTKIT_GATEWAY=false``; its first start,
+  once per controller, is done before and reported apart). ``--spawn-rounds`` bursts of each
+  kind, interleaved: the bare floor (no mount, limits or network: the target's ratio), the
+  engine creating exactly the spec a spawn asks for (mount, limits, init, the gateway's
+  network), and ours. Load noise swamps a few percent of wall time on a shared machine, so
+  agentkit's own share of the critical path is reported too: how long the engine sits idle at
+  the start of a burst (until the first create), the tail after the last start, the
+  controller's CPU per burst, and each spawn phase (``Launcher.phases``).
 * ``follow``: the controller's CPU (share of one core) and RSS while following 200 agents that
   each print a stream-json line every 100 ms, records over SSH, then every line checked in the
   records. The agents are the in-memory runtime (200 real containers do not fit 2 shared
