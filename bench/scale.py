@@ -726,7 +726,10 @@ async def main() -> None:
     finally:
         server.stop()
         for root in bench.roots:
-            await remove_containers_of_root(root)
+            try:
+                await remove_containers_of_root(root)
+            except Exception as exc:  # never hide what went wrong in a section
+                print(f"cleanup of {root} failed: {exc!r}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(bench.results, indent=2, default=float))
     print()
