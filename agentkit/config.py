@@ -189,7 +189,7 @@ class Settings(BaseSettings):
         default=16,
         ge=1,
         validation_alias=_env("AGENTKIT_SPAWN_CONCURRENCY"),
-        description="Spawns prepared and started at once; more wait their turn (paced).",
+        description="Spawns creating and starting containers at once; more wait (paced).",
     )
     run_retention: str | None = Field(
         default=None,

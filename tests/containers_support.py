@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import subprocess
@@ -95,9 +96,16 @@ async def remove_containers_of_root(root: str) -> int:
         ours = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
         nets = await docker._query_json("networks", params={"filters": ours})
         for net in nets:
-            try:
-                await docker._query_json(f"networks/{net['Id']}", method="DELETE")
-            except aiodocker.exceptions.DockerError as exc:
-                if exc.status not in (404, 409):
-                    raise
+            # a member whose removal was already in progress (409 above) still holds an
+            # endpoint for a moment: the network goes once it is gone (bounded)
+            for attempt in range(50):
+                try:
+                    await docker._query_json(f"networks/{net['Id']}", method="DELETE")
+                except aiodocker.exceptions.DockerError as exc:
+                    if exc.status == 403 and "active endpoints" in str(exc) and attempt < 49:
+                        await asyncio.sleep(0.2)
+                        continue
+                    if exc.status not in (404, 409):
+                        raise
+                break
         return len(rows)

@@ -7,11 +7,12 @@ is a coroutine (``MemoryRuntime``). Speed is measured in ``bench/scale.py``, nev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ import pytest_asyncio
 from agentkit.config import Settings
 from agentkit.containers import AgentService, AgentState
 from agentkit.containers.retention import Retention, prune_runs
-from agentkit.errors import ConfigError, ToolError
+from agentkit.errors import ConfigError, PermissionDeniedError, ToolError
 from agentkit.executors.local import LocalExecutor
+from agentkit.runtimes.base import RunSpec
 from agentkit.runtimes.memory import MemoryRun, MemoryRuntime
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
@@ -304,31 +306,140 @@ async def test_no_line_is_lost_at_a_high_rate(settings: Settings, memory: Memory
             assert texts == [f"line {i:06d}" for i in range(3000)]
 
 
-async def test_spawn_bursts_are_paced_and_the_wait_is_shown(
-    settings: Settings, memory: MemoryRuntime
-) -> None:
+class HeldStarts(MemoryRuntime):
+    """The memory runtime as a busy engine: every start waits for :attr:`release`; it counts
+    the runs between their create and the end of their start (the engine work a slot covers)."""
+
+    def __init__(self) -> None:
+        super().__init__(scripted, images=[IMAGE])
+        self.release = asyncio.Event()
+        self.in_engine: set[str] = set()
+        self.most_in_engine = 0
+        self.created: list[str] = []
+        self.record_before_start: dict[str, bool] = {}
+        self.runs_root = ""
+        self.changed = asyncio.Event()
+
+    def _note(self) -> None:
+        self.most_in_engine = max(self.most_in_engine, len(self.in_engine))
+        self.changed.set()
+
+    async def create(self, spec: RunSpec) -> str:
+        self.in_engine.add(spec.name)
+        self.created.append(spec.name)
+        self._note()
+        return await super().create(spec)
+
+    async def start(self, name: str) -> None:
+        record = Path(self.runs_root) / name
+        self.record_before_start[name] = (record / "meta.json").is_file() and (
+            record / "task.txt"
+        ).is_file()
+        await self.release.wait()
+        try:
+            await super().start(name)
+        finally:
+            self.in_engine.discard(name)
+            self._note()
+
+
+async def _until(runtime: HeldStarts, condition: Callable[[], bool]) -> None:
+    """Wait (event-driven, bounded) until ``condition`` holds after a runtime change."""
+    async with asyncio.timeout(20):
+        while not condition():
+            runtime.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                # host-side preparation (subprocesses) does not signal the runtime: re-check
+                await asyncio.wait_for(runtime.changed.wait(), 0.05)
+
+
+async def test_spawn_bursts_are_paced_and_the_wait_is_shown(settings: Settings) -> None:
     RELEASE.set()
+    runtime = HeldStarts()
+    runtime.runs_root = settings.runs_root
     paced = settings.model_copy(update={"spawn_concurrency": 2})
-    async with AgentService(LocalExecutor(), paced, runtime=memory) as agents:
+    async with AgentService(LocalExecutor(), paced, runtime=runtime) as agents:
         toolset = Toolset(container_tools(), context=ToolContext(settings=paced, agents=agents))
-        results = await asyncio.gather(
-            *(
+        calls = [
+            asyncio.create_task(
                 toolset.call("spawn_claude_agent", {"task": "ok", "workspace_path": f"p{i}"})
-                for i in range(6)
             )
+            for i in range(6)
+        ]
+        runs = Path(settings.runs_root)
+        # two runs hold the engine; the other four prepared their workspace and wrote their
+        # record meanwhile, and wait for a slot without touching the engine
+        await _until(
+            runtime,
+            lambda: (
+                len(runtime.in_engine) == 2
+                and len(list(runs.glob("claude-agent-*/meta.json"))) == 6
+            ),
         )
-        assert not any(r.is_error for r in results)
+        assert len(runtime.created) == 2
+        assert all((Path(settings.workspaces_root) / f"p{i}").is_dir() for i in range(6))
+        runtime.release.set()
+        results = await asyncio.gather(*calls)
+        assert not any(r.is_error for r in results), [r.content for r in results]
+        assert runtime.most_in_engine == 2  # never more than AGENTKIT_SPAWN_CONCURRENCY
+        assert all(runtime.record_before_start.values())  # a run starts only once recorded
         waited = [r for r in results if "spawn_wait_s" in r.data]
-        assert len(waited) >= 4  # two start at once, the others wait their turn
+        assert len(waited) == 4  # two start at once, the others wait their turn
         for r in waited:
             assert r.data["spawn_wait_s"] > 0
             assert "waited" in r.content
             assert "AGENTKIT_SPAWN_CONCURRENCY" in r.content
         for r in results:
-            await agents.wait(r.data["id"], 10_000)
+            assert (await agents.wait(r.data["id"], 10_000)).status.state == AgentState.SUCCEEDED
         alone = await toolset.call("spawn_claude_agent", {"task": "ok", "workspace_path": "p9"})
         assert "spawn_wait_s" not in alone.data  # nobody ahead: no wait reported
         assert "waited" not in alone.content
+        phases = dict(agents.launcher.phases)[alone.data["id"]]
+        assert {"workspace", "record", "slot_wait", "engine_create", "engine_start"} <= set(phases)
+        # the workspace is ready before the run is created, the record before it starts
+        assert phases["workspace"][1] <= phases["engine_create"][0]
+        assert phases["record"][1] <= phases["engine_start"][0]
+
+
+async def test_a_burst_in_one_workspace_starts_every_run(settings: Settings) -> None:
+    """Concurrent spawns in one workspace behave as one at a time did: each is prepared
+    (the workspace created once, handed over) and started; none fails or is refused."""
+    RELEASE.set()
+    runtime = HeldStarts()
+    runtime.runs_root = settings.runs_root
+    runtime.release.set()
+    async with AgentService(LocalExecutor(), settings, runtime=runtime) as agents:
+        spawned = await asyncio.gather(*(agents.spawn("ok", "shared", 60_000) for _ in range(8)))
+        assert len({s.id for s in spawned}) == 8
+        ws = Path(settings.workspaces_root) / "shared"
+        assert {s.workspace for s in spawned} == {str(ws)}
+        if os.geteuid() == 0:
+            assert (ws.stat().st_uid, ws.stat().st_gid) == (1001, 1001)
+        for s in spawned:
+            assert (await agents.wait(s.id, 10_000)).status.state == AgentState.SUCCEEDED
+
+
+async def test_a_symlinked_workspace_is_refused_in_a_burst(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Preparing before the engine slot keeps the refusals: a symlink never reaches the engine."""
+    runtime = HeldStarts()
+    runtime.runs_root = settings.runs_root
+    runtime.release.set()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Path(settings.workspaces_root).mkdir(parents=True)
+    (Path(settings.workspaces_root) / "link").symlink_to(outside)
+    async with AgentService(LocalExecutor(), settings, runtime=runtime) as agents:
+        outcomes = await asyncio.gather(
+            *(agents.spawn("ok", "link", 60_000) for _ in range(4)),
+            agents.spawn("ok", "fine", 60_000),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, PermissionDeniedError) for o in outcomes[:4]), outcomes
+        assert not isinstance(outcomes[4], BaseException)
+        assert runtime.created == [outcomes[4].id]  # nothing else reached the engine
+        assert list(outside.iterdir()) == []
 
 
 async def test_ownership_is_fixed_only_where_it_is_wrong(

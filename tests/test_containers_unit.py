@@ -270,6 +270,29 @@ async def test_a_workspace_that_is_a_symlink_is_never_handed_over(tmp_path: Path
             assert os.stat(other / "private").st_uid == 0
 
 
+async def test_a_symlinked_workspaces_root_is_resolved_and_a_dangling_link_refused(
+    tmp_path: Path,
+) -> None:
+    """The root may be a symlink (host setup): workspaces are confined to where it points; a
+    workspace that is a dangling symlink is refused, not created through."""
+    root = tmp_path / "root"
+    real = tmp_path / "disk" / "workspaces"
+    real.mkdir(parents=True)
+    root.mkdir()
+    os.symlink(real, root / "workspaces")
+    settings = Settings(root=str(root))
+    async with LocalExecutor() as executor:
+        service = AgentService(executor, settings)
+        assert await service.prepare_workspace("proj") == str(real / "proj")
+        os.symlink(tmp_path / "nowhere", real / "dangling")
+        with pytest.raises(PermissionDeniedError, match=r"outside the workspaces root|symbolic"):
+            await service.prepare_workspace("dangling")
+        assert not (tmp_path / "nowhere").exists()
+        run_dir = tmp_path / "runs" / "r1"
+        await service.prepare_workspace("proj", run_dir=str(run_dir))
+        assert run_dir.stat().st_mode & 0o777 == 0o700
+
+
 async def test_workspace_problems_the_caller_causes_are_tool_errors(tmp_path: Path) -> None:
     """A ConfigError would abort the whole agent run: only host misconfiguration may raise one."""
     root = tmp_path / "root"

@@ -612,3 +612,70 @@ async def test_outer_agent_usage_joins_the_ledger_with_its_cost(
     assert [r["input_tokens"] for r in rows] == [1000, 10]
     assert rows[1]["cache_creation_input_tokens"] == 3000
     assert {r["model"] for r in rows} == {"claude-haiku-4-5"}
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_a_burst_of_20_spawns_all_start_with_a_token_the_gateway_knows(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    """Registration runs side by side with creating the container, yet no agent starts before
+    the gateway knows its token: each agent's first act is a request with it (an unknown token
+    gets 401). Twenty at once, none failing, each recorded before it started."""
+    probe = (
+        'curl -s -o /dev/null -w "%{http_code}\\n" -H "x-api-key: $ANTHROPIC_API_KEY" '
+        '-H "anthropic-version: 2023-06-01" "$ANTHROPIC_BASE_URL/v1/models"'
+    )
+    upstream_host = await bridge_gateway()
+    script = ClaudeCodeScript([reply.text("unused")])  # the probe asks the upstream nothing
+    async with ScriptedAnthropicServer(script, host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key="sk-ant-burst-" + secrets.token_hex(8),
+            anthropic_base_url=server.url_for(upstream_host),
+        )
+        async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+            outcomes = await asyncio.gather(
+                *(
+                    agents.spawn(
+                        f"burst {i}",
+                        f"b{i}",
+                        120_000,
+                        entrypoint=["sh", "-c", probe],
+                        command=["probe"],
+                    )
+                    for i in range(20)
+                ),
+                return_exceptions=True,
+            )
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            assert not failed, failed[:3]
+            spawned = [o for o in outcomes if not isinstance(o, BaseException)]
+            finals = await asyncio.gather(*(agents.wait(s.id, 120_000) for s in spawned))
+            await agents.settle()
+            assert all(f.status.state == AgentState.SUCCEEDED for f in finals), [
+                (f.status.state, f.status.error, f.status.exit_code) for f in finals
+            ][:3]
+            phases = dict(agents.launcher.phases)
+            # the probe tells a known token from an unknown one
+            control = await agents.spawn(
+                "control",
+                "control",
+                120_000,
+                entrypoint=["sh", "-c", probe],
+                command=["probe"],
+                extra_env={"ANTHROPIC_API_KEY": "agentkit-run-" + secrets.token_urlsafe(32)},
+            )
+            await agents.wait(control.id, 120_000)
+            await agents.settle()
+            assert (await agents.store.read_output(control.id)).decode().strip() == "401"
+            for s in spawned:
+                code = (await agents.store.read_output(s.id)).decode().strip()
+                assert code.isdigit(), (s.id, code)
+                assert code != "401", s.id  # the token was unknown when the agent started
+                meta = await agents.store.read_meta(s.id)
+                assert meta is not None
+                assert meta["gateway"]
+                spans = phases[s.id]
+                assert spans["gateway_register"][1] <= spans["engine_start"][0]
+                assert spans["record"][1] <= spans["engine_start"][0]

@@ -84,15 +84,19 @@ HAND_OVER = r"""hand_over() {
 # uid:gid, $4 a run directory to create ("" = none). The workspace is exactly "$root/$1": it must
 # not be a symbolic link (exit 3, printing the root and where it points), it is created if
 # missing (exit 4 when it cannot be, e.g. a file of that name) and handed to the agent user
-# (`hand_over`, above). Prints the root and the workspace.
+# (`hand_over`, above). Prints the root and the workspace. Every spawn runs it, so the usual
+# case (root and workspace exist) starts few programs: the root is resolved by `cd -P` (the
+# shell's PWD is then its physical path), existing directories are not created again.
 _PREPARE_WORKSPACE = (
     HAND_OVER
     + r"""set -eu
-mkdir -p -- "$2"
-root=$(realpath -e -- "$2")
+unset CDPATH
+if [ ! -d "$2" ]; then mkdir -p -- "$2"; fi
+cd -P -- "$2"
+root=$PWD
 ws="$root/$1"
 if [ -L "$ws" ]; then printf '%s\n%s\n' "$root" "$(realpath -m -- "$ws")"; exit 3; fi
-mkdir -p -- "$ws" || exit 4
+if [ ! -d "$ws" ]; then mkdir -p -- "$ws" || exit 4; fi
 if [ -L "$ws" ] || [ ! -d "$ws" ]; then printf '%s\n%s\n' "$root" "$ws"; exit 3; fi
 hand_over "$ws" "$3"
 if [ -n "$4" ]; then mkdir -p -m 700 -- "$4"; fi
@@ -266,7 +270,7 @@ def plan_launch(
     The labels carry what a restarted controller needs (root, deadline, workspace, task); the
     spec runs the agent user with ``init``, the configured limits and network, on ``node``
     (the workspace's node on a cluster; ``None``: wherever the runtime puts its workspaces).
-    With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.for_run`) the real
+    With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.plan_run`) the real
     credentials are replaced by the run's token and the gateway's URLs, and the agent joins the
     gateway's internal network.
     """

@@ -7,19 +7,22 @@ checks, the agent's environment and network, the run spec) live in
 (:func:`~agentkit.containers.launch.container_env`).
 
 Order of one spawn: checks (no I/O) -> image available -> workspace prepared (and the run
-record's directory) -> record and run created side by side -> run started. The run starts only
-once its record exists; a failed start is recorded ``failed`` with the reason and leaves no run.
+record's directory, one host command) -> record written, run registered with the gateway and,
+holding an engine slot (``AGENTKIT_SPAWN_CONCURRENCY``), run created, all side by side -> run
+started (slot given back) -> the gateway told the run's address. The run starts only once its
+record exists and the gateway knows its token; a failed start is recorded ``failed`` with the
+reason and leaves no run. Each spawn's phases are timed (:class:`SpawnPhases`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentkit.containers.launch import (
     SessionOptions,
@@ -43,7 +46,40 @@ if TYPE_CHECKING:
     from agentkit.redact import Redactor
     from agentkit.runtimes.base import RunSpec, Runtime
 
-__all__ = ["Launched", "Launcher"]
+__all__ = ["Launched", "Launcher", "SpawnPhases"]
+
+T = TypeVar("T")
+#: how many spawns' phase timings a launcher keeps (newest last; diagnostics and bench/)
+PHASES_KEPT = 256
+
+
+class SpawnPhases:
+    """When each phase of one spawn began and ended, in seconds since the spawn was called.
+
+    Phases: ``checks``, ``image``, ``gateway_ready``, ``workspace`` (the host command:
+    workspace and record directory), then side by side ``record`` (meta and task written),
+    ``gateway_register`` and ``slot_wait`` (pacing) + ``engine_create``; then ``engine_start``
+    and ``gateway_started`` (the agent's address told to the gateway).
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans[name] = (start - self.t0, time.perf_counter() - self.t0)
+
+    async def timed(self, name: str, awaitable: Awaitable[T]) -> T:
+        with self.span(name):
+            return await awaitable
+
+    def durations(self) -> dict[str, float]:
+        return {name: end - start for name, (start, end) in self.spans.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +91,8 @@ class Launched:
     created: float
     #: seconds this spawn waited for a slot (0 when it did not have to)
     waited_s: float = 0.0
+    #: when each phase began and ended (:class:`SpawnPhases`)
+    phases: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -81,8 +119,11 @@ class Launcher:
         self.redactor = redactor
         self._runtime = runtime
         self._image_ok: set[str] = set()
-        # Spawn bursts are paced: at most this many prepare + create + start at once.
+        # Spawn bursts are paced: at most this many create + start runs at once (each prepares
+        # its workspace and record before it takes a slot).
         self._slots = asyncio.Semaphore(settings.spawn_concurrency)
+        #: (run id, :attr:`SpawnPhases.spans`) of the newest spawns, oldest first
+        self.phases: deque[tuple[str, dict[str, tuple[float, float]]]] = deque(maxlen=PHASES_KEPT)
 
     def check(self, task: str, timeout_ms: int, *, scripted: bool) -> None:
         """Everything that can be refused without touching the host."""
@@ -117,55 +158,34 @@ class Launcher:
     ) -> Launched:
         """Check, prepare and start one agent; returns what was started.
 
-        Behind the gateway the run is registered with it first (its token and budget) and the
-        spec gets the gateway's environment and network instead of the key
-        (:meth:`agentkit.gateway.agents.AgentGateway.for_run`). At most
-        ``AGENTKIT_SPAWN_CONCURRENCY`` spawns do their host and engine work at once; the others
-        wait their turn (``Launched.waited_s`` says how long).
+        Behind the gateway the spec gets the gateway's environment and network instead of the
+        key, and the run is registered with it (its token and budget) before it starts
+        (:meth:`agentkit.gateway.agents.AgentGateway.plan_run`). Host preparation (workspace,
+        record directory) happens before a spawn takes its turn; at most
+        ``AGENTKIT_SPAWN_CONCURRENCY`` spawns create and start their runs at once, the others
+        wait for a slot (``Launched.waited_s`` says how long).
         """
-        self.check(task, timeout_ms, scripted=command is not None)
+        phases = SpawnPhases()
+        with phases.span("checks"):
+            self.check(task, timeout_ms, scripted=command is not None)
         gateway = await self._gateway() if self._gateway is not None else None
         budget = check_budget(max_cost_usd, self.settings, gateway is not None)
-        queued = time.monotonic()
-        async with self._slots:
-            waited = time.monotonic() - queued
-            launched = await self._spawn(
-                task,
-                workspace_path,
-                timeout_ms,
-                image=image,
-                command=command,
-                entrypoint=entrypoint,
-                extra_env=extra_env,
-                gateway=gateway,
-                budget=budget,
-                session=session,
-            )
-        return dataclasses.replace(launched, waited_s=waited if waited >= 0.001 else 0.0)
-
-    async def _spawn(
-        self,
-        task: str,
-        workspace_path: str,
-        timeout_ms: int,
-        *,
-        image: str | None,
-        command: Sequence[str] | None,
-        entrypoint: Sequence[str] | None,
-        extra_env: Mapping[str, str] | None,
-        gateway: AgentGateway | None,
-        budget: float | None,
-        session: SessionOptions | None,
-    ) -> Launched:
         runtime = await self._runtime()
         image = image or self.settings.image
-        await self.ensure_image(runtime, image)
-        run_id = new_agent_id()
-        workspace = await self.prepare_workspace(workspace_path, run_dir=self.store.path(run_id))
-        created = time.time()
-        additions = None
+        with phases.span("image"):
+            await self.ensure_image(runtime, image)
         if gateway is not None:
-            additions = await gateway.for_run(
+            with phases.span("gateway_ready"):
+                await gateway.client()  # its network must exist before the run is created
+        run_id = new_agent_id()
+        with phases.span("workspace"):
+            workspace = await self.prepare_workspace(
+                workspace_path, run_dir=self.store.path(run_id)
+            )
+        created = time.time()
+        plan = None
+        if gateway is not None:
+            plan = gateway.plan_run(
                 run_id,
                 workspace=workspace,
                 deadline=created + timeout_ms / 1000,
@@ -185,20 +205,35 @@ class Launcher:
             command=command,
             entrypoint=entrypoint,
             extra_env=extra_env,
-            gateway=additions,
+            gateway=plan.additions if plan is not None else None,
             session=session,
         )
         try:
-            await self.start(runtime, spec, meta, task, files=session.files if session else None)
+            waited = await self.start(
+                runtime,
+                spec,
+                meta,
+                task,
+                files=session.files if session else None,
+                register=plan.register() if plan is not None else None,
+                phases=phases,
+            )
         except BaseException:
             if gateway is not None:
                 with contextlib.suppress(Exception):
                     await gateway.ended(run_id)  # its token dies with the failed start
             raise
-        if gateway is not None:
-            with contextlib.suppress(AgentkitError):  # the gateway also learns it on first use
-                await gateway.started(run_id)
-        return Launched(spec, meta, created)
+        if gateway is not None:  # after the slot is given back: not the engine's pacing
+            with contextlib.suppress(AgentkitError), phases.span("gateway_started"):
+                await gateway.started(run_id)  # the gateway also learns it on first use
+        self.phases.append((run_id, dict(phases.spans)))
+        return Launched(
+            spec,
+            meta,
+            created,
+            waited_s=waited if waited >= 0.001 else 0.0,
+            phases=dict(phases.spans),
+        )
 
     async def start(
         self,
@@ -208,25 +243,51 @@ class Launcher:
         task: str,
         *,
         files: Mapping[str, bytes] | None = None,
-    ) -> None:
-        """Create the run record and the run side by side, then start the run.
+        register: Awaitable[None] | None = None,
+        phases: SpawnPhases | None = None,
+    ) -> float:
+        """Create the run record and the run side by side (and ``register`` the run with the
+        gateway), then start the run; returns the seconds spent waiting for an engine slot.
 
-        On any failure the run is removed and the record closed as ``failed`` (best effort),
-        and the error is raised.
+        The run is created and started holding one of ``AGENTKIT_SPAWN_CONCURRENCY`` slots;
+        the record and the registration do not need one. The run starts only once all three
+        succeeded. On any failure the run is removed and the record closed as ``failed`` (best
+        effort), and the error is raised.
         """
         run_id = spec.name
+        phases = phases or SpawnPhases()
+        waited = 0.0
+        holding = False
+
+        async def create() -> None:
+            nonlocal waited, holding
+            queued = time.monotonic()
+            with phases.span("slot_wait"):
+                await self._slots.acquire()
+            holding = True
+            waited = time.monotonic() - queued
+            with phases.span("engine_create"):
+                await runtime.create(spec)
+
+        steps = [
+            phases.timed("record", self.store.create(run_id, meta, task, mkdir=False)),
+            create(),
+        ]
+        if register is not None:
+            steps.append(phases.timed("gateway_register", register))
         try:
-            created_ok = await asyncio.gather(
-                self.store.create(run_id, meta, task, mkdir=False),
-                runtime.create(spec),
-                return_exceptions=True,
-            )
-            for outcome in created_ok:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            if files:  # e.g. a saved session to resume, before the agent starts
-                await runtime.copy_in(run_id, files, owner=spec.user)
-            await runtime.start(run_id)
+            try:
+                outcomes = await asyncio.gather(*steps, return_exceptions=True)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                if files:  # e.g. a saved session to resume, before the agent starts
+                    await runtime.copy_in(run_id, files, owner=spec.user)
+                with phases.span("engine_start"):
+                    await runtime.start(run_id)
+            finally:
+                if holding:
+                    self._slots.release()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await runtime.remove(run_id, force=True)
@@ -239,3 +300,4 @@ class Launcher:
                 await self.store.write_result(run_id, data)
                 await self.store.append_index(data)
             raise
+        return waited

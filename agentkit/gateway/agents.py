@@ -2,10 +2,12 @@
 
 :class:`AgentGateway` is the one object the agent service talks to:
 
-* :meth:`AgentGateway.for_run` registers a new run (the token's sha256, its workspace, budget
-  and deadline) and returns :class:`GatewayAdditions`: the environment that replaces the real
-  key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token, ``ANTHROPIC_BASE_URL`` = the
-  gateway, ``HTTP(S)_PROXY`` = its squid) and the internal network to join;
+* :meth:`AgentGateway.plan_run` makes a new run's token and :class:`RunPlan`: its registration
+  (the token's sha256, its workspace, budget and deadline), which the launcher runs side by
+  side with creating the container, and :class:`GatewayAdditions`: the environment that
+  replaces the real key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token,
+  ``ANTHROPIC_BASE_URL`` = the gateway, ``HTTP(S)_PROXY`` = its squid) and the internal
+  network to join;
 * :meth:`AgentGateway.started` tells the gateway the agent's address (refused connections are
   attributed to the run by it);
 * :meth:`AgentGateway.ended` kills the token and returns the run's metered summary;
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from agentkit.executors.base import Executor
     from agentkit.gateway.client import GatewayClient
 
-__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions"]
+__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions", "RunPlan"]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -56,6 +58,15 @@ class GatewayAdditions:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A run about to start behind the gateway: its spec's additions and its registration
+    (the token's sha256, workspace, budget, expiry), which must succeed before it starts."""
+
+    additions: GatewayAdditions
+    register: Callable[[], Awaitable[None]]
+
+
 class AgentGateway:
     """The gateway as the agent service uses it (one per service)."""
 
@@ -66,23 +77,17 @@ class AgentGateway:
     async def client(self) -> GatewayClient:
         return await self.host.ensure()
 
-    async def for_run(
+    def plan_run(
         self,
         run_id: str,
         *,
         workspace: str,
         deadline: float,
         max_cost_usd: float | None,
-    ) -> GatewayAdditions:
-        client = await self.client()
+    ) -> RunPlan:
+        """A new run's token and what its spec gets, without I/O: the caller registers it
+        (:meth:`RunPlan.register`) side by side with creating the run, before starting it."""
         token = "agentkit-run-" + secrets.token_urlsafe(32)
-        await client.register(
-            run_id,
-            token_sha256(token),
-            workspace=workspace,
-            max_cost_usd=max_cost_usd,
-            expires=deadline + TOKEN_GRACE_S,
-        )
         proxy = self.host.proxy_url
         no_proxy = f"{self.host.name},gateway,localhost,127.0.0.1"
         env = {
@@ -96,7 +101,19 @@ class AgentGateway:
             "no_proxy": no_proxy,
         }
         meta = {"gateway": self.host.name, "max_cost_usd": max_cost_usd}
-        return GatewayAdditions(env=env, network=self.host.network, meta=meta)
+
+        async def register() -> None:
+            client = await self.client()
+            await client.register(
+                run_id,
+                token_sha256(token),
+                workspace=workspace,
+                max_cost_usd=max_cost_usd,
+                expires=deadline + TOKEN_GRACE_S,
+            )
+
+        additions = GatewayAdditions(env=env, network=self.host.network, meta=meta)
+        return RunPlan(additions, register)
 
     async def started(self, run_id: str) -> None:
         ip = await self.host.container_ip(run_id)
