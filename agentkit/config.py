@@ -264,6 +264,11 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_EGRESS_ALLOW"),
         description="Hosts agents may reach through the gateway's proxy (comma separated).",
     )
+    agent_subnet_pool: str = Field(
+        default="10.213.0.0/16",
+        validation_alias=_env("AGENTKIT_AGENT_SUBNET_POOL"),
+        description="IPv4 range the per-run internal networks (one /29 each) are taken from.",
+    )
 
     # --- adapters -------------------------------------------------------------------------
     discord_webhook_url: SecretStr | None = Field(

@@ -83,6 +83,14 @@ async def test_gateway_bench_runs_side_by_side() -> None:
     assert "3 of 3 metered" in out
 
 
+async def test_gateway_networks_bench_runs_side_by_side() -> None:
+    require(await docker_ok(), "a running Docker engine")
+    require(await image_ok(BASE_IMAGE), f"the base image {BASE_IMAGE}")
+    out = _bench("gateway_networks.py", "--live", "3", "--k", "2")
+    assert "ratio to the floor" in out
+    assert "the gateway is on 4 networks" in out  # Docker's bridge + the 3 live run networks
+
+
 async def test_scale_bench_runs_every_section() -> None:
     require(await docker_ok(), "a running Docker engine")
     require(Path("/usr/sbin/sshd").exists(), "OpenSSH server (apt install openssh-server)")

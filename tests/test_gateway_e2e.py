@@ -76,11 +76,15 @@ async def gateway_cleanup(tmp_path: Path) -> AsyncIterator[None]:
         for container in await docker.containers.list(all=True, filters=filters):
             await container.delete(force=True)
         _, network, _ = gateway_names(root)
-        try:
-            await docker._query_json(f"networks/{network}", method="DELETE")
-        except aiodocker.exceptions.DockerError as exc:
-            if exc.status != 404:
-                raise
+        owned = await docker._query_json(
+            "networks", params={"filters": json.dumps({"label": [f"agentkit.root={root}"]})}
+        )
+        for name in {network, *(str(n["Name"]) for n in owned)}:
+            try:
+                await docker._query_json(f"networks/{name}", method="DELETE")
+            except aiodocker.exceptions.DockerError as exc:
+                if exc.status != 404:
+                    raise
 
 
 async def _exec(container: str, argv: list[str], *, user: str = "0") -> str:
@@ -236,7 +240,8 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             gateway_raw = await _inspect(gw_name)
             assert key not in json.dumps(agent_raw)
             assert key not in json.dumps(gateway_raw)
-            assert list(agent_raw["NetworkSettings"]["Networks"]) == [network]
+            # its own network, which only it and the gateway join
+            assert list(agent_raw["NetworkSettings"]["Networks"]) == [f"{network}-{agent_id}"]
             # live cost while it runs
             running = await toolset.call("get_claude_status", {"container_id": agent_id})
             results.append(running)

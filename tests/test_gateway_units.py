@@ -155,7 +155,7 @@ def test_allowlist_expansion_and_squid_config() -> None:
     assert "http_access deny gateway_self" in conf
     open_conf = squid_config(["*"], port=3128, log_port=3130)
     assert open_conf.index("deny private_dst") < open_conf.index("http_access allow all")
-    line = parse_access_line("1764570000.123 172.20.0.3 TCP_DENIED/403 CONNECT evil.test:443")
+    line = parse_access_line("1764570000.123 172.20.0.3 - TCP_DENIED/403 CONNECT evil.test:443")
     assert line is not None
     assert line.refused
     assert (line.client, line.target) == ("172.20.0.3", "evil.test:443")
@@ -284,3 +284,71 @@ def test_the_api_address_is_the_one_on_the_agents_network_or_none() -> None:
             address_in(subnets, mine)
     assert "127.0.0.1" in interface_addresses()  # read from this machine's interfaces
     assert address_in(["127.0.0.0/8"]) == "127.0.0.1"
+
+
+def test_squid_demands_the_runs_login_first_and_logs_only_the_user() -> None:
+    helper = ["/usr/bin/python3", "-I", "-S", "/opt/x/proxy_auth.py", "/run/s/auth.sock"]
+    conf = squid_config(
+        ["a.test"], port=3128, log_port=3130, clients=["10.213.0.0/16"], auth_helper=helper
+    )
+    assert f"auth_param basic program {' '.join(helper)}\n" in conf
+    # a checked login is not trusted for squid's default 2 hours: a dead run's token dies at once
+    assert "auth_param basic credentialsttl 1 seconds\n" in conf
+    rules = _access_rules(conf)
+    assert rules[:2] == ["http_access deny !agents", "http_access deny !run_login"]
+    logformat = next(line for line in conf.splitlines() if line.startswith("logformat "))
+    assert " %un " in logformat  # the user name (the run id), never the password
+    with pytest.raises(ValueError, match="white space"):
+        squid_config(["a.test"], port=3128, log_port=3130, auth_helper=["/a b/helper"])
+
+
+def test_access_lines_name_the_run_by_its_login_not_its_address() -> None:
+    line = parse_access_line(
+        "1764570000.123 10.213.0.3 claude-agent-1764570000000-abc123 TCP_DENIED/403 GET "
+        "http://evil.test/x"
+    )
+    assert line is not None
+    assert line.refused
+    assert line.run_id == "claude-agent-1764570000000-abc123"
+    # a refused login names nobody, whatever user name the client claimed
+    claimed = parse_access_line(
+        "1764570000.1 10.213.0.3 claude-agent-1764570000000-abc123 TCP_DENIED/407 GET http://x/"
+    )
+    assert claimed is not None
+    assert claimed.refused
+    assert claimed.run_id is None
+    anonymous = parse_access_line("1764570000.1 10.213.0.3 - TCP_DENIED/407 CONNECT x:443")
+    assert anonymous is not None
+    assert anonymous.run_id is None
+    odd = parse_access_line("1764570000.1 10.213.0.3 a%20b TCP_DENIED/403 GET http://x/")
+    assert odd is not None
+    assert odd.run_id is None
+
+
+def test_a_proxy_login_is_the_live_token_of_the_run_it_names() -> None:
+    runs = Runs()
+    runs.add(token_sha256("tok-a"), RunEntry("run-a", None, None, expires=2_000.0))
+    runs.add(token_sha256("tok-b"), RunEntry("run-b", None, None, expires=None))
+    assert runs.login("run-a", "tok-a", now=1_000.0)
+    assert not runs.login("run-b", "tok-a", now=1_000.0)  # another run's token
+    assert not runs.login("run-a", "tok-x", now=1_000.0)
+    assert not runs.login("run-a", "tok-a", now=3_000.0)  # expired with its deadline
+    runs.end("run-b")
+    assert not runs.login("run-b", "tok-b", now=1_000.0)  # its run ended
+
+
+def test_run_subnets_are_taken_from_the_pool_around_what_is_used() -> None:
+    import ipaddress
+
+    from agentkit.errors import ConfigError
+    from agentkit.gateway.run_networks import RUN_PREFIX, free_subnet, parse_pool
+
+    pool = parse_pool("10.213.0.0/27")
+    first = free_subnet(pool, ["172.17.0.0/16", "10.213.0.0/29"])
+    assert str(first) == "10.213.0.8/29"
+    assert str(free_subnet(pool, ["10.213.0.0/28"], skip=["10.213.0.16/29"])) == "10.213.0.24/29"
+    assert free_subnet(pool, ["10.0.0.0/8"]) is None  # the whole pool is used by another network
+    assert len(list(ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=RUN_PREFIX))) >= 200
+    for bad in ("10.213.0.0/30", "fd00::/64", "10.213.0.1/16", "nonsense"):
+        with pytest.raises(ConfigError, match="AGENTKIT_AGENT_SUBNET_POOL"):
+            parse_pool(bad)

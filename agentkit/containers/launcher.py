@@ -7,9 +7,10 @@ checks, the agent's environment and network, the run spec) live in
 (:func:`~agentkit.containers.launch.container_env`).
 
 Order of one spawn: checks (no I/O) -> image available -> workspace prepared (and the run
-record's directory, one host command) -> record written, run registered with the gateway and,
-holding an engine slot (``AGENTKIT_SPAWN_CONCURRENCY``), run created, all side by side -> run
-started (slot given back) -> the gateway told the run's address. The run starts only once its
+record's directory, one host command) -> behind the gateway, the run's own network created with
+the gateway on it -> record written, run registered with the gateway and, holding an engine slot
+(``AGENTKIT_SPAWN_CONCURRENCY``), run created, all side by side -> run started (slot given
+back). The run starts only once its
 record exists and the gateway knows its token; a failed start is recorded ``failed`` with the
 reason and leaves no run. Each spawn's phases are timed (:class:`SpawnPhases`).
 """
@@ -36,7 +37,6 @@ from agentkit.containers.launch import (
 )
 from agentkit.containers.models import AgentState, new_agent_id
 from agentkit.containers.records import RunRecord
-from agentkit.errors import AgentkitError
 
 if TYPE_CHECKING:
     from agentkit.config import Settings
@@ -57,9 +57,9 @@ class SpawnPhases:
     """When each phase of one spawn began and ended, in seconds since the spawn was called.
 
     Phases: ``checks``, ``image``, ``gateway_ready``, ``workspace`` (the host command:
-    workspace and record directory), then side by side ``record`` (meta and task written),
-    ``gateway_register`` and ``slot_wait`` (pacing) + ``engine_create``; then ``engine_start``
-    and ``gateway_started`` (the agent's address told to the gateway).
+    workspace and record directory), ``gateway_network`` (the run's own network, the gateway
+    joined), then side by side ``record`` (meta and task written), ``gateway_register`` and
+    ``slot_wait`` (pacing) + ``engine_create``; then ``engine_start``.
     """
 
     def __init__(self) -> None:
@@ -209,6 +209,9 @@ class Launcher:
             session=session,
         )
         try:
+            if gateway is not None:
+                with phases.span("gateway_network"):
+                    await gateway.open_network(run_id)
             waited = await self.start(
                 runtime,
                 spec,
@@ -223,9 +226,6 @@ class Launcher:
                 with contextlib.suppress(Exception):
                     await gateway.ended(run_id)  # its token dies with the failed start
             raise
-        if gateway is not None:  # after the slot is given back: not the engine's pacing
-            with contextlib.suppress(AgentkitError), phases.span("gateway_started"):
-                await gateway.started(run_id)  # the gateway also learns it on first use
         self.phases.append((run_id, dict(phases.spans)))
         return Launched(
             spec,

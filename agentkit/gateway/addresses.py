@@ -1,8 +1,9 @@
-"""The gateway's own address on the agents' network: the only one its model API listens on.
+"""The gateway's own addresses on the agents' networks: the only ones its model API listens on.
 
-The gateway container sits on two networks: the outward one (to reach the upstream) and the
-agents' internal one. Its model API must not answer on the outward side, so the server binds to
-the address it holds inside ``agent_subnets`` (from its config file) instead of ``0.0.0.0``.
+The gateway container sits on the outward network (to reach the upstream), its own internal one
+and one small internal network per agent run. Its model API must not answer on the outward side,
+so the server binds to each address it holds inside ``agent_subnets`` (from its config file)
+instead of ``0.0.0.0``, and binds again when it joins a run's network (:func:`addresses_in`).
 Standard library only: this module runs inside the gateway container.
 """
 
@@ -14,7 +15,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-__all__ = ["address_in", "interface_addresses"]
+__all__ = ["address_in", "addresses_in", "interface_addresses"]
 
 _SIOCGIFADDR = 0x8915  # <linux/sockios.h>: the IPv4 address of an interface
 
@@ -31,6 +32,20 @@ def interface_addresses() -> list[str]:
                 continue
             out.append(socket.inet_ntoa(answer[20:24]))
     return out
+
+
+def addresses_in(subnets: Iterable[str], addresses: Iterable[str] | None = None) -> list[str]:
+    """Every one of ``addresses`` (default: this host's) inside one of ``subnets``."""
+    nets = []
+    for subnet in subnets:
+        try:
+            net = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:
+            continue
+        if net.version == 4:
+            nets.append(net)
+    candidates = interface_addresses() if addresses is None else addresses
+    return [a for a in candidates if any(ipaddress.ip_address(a) in net for net in nets)]
 
 
 def address_in(subnets: Iterable[str], addresses: Iterable[str] | None = None) -> str:

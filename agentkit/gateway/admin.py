@@ -8,13 +8,13 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 ``GET /health``             alive; squid state; active runs
 ``POST /runs``              register a run: ``run_id``, ``token_sha256``, ``workspace``,
                             ``max_cost_usd``, ``expires`` (the token itself never travels)
-``POST /runs/{id}/ip``      the agent container's address (attributes refused connections)
 ``POST /runs/{id}/end``     the run ended: its token dies; answers the run's summary
 ``GET /runs?id=..``         summaries (cost, tokens, requests, budget state) of runs
 ``GET /runs/{id}/egress``   refused outbound connections of a run
 ``POST /usage``             record the outer agent's own usage (priced here if no cost given)
 ``GET /usage?since=..``     ledger rows since a unix time
 ``POST /reload``            re-read the config file (upstream, budgets, prices, allowlist)
+``POST /listen``            the model API listens on the addresses of newly joined run networks
 ==========================  =====================================================================
 """
 
@@ -69,6 +69,7 @@ def admin_app(
     gateway: Gateway,
     reload: Callable[[], Awaitable[dict[str, Any]]],
     squid_state: Callable[[], str] | None = None,
+    listen: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     """The admin routes over ``gateway``; ``reload`` re-reads the config file."""
     routes = web.RouteTableDef()
@@ -104,19 +105,6 @@ def admin_app(
         )
         gateway.runs.add(digest, RunEntry(run_id, workspace, max_cost, expires))
         return web.json_response({"run_id": run_id, "registered": True})
-
-    @routes.post("/runs/{run_id}/ip")
-    async def set_ip(request: web.Request) -> web.Response:
-        run_id = request.match_info["run_id"]
-        try:
-            ip = _opt_str(await _json(request), "ip", 64)
-        except ValueError as exc:
-            return _bad(str(exc))
-        if not ip:
-            return _bad("ip is required")
-        gateway.runs.set_ip(run_id, ip)
-        await gateway.ledger.run(lambda db: db.set_ip(run_id, ip))
-        return web.json_response({"run_id": run_id, "ip": ip})
 
     @routes.post("/runs/{run_id}/end")
     async def end(request: web.Request) -> web.Response:
@@ -196,6 +184,12 @@ def admin_app(
     @routes.post("/reload")
     async def do_reload(request: web.Request) -> web.Response:
         return web.json_response(await reload())
+
+    @routes.post("/listen")
+    async def do_listen(request: web.Request) -> web.Response:
+        if listen is None:
+            return web.json_response({"error": "not supported"}, status=404)
+        return web.json_response(await listen())
 
     app = web.Application(client_max_size=1 << 20)
     app.add_routes(routes)

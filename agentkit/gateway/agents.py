@@ -6,22 +6,26 @@
   (the token's sha256, its workspace, budget and deadline), which the launcher runs side by
   side with creating the container, and :class:`GatewayAdditions`: the environment that
   replaces the real key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token,
-  ``ANTHROPIC_BASE_URL`` = the gateway, ``HTTP(S)_PROXY`` = its squid) and the internal
-  network to join;
-* :meth:`AgentGateway.started` tells the gateway the agent's address (refused connections are
-  attributed to the run by it);
-* :meth:`AgentGateway.ended` kills the token and returns the run's metered summary;
+  ``ANTHROPIC_BASE_URL`` = the gateway, ``HTTP(S)_PROXY`` = its squid, logged in as
+  ``<run id>:<token>``: squid checks the login with the gateway and records refused connections
+  under that run) and the run's own internal network to join;
+* :meth:`AgentGateway.open_network` creates that network with the gateway on it, before the
+  run's container is created;
+* :meth:`AgentGateway.ended` kills the token, removes the run's network and returns the run's
+  metered summary;
 * :meth:`AgentGateway.live` / :meth:`AgentGateway.egress` feed status, list and output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentkit.errors import AgentkitError
 from agentkit.gateway.budgets import token_sha256
 from agentkit.gateway.host import GatewayHost
 
@@ -88,7 +92,7 @@ class AgentGateway:
         """A new run's token and what its spec gets, without I/O: the caller registers it
         (:meth:`RunPlan.register`) side by side with creating the run, before starting it."""
         token = "agentkit-run-" + secrets.token_urlsafe(32)
-        proxy = self.host.proxy_url
+        proxy = self.host.proxy_url_for(run_id, token)
         no_proxy = f"{self.host.name},gateway,localhost,127.0.0.1"
         env = {
             "ANTHROPIC_API_KEY": token,
@@ -112,17 +116,34 @@ class AgentGateway:
                 expires=deadline + TOKEN_GRACE_S,
             )
 
-        additions = GatewayAdditions(env=env, network=self.host.network, meta=meta)
+        network = self.host.run_networks.name(run_id)
+        additions = GatewayAdditions(env=env, network=network, meta=meta)
         return RunPlan(additions, register)
 
-    async def started(self, run_id: str) -> None:
-        ip = await self.host.container_ip(run_id)
-        if ip:
-            await (await self.host.attach()).set_ip(run_id, ip)
+    async def open_network(self, run_id: str) -> str:
+        """The run's own network, with the gateway on it and its model API listening there
+        (removed again if that fails); call before the run's container is created."""
+        client = await self.client()
+        try:
+            network = await self.host.run_networks.create(run_id)
+            await client.listen()  # the model API answers on the new network too
+        except BaseException:
+            with contextlib.suppress(AgentkitError):
+                await self.host.run_networks.remove(run_id)
+            raise
+        return network
 
     async def ended(self, run_id: str) -> dict[str, Any] | None:
-        """Kill the run's token; its metered summary (``None`` if the gateway never knew it)."""
-        return await (await self.host.attach()).end(run_id)
+        """Kill the run's token and remove its network; its metered summary (``None`` if the
+        gateway never knew it)."""
+        try:
+            return await (await self.host.attach()).end(run_id)
+        finally:
+            try:
+                await self.host.run_networks.remove(run_id)
+                await (await self.host.attach()).listen()
+            except AgentkitError as exc:  # swept later
+                logger.warning("could not remove the network of %s: %s", run_id, exc)
 
     async def live(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Metered summaries of runs (the gateway is not started for this)."""

@@ -9,6 +9,7 @@ loaded from it at start and kept in step as requests are metered. Standard libra
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +39,6 @@ class RunEntry:
     ended: bool = False
     spent_usd: float = 0.0
     budget_reason: str | None = None
-    ip: str | None = None
     refusals: int = 0
     in_flight: int = 0
     reserved_usd: float = 0.0
@@ -62,7 +62,6 @@ class Runs:
         self.fleet_daily_usd = fleet_daily_usd
         self.by_hash: dict[str, RunEntry] = {}
         self.by_id: dict[str, RunEntry] = {}
-        self.by_ip: dict[str, RunEntry] = {}
         self.day = 0.0
         self.day_spent = 0.0
         self.day_reserved = 0.0  # worst-case cost of the requests in flight, fleet-wide
@@ -74,14 +73,6 @@ class Runs:
             self.by_hash = {h: e for h, e in self.by_hash.items() if e is not old}
         self.by_hash[token_hash] = entry
         self.by_id[entry.run_id] = entry
-        if entry.ip:
-            self.by_ip[entry.ip] = entry
-
-    def set_ip(self, run_id: str, ip: str) -> None:
-        entry = self.by_id.get(run_id)
-        if entry is not None:
-            entry.ip = ip
-            self.by_ip[ip] = entry
 
     def end(self, run_id: str) -> None:
         entry = self.by_id.get(run_id)
@@ -89,13 +80,20 @@ class Runs:
             return
         entry.ended = True
         self.by_hash = {h: e for h, e in self.by_hash.items() if e is not entry}
-        if entry.ip and self.by_ip.get(entry.ip) is entry:
-            del self.by_ip[entry.ip]
 
     def lookup(self, token: str | None) -> RunEntry | None:
         if not token:
             return None
         return self.by_hash.get(token_sha256(token))
+
+    def login(self, user: str, token: str, now: float | None = None) -> bool:
+        """A proxy login: ``token`` is the live token of the run named ``user``."""
+        entry = self.lookup(token)
+        if entry is None or entry.ended:
+            return False
+        if entry.expires is not None and (time.time() if now is None else now) > entry.expires:
+            return False
+        return hmac.compare_digest(entry.run_id.encode(), user.encode("utf-8", "replace"))
 
     def set_day(self, start: float, spent: float) -> None:
         self.day, self.day_spent = start, spent

@@ -102,9 +102,6 @@ class GatewayClient:
             retry_for=10.0,
         )
 
-    async def set_ip(self, run_id: str, ip: str) -> None:
-        await self.call("POST", f"/runs/{run_id}/ip", json={"ip": ip})
-
     async def end(self, run_id: str) -> dict[str, Any] | None:
         data = await self.call("POST", f"/runs/{run_id}/end", retry_for=10.0)
         return dict(data) if isinstance(data, Mapping) else None
@@ -128,6 +125,10 @@ class GatewayClient:
     async def usage(self, *, since: float = 0.0, limit: int = 100_000) -> list[dict[str, Any]]:
         data = await self.call("GET", "/usage", params={"since": repr(since), "limit": str(limit)})
         return list((data or {}).get("rows") or [])
+
+    async def listen(self) -> dict[str, Any]:
+        """The model API listens on the gateway's addresses on every run network it joined."""
+        return dict(await self.call("POST", "/listen") or {})
 
     async def reload(self) -> dict[str, Any]:
         return dict(await self.call("POST", "/reload", retry_for=10.0) or {})

@@ -14,9 +14,13 @@ to the gateway's API port; everything else (git over HTTPS, npm, pip, curl) goes
 * ``*`` - any public host (private, loopback and link-local addresses stay refused unless
   listed by name).
 
-Every request squid sees is logged to the gateway over loopback TCP (:func:`parse_access_line`);
-refused ones are recorded per run. Standard library only: this module also runs inside the
-gateway container.
+squid serves only clients that log in with their run's credentials: agents get
+``HTTP(S)_PROXY=http://<run id>:<token>@<gateway>:3128`` and squid checks the pair through an
+auth helper (:mod:`.proxy_auth`) against the gateway's live tokens, so a run that ended (or a
+client without a token) is refused with 407 however its address was reused. Every request squid
+sees is logged to the gateway over loopback TCP (:func:`parse_access_line`) with the run id as
+the user name (never the token); refused ones are recorded under that run. Standard library
+only: this module also runs inside the gateway container.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 __all__ = [
+    "AUTH_REALM",
     "DEFAULT_ALLOW",
     "AccessLine",
     "expand_allowlist",
@@ -41,6 +46,13 @@ DEFAULT_ALLOW = "git,npm,pypi,debian"
 
 #: connections one agent (client address) may hold open to squid at once
 MAX_CONNECTIONS_PER_CLIENT = 64
+#: the realm squid names in its 407 challenge
+AUTH_REALM = "agentkit gateway (log in as <run id>:<run token>)"
+#: seconds squid trusts a checked login before it asks the gateway again
+AUTH_RECHECK_S = 1
+#: auth helpers squid may run at once (each holds one connection to the gateway)
+AUTH_CHILDREN = 8
+_RUN_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 # The public registries behind the group names (used when the controller names no mirror).
 _GROUPS: dict[str, tuple[str, ...]] = {
@@ -142,8 +154,15 @@ def squid_config(
     log_port: int,
     own_names: Iterable[str] = (),
     clients: Iterable[str] = (),
+    auth_helper: Sequence[str] | None = None,
 ) -> str:
-    """squid.conf for the gateway: listed hosts allowed, everything else refused and logged."""
+    """squid.conf for the gateway: listed hosts allowed, everything else refused and logged.
+
+    ``auth_helper`` (the argv of :mod:`.proxy_auth`'s helper) makes squid demand the run's
+    credentials (Basic proxy auth) before anything else is looked at, checked against the
+    gateway at most a second before (``credentialsttl 1``: a token dies in squid when its run
+    ends, give or take that second).
+    """
     allow = list(allow)
     with_port = [h.rpartition(":") for h in allow if h.count(":") == 1]
     hosts = [h for h in allow if h != "*" and h.count(":") != 1]
@@ -162,7 +181,8 @@ def squid_config(
         "shutdown_lifetime 1 seconds",
         "logfile_rotate 0",
         "cache_log stdio:/dev/stderr",
-        "logformat agentkit %ts.%03tu %>a %Ss/%03>Hs %rm %ru",
+        # %un: the run id the client logged in as ("-" if none); the password is never logged
+        "logformat agentkit %ts.%03tu %>a %un %Ss/%03>Hs %rm %ru",
         # to the gateway's log receiver on loopback (squid runs as another user than the
         # gateway, so it cannot reopen the gateway's stdout)
         f"access_log tcp://127.0.0.1:{int(log_port)} logformat=agentkit",
@@ -181,6 +201,22 @@ def squid_config(
     sources = sorted(set(clients))
     if sources:  # only the agents' internal network may use the proxy
         lines += [f"acl agents src {' '.join(sources)}", "http_access deny !agents"]
+    if auth_helper is not None:
+        for arg in auth_helper:
+            if not arg or any(c.isspace() for c in arg):
+                raise ValueError(f"auth helper argument {arg!r}: empty or holds white space")
+        lines += [
+            f"auth_param basic program {' '.join(auth_helper)}",
+            f"auth_param basic children {AUTH_CHILDREN} startup=1 idle=1",
+            f"auth_param basic realm {AUTH_REALM}",
+            # squid would trust a checked login for 2 h by default: ask the gateway again after
+            # a second (0 makes squid 5 re-ask forever: it never counts a login as checked)
+            f"auth_param basic credentialsttl {AUTH_RECHECK_S} seconds",
+            "auth_param basic casesensitive on",
+            "acl run_login proxy_auth REQUIRED",
+            # before any name is looked at: without a live run's login, nothing (no DNS either)
+            "http_access deny !run_login",
+        ]
     own = sorted(set(own_names))
     if own:  # the gateway itself (the model API) is reached directly, never through squid
         lines += [f"acl gateway_self dstdomain -n {' '.join(own)}", "http_access deny gateway_self"]
@@ -212,23 +248,32 @@ class AccessLine:
 
     at: float
     client: str
+    user: str | None  # the run id the request logged in as (None: no valid login)
     result: str  # e.g. TCP_DENIED/403, TCP_TUNNEL/200
     method: str
     target: str
 
     @property
     def refused(self) -> bool:
-        return "DENIED" in self.result or self.result.endswith("/403")
+        return "DENIED" in self.result or self.result.endswith(("/403", "/407"))
+
+    @property
+    def run_id(self) -> str | None:
+        """The run the request belongs to: its login, unless squid refused that login (407)."""
+        if self.user is None or self.result.endswith("/407"):
+            return None
+        return self.user
 
 
 def parse_access_line(line: str) -> AccessLine | None:
     """Parse a line of the ``agentkit`` log format; ``None`` for anything else."""
     parts = line[:4096].split(" ")
-    if len(parts) != 5:
+    if len(parts) != 6:
         return None
-    stamp, client, result, method, target = parts
+    stamp, client, user, result, method, target = parts
     try:
         at = float(stamp)
     except ValueError:
         return None
-    return AccessLine(at, client, result, method[:20], target[:500])
+    login = user if _RUN_USER.fullmatch(user) else None
+    return AccessLine(at, client[:64], login, result[:64], method[:20], target[:500])

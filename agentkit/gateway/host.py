@@ -3,11 +3,13 @@
 :class:`GatewayHost` ensures, through the Engine API (locally or over SSH):
 
 * the image (:mod:`.image`, built on first use like the agent image);
-* the internal network ``agentkit-agents-<h>`` (``Internal: true``: no route off the host);
+* the internal network ``agentkit-agents-<h>`` (``Internal: true``: no route off the host), and
+  one small internal network per agent run that only the run and the gateway join
+  (:mod:`.run_networks`: agents cannot reach each other);
 * the container ``agentkit-gateway-<h>`` on the outward network (``AGENTKIT_CONTAINER_NETWORK``,
   default ``bridge``) and on the internal one, root inside but with every capability dropped
-  except SETUID/SETGID (to start squid as ``proxy``), ``no-new-privileges``, restarted by the
-  engine unless stopped;
+  except SETUID/SETGID (to start squid as ``proxy``), ``no-new-privileges``, no IP forwarding
+  between its networks, restarted by the engine unless stopped;
 * its config file, uploaded into the container with ``PUT /containers/{id}/archive`` (mode 0400,
   root): the real key never appears in argv, the environment or ``docker inspect``;
 * its state folder ``<AGENTKIT_ROOT>/gateway`` (ledger, admin socket), mode 0700.
@@ -25,6 +27,7 @@ import logging
 import os
 import tarfile
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
 from agentkit.errors import ConfigError, ConflictError, NotFoundError, RuntimeUnavailable
@@ -32,6 +35,7 @@ from agentkit.gateway.client import GatewayClient
 from agentkit.gateway.egress import expand_allowlist
 from agentkit.gateway.image import ensure_gateway_image
 from agentkit.gateway.pricing import parse_overrides
+from agentkit.gateway.run_networks import RunNetworks, parse_pool
 from agentkit.runtimes.base import parse_memory
 from agentkit.runtimes.docker_engine import docker_errors
 
@@ -84,6 +88,14 @@ class GatewayHost:
         self.settings = settings
         self.docker = docker
         self.name, self.network, self.bridge = gateway_names(settings.root)
+        self.run_networks = RunNetworks(
+            docker,
+            root=settings.root,
+            gateway=self.name,
+            prefix=self.network,
+            pool=settings.agent_subnet_pool,
+            socket=settings.docker_socket,
+        )
         self.state_dir = f"{settings.root.rstrip('/')}/gateway"
         self.client: GatewayClient | None = None
         self._lock = asyncio.Lock()
@@ -96,6 +108,10 @@ class GatewayHost:
     @property
     def proxy_url(self) -> str:
         return f"http://{self.name}:{PROXY_PORT}"
+
+    def proxy_url_for(self, run_id: str, token: str) -> str:
+        """The proxy URL of one run: its id and token as the login squid checks."""
+        return f"http://{quote(run_id, safe='')}:{quote(token, safe='')}@{self.name}:{PROXY_PORT}"
 
     def config(self) -> dict[str, Any]:
         """The gateway's config file (holds the real key: only ever uploaded, never logged)."""
@@ -132,7 +148,10 @@ class GatewayHost:
                 return self.client
             config = self.config()
             image = await ensure_gateway_image(self.docker, self.settings)
-            config["agent_subnets"] = await self._ensure_network()
+            own = await self._ensure_network()
+            # the model API and squid serve the agents' networks only (squid checks every login
+            # besides): the gateway's own internal network and the per-run networks' pool
+            config["agent_subnets"] = [*own, str(parse_pool(self.settings.agent_subnet_pool))]
             made = await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.state_dir])
             if not made.ok:
                 raise ConfigError(
@@ -145,6 +164,7 @@ class GatewayHost:
                 await self._remove()
             if fresh:
                 await self._create(image.id)
+                await self.run_networks.join_all()  # runs still going when it was recreated
             await self._upload(config_tar(config))
             running = not fresh and bool((info or {}).get("State", {}).get("Running"))
             if not running:
@@ -154,6 +174,7 @@ class GatewayHost:
             await client.health(wait=60.0)
             if running:
                 await client.reload()
+            await self.run_networks.sweep()  # left by a controller that stopped mid-run
             self._ready = True
             return client
 
@@ -167,14 +188,6 @@ class GatewayHost:
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
-
-    async def container_ip(self, container: str) -> str | None:
-        """The address of ``container`` on the internal network (attributes its egress)."""
-        with docker_errors(f"inspect {container}", self.settings.docker_socket):
-            data = await self.docker._query_json(f"containers/{container}/json")
-        nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
-        ip = (nets.get(self.network) or {}).get("IPAddress")
-        return str(ip) if ip else None
 
     async def restart(self) -> None:
         """Restart the gateway container (the ledger and tokens survive)."""
@@ -279,6 +292,8 @@ class GatewayHost:
             "Memory": parse_memory("512m"),
             "MemorySwap": parse_memory("512m"),
             "PidsLimit": 256,
+            # it sits on every run's network: it must never route between them
+            "Sysctls": {"net.ipv4.ip_forward": "0"},
             "ExtraHosts": list(s.gateway_extra_hosts),
         }
         body = {

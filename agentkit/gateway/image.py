@@ -55,6 +55,7 @@ IN_CONTAINER_MODULES = (
     "peers.py",
     "pricing.py",
     "proxy.py",
+    "proxy_auth.py",
     "server.py",
     "squid.py",
 )

@@ -204,11 +204,6 @@ class Gateway:
         if refusal is not None:
             return self._refuse(entry, refusal)
         assert entry is not None
-        if entry.ip is None and request.remote:
-            self.runs.set_ip(entry.run_id, request.remote)
-            self.background(
-                self.ledger.run(lambda db: db.set_ip(entry.run_id, request.remote or ""))
-            )
         size = request.content_length if request.content_length is not None else MAX_BODY
         if size > MAX_BODY:
             return error_response(

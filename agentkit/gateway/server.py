@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .addresses import address_in
+from .addresses import address_in, addresses_in
 from .admin import admin_app
 from .budgets import RunEntry, day_start
 from .egress import parse_access_line, squid_config
@@ -93,11 +93,13 @@ async def serve(
 ) -> None:
     """Run the gateway until ``stop`` is set (or SIGTERM/SIGINT in :func:`main`).
 
-    The model API listens on ``host``, by default the gateway's own address on the agents'
-    network (``agent_subnets``): never on the outward network the container also sits on."""
+    The model API listens on ``host``, by default on each of the gateway's own addresses on the
+    agents' networks (``agent_subnets``; ``POST /listen`` on the admin socket binds the ones a
+    newly joined run network brought): never on the outward network the container also sits
+    on."""
     config = await asyncio.to_thread(GatewayConfig.read, config_path)
     if host is None:
-        host = address_in(config.agent_subnets)
+        address_in(config.agent_subnets)  # raises when there is none: never every interface
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     ledger = AsyncLedger(os.path.join(state_dir, "ledger.sqlite"))
     await ledger.open()
@@ -118,8 +120,7 @@ async def serve(
         access = parse_access_line(line)
         if access is None or not access.refused:
             return
-        entry = gateway.runs.by_ip.get(access.client)
-        run_id = entry.run_id if entry is not None else None
+        run_id = access.run_id  # the run squid checked the login of, never guessed by address
         gateway.background(
             ledger.run(
                 lambda db: db.record_egress(
@@ -133,7 +134,7 @@ async def serve(
             )
         )
 
-    squid = Squid(squid_conf, on_squid_line)
+    squid = Squid(squid_conf, on_squid_line, login=gateway.runs.login)
 
     def squid_text(cfg: GatewayConfig) -> str:
         return squid_config(
@@ -142,6 +143,7 @@ async def serve(
             log_port=squid.log_port,
             own_names=cfg.own_names,
             clients=cfg.agent_subnets,
+            auth_helper=squid.auth_helper,
         )
 
     async def reload() -> dict[str, Any]:
@@ -155,7 +157,22 @@ async def serve(
         config = new
         return {"reloaded": True, "squid": squid.state()}
 
-    admin = admin_app(gateway, reload, squid.state)
+    listeners: dict[str, asyncio.Server] = {}
+
+    async def listen() -> dict[str, Any]:
+        """Listen on each agents'-network address this gateway has now; drop vanished ones."""
+        wanted = [host] if host is not None else addresses_in(config.agent_subnets)
+        loop = asyncio.get_running_loop()
+        for address in wanted:
+            if address not in listeners:
+                listeners[address] = await loop.create_server(
+                    limits, address, config.api_port, reuse_address=True
+                )
+        for address in set(listeners) - set(wanted):
+            listeners.pop(address).close()
+        return {"api": sorted(listeners)}
+
+    admin = admin_app(gateway, reload, squid.state, listen)
     limits = PeerLimit(head_timeout=config.head_timeout)
     api_runner = web.AppRunner(
         gateway.app(middlewares=[limits.middleware]), access_log=None, handle_signals=False
@@ -170,16 +187,14 @@ async def serve(
     # and a deadline for each request's head
     assert api_runner.server is not None
     limits.factory = api_runner.server
-    api_server = await asyncio.get_running_loop().create_server(
-        limits, host, config.api_port, reuse_address=True
-    )
+    await listen()
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
     os.chmod(sock_path, 0o600)
     logger.info(
         "gateway up: api %s:%s, proxy :%s, upstream %s",
-        host,
+        ",".join(sorted(listeners)),
         config.api_port,
         config.proxy_port,
         config.upstream_url,
@@ -194,7 +209,8 @@ async def serve(
             await pruning
         await squid.close()
         await admin_runner.cleanup()
-        api_server.close()
+        for server in listeners.values():
+            server.close()
         await api_runner.cleanup()
         await gateway.close()
         await ledger.close()
@@ -232,7 +248,6 @@ async def _load_runs(gateway: Gateway) -> None:
             row.expires,
             spent_usd=row.spent_usd,
             budget_reason=row.budget_reason,
-            ip=row.ip,
         )
         gateway.runs.add(row.token_sha256, entry)
     gateway.runs.set_day(start, day)

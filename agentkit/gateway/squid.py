@@ -3,7 +3,9 @@
 squid runs as the unprivileged ``proxy`` user in the foreground (``-N``), configured by
 :func:`~.egress.squid_config`; its access log is sent over TCP to a receiver on the gateway's
 loopback (:attr:`Squid.log_port`), which hands each line to a callback (refused requests are
-recorded per run). If squid dies it is started again. Standard library only.
+recorded per run). With a ``login`` check, squid's auth helper asks it about every proxy login
+over a unix socket beside the config (:mod:`.proxy_auth`). If squid dies it is started again.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import os
 import shutil
 from collections.abc import Callable
 
+from .proxy_auth import LoginCheck, LoginServer, helper_argv
+
 __all__ = ["Squid"]
 
 logger = logging.getLogger("agentkit.gateway.squid")
+#: the login socket's folder in the gateway image: root:proxy 0750, so only squid's helpers (and
+#: root) reach the socket inside it
+AUTH_DIR = "/run/agentkit-auth"
 _MAX_LINE = 8192
 
 
@@ -31,8 +38,14 @@ class Squid:
         *,
         user: str | None = "proxy",
         log_port: int = 3130,
+        login: LoginCheck | None = None,
     ) -> None:
         self.conf_path = conf_path
+        self.logins: LoginServer | None = None
+        if login is not None and user and os.geteuid() == 0:  # helpers run as squid's user
+            self.logins = LoginServer(os.path.join(AUTH_DIR, "auth.sock"), login, mode=0o666)
+        elif login is not None:  # squid runs as this very user
+            self.logins = LoginServer(os.path.join(os.path.dirname(conf_path), "auth.sock"), login)
         self.log_port = log_port
         self._log_server: asyncio.Server | None = None
         self.on_line = on_line
@@ -42,6 +55,11 @@ class Squid:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.starts = 0
+
+    @property
+    def auth_helper(self) -> list[str] | None:
+        """The argv squid runs its auth helper with (``None``: no login required)."""
+        return helper_argv(self.logins.path) if self.logins is not None else None
 
     @property
     def available(self) -> bool:
@@ -84,6 +102,8 @@ class Squid:
         if not self.available:
             logger.error("squid is not installed: agents have no egress at all")
             return
+        if self.logins is not None:
+            await self.logins.start()
         if self._log_server is None:
             self._log_server = await asyncio.start_server(
                 self._receive, "127.0.0.1", self.log_port, limit=_MAX_LINE * 2
@@ -133,8 +153,10 @@ class Squid:
             self._task = None
 
     async def close(self) -> None:
-        """Stop squid and the log receiver."""
+        """Stop squid, the log receiver and the login server."""
         await self.stop()
+        if self.logins is not None:
+            await self.logins.close()
         if self._log_server is not None:
             self._log_server.close()
             await self._log_server.wait_closed()
