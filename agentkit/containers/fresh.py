@@ -1,0 +1,73 @@
+"""`FreshReads`: concurrent engine reads of the same thing share one request, never a stale one.
+
+A dashboard or several bots asking ``get_claude_status`` of the same agents many times a
+second would send one inspect per call. Here, calls for the same key share requests in
+*rounds*: a call joins the round that starts next, never one already in flight (that request
+left before the call was made and may predate an exit). So every answer reflects the engine's
+state at some moment after the call began - exactly what a request of its own would have said -
+while at most one request per key is in flight: under load a round serves every call that
+arrived during the previous one.
+
+Nothing is kept after a round: there is no cache to go stale. A round's failure is every one of
+its callers' failure; a caller that is cancelled leaves the round running for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+__all__ = ["FreshReads"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class FreshReads(Generic[K, V]):
+    """Calls of ``read(key)`` for the same key share rounds (see the module docstring).
+
+    Args:
+        read: the request; called with the key, at most once at a time per key.
+    """
+
+    def __init__(self, read: Callable[[K], Awaitable[V]]) -> None:
+        self._read = read
+        self._next: dict[K, asyncio.Future[V]] = {}  # the round that starts after the current
+        self._running: dict[K, asyncio.Task[None]] = {}
+
+    async def get(self, key: K) -> V:
+        """What ``read(key)`` returns, from a request sent after this call began."""
+        future = self._next.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._next[key] = future
+            if key not in self._running:
+                self._start(key)
+        return await asyncio.shield(future)
+
+    def _start(self, key: K) -> None:
+        future = self._next.pop(key)
+        self._running[key] = asyncio.create_task(self._round(key, future), name="fresh read")
+
+    async def _round(self, key: K, future: asyncio.Future[V]) -> None:
+        try:
+            result = await self._read(key)
+        except BaseException as exc:  # handed to the callers, whatever it is
+            if not future.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not future.done():
+                future.set_result(result)
+        finally:
+            del self._running[key]
+            if key in self._next:  # calls arrived meanwhile: their round starts now
+                self._start(key)
+            # a round nobody awaits any more must not log "exception never retrieved"
+            if future.done() and not future.cancelled():
+                future.exception()
