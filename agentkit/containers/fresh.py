@@ -33,24 +33,25 @@ class FreshReads(Generic[K, V]):
 
     def __init__(self, read: Callable[[K], Awaitable[V]]) -> None:
         self._read = read
-        self._next: dict[K, asyncio.Future[V]] = {}  # the round that starts after the current
-        self._running: dict[K, asyncio.Task[None]] = {}
+        #: per key, the round whose request has not begun yet: calls may still join it
+        self._waiting: dict[K, asyncio.Future[V]] = {}
+        self._running: dict[K, asyncio.Task[None]] = {}  # a round under way (or about to be)
 
     async def get(self, key: K) -> V:
-        """What ``read(key)`` returns, from a request sent after this call began."""
-        future = self._next.get(key)
+        """What ``read(key)`` returns, from a request begun after this call began."""
+        future = self._waiting.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
-            self._next[key] = future
+            self._waiting[key] = future
             if key not in self._running:
                 self._start(key)
         return await asyncio.shield(future)
 
     def _start(self, key: K) -> None:
-        future = self._next.pop(key)
-        self._running[key] = asyncio.create_task(self._round(key, future), name="fresh read")
+        self._running[key] = asyncio.create_task(self._round(key), name="fresh read")
 
-    async def _round(self, key: K, future: asyncio.Future[V]) -> None:
+    async def _round(self, key: K) -> None:
+        future = self._waiting.pop(key)  # from here on, new calls wait for the next round
         try:
             result = await self._read(key)
         except BaseException as exc:  # handed to the callers, whatever it is
@@ -66,7 +67,7 @@ class FreshReads(Generic[K, V]):
                 future.set_result(result)
         finally:
             del self._running[key]
-            if key in self._next:  # calls arrived meanwhile: their round starts now
+            if key in self._waiting:  # calls arrived meanwhile: their round starts now
                 self._start(key)
             # a round nobody awaits any more must not log "exception never retrieved"
             if future.done() and not future.cancelled():
