@@ -83,35 +83,52 @@ async def test_a_read_joins_the_next_round_never_one_already_in_flight() -> None
 
 
 async def test_a_failed_round_fails_its_callers_and_the_next_round_starts_fresh() -> None:
-    answers: list[Any] = [NotFoundError("gone"), "back"]
+    answers: list[Any] = ["first", NotFoundError("gone"), "back"]
+    gate = asyncio.Event()
 
     async def read(key: str) -> Any:
         answer = answers.pop(0)
+        await gate.wait()
         if isinstance(answer, Exception):
             raise answer
         return answer
 
     fresh: FreshReads[str, Any] = FreshReads(read)
-    results = await asyncio.gather(fresh.get("k"), fresh.get("k"), return_exceptions=True)
-    assert all(isinstance(r, NotFoundError) for r in results)
+    lone = asyncio.create_task(fresh.get("k"))  # reads at once, in its own call
+    await wait_until(lambda: len(answers) == 2, "the first request")
+    joined = [asyncio.create_task(fresh.get("k")) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await lone == "first"
+    results = await asyncio.gather(*joined, return_exceptions=True)
+    assert all(isinstance(r, NotFoundError) for r in results), results
     assert await fresh.get("k") == "back"
+    assert answers == []  # five calls, three requests
 
 
-async def test_a_cancelled_caller_leaves_the_round_to_the_others() -> None:
-    gate = asyncio.Event()
+async def test_cancelled_callers_leave_the_next_round_to_the_others() -> None:
+    gates = [asyncio.Event(), asyncio.Event()]
+    started: list[int] = []
 
     async def read(key: str) -> str:
-        await gate.wait()
-        return key
+        n = len(started)
+        started.append(n)
+        await gates[n].wait()
+        return f"{key}{n}"
 
     fresh: FreshReads[str, str] = FreshReads(read)
+    lone = asyncio.create_task(fresh.get("x"))
+    await wait_until(lambda: started == [0], "the first request")
     gone = asyncio.create_task(fresh.get("x"))
     stays = asyncio.create_task(fresh.get("x"))
     await asyncio.sleep(0)
+    lone.cancel()  # the caller reading itself goes away: the waiting ones get their round
     gone.cancel()
-    gate.set()
-    assert await stays == "x"
+    await wait_until(lambda: started == [0, 1], "the second round")
+    gates[1].set()
+    assert await stays == "x1"
     assert gone.cancelled()
+    assert lone.cancelled()
 
 
 # --- redaction with the in-memory runtime ---------------------------------------------------

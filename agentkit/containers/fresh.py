@@ -8,8 +8,10 @@ state at some moment after the call began - exactly what a request of its own wo
 while at most one request per key is in flight: under load a round serves every call that
 arrived during the previous one.
 
-Nothing is kept after a round: there is no cache to go stale. A round's failure is every one of
-its callers' failure; a caller that is cancelled leaves the round running for the others.
+A call that finds no request under way sends its own at once, in its own task (a lone call
+costs what the request costs). Nothing is kept after a round: there is no cache to go stale. A
+round's failure is every one of its callers' failure; a caller that is cancelled leaves the
+round running for the others.
 """
 
 from __future__ import annotations
@@ -35,20 +37,29 @@ class FreshReads(Generic[K, V]):
         self._read = read
         #: per key, the round whose request has not begun yet: calls may still join it
         self._waiting: dict[K, asyncio.Future[V]] = {}
-        self._running: dict[K, asyncio.Task[None]] = {}  # a round under way (or about to be)
+        #: keys being read: by a caller itself (``None``) or by a round for the waiting ones
+        self._running: dict[K, asyncio.Task[None] | None] = {}
 
     async def get(self, key: K) -> V:
         """What ``read(key)`` returns, from a request begun after this call began."""
         future = self._waiting.get(key)
-        if future is None:
+        if future is None and key in self._running:  # a request is under way: the next one
             future = asyncio.get_running_loop().create_future()
             self._waiting[key] = future
-            if key not in self._running:
-                self._start(key)
-        return await asyncio.shield(future)
+        if future is not None:
+            return await asyncio.shield(future)
+        # nobody reads this key: read now, in this call (no hop through another task, so a
+        # lone call costs what the request costs)
+        self._running[key] = None
+        try:
+            return await self._read(key)
+        finally:
+            self._done(key)
 
-    def _start(self, key: K) -> None:
-        self._running[key] = asyncio.create_task(self._round(key), name="fresh read")
+    def _done(self, key: K) -> None:
+        del self._running[key]
+        if key in self._waiting:  # calls arrived meanwhile: their round starts now
+            self._running[key] = asyncio.create_task(self._round(key), name="fresh read")
 
     async def _round(self, key: K) -> None:
         future = self._waiting.pop(key)  # from here on, new calls wait for the next round
@@ -66,9 +77,7 @@ class FreshReads(Generic[K, V]):
             if not future.done():
                 future.set_result(result)
         finally:
-            del self._running[key]
-            if key in self._waiting:  # calls arrived meanwhile: their round starts now
-                self._start(key)
+            self._done(key)
             # a round nobody awaits any more must not log "exception never retrieved"
             if future.done() and not future.cancelled():
                 future.exception()
