@@ -22,6 +22,9 @@ REDACTED = "[REDACTED]"
 MAX_REDACT_CHARS = 8 * 1024 * 1024
 #: :meth:`Redactor.aredact` redacts texts at least this long in a worker thread.
 THREAD_THRESHOLD = 64 * 1024
+#: Strings of tool results up to this long are remembered redacted (at most MEMO_ENTRIES).
+MEMO_CHARS = 1024
+MEMO_ENTRIES = 4096
 
 # Well-known token shapes, caught even when nobody registered them as secrets. Each starts with
 # a literal (the engine skips ahead to it) and has one greedy class: linear.
@@ -76,12 +79,20 @@ def clip(text: str, limit: int = MAX_REDACT_CHARS) -> str:
     return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
 
 
+class _Large(Exception):
+    """A value holds more text than is redacted inline."""
+
+
 class Redactor:
     """Replaces registered secret values, URL credentials and well-known token shapes."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._ordered: tuple[str, ...] = ()
+        # short strings of tool results -> redacted form: list pages and statuses repeat
+        # the same task, workspace and result texts on every call (emptied when a secret is
+        # added, so a newly registered secret is never missed)
+        self._memo: dict[str, str] = {}
         for secret in secrets:
             self.add(secret)
 
@@ -90,6 +101,7 @@ class Redactor:
         if secret and len(secret) >= 6 and secret not in self._secrets:
             self._secrets.add(secret)
             self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
+            self._memo = {}
 
     def __call__(self, text: str) -> str:
         return self.redact(text)
@@ -107,6 +119,19 @@ class Redactor:
             text = shape.sub(REDACTED, text)
         return text
 
+    def _redact_field(self, text: str) -> str:
+        """:meth:`redact` of a string inside a tool result, remembered when it is short."""
+        if len(text) > MEMO_CHARS:
+            return self.redact(text)
+        memo = self._memo
+        done = memo.get(text)
+        if done is None:
+            done = self.redact(text)
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = done
+        return done
+
     async def aredact(self, text: str) -> str:
         """:meth:`redact`, in a worker thread when ``text`` is large (keeps the loop free)."""
         if len(text) < THREAD_THRESHOLD:
@@ -116,7 +141,7 @@ class Redactor:
     def redact_data(self, value: Any) -> Any:
         """``value`` with :meth:`redact` applied to every string inside dicts, lists and tuples."""
         if isinstance(value, str):
-            return self.redact(value)
+            return self._redact_field(value)
         if isinstance(value, dict):
             return {key: self.redact_data(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -126,10 +151,34 @@ class Redactor:
         return value
 
     async def aredact_data(self, value: Any) -> Any:
-        """:meth:`redact_data` in a worker thread (for results that may hold large text)."""
+        """:meth:`redact_data`, in a worker thread when ``value`` holds large text (a thread
+        hop costs more than redacting a small result: status and list pages stay inline)."""
         if value is None or isinstance(value, bool | int | float):
             return value
-        return await asyncio.to_thread(self.redact_data, value)
+        try:
+            return self._redact_small(value, [THREAD_THRESHOLD])
+        except _Large:
+            return await asyncio.to_thread(self.redact_data, value)
+
+    def _redact_small(self, value: Any, budget: list[int]) -> Any:
+        """:meth:`redact_data` while the text seen stays within ``budget`` (every node counts
+        at least one, so a huge structure of tiny strings is large too); else ``_Large``."""
+        kind = type(value)
+        if kind is str:
+            budget[0] -= len(value) + 1
+            if budget[0] < 0:
+                raise _Large
+            return self._redact_field(value)
+        if kind is dict:
+            budget[0] -= len(value)
+            return {key: self._redact_small(item, budget) for key, item in value.items()}
+        if kind is list or kind is tuple:
+            budget[0] -= len(value)
+            items = [self._redact_small(item, budget) for item in value]
+            return items if kind is list else tuple(items)
+        if isinstance(value, str | dict | list):  # subclasses: the general walk
+            raise _Large
+        return value
 
 
 class RedactingFilter(logging.Filter):

@@ -174,6 +174,12 @@ async def test_async_redaction_matches_the_sync_one_for_small_and_large_texts() 
     for scalar in (None, True, 3, 2.5):
         assert await redactor.aredact_data(scalar) is scalar
     assert await redactor.aredact_data({"k": ["hunter2-secret"]}) == {"k": [R]}
+    big = {"k": ["y" * THREAD_THRESHOLD, ("hunter2-secret", {"u": "https://u:p@h"})]}
+    assert await redactor.aredact_data(big) == {
+        "k": ["y" * THREAD_THRESHOLD, (R, {"u": f"https://{R}@h"})]
+    }
+    many = [["hunter2-secret"]] * THREAD_THRESHOLD  # many small strings: also whole
+    assert await redactor.aredact_data(many) == [[R]] * THREAD_THRESHOLD
 
 
 def test_the_logging_filter_redacts_formatted_messages() -> None:
@@ -191,3 +197,13 @@ def test_the_logging_filter_redacts_formatted_messages() -> None:
     assert log_filter.filter(clean) is True
     assert clean.msg == "all %s"  # untouched when there is nothing to hide
     assert clean.args is args
+
+
+async def test_a_secret_added_later_is_redacted_in_results_seen_before() -> None:
+    redactor = Redactor(["hunter2-secret"])
+    data = {"task": "deploy with token tok-abcdef-123", "n": [1, "hunter2-secret"]}
+    first = await redactor.aredact_data(data)
+    assert first == {"task": "deploy with token tok-abcdef-123", "n": [1, R]}
+    redactor.add("tok-abcdef-123")  # e.g. a pass-through secret registered later
+    assert await redactor.aredact_data(data) == {"task": f"deploy with token {R}", "n": [1, R]}
+    assert redactor.redact_data(data) == {"task": f"deploy with token {R}", "n": [1, R]}

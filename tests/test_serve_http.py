@@ -361,3 +361,58 @@ async def test_a_run_whose_client_leaves_is_cancelled_and_leaves_nothing(tmp_pat
             await asyncio.gather(reader, return_exceptions=True)
             await wait_for(lambda: srv.state.streams.open == 0, 30, "the stream to close")
             await wait_for(lambda: len(live_tasks()) <= base_tasks, 30, "tasks to end")
+
+
+def _history(runs: Path, count: int) -> list[tuple[str, str]]:
+    """``count`` finished runs as a controller leaves them (record + index line), oldest first."""
+    runs.mkdir(parents=True, exist_ok=True)
+    base_ms = 1_764_000_000_000
+    states = ["succeeded", "failed", "stopped"]
+    out = []
+    with (runs / "index.jsonl").open("w") as index:
+        for i in range(count):
+            run_id = f"claude-agent-{base_ms + i * 1000}-{i:06d}"
+            record = {
+                "id": run_id,
+                "state": states[i % 3],
+                "created": (base_ms + i * 1000) / 1000,
+                "finished_at": (base_ms + i * 1000) / 1000 + 5,
+                "workspace": f"/w/ws{i % 2}",
+                "task": f"task {i}",
+                "exit_code": 0 if i % 3 == 0 else 1,
+            }
+            line = json.dumps(record) + "\n"
+            index.write(line)
+            (runs / run_id).mkdir()
+            (runs / run_id / "result.json").write_text(line)
+            out.append((run_id, states[i % 3]))
+    return out
+
+
+async def test_the_agents_route_and_the_fleet_snapshot_come_in_pages(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    runs = _history(Path(settings.runs_root), 250)
+    newest = [run_id for run_id, _ in reversed(runs)]
+    async with running_server(settings) as srv, srv.client() as client:
+        first = await client.get("/v1/agents")
+        assert first.status_code == 200
+        assert [a["id"] for a in first.json()] == newest[:100]  # the default page
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 70, **({"cursor": cursor} if cursor else {})}
+            page = await client.get("/v1/agents", params=params)
+            assert page.status_code == 200, page.text
+            seen += [a["id"] for a in page.json()]
+            cursor = page.headers.get("X-Next-Cursor")
+            if cursor is None:
+                break
+        assert seen == newest  # every run once, newest first, across four pages
+        failed = await client.get("/v1/agents", params={"state": "failed", "limit": 500})
+        assert [a["id"] for a in failed.json()] == [i for i, s in reversed(runs) if s == "failed"]
+        assert "X-Next-Cursor" not in failed.headers
+        assert (await client.get("/v1/agents", params={"limit": 0})).status_code == 422
+        assert (await client.get("/v1/agents", params={"cursor": "x; rm -rf"})).status_code == 400
+        (snapshot,) = await read_events(client, "/v1/events", limit=1)
+        assert snapshot.event == "snapshot"
+        assert [a["id"] for a in data(snapshot)["agents"]] == newest[:200]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from agentkit.containers.finalize import Finalizer, recording_status
 from agentkit.containers.follow import Follower
+from agentkit.containers.fresh import FreshReads
 from agentkit.containers.launch import (
     SessionOptions,
     check_ask,
@@ -50,6 +51,7 @@ from agentkit.containers.launch import (
 )
 from agentkit.containers.launcher import Launcher
 from agentkit.containers.live import LiveRun
+from agentkit.containers.live_costs import LiveCosts
 from agentkit.containers.models import (
     ID_PATTERN,
     LABEL_MANAGED_BY,
@@ -196,6 +198,11 @@ class AgentService(SessionMethods):
             stall_action=settings.stall_action,
         )
         self.registry.subscribe(self.sessions)
+        self.live_costs = LiveCosts(self.gateway)
+        # concurrent reads of the same container / listing share requests, never stale ones
+        self._inspects: FreshReads[str, RunInfo | None] = FreshReads(self._inspect_owned)
+        self._lists: FreshReads[str, builtins.list[RunInfo]] = FreshReads(self._list_runs)
+        self.registry.subscribe(self.live_costs)
 
     def subscribe(self, observer: RunObserver) -> None:
         """Tell ``observer`` of every run's start, events and end (see :class:`RunRegistry`)."""
@@ -344,7 +351,13 @@ class AgentService(SessionMethods):
         """Validate the id; return the container if it exists (ours), else ``None``."""
         run_id = validate_agent_id(container_id)
         await self.start()
-        return run_id, await inspect_owned(await self.runtime(), run_id, self.settings.root)
+        return run_id, await self._inspects.get(run_id)
+
+    async def _inspect_owned(self, run_id: str) -> RunInfo | None:
+        return await inspect_owned(await self.runtime(), run_id, self.settings.root)
+
+    async def _list_runs(self, _key: str) -> builtins.list[RunInfo]:
+        return await (await self.runtime()).list(self.labels)
 
     async def status(self, container_id: str) -> AgentStatus:
         """State, exit code, times, turns, cost, session id and last text of one agent."""
@@ -379,20 +392,8 @@ class AgentService(SessionMethods):
         return await self._finalizer.finalize(None, run_id=run_id)
 
     async def _live_costs(self, statuses: Sequence[AgentStatus]) -> None:
-        """Running agents get the gateway's metered cost so far (one admin call)."""
-        running = [s for s in statuses if s.state == AgentState.RUNNING]
-        gateway = await self.gateway() if running else None
-        if gateway is None:
-            return
-        try:
-            found = await gateway.live([s.id for s in running])
-        except AgentkitError:
-            return  # no gateway answering: Claude Code's own figure stays
-        for status in running:
-            metered = found.get(status.id)
-            if metered is not None:
-                status.cost_usd = metered.get("cost_usd")
-                status.max_cost_usd = metered.get("max_cost_usd")
+        """Running agents get the gateway's metered cost so far (``live_costs.py``)."""
+        await self.live_costs.apply(statuses)
 
     async def output(self, container_id: str, lines: int = 100) -> AgentOutput:
         """The last ``lines`` events rendered for a reader (bounded), from memory or the record."""
@@ -572,8 +573,7 @@ class AgentService(SessionMethods):
         index = self.registry.index
         extra: list[AgentStatus] = []
         if flt.wants_running:
-            runtime = await self.runtime()
-            containers, _ = await asyncio.gather(runtime.list(self.labels), index.refresh())
+            containers, _ = await asyncio.gather(self._lists.get("runs"), index.refresh())
             seen = self._seen_running
             self._seen_running = {i.name for i in containers if i.running}
             if any(name not in index for name in seen - self._seen_running):
@@ -671,7 +671,7 @@ class AgentService(SessionMethods):
         container as running for a moment after ``wait`` returned.
         """
         await self.start()
-        containers = await (await self.runtime()).list(self.labels)
+        containers = await self._lists.get("runs")
         finals = self.registry.finals
         return {
             info.labels["agentkit.workspace"]

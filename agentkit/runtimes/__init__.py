@@ -76,14 +76,14 @@ async def open_runtime(
         raise ConfigError(f"unknown runtime {kind!r}: use one of {', '.join(RUNTIMES)}")
     client = docker or await open_docker(executor, settings)
     try:
-        if kind == "swarm":
-            from agentkit.runtimes.swarm import SwarmRuntime
-
-            return await SwarmRuntime.open(client, socket=settings.docker_socket, settings=settings)
         socket = settings.docker_socket
         engine = EngineHTTP(
             lambda: executor.open_unix_connection(socket), client.api_version, size=ENGINE_POOL
         )
+        if kind == "swarm":
+            from agentkit.runtimes.swarm import SwarmRuntime
+
+            return await SwarmRuntime.open(client, socket=socket, settings=settings, http=engine)
         return DockerRuntime(client, socket=socket, settings=settings, engine=engine)
     except BaseException:
         if docker is None:

@@ -43,6 +43,7 @@ from agentkit.runtimes.docker import (
     parse_time,
 )
 from agentkit.runtimes.docker_engine import docker_errors
+from agentkit.runtimes.engine_http import EngineHTTP
 from agentkit.runtimes.swarm_follow import (
     BACKSTOP,
     LOG_IDLE,
@@ -95,11 +96,15 @@ class SwarmRuntime(SwarmFollowing, Runtime):
         node_id: str,
         socket: str = "the Docker socket",
         settings: Settings | None = None,
+        http: EngineHTTP | None = None,
     ) -> None:
         self.docker = docker
         self.node_id = node_id
         self._socket = socket
-        self.engine = DockerRuntime(docker, socket=socket, settings=settings)
+        #: the hot queries (services, tasks, nodes, containers) over pooled keep-alive
+        #: connections, shared with :attr:`engine`, when given
+        self.http = http
+        self.engine = DockerRuntime(docker, socket=socket, settings=settings, engine=http)
         self.registry = settings.swarm_registry if settings is not None else None
         self._pushed: dict[str, str] = {}  # image -> the reference nodes pull (this image id)
         self._pending: dict[str, dict[str, Any]] = {}
@@ -116,6 +121,7 @@ class SwarmRuntime(SwarmFollowing, Runtime):
         *,
         socket: str = "the Docker socket",
         settings: Settings | None = None,
+        http: EngineHTTP | None = None,
     ) -> SwarmRuntime:
         """Check the engine is a swarm manager (``ConfigError`` saying how to fix it)."""
         with docker_errors("ask the Docker Engine about its swarm", socket):
@@ -123,13 +129,17 @@ class SwarmRuntime(SwarmFollowing, Runtime):
         problem = manager_problem(info)
         if problem:
             raise ConfigError(f"AGENTKIT_RUNTIME=swarm: {problem}")
-        return cls(docker, node_id=str(info["Swarm"]["NodeID"]), socket=socket, settings=settings)
+        node_id = str(info["Swarm"]["NodeID"])
+        return cls(docker, node_id=node_id, socket=socket, settings=settings, http=http)
 
     def _errors(self, what: str) -> Any:
         return docker_errors(what, self._socket)
 
     async def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         with self._errors(f"GET {path}"):
+            if self.http is not None:
+                query = {key: str(value) for key, value in (params or {}).items()}
+                return await self.http.get_json(path, query)
             return await self.docker._query_json(path, params=dict(params or {}))
 
     # --- create / start -------------------------------------------------------------------------
@@ -402,4 +412,4 @@ class SwarmRuntime(SwarmFollowing, Runtime):
         return self._pushed[key]
 
     async def aclose(self) -> None:
-        await self.docker.close()
+        await self.engine.aclose()  # the pooled connections, then the client

@@ -29,8 +29,8 @@ async def known_costs(conn: Connection) -> dict[str, Any]:
             "finished_at": status.finished_at,
             "cost_usd": status.cost_usd,
         }
-        for status in await conn.agents.list()
-        if status.finished and status.cost_usd is not None
+        for status in await conn.agents.list(state="finished")  # the in-memory index only
+        if status.cost_usd is not None
     ]
     runs.sort(key=lambda run: run["finished_at"] or 0.0)
     total = round(sum(float(run["cost_usd"] or 0.0) for run in runs), 6)

@@ -34,6 +34,8 @@ from agentkit.containers.streamjson import (
 from agentkit.serve.encode import agent_event
 from agentkit.serve.sse import Message, Position, format_position
 
+SNAPSHOT_FINISHED = 200  # finished runs in a subscriber's snapshot (every running one is in it)
+
 if TYPE_CHECKING:
     from agentkit.containers.records import RunRecord
     from agentkit.containers.service import AgentService
@@ -114,7 +116,7 @@ class FleetHub(RunObserver):
         self._subscribers.add(queue)
         try:
             if replay is None:
-                statuses = await self._agents.list()  # also adopts running agents
+                statuses = await self._snapshot()
                 yield Message("snapshot", {"agents": [s.to_dict() for s in statuses]}, mark)
             else:
                 for message in replay:
@@ -128,6 +130,17 @@ class FleetHub(RunObserver):
                     yield live
         finally:
             self._subscribers.discard(queue)
+
+    async def _snapshot(self) -> list[AgentStatus]:
+        """Every running agent (also adopts them) and the newest finished runs, newest first:
+        a long history never makes a subscriber's first message large."""
+        running, finished = await asyncio.gather(
+            self._agents.page(state="running", limit=None),
+            self._agents.page(state="finished", limit=SNAPSHOT_FINISHED),
+        )
+        by_id = {s.id: s for s in running.agents}
+        by_id.update((s.id, s) for s in finished.agents)  # one that ended meanwhile: its end
+        return sorted(by_id.values(), key=lambda s: s.id, reverse=True)
 
     def _current_id(self) -> str:
         return f"{self.epoch}-{self._seq}"

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
 
 from agentkit.serve.costs import known_costs
@@ -15,6 +15,7 @@ from agentkit.serve.encode import agent_event
 from agentkit.serve.models import INVALID, AgentStatusModel, CostsModel, ErrorModel, WorkspaceModel
 from agentkit.serve.sse import Message, Position, event_stream, format_position, parse_position
 from agentkit.serve.state import serve_state
+from agentkit.tools.containers import MAX_LIST, ListState
 
 if TYPE_CHECKING:
     from agentkit.containers.models import AgentStatus
@@ -36,6 +37,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 REWATCH_DELAY = 1.0  # seconds before watching a still running agent whose stream ended
+PAGE_SIZE = 100  # agents per GET /v1/agents page unless ?limit= says otherwise
 
 
 async def positioned(
@@ -60,9 +62,23 @@ def resource_router() -> APIRouter:
         tags=["agents"],
         operation_id="list_agents",
     )
-    async def list_agents(request: Request) -> list[dict[str, Any]]:
-        """Running agents and finished runs, newest first."""
-        return [s.to_dict() for s in await serve_state(request).conn.agents.list()]
+    async def list_agents(
+        request: Request,
+        response: Response,
+        state: Annotated[ListState | None, Query()] = None,
+        workspace: Annotated[str | None, Query(max_length=4096)] = None,
+        since: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = PAGE_SIZE,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> list[dict[str, Any]]:
+        """Running agents and finished runs, newest first, one page at a time: the next page's
+        ``cursor`` is in the ``X-Next-Cursor`` header (absent on the last page)."""
+        page = await serve_state(request).conn.agents.page(
+            state=state, workspace=workspace, since=since, limit=limit, cursor=cursor
+        )
+        if page.next_cursor:
+            response.headers["X-Next-Cursor"] = page.next_cursor
+        return [s.to_dict() for s in page.agents]
 
     def agent_route(
         method: str,
