@@ -233,6 +233,14 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_GATEWAY_EXTRA_HOSTS"),
         description="host:ip entries added to the gateway's /etc/hosts (comma separated).",
     )
+    gateway_server_tools: bool = Field(
+        default=False,
+        validation_alias=_env("AGENTKIT_GATEWAY_SERVER_TOOLS"),
+        description=(
+            "Let agents' requests use the model API's server-side tools (web search/fetch, "
+            "code execution, MCP connector, URL sources); these reach past the egress allowlist."
+        ),
+    )
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,

@@ -55,6 +55,10 @@ LABEL_ROLE = "agentkit.role"
 CONFIG_DIR = "/etc/agentkit-gateway"
 STATE_TARGET = "/var/lib/agentkit-gateway"
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
+#: the gateway container's memory: request bodies in flight (proxy.MAX_BODY_BYTES_IN_FLIGHT,
+#: 256 MiB, plus a read's copy of one 32 MiB body), one large body parsed at a time (at most
+#: request_body.MAX_JSON_VALUES values: under 100 MiB) and Python, aiohttp and squid (~100 MiB)
+GATEWAY_MEMORY = "768m"
 
 
 def gateway_names(root: str) -> tuple[str, str, str]:
@@ -134,6 +138,7 @@ class GatewayHost:
             "auth_token": token,
             "fleet_daily_usd": s.daily_budget_usd,
             "pricing": s.pricing,
+            "server_tools": s.gateway_server_tools,
             "egress_allow": allow,
             "own_names": [self.name],
             "api_port": API_PORT,
@@ -289,8 +294,8 @@ class GatewayHost:
             "CapAdd": ["SETUID", "SETGID"],
             "SecurityOpt": ["no-new-privileges"],
             "RestartPolicy": {"Name": "unless-stopped"},
-            "Memory": parse_memory("512m"),
-            "MemorySwap": parse_memory("512m"),
+            "Memory": parse_memory(GATEWAY_MEMORY),
+            "MemorySwap": parse_memory(GATEWAY_MEMORY),
             "PidsLimit": 256,
             # it sits on every run's network: it must never route between them
             "Sysctls": {"net.ipv4.ip_forward": "0"},

@@ -56,6 +56,7 @@ IN_CONTAINER_MODULES = (
     "pricing.py",
     "proxy.py",
     "proxy_auth.py",
+    "request_body.py",
     "server.py",
     "squid.py",
 )

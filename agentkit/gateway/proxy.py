@@ -11,7 +11,6 @@ then priced and written to the ledger. Runs inside the gateway container (stdlib
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from .ledger import AsyncLedger, Ledger, UsageRow
 from .metering import SSEUsage, usage_from_json
 from .peers import BODY_TIMEOUT
 from .pricing import PriceTable, TokenCounts
+from .request_body import BodyInspector, BodyRefused
 
 __all__ = [
     "DRAIN_MAX_BYTES",
@@ -49,8 +49,6 @@ MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 #: usage) for at most this many seconds and bytes; past either, the reserved worst case is charged
 DRAIN_TIMEOUT = 900.0
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
-#: input tokens assumed per byte of request body when reserving a request's worst case
-INPUT_TOKENS_PER_BYTE = 1 / 3
 #: the only requests forwarded upstream: (method, path) -> query parameters allowed
 ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/messages"): frozenset({"beta"}),
@@ -148,6 +146,7 @@ class Gateway:
         self.runs = Runs()
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.bodies = BodyInspector()  # parse, policy and worst case of request bodies
         self.body_bytes = 0  # request bodies being read or held (see MAX_BODY_BYTES_IN_FLIGHT)
         self.body_timeout = BODY_TIMEOUT
         self.drain_timeout = DRAIN_TIMEOUT
@@ -238,7 +237,12 @@ class Gateway:
             )
             slow.force_close()
             return slow
-        reserved = await self._worst_case(body)
+        try:
+            wanted = await self.bodies.inspect(body)
+        except BodyRefused as exc:
+            return error_response(400, "invalid_request_error", str(exc), retry=False)
+        worst = TokenCounts(input_tokens=wanted.input_tokens, output_tokens=wanted.max_tokens)
+        reserved = self.prices.cost(wanted.model, worst)
         refusal = self.runs.reserve(entry, reserved)
         if refusal is not None:
             return self._refuse(entry, refusal)
@@ -248,29 +252,6 @@ class Gateway:
         finally:
             if not call.handed_off:
                 self.runs.release(entry, reserved)
-
-    async def _worst_case(self, body: bytes) -> float:
-        """The most a request can cost: its body as input tokens, plus ``max_tokens`` output."""
-        data: Any = None
-        if body[:1] == b"{":
-            try:
-                if len(body) > 256 * 1024:
-                    data = await asyncio.to_thread(json.loads, body)
-                else:
-                    data = json.loads(body)
-            except ValueError:
-                data = None
-        model, max_tokens = "", 0
-        if isinstance(data, dict):
-            name = data.get("model")
-            model = name if isinstance(name, str) else ""
-            value = data.get("max_tokens")
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                max_tokens = value
-        tokens = TokenCounts(
-            input_tokens=int(len(body) * INPUT_TOKENS_PER_BYTE) + 1, output_tokens=max_tokens
-        )
-        return self.prices.cost(model, tokens)
 
     async def _forward(self, request: web.Request, call: _Call, body: bytes) -> web.StreamResponse:
         entry, reserved = call.entry, call.reserved

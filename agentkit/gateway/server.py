@@ -71,6 +71,9 @@ class GatewayConfig:
     #: bounds on reading the rest of an answer whose agent hung up (seconds, bytes)
     drain_timeout: float = DRAIN_TIMEOUT
     drain_max_bytes: int = DRAIN_MAX_BYTES
+    #: forward server-side tools, the MCP connector and URL sources (the model API then
+    #: reaches addresses past the egress allowlist); off: refused with a 400
+    server_tools: bool = False
 
     @classmethod
     def read(cls, path: str) -> GatewayConfig:
@@ -109,6 +112,7 @@ async def serve(
         PriceTable(parse_overrides(config.pricing)),
     )
     gateway.runs.fleet_daily_usd = config.fleet_daily_usd
+    gateway.bodies.allow_server_tools = config.server_tools
     gateway.body_timeout = config.body_timeout
     gateway.drain_timeout = config.drain_timeout
     gateway.drain_max_bytes = config.drain_max_bytes
@@ -152,6 +156,7 @@ async def serve(
         gateway.upstream = Upstream(new.upstream_url, new.api_key, new.auth_token)
         gateway.prices = PriceTable(parse_overrides(new.pricing))
         gateway.runs.fleet_daily_usd = new.fleet_daily_usd
+        gateway.bodies.allow_server_tools = new.server_tools
         if squid_text(new) != squid_text(config) or squid.state() != "running":
             await squid.restart(squid_text(new))
         config = new

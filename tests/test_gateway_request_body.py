@@ -1,0 +1,142 @@
+"""What the gateway reads in a request body before forwarding it (agentkit.gateway.request_body),
+through the real server code in-process: a JSON value bomb is refused before it is parsed into
+objects, server-side tools and URL sources are refused unless the operator allows them, and the
+worst case reserved follows the content (not JSON whitespace; images and documents at their
+worst case). The upstream is a small aiohttp app that records what reaches it and can hold its
+answers (so a request stays in flight while another is admitted or refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agentkit.gateway.proxy import MAX_BODY
+from agentkit.gateway.request_body import (
+    MAX_JSON_VALUES,
+    BodyRefused,
+    count_values,
+    inspect,
+)
+from tests.gateway_support import local_gateway
+
+BODY: dict[str, Any] = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+ANSWER = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-5-5",
+    "content": [{"type": "text", "text": "ok"}],
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 10, "output_tokens": 5},
+}
+
+
+class Upstream:
+    """Records each request body; answers once ``release`` is set (set from the start unless
+    ``hold``); ``arrived`` is set when a request came in."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.bodies: list[bytes] = []
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.read())
+        self.arrived.set()
+        await self.release.wait()
+        return web.json_response(ANSWER)
+
+
+@asynccontextmanager
+async def upstream_app(upstream: Upstream) -> AsyncIterator[Upstream]:
+    app = web.Application(client_max_size=MAX_BODY + 1024)
+    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream.url = f"http://127.0.0.1:{port}"
+    try:
+        yield upstream
+    finally:
+        upstream.release.set()
+        await runner.cleanup()
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, token: str, body: bytes | dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with http.post(
+        f"{url}/v1/messages",
+        data=data,
+        headers={"x-api-key": token, "content-type": "application/json"},
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+def peak_rss_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+# --- F2: one body must not become an unbounded object tree ------------------------------------
+
+
+def bomb(unit: bytes) -> bytes:
+    """A body of just under MAX_BODY: ``unit`` repeated in the messages list."""
+    head = b'{"model":"claude-sonnet-5-5","max_tokens":1,"messages":['
+    count = (MAX_BODY - len(head) - 8) // (len(unit) + 1)
+    return head + (unit + b",") * (count - 1) + unit + b"]}"
+
+
+async def test_a_json_value_bomb_is_refused_with_a_400_and_bounded_memory(tmp_path: Path) -> None:
+    async with (
+        upstream_app(Upstream()) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("bomb")
+        before = peak_rss_mb()
+        for unit in (b"[]", b"{}", b"0.0", b'"ab"'):
+            status, answer = await post(http, gw.url, token, bomb(unit))
+            assert status == 400, (unit, answer)
+            assert answer["error"]["type"] == "invalid_request_error"
+            assert f"over {MAX_JSON_VALUES} JSON values" in answer["error"]["message"]
+        # parsed, ~11 million lists alone are ~870 MB; refused unparsed, the bodies are the cost
+        assert peak_rss_mb() - before < 300
+        assert upstream.bodies == []
+        # and the gateway still serves
+        status, _ = await post(http, gw.url, token, BODY)
+        assert status == 200
+
+
+def test_values_are_counted_outside_strings_only() -> None:
+    # commas, colons and brackets inside strings are text, not values
+    text = json.dumps({"messages": [{"content": "a, b: [c] {d}" * 200_000}]}).encode()
+    assert count_values(text, limit=100) <= 6
+    nested = b'{"a":[1,2,{"b":"\\"x,"}]}'  # 7 marks outside the string, 8 in all
+    assert count_values(nested, limit=7) == 8
+    assert count_values(nested, limit=3) == 4  # past the limit, counting stops
+    with pytest.raises(BodyRefused, match="JSON values"):
+        inspect(b"[" + b"0," * MAX_JSON_VALUES + b"0]")
+    with pytest.raises(BodyRefused, match="not valid JSON"):
+        inspect(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(BodyRefused, match="not a JSON object"):
+        inspect(b"[1]")
