@@ -8,6 +8,7 @@ answers (so a request stays in flight while another is admitted or refused)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import resource
 from collections.abc import AsyncIterator
@@ -19,8 +20,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit.gateway.pricing import PriceTable, TokenCounts
 from agentkit.gateway.proxy import MAX_BODY
 from agentkit.gateway.request_body import (
+    DOCUMENT_TOKENS,
+    IMAGE_TOKENS,
     MAX_JSON_VALUES,
     BodyRefused,
     count_values,
@@ -45,22 +49,34 @@ ANSWER = {
 
 
 class Upstream:
-    """Records each request body; answers once ``release`` is set (set from the start unless
-    ``hold``); ``arrived`` is set when a request came in."""
+    """Records each request body; answers ``answer`` (or ``events`` as a stream) once
+    ``release`` is set (set from the start unless ``hold``); ``arrived[i]`` is set when request
+    ``i`` came in."""
 
-    def __init__(self, *, hold: bool = False) -> None:
+    def __init__(
+        self, *, hold: bool = False, answer: dict[str, Any] | None = None, events: Any = None
+    ) -> None:
         self.bodies: list[bytes] = []
-        self.arrived = asyncio.Event()
+        self.arrived = [asyncio.Event() for _ in range(16)]
         self.release = asyncio.Event()
         if not hold:
             self.release.set()
+        self.answer = answer or ANSWER
+        self.events: list[dict[str, Any]] | None = events
         self.url = ""
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.read())
-        self.arrived.set()
+        self.arrived[len(self.bodies) - 1].set()
         await self.release.wait()
-        return web.json_response(ANSWER)
+        if self.events is None:
+            return web.json_response(self.answer)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for event in self.events:
+            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await response.write_eof()
+        return response
 
 
 @asynccontextmanager
@@ -204,7 +220,8 @@ async def test_server_side_tools_and_url_sources_are_refused_by_default(tmp_path
             status, answer = await post(http, gw.url, token, {**BODY, **extra})
             assert status == 400, (name, answer)
             message = answer["error"]["message"]
-            assert "egress allowlist" in message and "AGENTKIT_GATEWAY_SERVER_TOOLS" in message
+            assert "egress allowlist" in message
+            assert "AGENTKIT_GATEWAY_SERVER_TOOLS" in message
         assert upstream.bodies == []  # none reached the model API
         # client-side tools (the agent runs them) pass
         status, _ = await post(http, gw.url, token, {**BODY, "tools": CLIENT_TOOLS})
@@ -255,3 +272,111 @@ async def test_a_real_claude_code_run_passes_the_body_checks(tmp_path: Path) -> 
             assert 0 < wanted.input_tokens < 100_000
         live = (await gw.client.runs(["claude-code"]))["claude-code"]
         assert live["requests"] == len(server.message_requests)
+
+
+# --- F6: the worst case follows the content; metering prices every kind of usage --------------
+
+
+async def second_request_status(tmp_path: Path, body: bytes | dict[str, Any], budget: float) -> int:
+    """The status of ``body`` sent while a small request of the same run (budget ``budget``)
+    is held in flight, so that ``body`` must fit its worst case in what is left."""
+    tmp_path.mkdir(exist_ok=True)
+    async with (
+        upstream_app(Upstream(hold=True)) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("second", max_cost_usd=budget)
+        first = asyncio.create_task(post(http, gw.url, token, BODY))
+        await upstream.arrived[0].wait()
+        second = asyncio.create_task(post(http, gw.url, token, body))
+        arrived = asyncio.create_task(upstream.arrived[1].wait())
+        await asyncio.wait({second, arrived}, return_when=asyncio.FIRST_COMPLETED)
+        arrived.cancel()
+        upstream.release.set()
+        assert (await first)[0] == 200
+        return (await second)[0]
+
+
+async def test_json_whitespace_is_not_reserved_as_input(tmp_path: Path) -> None:
+    # 1.5 MB of spaces between the JSON tokens: was reserved as 500k input tokens ($1.50 of
+    # sonnet) and refused next to any other request under a $0.50 budget; the API bills none
+    padded = json.dumps(BODY).encode()
+    padded = padded[:1] + b" " * 1_500_000 + padded[1:]
+    assert await second_request_status(tmp_path, padded, budget=0.5) == 200
+
+
+def with_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        **BODY,
+        "messages": [{"role": "user", "content": [*blocks, {"type": "text", "text": "?"}]}],
+    }
+
+
+PDF = base64.b64encode(b"%PDF-1.7\n" + b"0" * 300).decode()
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 100).decode()
+
+
+async def test_a_document_is_reserved_at_its_page_cap_worst_case(tmp_path: Path) -> None:
+    # a few hundred bytes of PDF can bill 100 pages x ~3k tokens; was reserved as ~200 tokens
+    doc = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+    }
+    body = with_blocks([doc])
+    assert inspect(json.dumps(body).encode()).input_tokens >= DOCUMENT_TOKENS
+    assert await second_request_status(tmp_path, body, budget=0.5) == 429
+
+
+async def test_images_are_reserved_at_their_worst_case(tmp_path: Path) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    body = with_blocks([image] * 40)  # 40 x 5,000 tokens: $0.60 of sonnet, ~6 KB of body
+    assert inspect(json.dumps(body).encode()).input_tokens >= 40 * IMAGE_TOKENS
+    assert await second_request_status(tmp_path / "a", body, budget=0.5) == 429
+    assert await second_request_status(tmp_path / "b", with_blocks([image] * 2), budget=0.5) == 200
+
+
+async def test_one_hour_cache_writes_and_web_searches_are_metered_at_their_prices(
+    tmp_path: Path,
+) -> None:
+    start = {
+        "type": "message_start",
+        "message": {
+            "model": "claude-sonnet-5-5",
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 300_000,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 100_000,
+                    "ephemeral_1h_input_tokens": 200_000,
+                },
+            },
+        },
+    }
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 20, "server_tool_use": {"web_search_requests": 3}},
+    }
+    events = [start, end, {"type": "message_stop"}]
+    async with (
+        upstream_app(Upstream(events=events)) as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, server_tools=True) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("cached")
+        search = {"tools": [{"type": "web_search_20250305", "name": "web_search"}], "stream": True}
+        async with http.post(
+            f"{gw.url}/v1/messages", json={**BODY, **search}, headers={"x-api-key": token}
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+        await gw.client.end("cached")
+        cost = (await gw.client.runs(["cached"]))["cached"]["cost_usd"]
+    # sonnet: $3 input, $15 output, 5m writes $3.75, 1h writes $6 per million; $0.01 a search
+    expected = (10 * 3 + 20 * 15 + 100_000 * 3.75 + 200_000 * 6) / 1e6 + 3 * 0.01
+    assert cost == pytest.approx(expected)
+    assert PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(cache_creation_input_tokens=300_000)
+    ) == pytest.approx(1.125)

@@ -20,6 +20,8 @@ __all__ = ["MAX_LINE", "SSEUsage", "usage_from_json"]
 #: longest SSE line kept for parsing (bytes); longer lines (big text deltas) are skipped
 MAX_LINE = 1 << 20
 _WANTED = (b"message_start", b"message_delta", b"error")
+#: nested usage objects kept (for pricing): the 1-hour part of the cache writes, web searches
+_PARTS = ("cache_creation", "server_tool_use")
 
 
 class SSEUsage:
@@ -29,7 +31,7 @@ class SSEUsage:
         self._buf = bytearray()
         self._skipping = False  # inside an over-long line
         self._event = b""
-        self._fields: dict[str, int] = {}
+        self._fields: dict[str, Any] = {}
         self.model: str | None = None
         self.error: str | None = None
         self.stopped = False  # a message_delta arrived (the message completed)
@@ -94,6 +96,10 @@ class SSEUsage:
         for key, value in usage.items():
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 self._fields[key] = value  # counts in message_delta are cumulative
+            elif key in _PARTS and isinstance(value, dict):  # the 1h cache writes, web searches
+                self._fields[key] = {
+                    k: v for k, v in value.items() if isinstance(v, int) and v >= 0
+                }
 
     @property
     def tokens(self) -> TokenCounts:
