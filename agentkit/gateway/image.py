@@ -50,6 +50,7 @@ IN_CONTAINER_MODULES = (
     "admin.py",
     "budgets.py",
     "egress.py",
+    "egress_record.py",
     "ledger.py",
     "metering.py",
     "peers.py",

@@ -394,6 +394,23 @@ class Ledger:
             (at, run_id, client, method, target, result),
         )
 
+    def record_egress_many(
+        self, rows: Sequence[tuple[float, str | None, str, str, str, str]]
+    ) -> None:
+        """Rows of ``(at, run_id, client, method, target, result)`` in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO egress (at, run_id, client, method, target, result) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def egress(self, run_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
         rows = self._read(
             "SELECT at, method, target, result FROM egress WHERE run_id=? ORDER BY id DESC LIMIT ?",

@@ -32,6 +32,7 @@ from .addresses import address_in, addresses_in
 from .admin import admin_app
 from .budgets import RunEntry, day_start
 from .egress import parse_access_line, squid_config
+from .egress_record import EgressRecorder, EgressRow
 from .ledger import AsyncLedger, Ledger
 from .peers import BODY_TIMEOUT, HEAD_TIMEOUT, PeerLimit
 from .pricing import PriceTable, parse_overrides
@@ -119,23 +120,16 @@ async def serve(
     await gateway.open()
     await _load_runs(gateway)
     pruning = asyncio.create_task(_prune_forever(ledger, lambda: config.ledger_retention_s))
+    refusals = EgressRecorder(ledger)  # bounded, batched: an agent flooding squid costs nothing
+    refusals.start()
 
     def on_squid_line(line: str) -> None:
         access = parse_access_line(line)
         if access is None or not access.refused:
             return
         run_id = access.run_id  # the run squid checked the login of, never guessed by address
-        gateway.background(
-            ledger.run(
-                lambda db: db.record_egress(
-                    at=access.at,
-                    run_id=run_id,
-                    client=access.client,
-                    method=access.method,
-                    target=access.target,
-                    result=access.result,
-                )
-            )
+        refusals.offer(
+            EgressRow(access.at, run_id, access.client, access.method, access.target, access.result)
         )
 
     squid = Squid(squid_conf, on_squid_line, login=gateway.runs.login)
@@ -213,6 +207,7 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await pruning
         await squid.close()
+        await refusals.close()
         await admin_runner.cleanup()
         for server in listeners.values():
             server.close()
