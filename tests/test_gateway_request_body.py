@@ -30,7 +30,11 @@ from agentkit.gateway.request_body import (
     count_values,
     inspect,
 )
+from tests import test_gateway_e2e as e2e
 from tests.gateway_support import local_gateway
+
+gateway_image = e2e.gateway_image
+gateway_cleanup = e2e.gateway_cleanup
 
 BODY: dict[str, Any] = {
     "model": "claude-sonnet-5-5",
@@ -380,3 +384,63 @@ async def test_one_hour_cache_writes_and_web_searches_are_metered_at_their_price
     assert PriceTable().cost(
         "claude-sonnet-5-5", TokenCounts(cache_creation_input_tokens=300_000)
     ) == pytest.approx(1.125)
+
+
+BOMBS = r"""
+import json, os, socket, sys, threading
+host = os.environ["ANTHROPIC_BASE_URL"].split("//", 1)[1].rstrip("/")
+name, port = host.rsplit(":", 1)
+token = os.environ["ANTHROPIC_API_KEY"]
+head = b'{"model":"claude-sonnet-5-5","max_tokens":1,"messages":['
+answers = {}
+def post(i, unit):
+    n = (32 * 1024 * 1024 - 200) // (len(unit) + 1)
+    body = head + (unit + b",") * (n - 1) + unit + b"]}"
+    s = socket.create_connection((name, int(port)))
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+              + b"x-api-key: " + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    s.sendall(body)
+    answers[i] = s.recv(200).split(b"\r\n", 1)[0].decode()
+units = [b"[]", b"{}", b"0.0", b'"ab"'] * 2
+threads = [threading.Thread(target=post, args=(i, u)) for i, u in enumerate(units)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("ANSWERS", json.dumps(sorted(answers.values())))
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.image
+@pytest.mark.slow
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_eight_concurrent_value_bombs_leave_the_gateway_container_up(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    """In the real container (its memory limit): 8 bodies of 32 MiB at once, the most the
+    gateway reads at a time, each a value bomb. Before, one of them OOM-killed it."""
+    from agentkit.containers.service import AgentService
+    from agentkit.executors.local import LocalExecutor
+    from agentkit.gateway.host import gateway_names
+    from tests.test_gateway_e2e import _exec, _inspect, _settings
+
+    settings = _settings(tmp_path / "root", agent_image, anthropic_api_key="sk-ant-unused")
+    gw_name, _, _ = gateway_names(settings.root)
+    async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
+        agent = await agents.spawn("bombs", "bombs", 300_000, entrypoint=["sleep", "300"])
+        started = (await _inspect(gw_name))["State"]["StartedAt"]
+        out = await _exec(agent.id, ["python3", "-c", BOMBS], user="1001")
+        answers = json.loads(out.split("ANSWERS", 1)[1])
+        assert answers == ["HTTP/1.1 400 Bad Request"] * 8, out
+        peak = await _exec(  # cgroup v2, else v1: printed as a measurement
+            gw_name,
+            [
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.peak 2>/dev/null"
+                " || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes",
+            ],
+        )
+        print(f"gateway memory peak: {peak.strip()} bytes")
+        state = (await _inspect(gw_name))["State"]
+        assert state["StartedAt"] == started  # never restarted
+        assert not state["OOMKilled"]
