@@ -5,9 +5,12 @@ an agent flooding the real squid in the real gateway container."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,22 @@ def row(run_id: str | None, n: int) -> EgressRow:
     )
 
 
+class Background:
+    """Runs the recorder's writes as tasks and waits for them (what the gateway's own
+    ``background``/``drain`` do)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.add(asyncio.ensure_future(coro))
+
+    async def drain(self) -> None:
+        while self.tasks:
+            task = self.tasks.pop()
+            await task
+
+
 def egress_rows(path: Path) -> list[tuple[str | None, str]]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -47,15 +66,15 @@ def egress_rows(path: Path) -> list[tuple[str | None, str]]:
 async def test_refusals_past_a_runs_cap_are_counted_not_recorded(tmp_path: Path) -> None:
     ledger = AsyncLedger(str(tmp_path / "ledger.sqlite"))
     await ledger.open()
-    recorder = EgressRecorder(ledger)
-    recorder.start()
+    background = Background()
+    recorder = EgressRecorder(ledger, background)
     try:
         for n in range(5_000):
             recorder.offer(row("flood", n))
             if n < 3:
                 recorder.offer(row("quiet", n))
     finally:
-        await recorder.close()
+        await background.drain()
         await ledger.close()
     rows = egress_rows(tmp_path / "ledger.sqlite")
     flood = [target for run, target in rows if run == "flood"]
@@ -71,15 +90,15 @@ async def test_refusals_past_a_runs_cap_are_counted_not_recorded(tmp_path: Path)
 async def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
     ledger = AsyncLedger(str(tmp_path / "ledger.sqlite"))
     await ledger.open()
-    recorder = EgressRecorder(ledger)
-    recorder.start()
+    background = Background()
+    recorder = EgressRecorder(ledger, background)
     try:
         # one refusal each from many runs, offered faster than any write (no await between)
         for n in range(MAX_QUEUED + 500):
             recorder.offer(row(f"run-{n}", n))
         assert recorder.overflow == 500
     finally:
-        await recorder.close()
+        await background.drain()
         await ledger.close()
     assert len(egress_rows(tmp_path / "ledger.sqlite")) == MAX_QUEUED
 

@@ -7,14 +7,17 @@ keeps, per run (``None``: refusals no run is known for; at most :data:`MAX_RUNS`
 the first :data:`MAX_ROWS_PER_RUN` refusals as rows, then one row saying further refusals go
 unrecorded, and only counts the rest;
 rows wait in a queue of at most :data:`MAX_QUEUED` (more are dropped and counted) that one task
-writes in batches, each batch one transaction. Standard library only (runs in the gateway).
+at a time writes in batches, each batch one transaction. Standard library only (runs in the
+gateway).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .ledger import AsyncLedger, Ledger
 
@@ -45,18 +48,22 @@ class EgressRow:
 
 
 class EgressRecorder:
-    """Bounded recording of refused egress requests (see the module docstring)."""
+    """Bounded recording of refused egress requests (see the module docstring).
 
-    def __init__(self, ledger: AsyncLedger) -> None:
+    ``background`` runs the writing coroutine (the gateway's :meth:`~.proxy.Gateway.background`,
+    so that :meth:`~.proxy.Gateway.drain` - awaited before the admin API reads the ledger -
+    waits for the refusals taken so far to be written). One write runs at a time."""
+
+    def __init__(
+        self, ledger: AsyncLedger, background: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
         self._ledger = ledger
+        self._background = background
         self._queue: asyncio.Queue[EgressRow] = asyncio.Queue(MAX_QUEUED)
+        self._writing = False
         self.recorded: dict[str | None, int] = {}  # rows taken per run
         self.unrecorded: dict[str | None, int] = {}  # refusals past the run's cap, per run
         self.overflow = 0  # rows dropped because the queue was full
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._write_forever())
 
     def offer(self, row: EgressRow) -> None:
         """Take a refusal (never blocks, never grows past the bounds)."""
@@ -74,13 +81,20 @@ class EgressRecorder:
             self._queue.put_nowait(row)
         except asyncio.QueueFull:
             self.overflow += 1
+            return
+        if not self._writing:
+            self._writing = True
+            self._background(self._write_queued())
 
-    async def _write_forever(self) -> None:
-        while True:
-            rows = [await self._queue.get()]
-            while len(rows) < BATCH and not self._queue.empty():
-                rows.append(self._queue.get_nowait())
-            await self._write(rows)
+    async def _write_queued(self) -> None:
+        try:
+            while not self._queue.empty():
+                rows: list[EgressRow] = []
+                while len(rows) < BATCH and not self._queue.empty():
+                    rows.append(self._queue.get_nowait())
+                await self._write(rows)
+        finally:
+            self._writing = False  # no await since the queue was seen empty: nothing missed
 
     async def _write(self, rows: list[EgressRow]) -> None:
         def write(db: Ledger) -> None:
@@ -92,15 +106,3 @@ class EgressRecorder:
             await self._ledger.run(write)
         except Exception:  # a full disk must not stop the recording of later refusals
             logger.exception("could not record %d egress refusals", len(rows))
-
-    async def close(self) -> None:
-        """Write what is queued, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        rows: list[EgressRow] = []
-        while not self._queue.empty():
-            rows.append(self._queue.get_nowait())
-        for start in range(0, len(rows), BATCH):
-            await self._write(rows[start : start + BATCH])

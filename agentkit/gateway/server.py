@@ -120,8 +120,8 @@ async def serve(
     await gateway.open()
     await _load_runs(gateway)
     pruning = asyncio.create_task(_prune_forever(ledger, lambda: config.ledger_retention_s))
-    refusals = EgressRecorder(ledger)  # bounded, batched: an agent flooding squid costs nothing
-    refusals.start()
+    # bounded and batched: an agent flooding squid with refused requests costs next to nothing
+    refusals = EgressRecorder(ledger, gateway.background)
 
     def on_squid_line(line: str) -> None:
         access = parse_access_line(line)
@@ -207,7 +207,6 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await pruning
         await squid.close()
-        await refusals.close()
         await admin_runner.cleanup()
         for server in listeners.values():
             server.close()
