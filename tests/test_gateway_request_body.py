@@ -162,6 +162,26 @@ def test_values_are_counted_outside_strings_only() -> None:
         inspect(b"[1]")
 
 
+#: bodies whose value count needs the exact scan (over MAX_JSON_VALUES marks in all), shaped to
+#: make a backtracking string pattern retry from every quote: quadratic before (20k escaped
+#: quotes did not finish in 2 minutes); the per-test timeout is the failure mode
+SCAN_ADVERSARIAL = {
+    "escaped quotes, never closed": b'{"a":"' + b'\\"' * 4_000_000 + b"," * 1_100_000,
+    "backslash runs": b'{"a":"' + b"\\" * 4_000_001 + b"," * 1_100_000,
+    "lone quotes": b'"' + b'\\",' * 2_000_000,
+    "quotes and marks": b'",' * 4_000_000,
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(SCAN_ADVERSARIAL))
+def test_the_value_scan_is_linear_on_adversarial_strings(name: str) -> None:
+    body = SCAN_ADVERSARIAL[name]
+    assert len(body) > MAX_JSON_VALUES
+    with pytest.raises(BodyRefused):
+        inspect(body)
+
+
 # --- F7: nothing that makes the model API fetch for the agent, unless the operator allows it ---
 
 REFUSED: dict[str, dict[str, Any]] = {

@@ -51,7 +51,9 @@ MAX_CONTEXT_TOKENS = 1_000_000
 #: tool types the client (the agent) runs itself; any other typed tool runs on the API's side
 CLIENT_TOOL_PREFIXES = ("custom", "bash_", "text_editor_", "computer_", "memory_")
 
-_STRING_OR_MARK = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[,:\[{]')
+#: a string (to its closing quote, or to the end when it has none: never a second try from a
+#: later quote, which made a body of ``"\"\"\"...`` quadratic), or a mark that adds a value
+_STRING_OR_MARK = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"?|[,:\[{]')
 
 
 class BodyRefused(ValueError):
@@ -75,7 +77,7 @@ def count_values(body: bytes, limit: int = MAX_JSON_VALUES) -> int:
         return marks + 1
     count = 1
     for match in _STRING_OR_MARK.finditer(body):
-        if match.end() - match.start() == 1:
+        if match.end() - match.start() == 1 and match[0] != b'"':
             count += 1
             if count > limit:
                 break
