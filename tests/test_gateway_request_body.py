@@ -170,6 +170,7 @@ SCAN_ADVERSARIAL = {
     "backslash runs": b'{"a":"' + b"\\" * 4_000_001 + b"," * 1_100_000,
     "lone quotes": b'"' + b'\\",' * 2_000_000,
     "quotes and marks": b'",' * 4_000_000,
+    "adjacent strings": b'{"a":[' + b'"x"' * 10_000_000 + b"," * 1_100_000 + b"]}",
 }
 
 

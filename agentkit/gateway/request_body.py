@@ -76,11 +76,12 @@ def count_values(body: bytes, limit: int = MAX_JSON_VALUES) -> int:
     if marks <= limit:
         return marks + 1
     count = 1
-    for match in _STRING_OR_MARK.finditer(body):
+    # in JSON, strings are separated by marks: more than 2 matches per mark is not JSON
+    for seen, match in enumerate(_STRING_OR_MARK.finditer(body)):
         if match.end() - match.start() == 1 and match[0] != b'"':
             count += 1
-            if count > limit:
-                break
+        if count > limit or seen > 2 * limit + 2:
+            return max(count, limit + 1)
     return count
 
 
