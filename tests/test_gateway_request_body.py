@@ -465,3 +465,44 @@ async def test_eight_concurrent_value_bombs_leave_the_gateway_container_up(
         state = (await _inspect(gw_name))["State"]
         assert state["StartedAt"] == started  # never restarted
         assert not state["OOMKilled"]
+
+
+@pytest.mark.slow
+async def test_claude_codes_web_search_is_refused_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Claude Code's WebSearch tool sends its own request with the ``web_search`` server tool:
+    under the default policy the gateway refuses it (it never reaches the model API), Claude
+    Code gets the refusal as the tool's result, and the run carries on."""
+    from agentkit.testing import ScriptedAnthropicServer, reply, scripts
+    from tests.test_agent_claude_code import claude_bin, cli_env, run_claude
+
+    binary = claude_bin()
+    work, home = tmp_path / "work", tmp_path / "home"
+    for folder in (work, home, tmp_path / "gw"):
+        folder.mkdir()
+    script = scripts.ClaudeCodeScript(
+        [reply.tool_use("WebSearch", {"query": "agentkit gateway"}), reply.text("No search.")],
+        side_reply=reply.text("side"),
+    )
+    async with (
+        ScriptedAnthropicServer(script) as server,
+        local_gateway(tmp_path / "gw", upstream_url=server.url) as gw,
+    ):
+        token = await gw.run("search")
+        code, events, stderr = await run_claude(
+            binary, work, cli_env(gw.url, home, ANTHROPIC_API_KEY=token), "search the web"
+        )
+    assert code == 0, stderr
+    assert events[-1]["result"] == "No search."
+    for request in server.message_requests:
+        assert "web_search" not in json.dumps(request.body.get("tools", []))
+    results = [
+        block
+        for e in events
+        if e["type"] == "user"
+        for block in e["message"]["content"]
+        if block.get("type") == "tool_result"
+    ]
+    (result,) = results
+    assert result["is_error"] is True
+    assert "server-side tool 'web_search_20250305' is refused" in result["content"]
+    assert "AGENTKIT_GATEWAY_SERVER_TOOLS=true" in result["content"]
