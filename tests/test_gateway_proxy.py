@@ -992,3 +992,56 @@ async def test_a_run_end_summary_includes_the_answer_still_being_read(tmp_path: 
     assert summary["requests"] == 1
     assert summary["output_tokens"] == 20_000
     assert "provisional" not in summary
+
+
+async def test_an_answer_relayed_past_the_answer_timeout_is_cut_off_and_charged(
+    tmp_path: Path,
+) -> None:
+    async with (
+        GatedUpstream() as upstream,  # never sends the rest: the answer would last forever
+        local_gateway(
+            tmp_path, upstream_url=upstream.url, answer_timeout=1.0, drain_timeout=1.0
+        ) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-long")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        async with asyncio.timeout(30):  # the agent keeps reading; the gateway ends it
+            with contextlib.suppress(aiohttp.ClientError):
+                async for _ in resp.content.iter_any():
+                    pass
+            summary: dict[str, Any] = {}
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-long"]))["run-long"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+    (row,) = ledger_rows(tmp_path)
+    assert row.note == "agent hung up: worst case charged"
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    assert row.cost_usd >= reserved
+    assert row.tokens.input_tokens == 100_000  # what did arrive is kept for the record
+
+
+async def test_a_run_end_summary_is_provisional_while_an_answer_is_still_relayed(
+    tmp_path: Path,
+) -> None:
+    async with (
+        GatedUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, drain_timeout=1.0) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-busy")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        assert b"message_start" in await resp.content.readany()
+        summary = await gw.client.end("run-busy")  # waits at most the drain timeout
+        upstream.go.set()
+        rest = await resp.read()  # the agent still gets the rest of its answer
+    assert summary is not None
+    assert summary["provisional"] is True
+    assert summary["requests"] == 0
+    assert b"message_stop" in rest

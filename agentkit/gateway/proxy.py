@@ -477,7 +477,7 @@ class Gateway:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            gone, cut = True, f"answer not taken within {self.answer_timeout:g} s"
+            gone, cut = True, f"did not take the answer within {self.answer_timeout:g} s"
         finally:
             if cut is not None:
                 logger.warning("%s cut off: its agent %s", entry.run_id, cut)
