@@ -344,6 +344,13 @@ class Gateway:
         except _BodyRefused as refused:
             refused.response.force_close()  # the rest of the body is not read
             return refused.response
+        except (ConnectionError, aiohttp.ClientPayloadError) as exc:  # the agent went away
+            logger.info("request body of %s broke off: %r", entry.run_id, exc)
+            broke = error_response(
+                400, "invalid_request_error", "agentkit gateway: request body broke off", retry=True
+            )
+            broke.force_close()
+            return broke
         except TimeoutError:
             slow = error_response(
                 408,
