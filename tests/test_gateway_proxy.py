@@ -1045,3 +1045,36 @@ async def test_a_run_end_summary_is_provisional_while_an_answer_is_still_relayed
     assert summary["provisional"] is True
     assert summary["requests"] == 0
     assert b"message_stop" in rest
+
+
+_ESTABLISHED = 1  # tcpi_state of a live connection (Linux)
+
+
+async def test_an_agent_that_never_reads_a_non_streamed_answer_is_cut_off(tmp_path: Path) -> None:
+    big = reply.text("x" * 8_000_000, usage=reply.usage(input_tokens=10, output_tokens=90))
+    async with (
+        ScriptedAnthropicServer([big]) as server,
+        local_gateway(tmp_path, upstream_url=server.url, write_timeout=1.0) as gw,
+    ):
+        token = await gw.run("run-unread")
+        body = json.dumps(BODY).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+        await loop.sock_sendall(
+            sock,
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body,
+        )
+        # never reads: the gateway drops the connection (the kernel's TCP state leaves
+        # ESTABLISHED, data still queued unread)
+        with sock:
+            async with asyncio.timeout(30):
+                while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _ESTABLISHED:
+                    await asyncio.sleep(0.05)  # polling the socket's state, bounded by the timeout
+        summary = (await gw.client.runs(["run-unread"]))["run-unread"]
+    assert summary["requests"] == 1  # metered from the answer's usage before it was sent
+    assert summary["output_tokens"] == 90

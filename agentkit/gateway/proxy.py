@@ -11,9 +11,12 @@ then priced and written to the ledger. Runs inside the gateway container (stdlib
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -201,10 +204,17 @@ def _pool_full() -> web.Response:
 
 
 def _abort(request: web.Request) -> None:
-    """Drop the agent's connection at once (``close`` would wait for it to take the buffer)."""
+    """Drop the agent's connection at once: a reset, so neither the gateway (``close`` would
+    wait for the agent to take the buffer) nor its kernel (a FIN queued behind data the agent
+    never reads) keeps the unsent answer."""
     transport = request.transport
-    if transport is not None:
-        transport.abort()
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _token(headers: Mapping[str, str]) -> str | None:
