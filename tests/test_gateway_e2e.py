@@ -26,6 +26,7 @@ from aiohttp import web
 from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
 from agentkit.executors.local import LocalExecutor
+from agentkit.gateway.agents import AgentGateway
 from agentkit.gateway.host import gateway_names
 from agentkit.gateway.image import GatewayImageBuilder
 from agentkit.gateway.pricing import PriceTable, TokenCounts
@@ -684,3 +685,63 @@ async def test_a_burst_of_20_spawns_all_start_with_a_token_the_gateway_knows(
                 spans = phases[s.id]
                 assert spans["gateway_register"][1] <= spans["engine_start"][0]
                 assert spans["record"][1] <= spans["engine_start"][0]
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_a_non_streamed_answer_through_the_gateway_container_is_whole_and_metered(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    # 300 kB of text in one non-streamed answer: it reaches the gateway in many pieces, its
+    # usage last (before the fix the agent got the first piece and the answer cost $0)
+    usage = reply.usage(input_tokens=150_000, output_tokens=60_000)
+    big = reply.text("x" * 300_000, usage=usage)
+    upstream_host = await bridge_gateway()
+    body = json.dumps(
+        {
+            "model": "claude-sonnet-5-5",
+            "max_tokens": 64000,
+            "messages": [{"role": "user", "content": "write a lot"}],
+        }
+    )
+    call = (
+        'curl -sS -m 60 --noproxy "*" -o /tmp/answer -w "%{http_code} " -H "x-api-key: $TOKEN" '
+        '-H "content-type: application/json" -d "$BODY" http://$GW:8080/v1/messages; '
+        "wc -c < /tmp/answer; tail -c 20 /tmp/answer"
+    )
+    async with ScriptedAnthropicServer([big, big], host="0.0.0.0") as server:
+        settings = _settings(
+            tmp_path / "root",
+            agent_image,
+            anthropic_api_key="sk-ant-x",
+            anthropic_base_url=server.url_for(upstream_host),
+        )
+        async with (
+            LocalExecutor() as executor,
+            aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker,
+            aiohttp.ClientSession() as http,
+        ):
+            direct = await (await http.post(f"{server.url}/v1/messages", data=body)).read()
+            gateway = AgentGateway(executor, settings, docker)
+            try:
+                plan = gateway.plan_run(
+                    "big-answer", workspace="/ws/big", deadline=time.time() + 600, max_cost_usd=None
+                )
+                network = await gateway.open_network("big-answer")
+                await plan.register()
+                token = plan.additions.env["ANTHROPIC_API_KEY"]
+                env = {"GW": gateway.host.name, "TOKEN": token, "BODY": body}
+                code, out = await _helper(agent_image, network, settings.root, call, env=env)
+                summary = await gateway.ended("big-answer")
+            finally:
+                await gateway.aclose()
+    assert code == 0, out
+    status, size = out.split()[:2]
+    assert status == "200"
+    assert int(size) == len(direct)  # the whole answer, not its first piece
+    assert out.endswith(direct[-20:].decode())
+    assert summary is not None
+    assert summary["requests"] == 1
+    assert summary["output_tokens"] == 60_000
+    assert summary["cost_usd"] == pytest.approx(
+        PriceTable().cost("claude-sonnet-5-5", TokenCounts.from_mapping(usage))
+    )

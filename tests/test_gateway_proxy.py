@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -706,3 +707,374 @@ async def test_a_hung_up_answer_that_never_finishes_is_charged_the_worst_case(
     assert row.tokens.input_tokens == 5  # what did arrive is kept for the record
     if flood:  # gave up after its byte bound, not after the whole (endless) answer
         assert upstream.sent < 64 * 1024 * 1024
+
+
+async def test_a_non_streamed_answer_in_many_chunks_arrives_whole_and_is_metered(
+    tmp_path: Path,
+) -> None:
+    # 300 kB of text: the upstream's answer reaches the gateway in many pieces, its usage last
+    usage = reply.usage(input_tokens=150_000, output_tokens=60_000)
+    big = reply.text("x" * 300_000, usage=usage)
+    async with (
+        ScriptedAnthropicServer([big, big]) as server,
+        local_gateway(tmp_path, upstream_url=server.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-big", max_cost_usd=0.5)
+        direct = await (await http.post(f"{server.url}/v1/messages", json=BODY)).json()
+        resp = await http.post(
+            f"{gw.url}/v1/messages",
+            json={**BODY, "max_tokens": 64000},
+            headers={"x-api-key": token},
+        )
+        via = await resp.json()  # a truncated body would not parse
+        assert resp.status == 200
+        assert via["content"] == direct["content"]
+        assert via["usage"] == direct["usage"]
+        # the answer cost $1.35 of a $0.50 budget: the next request is refused
+        again = await http.post(f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": token})
+        assert again.status == 403
+    (row, _refused) = ledger_rows(tmp_path)
+    assert row.tokens == TokenCounts.from_mapping(usage)
+    assert row.cost_usd == PriceTable().cost("claude-sonnet-5-5", TokenCounts.from_mapping(usage))
+
+
+async def test_a_non_streamed_answer_that_breaks_off_is_charged_the_worst_case(
+    tmp_path: Path,
+) -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(
+            headers={"content-type": "application/json", "content-length": "5000"}
+        )
+        await response.prepare(request)
+        await response.write(b'{"type":"message","usage":{"input_tokens":100000,')
+        assert request.transport is not None
+        request.transport.close()  # the answer breaks off before its 5000 bytes
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    body = {**BODY, "max_tokens": 64000}
+    try:
+        async with (
+            local_gateway(tmp_path, upstream_url=f"http://127.0.0.1:{port}") as gw,
+            aiohttp.ClientSession() as http,
+        ):
+            token = await gw.run("run-cut", max_cost_usd=1.0)
+            resp = await http.post(f"{gw.url}/v1/messages", json=body, headers={"x-api-key": token})
+            await resp.read()
+            summary = (await gw.client.runs(["run-cut"]))["run-cut"]
+    finally:
+        await runner.cleanup()
+    assert resp.status == 502  # not a 200 with half an answer
+    (row,) = ledger_rows(tmp_path)
+    worst = PriceTable().cost(
+        "claude-sonnet-5-5",
+        TokenCounts(input_tokens=len(json.dumps(body)) // 3, output_tokens=64000),
+    )
+    assert row.cost_usd >= worst
+    assert row.note is not None
+    assert row.note.endswith("worst case charged")
+    assert summary["cost_usd"] == pytest.approx(row.cost_usd)
+
+
+async def _chunked_post(
+    port: int, token: str, *, expect: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A POST whose head says ``Transfer-Encoding: chunked``; its body is up to the caller.
+    With ``expect`` it asks ``Expect: 100-continue`` and returns once the gateway answered
+    that (its head has been read and handed to the proxy)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        + f"x-api-key: {token}\r\nTransfer-Encoding: chunked\r\n".encode()
+        + (b"Expect: 100-continue\r\n" if expect else b"")
+        + b"\r\n"
+    )
+    await writer.drain()
+    if expect:
+        async with asyncio.timeout(30):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+    return reader, writer
+
+
+async def test_one_run_holding_slow_bodies_does_not_refuse_another_run(tmp_path: Path) -> None:
+    async with (
+        HeldUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        upstream.release.set()
+        hostile = await gw.run("run-hostile")
+        other = await gw.run("run-other")
+        # heads without a body byte (each counted as a whole MAX_BODY before the fix: eight of
+        # them filled the pool of every agent for the body timeout)
+        held = [await _chunked_post(gw.port, hostile, expect=True) for _ in range(8)]
+        # and bodies that do arrive, never finished: the run's own share runs out, not the pool
+        piece = b"[" * (30 * 1024 * 1024)
+        big = [await _chunked_post(gw.port, hostile) for _ in range(3)]
+        for _, writer in big:
+            writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        answers = [asyncio.ensure_future(reader.readline()) for reader, _ in big]
+        async with asyncio.timeout(60):
+            done, _ = await asyncio.wait(answers, return_when="FIRST_COMPLETED")
+        statuses = [t.result().split(b" ", 2)[1] for t in done]
+        assert set(statuses) == {b"429"}  # past the run's share of 64 MiB
+        resp = await http.post(f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": other})
+        assert resp.status == 200
+        for task in answers:
+            task.cancel()
+        for _, writer in [*held, *big]:
+            writer.close()
+
+
+class FloodUpstream:
+    """Streams ``message_start``, ``deltas`` text deltas of 4 kB, then the final usage."""
+
+    def __init__(self, deltas: int) -> None:
+        self.deltas = deltas
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            "type": "message_start",
+            "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 10}},
+        }
+        delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "y" * 4000}}
+        event = f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+        end = {"type": "message_delta", "usage": {"output_tokens": 90}}
+        with contextlib.suppress(ConnectionError):
+            await response.write(f"event: message_start\ndata: {json.dumps(start)}\n\n".encode())
+            for _ in range(self.deltas):
+                await response.write(event)
+            await response.write(f"event: message_delta\ndata: {json.dumps(end)}\n\n".encode())
+            await response.write(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+            await response.write_eof()
+        return response
+
+    async def __aenter__(self) -> FloodUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_an_agent_that_stops_reading_its_stream_is_cut_off_and_metered(
+    tmp_path: Path,
+) -> None:
+    async with (
+        FloodUpstream(deltas=2000) as upstream,  # 8 MB: far more than any socket buffer
+        local_gateway(tmp_path, upstream_url=upstream.url, write_timeout=1.0) as gw,
+    ):
+        token = await gw.run("run-stalled")
+        body = json.dumps({**BODY, "stream": True}).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+        await loop.sock_sendall(
+            sock,
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body,
+        )
+        # ... and never reads: the gateway's writes stall, it cuts the agent off after 1 s and
+        # reads the rest of the answer in the background for its real usage
+        summary: dict[str, Any] = {}
+        async with asyncio.timeout(30):
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-stalled"]))["run-stalled"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+        # the connection was dropped: reading now ends, it does not wait for more
+        with sock:
+            sock.setblocking(True)
+            sock.settimeout(30)
+            with contextlib.suppress(ConnectionError):
+                while sock.recv(65536):
+                    pass
+    (row,) = ledger_rows(tmp_path)
+    assert row.note == "agent hung up: read to the end"
+    assert row.tokens == TokenCounts(input_tokens=10, output_tokens=90)
+
+
+class GatedUpstream:
+    """Streams ``message_start`` and a delta, then waits for :attr:`go` before the rest."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            "type": "message_start",
+            "message": {"model": "claude-sonnet-5-5", "usage": {"input_tokens": 100_000}},
+        }
+        delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "y"}}
+        end = {"type": "message_delta", "usage": {"output_tokens": 20_000}}
+        with contextlib.suppress(ConnectionError):
+            await response.write(f"event: message_start\ndata: {json.dumps(start)}\n\n".encode())
+            await response.write(
+                f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+            )
+            await self.go.wait()
+            await response.write(
+                f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+            )
+            await response.write(f"event: message_delta\ndata: {json.dumps(end)}\n\n".encode())
+            await response.write(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+            await response.write_eof()
+        return response
+
+    async def __aenter__(self) -> GatedUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.go.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_a_run_end_summary_includes_the_answer_still_being_read(tmp_path: Path) -> None:
+    async with (
+        GatedUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-ending")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        assert b"message_start" in await resp.content.readany()
+        resp.close()  # the agent is gone (its container killed at the deadline, say)
+        ending = asyncio.ensure_future(gw.client.end("run-ending"))
+        async with asyncio.timeout(30):  # the end has begun once the token is dead
+            while True:
+                probe = await http.post(
+                    f"{gw.url}/v1/messages", json=BODY, headers={"x-api-key": token}
+                )
+                if probe.status == 401:
+                    break
+        upstream.go.set()  # only now does the rest of the answer, with its usage, arrive
+        summary = await ending
+    assert summary is not None
+    assert summary["requests"] == 1
+    assert summary["output_tokens"] == 20_000
+    assert "provisional" not in summary
+
+
+async def test_an_answer_relayed_past_the_answer_timeout_is_cut_off_and_charged(
+    tmp_path: Path,
+) -> None:
+    async with (
+        GatedUpstream() as upstream,  # never sends the rest: the answer would last forever
+        local_gateway(
+            tmp_path, upstream_url=upstream.url, answer_timeout=1.0, drain_timeout=1.0
+        ) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-long")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        async with asyncio.timeout(30):  # the agent keeps reading; the gateway ends it
+            with contextlib.suppress(aiohttp.ClientError):
+                async for _ in resp.content.iter_any():
+                    pass
+            summary: dict[str, Any] = {}
+            while not summary.get("requests"):
+                summary = (await gw.client.runs(["run-long"]))["run-long"]
+                await asyncio.sleep(0.05)  # polling the ledger's state, bounded by the timeout
+    (row,) = ledger_rows(tmp_path)
+    assert row.note == "agent hung up: worst case charged"
+    reserved = PriceTable().cost(
+        "claude-sonnet-5-5", TokenCounts(input_tokens=1, output_tokens=BODY["max_tokens"])
+    )
+    assert row.cost_usd >= reserved
+    assert row.tokens.input_tokens == 100_000  # what did arrive is kept for the record
+
+
+async def test_a_run_end_summary_is_provisional_while_an_answer_is_still_relayed(
+    tmp_path: Path,
+) -> None:
+    async with (
+        GatedUpstream() as upstream,
+        local_gateway(tmp_path, upstream_url=upstream.url, drain_timeout=1.0) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await gw.run("run-busy")
+        resp = await http.post(
+            f"{gw.url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": token}
+        )
+        assert b"message_start" in await resp.content.readany()
+        summary = await gw.client.end("run-busy")  # waits at most the drain timeout
+        upstream.go.set()
+        rest = await resp.read()  # the agent still gets the rest of its answer
+    assert summary is not None
+    assert summary["provisional"] is True
+    assert summary["requests"] == 0
+    assert b"message_stop" in rest
+
+
+_ESTABLISHED = 1  # tcpi_state of a live connection (Linux)
+
+
+async def test_an_agent_that_never_reads_a_non_streamed_answer_is_cut_off(tmp_path: Path) -> None:
+    big = reply.text("x" * 8_000_000, usage=reply.usage(input_tokens=10, output_tokens=90))
+    async with (
+        ScriptedAnthropicServer([big]) as server,
+        local_gateway(tmp_path, upstream_url=server.url, write_timeout=1.0) as gw,
+    ):
+        token = await gw.run("run-unread")
+        body = json.dumps(BODY).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+        await loop.sock_sendall(
+            sock,
+            b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body,
+        )
+        # never reads: the gateway drops the connection (the kernel's TCP state leaves
+        # ESTABLISHED, data still queued unread)
+        with sock:
+            async with asyncio.timeout(30):
+                while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _ESTABLISHED:
+                    await asyncio.sleep(0.05)  # polling the socket's state, bounded by the timeout
+        summary = (await gw.client.runs(["run-unread"]))["run-unread"]
+    assert summary["requests"] == 1  # metered from the answer's usage before it was sent
+    assert summary["output_tokens"] == 90

@@ -20,6 +20,7 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,9 @@ from .proxy import Gateway
 __all__ = ["admin_app"]
 
 _MAX_IDS = 1000
+#: seconds ``POST /runs/{id}/end`` waits for the run's answers still in flight to be metered
+#: (the controller's admin calls time out after 30 s)
+END_WAIT = 20.0
 
 
 def _bad(message: str) -> web.Response:
@@ -110,6 +114,14 @@ def admin_app(
     async def end(request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
         gateway.runs.end(run_id)
+        # its answers still in flight (those drained after a hang-up among them) are metered
+        # first; past the wait the summary says it is provisional
+        settled = True
+        try:
+            async with asyncio.timeout(min(gateway.drain_timeout, END_WAIT)):
+                await gateway.settle(run_id)
+        except TimeoutError:
+            settled = False
         await gateway.drain()
         now = time.time()
 
@@ -120,6 +132,8 @@ def admin_app(
         found = await gateway.ledger.run(close)
         if found is None:
             return web.json_response({"error": f"no run {run_id}"}, status=404)
+        if not settled:
+            found["provisional"] = True
         return web.json_response(found)
 
     @routes.get("/runs")

@@ -11,10 +11,13 @@ then priced and written to the ledger. Runs inside the gateway container (stdlib
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import socket
+import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +32,14 @@ from .pricing import PriceTable, TokenCounts
 from .request_body import BodyInspector, BodyRefused
 
 __all__ = [
+    "ANSWER_TIMEOUT",
     "DRAIN_MAX_BYTES",
     "DRAIN_TIMEOUT",
     "MAX_BODY",
     "MAX_BODY_BYTES_IN_FLIGHT",
     "ROUTES",
+    "RUN_BODY_BYTES",
+    "WRITE_TIMEOUT",
     "Gateway",
     "Upstream",
 ]
@@ -43,8 +49,16 @@ logger = logging.getLogger("agentkit.gateway")
 #: largest request body forwarded (bytes; the Messages API's own limit is 32 MB), and largest
 #: non-streamed answer metered
 MAX_BODY = 32 * 1024 * 1024
-#: request bodies held in memory at once over all agents (bytes); more get 503 (retryable)
+#: request body bytes received and held in memory at once over all agents; a body whose bytes
+#: would go past it gets 503 (retryable). Counted as the bytes arrive, not from a header.
 MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+#: request body bytes one run may hold at once (its share of the pool above); past it, 429
+RUN_BODY_BYTES = 2 * MAX_BODY
+#: seconds one write to the agent may wait for it to take the data (an agent that stops reading
+#: is cut off and the rest of its answer is read in the background, see DRAIN_TIMEOUT)
+WRITE_TIMEOUT = 60.0
+#: seconds one answer may be relayed to its agent in all; past it the agent is cut off likewise
+ANSWER_TIMEOUT = 3600.0
 #: once an agent hangs up mid-stream, the rest of the answer is still read (to meter its real
 #: usage) for at most this many seconds and bytes; past either, the reserved worst case is charged
 DRAIN_TIMEOUT = 900.0
@@ -55,6 +69,8 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/messages/count_tokens"): frozenset({"beta"}),
     ("GET", "/v1/models"): frozenset({"beta", "limit", "after_id", "before_id"}),
 }
+#: bytes of a non-streamed answer written to the agent at a time (each within the write timeout)
+_WRITE_CHUNK = 64 * 1024
 _QUERY_VALUE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: refused requests of one run written to the ledger (an agent looping on them adds no more)
 MAX_REFUSALS_RECORDED = 20
@@ -115,6 +131,90 @@ class _Call:
     handed_off: bool = False
 
 
+class _Stalled(Exception):
+    """The agent took no data for the write timeout."""
+
+
+class _BodyRefused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _BodyBytes:
+    """The bytes of one request body as they arrive, counted against the run's share
+    (:data:`RUN_BODY_BYTES`) and the pool of all agents (:data:`MAX_BODY_BYTES_IN_FLIGHT`)."""
+
+    def __init__(self, gateway: Gateway, run_id: str) -> None:
+        self.gateway = gateway
+        self.run_id = run_id
+        self.size = 0
+
+    def add(self, n: int) -> None:
+        gw = self.gateway
+        self.size += n
+        gw.body_bytes += n
+        gw.run_body_bytes[self.run_id] = gw.run_body_bytes.get(self.run_id, 0) + n
+        if self.size > MAX_BODY:
+            raise _BodyRefused(_too_large(self.size))
+        if gw.run_body_bytes[self.run_id] > gw.run_body_share:
+            raise _BodyRefused(_run_bodies_full(self.run_id, gw.run_body_share))
+        if gw.body_bytes > gw.max_body_bytes:
+            raise _BodyRefused(_pool_full())
+
+    def release(self) -> None:
+        gw = self.gateway
+        gw.body_bytes -= self.size
+        left = gw.run_body_bytes.get(self.run_id, 0) - self.size
+        if left > 0:
+            gw.run_body_bytes[self.run_id] = left
+        else:
+            gw.run_body_bytes.pop(self.run_id, None)
+        self.size = 0
+
+
+def _too_large(size: int) -> web.Response:
+    return error_response(
+        413,
+        "request_too_large",
+        f"agentkit gateway: request body of {size} bytes is over the limit of {MAX_BODY}",
+        retry=False,
+    )
+
+
+def _run_bodies_full(run_id: str, share: int) -> web.Response:
+    return error_response(
+        429,
+        "rate_limit_error",
+        f"agentkit gateway: the request bodies of {run_id} being received are over its share "
+        f"of {share} bytes; retry when they have been sent",
+        retry=True,
+    )
+
+
+def _pool_full() -> web.Response:
+    return error_response(
+        503,
+        "overloaded_error",
+        "agentkit gateway: too many large requests in flight; retry shortly",
+        retry=True,
+    )
+
+
+def _abort(request: web.Request) -> None:
+    """Drop the agent's connection at once: a reset, so neither the gateway (``close`` would
+    wait for the agent to take the buffer) nor its kernel (a FIN queued behind data the agent
+    never reads) keeps the unsent answer."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 def _token(headers: Mapping[str, str]) -> str | None:
     key = headers.get("x-api-key")
     if key:
@@ -147,11 +247,17 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.bodies = BodyInspector()  # parse, policy and worst case of request bodies
-        self.body_bytes = 0  # request bodies being read or held (see MAX_BODY_BYTES_IN_FLIGHT)
+        self.body_bytes = 0  # request body bytes received and held (MAX_BODY_BYTES_IN_FLIGHT)
+        self.run_body_bytes: dict[str, int] = {}  # the same per run (RUN_BODY_BYTES)
+        self.max_body_bytes = MAX_BODY_BYTES_IN_FLIGHT
+        self.run_body_share = RUN_BODY_BYTES
         self.body_timeout = BODY_TIMEOUT
         self.drain_timeout = DRAIN_TIMEOUT
         self.drain_max_bytes = DRAIN_MAX_BYTES
+        self.write_timeout = WRITE_TIMEOUT
+        self.answer_timeout = ANSWER_TIMEOUT
         self._drains: set[asyncio.Task[None]] = set()
+        self._released = asyncio.Event()  # set (and replaced) whenever a request is released
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -180,6 +286,18 @@ class Gateway:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def _release(self, entry: RunEntry, cost: float) -> None:
+        self.runs.release(entry, cost)
+        self._released.set()
+        self._released = asyncio.Event()
+
+    async def settle(self, run_id: str) -> None:
+        """Wait until no request of ``run_id`` is in flight, the answers being read in the
+        background after a hang-up included (their cost is then metered)."""
+        entry = self.runs.by_id.get(run_id)
+        while entry is not None and entry.in_flight:
+            await self._released.wait()
+
     # --- the proxy ----------------------------------------------------------------------------
 
     def app(self, middlewares: Any = ()) -> web.Application:
@@ -203,31 +321,45 @@ class Gateway:
         if refusal is not None:
             return self._refuse(entry, refusal)
         assert entry is not None
-        size = request.content_length if request.content_length is not None else MAX_BODY
+        # a body's bytes are counted as they arrive (a head alone holds nothing); a declared
+        # length is checked before a byte is read
+        size = request.content_length or 0
         if size > MAX_BODY:
-            return error_response(
-                413,
-                "request_too_large",
-                f"agentkit gateway: request body of {size} bytes is over the limit of {MAX_BODY}",
-                retry=False,
-            )
-        if self.body_bytes + size > MAX_BODY_BYTES_IN_FLIGHT:
-            return error_response(
-                503,
-                "overloaded_error",
-                "agentkit gateway: too many large requests in flight; retry shortly",
-                retry=True,
-            )
-        self.body_bytes += size
+            return _too_large(size)
+        held = self.run_body_bytes.get(entry.run_id, 0)
+        if held + size > self.run_body_share or held >= self.run_body_share:
+            return _run_bodies_full(entry.run_id, self.run_body_share)
+        if self.body_bytes + size > self.max_body_bytes:
+            return _pool_full()
+        counted = _BodyBytes(self, entry.run_id)
         try:
-            return await self._admit(request, entry)
+            return await self._admit(request, entry, counted)
         finally:
-            self.body_bytes -= size
+            counted.release()
 
-    async def _admit(self, request: web.Request, entry: RunEntry) -> web.StreamResponse:
+    async def _read_body(self, request: web.Request, counted: _BodyBytes) -> bytes:
+        chunks: list[bytes] = []
+        async for chunk in request.content.iter_any():
+            chunks.append(chunk)
+            counted.add(len(chunk))
+        return b"".join(chunks)
+
+    async def _admit(
+        self, request: web.Request, entry: RunEntry, counted: _BodyBytes
+    ) -> web.StreamResponse:
         try:
             async with asyncio.timeout(self.body_timeout):
-                body = await request.read()
+                body = await self._read_body(request, counted)
+        except _BodyRefused as refused:
+            refused.response.force_close()  # the rest of the body is not read
+            return refused.response
+        except (ConnectionError, aiohttp.ClientPayloadError) as exc:  # the agent went away
+            logger.info("request body of %s broke off: %r", entry.run_id, exc)
+            broke = error_response(
+                400, "invalid_request_error", "agentkit gateway: request body broke off", retry=True
+            )
+            broke.force_close()
+            return broke
         except TimeoutError:
             slow = error_response(
                 408,
@@ -251,7 +383,7 @@ class Gateway:
             return await self._forward(request, call, body)
         finally:
             if not call.handed_off:
-                self.runs.release(entry, reserved)
+                self._release(entry, reserved)
 
     async def _forward(self, request: web.Request, call: _Call, body: bytes) -> web.StreamResponse:
         entry, reserved = call.entry, call.reserved
@@ -317,30 +449,37 @@ class Gateway:
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
         ctype = upstream.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
-            data = await upstream.content.read(MAX_BODY)
-            tokens, model = (
-                usage_from_json(data) if upstream.status == 200 else (TokenCounts(), None)
-            )
-            self._meter(entry, request, upstream.status, tokens, model)
-            return web.Response(status=upstream.status, body=data, headers=headers)
+            return await self._relay_whole(request, upstream, call, headers)
         meter = SSEUsage()
         response = web.StreamResponse(status=upstream.status, headers=headers)
-        gone = False  # the agent hung up
+        gone = False  # the agent hung up, or was cut off
+        cut: str | None = None  # why the gateway cut the agent off
+        deadline = asyncio.timeout(self.answer_timeout)
         try:
-            try:
-                await response.prepare(request)
+            async with deadline:
+                await self._write(response.prepare(request))
                 async for chunk in upstream.content.iter_any():
                     meter.feed(chunk)  # before the write, which fails once the agent is gone
-                    await response.write(chunk)
-                await response.write_eof()
-            except (ConnectionResetError, asyncio.CancelledError):
-                gone = True
-                raise
+                    await self._write(response.write(chunk))
+                await self._write(response.write_eof())
         except ConnectionResetError as exc:
+            gone = True
             logger.info("%s hung up mid-stream: %r", entry.run_id, exc)
+        except asyncio.CancelledError:
+            gone = True
+            raise
         except aiohttp.ClientError as exc:  # the upstream broke off: nothing more to send
             logger.info("stream of %s ended early: %r", entry.run_id, exc)
+        except _Stalled:
+            gone, cut = True, f"took no data for {self.write_timeout:g} s"
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            gone, cut = True, f"did not take the answer within {self.answer_timeout:g} s"
         finally:
+            if cut is not None:
+                logger.warning("%s cut off: its agent %s", entry.run_id, cut)
+                _abort(request)
             if gone and upstream.status == 200 and not meter.stopped and meter.error is None:
                 # the answer is still coming, and with it the real usage: read it to the end
                 # in the background (bounded) and meter that, not just what was relayed
@@ -361,6 +500,87 @@ class Gateway:
                     note=meter.error or ("abandoned: worst case charged" if unknown else note),
                     cost=reserved if unknown else None,
                 )
+        return response
+
+    async def _write(self, write: Awaitable[Any]) -> None:
+        """One write to the agent; :class:`_Stalled` if it takes no data for the write
+        timeout."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await write
+        except TimeoutError:
+            raise _Stalled from None
+
+    async def _relay_whole(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        call: _Call,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """A non-streamed answer: read to its end (at most :data:`MAX_BODY` bytes), metered,
+        then sent. A ``200`` whose body broke off, or a Messages answer without usage, is
+        charged the reserved worst case."""
+        entry, reserved = call.entry, call.reserved
+        chunks: list[bytes] = []
+        size = 0
+        failed: str | None = None
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                async for chunk in upstream.content.iter_any():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        failed = f"over {MAX_BODY} bytes"
+                        break
+                    chunks.append(chunk)
+        except asyncio.CancelledError:
+            self._meter(entry, request, 499, TokenCounts(), None, note="abandoned", cost=reserved)
+            raise
+        except aiohttp.ClientError as exc:
+            failed = f"upstream broke off ({type(exc).__name__})"
+        except TimeoutError:
+            failed = f"not read within {self.answer_timeout:g} s"
+        ok = upstream.status == 200
+        if failed is not None:
+            upstream.close()  # the rest is not read: not back to the pool
+            logger.warning("answer to %s incomplete: %s", entry.run_id, failed)
+            self._meter(
+                entry,
+                request,
+                upstream.status,
+                TokenCounts(),
+                None,
+                note=f"answer incomplete, {failed}" + (": worst case charged" if ok else ""),
+                cost=reserved if ok else None,
+            )
+            return error_response(
+                502, "api_error", f"agentkit gateway: upstream answer {failed}", retry=True
+            )
+        data = b"".join(chunks)
+        tokens, model = usage_from_json(data) if ok else (TokenCounts(), None)
+        unknown = ok and request.rel_url.raw_path == "/v1/messages" and tokens == TokenCounts()
+        self._meter(
+            entry,
+            request,
+            upstream.status,
+            tokens,
+            model,
+            note="no usage in the answer: worst case charged" if unknown else None,
+            cost=reserved if unknown else None,
+        )
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        response.content_length = len(data)
+        view = memoryview(data)
+        try:
+            await self._write(response.prepare(request))
+            for at in range(0, len(data), _WRITE_CHUNK):
+                await self._write(response.write(view[at : at + _WRITE_CHUNK]))
+            await self._write(response.write_eof())
+        except _Stalled:
+            logger.warning("%s cut off: took no data for %g s", entry.run_id, self.write_timeout)
+            _abort(request)
+        except ConnectionResetError as exc:
+            logger.info("%s hung up before its answer was sent: %r", entry.run_id, exc)
         return response
 
     async def _drain(self, upstream: aiohttp.ClientResponse, meter: SSEUsage, call: _Call) -> None:
@@ -409,7 +629,7 @@ class Gateway:
                     note="agent hung up: worst case charged",
                     cost=max(call.reserved, self.prices.cost(meter.model or "", meter.tokens)),
                 )
-            self.runs.release(call.entry, call.reserved)  # after the cost is added: no gap
+            self._release(call.entry, call.reserved)  # after the cost is added: no gap
 
     def _meter(
         self,

@@ -36,7 +36,14 @@ from .egress_record import EgressRecorder, EgressRow
 from .ledger import AsyncLedger, Ledger
 from .peers import BODY_TIMEOUT, HEAD_TIMEOUT, PeerLimit
 from .pricing import PriceTable, parse_overrides
-from .proxy import DRAIN_MAX_BYTES, DRAIN_TIMEOUT, Gateway, Upstream
+from .proxy import (
+    ANSWER_TIMEOUT,
+    DRAIN_MAX_BYTES,
+    DRAIN_TIMEOUT,
+    WRITE_TIMEOUT,
+    Gateway,
+    Upstream,
+)
 from .squid import Squid
 
 __all__ = ["GatewayConfig", "main", "serve"]
@@ -75,6 +82,10 @@ class GatewayConfig:
     #: forward server-side tools, the MCP connector and URL sources (the model API then
     #: reaches addresses past the egress allowlist); off: refused with a 400
     server_tools: bool = False
+    #: seconds one write of an answer may wait for its agent to take the data, and seconds one
+    #: answer may be relayed in all; past either the agent is cut off (the rest is drained)
+    write_timeout: float = WRITE_TIMEOUT
+    answer_timeout: float = ANSWER_TIMEOUT
 
     @classmethod
     def read(cls, path: str) -> GatewayConfig:
@@ -117,6 +128,8 @@ async def serve(
     gateway.body_timeout = config.body_timeout
     gateway.drain_timeout = config.drain_timeout
     gateway.drain_max_bytes = config.drain_max_bytes
+    gateway.write_timeout = config.write_timeout
+    gateway.answer_timeout = config.answer_timeout
     await gateway.open()
     await _load_runs(gateway)
     pruning = asyncio.create_task(_prune_forever(ledger, lambda: config.ledger_retention_s))
