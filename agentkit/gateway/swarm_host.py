@@ -15,10 +15,11 @@
 * the service ``agentkit-gateway-<h>``: one replica, restarted by swarm whenever its task ends,
   pinned to the manager node agentkit talks to (where the executor keeps ``AGENTKIT_ROOT``:
   ``<AGENTKIT_ROOT>/gateway`` with the ledger and the admin socket is bind-mounted as on the
-  Docker runtime), on the internal overlay (alias ``gateway``) and on the outward network
-  (``AGENTKIT_CONTAINER_NETWORK``, default ``bridge``), hardened like the container: root with
-  every capability dropped but SETUID/SETGID, ``no-new-privileges`` (``setpriv``, as for agent
-  services: the services API has no field for it), memory and pids limits.
+  Docker runtime), on the internal overlay (alias ``gateway``; DNS round robin, no virtual IP)
+  and on the outward network (``AGENTKIT_CONTAINER_NETWORK``, default ``bridge``), hardened
+  like the container: root with every capability dropped but SETUID/SETGID,
+  ``no-new-privileges`` (``setpriv``, as for agent services: the services API has no field
+  for it), memory and pids limits.
 """
 
 from __future__ import annotations
@@ -190,6 +191,10 @@ class SwarmGatewayHost(GatewayHostBase):
             "Labels": labels,
             "TaskTemplate": template,
             "Mode": {"Replicated": {"Replicas": 1}},
+            # the name resolves to the task's own address, not a virtual IP: the VIP's IPVS
+            # balancing is one more kernel dependency (absent on some hosts: measured, the VIP
+            # refused connections where the task's address answered) and forgets idle streams
+            "EndpointSpec": {"Mode": "dnsrr"},
             # never two gateways on one ledger and admin socket: the old task stops first
             "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
         }
