@@ -774,3 +774,68 @@ async def test_a_burst_of_20_spawns_all_start_with_a_token_the_gateway_knows(
                 spans = phases[s.id]
                 assert spans["gateway_register"][1] <= spans["engine_start"][0]
                 assert spans["record"][1] <= spans["engine_start"][0]
+
+
+async def _owned(kind: str, root: str) -> list[dict[str, Any]]:
+    """The secrets / networks / services the engine lists with ``root``'s agentkit labels."""
+    labels = ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        found = await docker._query_json(kind, params={"filters": json.dumps({"label": labels})})
+    return list(found)
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_swarm_gateway_gets_the_key_as_a_secret_replaced_when_the_config_changes(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    require(await swarm_manager(), "a swarm manager engine (.ci/swarm-init.sh)")
+    root = tmp_path / "root"
+    gw_name, network, _ = gateway_names(str(root))
+    keys = ["sk-ant-first-" + secrets.token_hex(16), "sk-ant-second-" + secrets.token_hex(16)]
+    seen_secrets: list[str] = []
+    service_ids: set[str] = set()
+    async with LocalExecutor() as executor:
+        for key in keys:
+            settings = _settings(root, agent_image, "swarm", anthropic_api_key=key)
+            async with AgentService(executor, settings) as agents:
+                gateway = await agents.gateway()
+                assert gateway is not None
+                health = await (await gateway.client()).health()
+                assert health["squid"] == "running"
+                node = (await agents.runtime()).node_id  # type: ignore[attr-defined]
+            (secret,) = await _owned("secrets", str(root))  # one: the old one was removed
+            seen_secrets.append(secret["Spec"]["Name"])
+            service = (await _engine_view(gw_name)) + json.dumps(secret)
+            assert not any(k in service for k in keys)  # names it, never shows it
+            (svc,) = await _owned("services", str(root))
+            service_ids.add(svc["ID"])
+            spec = svc["Spec"]
+            task = spec["TaskTemplate"]
+            assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+            assert task["RestartPolicy"]["Condition"] == "any"
+            assert task["Placement"]["Constraints"] == [f"node.id=={node}"]
+            assert not task["ContainerSpec"].get("Env")
+            (mount,) = task["ContainerSpec"]["Secrets"]
+            assert mount["SecretName"] == secret["Spec"]["Name"]
+            assert mount["File"] == {
+                "Name": "/etc/agentkit-gateway/config.json",
+                "UID": "0",
+                "GID": "0",
+                "Mode": 0o400,
+            }
+            # what the gateway reads is the current config, readable by root only
+            config = await _exec(gw_name, ["cat", "/etc/agentkit-gateway/config.json"])
+            assert json.loads(config)["api_key"] == key
+            denied = await _exec(
+                gw_name,
+                ["sh", "-c", "cat /etc/agentkit-gateway/config.json 2>&1; echo rc=$?"],
+                user="65534",
+            )
+            assert key not in denied
+            assert "rc=0" not in denied
+    assert len(set(seen_secrets)) == 2  # a new secret for the new config
+    assert len(service_ids) == 1  # the same service, updated
+    (net,) = await _owned("networks", str(root))
+    assert net["Name"] == network
+    assert net["Driver"] == "overlay"
+    assert net["Internal"] is True
