@@ -824,8 +824,12 @@ async def test_swarm_gateway_gets_the_key_as_a_secret_replaced_when_the_config_c
                 "Mode": 0o400,
             }
             # what the gateway reads is the current config, readable by root only
-            config = await _exec(gw_name, ["cat", "/etc/agentkit-gateway/config.json"])
-            assert json.loads(config)["api_key"] == key
+            config = json.loads(await _exec(gw_name, ["cat", "/etc/agentkit-gateway/config.json"]))
+            assert config["api_key"] == key
+            (net,) = await _owned("networks", str(root))
+            # squid serves the overlay's subnet only
+            assert config["agent_subnets"] == [c["Subnet"] for c in net["IPAM"]["Config"]]
+            assert config["agent_subnets"]
             denied = await _exec(
                 gw_name,
                 ["sh", "-c", "cat /etc/agentkit-gateway/config.json 2>&1; echo rc=$?"],
@@ -835,7 +839,6 @@ async def test_swarm_gateway_gets_the_key_as_a_secret_replaced_when_the_config_c
             assert "rc=0" not in denied
     assert len(set(seen_secrets)) == 2  # a new secret for the new config
     assert len(service_ids) == 1  # the same service, updated
-    (net,) = await _owned("networks", str(root))
     assert net["Name"] == network
     assert net["Driver"] == "overlay"
     assert net["Internal"] is True

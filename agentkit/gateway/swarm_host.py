@@ -85,24 +85,31 @@ class SwarmGatewayHost(GatewayHostBase):
     def _errors(self, what: str) -> Any:
         return docker_errors(what, self.settings.docker_socket)
 
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        # the names the agents' overlay resolves to the gateway: never reached through squid
+        config["own_names"] = [self.name, f"tasks.{self.name}", "gateway"]
+        return config
+
     async def ensure(self) -> GatewayClient:
         async with self._lock:
             if self._ready and self.client is not None:
                 return self.client
             config = self.config()
             image = await ensure_gateway_image(self.docker, self.settings)
-            config["agentnetwork_subnets"] = await self._ensure_network()
+            config["agent_subnets"] = await self._ensure_network()
             await self._make_state_dir()
             data = json.dumps(config, sort_keys=True).encode()
             secret_name = config_secret_name(self.name, data)
             secret_id = await self._ensure_secret(secret_name, data)
             spec = self._spec(image.id, secret_id, secret_name)
             service = await self._inspect()
-            labels = ((service or {}).get("Spec") or {}).get("Labels") or {}
             if service is None:
-                with self._errors(f"create service {self.name}"):
-                    await self.docker._query_json("services/create", method="POST", data=spec)
-            elif labels.get(IMAGE_LABEL) != image.id or labels.get(CONFIG_LABEL) != secret_name:
+                service = await self._create(spec)
+            labels = ((service or {}).get("Spec") or {}).get("Labels") or {}
+            if service is not None and (
+                labels.get(IMAGE_LABEL) != image.id or labels.get(CONFIG_LABEL) != secret_name
+            ):
                 await self._update(service, spec)
             await self._running(secret_name)
             await self._remove_old_secrets(keep=secret_name)
@@ -209,6 +216,15 @@ class SwarmGatewayHost(GatewayHostBase):
             raise ConfigError(f"a service named {self.name} exists but is not agentkit's gateway")
         return data
 
+    async def _create(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the service; ``None``, or the service another controller just created."""
+        try:
+            with self._errors(f"create service {self.name}"):
+                await self.docker._query_json("services/create", method="POST", data=spec)
+        except ConflictError:
+            return await self._inspect()
+        return None
+
     async def _update(self, service: dict[str, Any], spec: dict[str, Any]) -> None:
         version = (service.get("Version") or {}).get("Index")
         with self._errors(f"update service {self.name}"):
@@ -242,6 +258,19 @@ class SwarmGatewayHost(GatewayHostBase):
             ]
             if current and len(running) == 1:
                 return
+            ended = [
+                t
+                for t in rows
+                if (t.get("Status") or {}).get("State") in ("failed", "rejected")
+                and str(t.get("ID")) not in not_in
+                and t.get("DesiredState") != "shutdown"  # not a task swarm stopped itself
+            ]
+            if ended and not running:  # the new task did not start: no use waiting
+                status = ended[0].get("Status") or {}
+                raise RuntimeUnavailable(
+                    f"the gateway service {self.name} could not start its task "
+                    f"({status.get('State')}: {status.get('Err') or status.get('Message')})"
+                )
             if time.monotonic() > deadline:
                 task = newest_task(rows, str(rows[0].get("ServiceID"))) if rows else None
                 status = (task or {}).get("Status") or {}
