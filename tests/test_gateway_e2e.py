@@ -42,7 +42,7 @@ from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
 from tests.containers_support import DOCKER_SOCKET, bridge_gateway, docker_ok
 from tests.runtimes_support import remove_labelled, swarm_manager
-from tests.support import require, wait_until
+from tests.support import require
 
 pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.slow]
 
@@ -86,35 +86,10 @@ async def gateway_cleanup(tmp_path: Path) -> AsyncIterator[None]:
     """Remove what the test root left: agents and gateway (containers or services), the
     gateway's config secrets and its internal network - only this root's."""
     yield
-    if not await docker_ok():
-        return
-    root = str(tmp_path / "root")
-    labels = {"agentkit.managed-by": "agentkit", "agentkit.root": root}
-    await remove_labelled(labels)
-    filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
-    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
-        if await swarm_manager():
-            for secret in await docker._query_json("secrets", params={"filters": filters}):
-                await _delete(docker, f"secrets/{secret['ID']}")
-        _, network, _ = gateway_names(root)
-        # a removed service's tasks leave the network a moment later
-        await wait_until(
-            lambda: _delete(docker, f"networks/{network}"), f"{network} removed", timeout=60
+    if await docker_ok():
+        await remove_labelled(
+            {"agentkit.managed-by": "agentkit", "agentkit.root": str(tmp_path / "root")}
         )
-
-
-async def _delete(docker: aiodocker.Docker, path: str) -> bool:
-    """DELETE ``path``; False while the engine says it is still in use (409, or 403 for a
-    network with endpoints), True once it is gone."""
-    try:
-        await docker._query_json(path, method="DELETE")
-    except aiodocker.exceptions.DockerError as exc:
-        if exc.status == 404:
-            return True
-        if exc.status in (400, 403, 409):
-            return False
-        raise
-    return True
 
 
 async def _container(name: str) -> str:

@@ -118,9 +118,10 @@ class SwarmGatewayHost(GatewayHostBase):
             self._ready = True
             return client
 
-    async def container_ip(self, run_id: str, limit: float = 5.0) -> str | None:
+    async def container_ip(self, run_id: str, limit: float = 1.0) -> str | None:
         """The run's address on the internal overlay, from its task's network attachments
-        (on any node); waits up to ``limit`` seconds for swarm to allocate it."""
+        (on any node); waits up to ``limit`` seconds for swarm to allocate it (if it takes
+        longer, the gateway learns it from the run's first model request)."""
         deadline = time.monotonic() + limit
         while True:
             with self._errors(f"list the tasks of {run_id}"):
