@@ -371,7 +371,7 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             agent_image,
             "bridge",
             settings.root,
-            f'curl -sS -m 20 --noproxy "*" http://{gw_ip}:8080/api/hello; echo " rc=$?"',
+            f'curl -sS -m 20 --noproxy "*" http://{gw_ip}:8080/api/hello 2>&1; echo " rc=$?"',
         )
         assert out.endswith(" rc=7"), out  # curl: couldn't connect (the old gateway said 200)
         with pytest.raises(aiohttp.ClientConnectorError):

@@ -334,7 +334,10 @@ class SwarmGatewayHost(GatewayHostBase):
             "Name": self.network,
             "Driver": "overlay",
             "Internal": True,
-            "Attachable": False,  # only services join it: the agents and the gateway
+            # agents and the gateway join as services; attachable so that an operator (or a
+            # test) can probe it from a throwaway container - only with Engine API access, which
+            # is root on the host anyway
+            "Attachable": True,
             "CheckDuplicate": True,
             "Labels": self._labels(),
         }
