@@ -12,6 +12,7 @@ from agentkit.errors import ConfigError
 from agentkit.executors.local import LocalExecutor
 from agentkit.gateway.swarm_host import (
     CONFIG_LABEL,
+    SPEC_LABEL,
     SwarmGatewayHost,
     config_secret_name,
     swarm_hosts,
@@ -69,6 +70,17 @@ def test_the_service_spec_names_the_secret_and_never_holds_the_key() -> None:
     assert spec["EndpointSpec"] == {"Mode": "dnsrr"}
     assert spec["Labels"]["agentkit.root"] == "/srv/agentkit"
     assert spec["Labels"][CONFIG_LABEL] == "agentkit-gateway-x-0123"
+
+
+def test_any_change_of_the_spec_changes_its_hash_label() -> None:
+    def label(host: SwarmGatewayHost, secret: str = "s-1") -> str:
+        return str(host._spec("sha256:abc", "id", secret)["Labels"][SPEC_LABEL])
+
+    base = label(_host())
+    assert base == label(_host())
+    assert base != label(_host(), "s-2")  # a new config secret
+    assert base != label(_host(gateway_extra_hosts=["m.test:192.0.2.9"]))
+    assert base != label(_host(container_network="outward"))
 
 
 def test_the_secret_name_follows_the_config_content() -> None:

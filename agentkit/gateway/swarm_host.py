@@ -46,13 +46,22 @@ from agentkit.runtimes.docker_engine import docker_errors
 from agentkit.runtimes.swarm_follow import newest_task
 from agentkit.runtimes.swarm_spec import NO_NEW_PRIVS, placement
 
-__all__ = ["CONFIG_LABEL", "CONFIG_ROLE", "IMAGE_LABEL", "SwarmGatewayHost", "swarm_hosts"]
+__all__ = [
+    "CONFIG_LABEL",
+    "CONFIG_ROLE",
+    "IMAGE_LABEL",
+    "SPEC_LABEL",
+    "SwarmGatewayHost",
+    "swarm_hosts",
+]
 
 #: label of the gateway's config secrets (one current per root, older ones removed)
 CONFIG_ROLE = "gateway-config"
-#: service labels: the image id and the secret the running spec was made for
+#: service labels: the image id and the secret the running spec was made for, and a hash of
+#: the whole spec (a change of any input - image, config, extra hosts, networks, node - updates it)
 IMAGE_LABEL = "agentkit.gateway-image"
 CONFIG_LABEL = "agentkit.gateway-config"
+SPEC_LABEL = "agentkit.gateway-spec"
 ENTRYPOINT = ["python3", "-m", "agentkit_gateway"]
 START_TIMEOUT = 120.0  # seconds for the gateway's task to be running after a create/update
 
@@ -107,9 +116,7 @@ class SwarmGatewayHost(GatewayHostBase):
             if service is None:
                 service = await self._create(spec)
             labels = ((service or {}).get("Spec") or {}).get("Labels") or {}
-            if service is not None and (
-                labels.get(IMAGE_LABEL) != image.id or labels.get(CONFIG_LABEL) != secret_name
-            ):
+            if service is not None and labels.get(SPEC_LABEL) != spec["Labels"][SPEC_LABEL]:
                 await self._update(service, spec)
             await self._running(secret_name)
             await self._remove_old_secrets(keep=secret_name)
@@ -194,7 +201,7 @@ class SwarmGatewayHost(GatewayHostBase):
                 {"Target": self._outward()},
             ],
         }
-        return {
+        body = {
             "Name": self.name,
             "Labels": labels,
             "TaskTemplate": template,
@@ -206,6 +213,9 @@ class SwarmGatewayHost(GatewayHostBase):
             # never two gateways on one ledger and admin socket: the old task stops first
             "UpdateConfig": {"Parallelism": 1, "Order": "stop-first", "FailureAction": "pause"},
         }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        labels[SPEC_LABEL] = digest
+        return body
 
     async def _inspect(self) -> dict[str, Any] | None:
         try:
