@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -279,6 +280,11 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             agent_raw = await _inspect(await _container(agent_id))
             gateway_raw = await _inspect(await _container(gw_name))
             assert list(agent_raw["NetworkSettings"]["Networks"]) == [network]
+            # the only credential in the agent's spec is its token (on swarm: the service's env)
+            env = dict(e.split("=", 1) for e in agent_raw["Config"]["Env"])
+            secretish = {k for k in env if re.search("KEY|TOKEN|SECRET|PASSW|AUTH|CREDENTIAL", k)}
+            assert secretish == {"ANTHROPIC_API_KEY"}, secretish
+            assert env["ANTHROPIC_API_KEY"] == token
             if runtime == "swarm":  # the key reached the gateway as a secret: named, never shown
                 secret = await _gateway_secret(gw_name)
                 assert secret["Spec"]["Name"].startswith(gw_name)
