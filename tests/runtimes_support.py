@@ -159,7 +159,7 @@ async def delete_if_free(docker: aiodocker.Docker, path: str) -> bool:
     try:
         await docker._query_json(path, method="DELETE")
     except aiodocker.exceptions.DockerError as exc:
-        if exc.status == 404:
+        if exc.status == 404 or "not found" in str(exc.message):  # swarm may say 500
             return True
         if exc.status in (400, 403, 409):
             return False
