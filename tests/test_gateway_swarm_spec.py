@@ -41,6 +41,7 @@ def test_the_service_spec_names_the_secret_and_never_holds_the_key() -> None:
     task = spec["TaskTemplate"]
     container = task["ContainerSpec"]
     assert container["Env"] == []
+    assert container["Image"] == "sha256:abc"  # the ensured image itself, not a tag that moves
     assert container["Secrets"] == [
         {
             "SecretID": "secretid",

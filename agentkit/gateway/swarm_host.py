@@ -164,8 +164,9 @@ class SwarmGatewayHost(GatewayHostBase):
         s = self.settings
         labels = {**self._labels(), IMAGE_LABEL: image_id, CONFIG_LABEL: secret_name}
         container: dict[str, Any] = {
-            # the tag, not the id: the node resolves it locally (the labels pin the id)
-            "Image": s.gateway_image,
+            # the id, not the tag: the task runs exactly the image ensured for this code even
+            # if the tag moves meanwhile (the manager's node holds it: nothing is pulled)
+            "Image": image_id,
             "Labels": self._labels(),
             "Command": [*NO_NEW_PRIVS, *ENTRYPOINT],
             "Args": [],
