@@ -340,7 +340,7 @@ class SwarmGatewayHost(GatewayHostBase):
                     f"(it was made for AGENTKIT_RUNTIME=docker?): remove it "
                     f"(docker network rm {self.network}) so agentkit recreates it"
                 )
-            return network_subnets(data)
+            return await self._subnets()
         body = {
             "Name": self.network,
             "Driver": "overlay",
@@ -357,5 +357,21 @@ class SwarmGatewayHost(GatewayHostBase):
                 await self.docker._query_json("networks/create", method="POST", data=body)
         except ConflictError:  # created concurrently by another controller: fine
             pass
-        with self._errors(f"inspect network {self.network}"):
-            return network_subnets(await self.docker._query_json(f"networks/{self.network}"))
+        return await self._subnets()
+
+    async def _subnets(self, limit: float = 60.0) -> list[str]:
+        """The overlay's subnets, once the manager's allocator has given it one (a new
+        overlay's inspect shows none for a moment: the gateway's model API, bound to its address
+        on that subnet, could not start without it)."""
+        deadline = time.monotonic() + limit
+        while True:
+            with self._errors(f"inspect network {self.network}"):
+                found = network_subnets(await self.docker._query_json(f"networks/{self.network}"))
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise RuntimeUnavailable(
+                    f"the swarm gave the network {self.network} no subnet in {limit:.0f} s "
+                    f"(`docker network inspect {self.network}` shows its IPAM config)"
+                )
+            await asyncio.sleep(0.1)
