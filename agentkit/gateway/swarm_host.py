@@ -125,25 +125,17 @@ class SwarmGatewayHost(GatewayHostBase):
             self._ready = True
             return client
 
-    async def container_ip(self, run_id: str, limit: float = 1.0) -> str | None:
-        """The run's address on the internal overlay, from its task's network attachments
-        (on any node); waits up to ``limit`` seconds for swarm to allocate it (if it takes
-        longer, the gateway learns it from the run's first model request)."""
-        deadline = time.monotonic() + limit
-        while True:
-            with self._errors(f"list the tasks of {run_id}"):
-                rows = await self.docker._query_json(
-                    "tasks", params={"filters": json.dumps({"service": [run_id]})}
-                )
-            for task in sorted(rows, key=lambda t: str(t.get("CreatedAt", "")), reverse=True):
-                for attachment in task.get("NetworksAttachments") or []:
-                    net = ((attachment.get("Network") or {}).get("Spec") or {}).get("Name")
-                    addresses = attachment.get("Addresses") or []
-                    if net == self.network and addresses:
-                        return str(addresses[0]).split("/", 1)[0]
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(0.1)
+    def run_network(self, run_id: str) -> str:
+        """Every run joins the one internal overlay (a service joins a network only through an
+        update that restarts its task, so per-run networks as on Docker would restart the
+        gateway at every spawn): agents on Swarm can reach each other, not anything else."""
+        return self.network
+
+    async def open_run_network(self, run_id: str) -> str:
+        return self.network  # made by ensure, the gateway already on it
+
+    async def close_run_network(self, run_id: str) -> None:
+        return None  # shared: it stays for the next runs
 
     async def restart(self) -> None:
         """A new task for the service (``ForceUpdate``); returns once it runs."""
