@@ -279,7 +279,12 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             assert key not in gateway_view
             agent_raw = await _inspect(await _container(agent_id))
             gateway_raw = await _inspect(await _container(gw_name))
-            assert list(agent_raw["NetworkSettings"]["Networks"]) == [network]
+            gateway = await agents.gateway()
+            assert gateway is not None
+            # its own network on Docker, the shared internal overlay on Swarm
+            assert list(agent_raw["NetworkSettings"]["Networks"]) == [
+                gateway.host.run_network(agent_id)
+            ]
             # the only credential in the agent's spec is its token (on swarm: the service's env)
             env = dict(e.split("=", 1) for e in agent_raw["Config"]["Env"])
             secretish = {k for k in env if re.search("KEY|TOKEN|SECRET|PASSW|AUTH|CREDENTIAL", k)}
