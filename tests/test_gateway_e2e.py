@@ -449,12 +449,17 @@ async def test_budget_exceeded_ends_the_run_and_nothing_goes_upstream_after(
 
 
 def _host_addresses() -> list[str]:
-    """The host's own IPv4 addresses but loopback (``ip -4 -o addr``)."""
+    """The host's own IPv4 addresses (``ip -4 -o addr``) but loopback and those of user-defined
+    Docker bridges (``br-*``: other tests' networks, possibly hundreds on a shared engine)."""
     out = subprocess.run(
         ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True, timeout=5
     ).stdout
-    found = [line.split()[3].split("/")[0] for line in out.splitlines() if " inet " in line]
-    return [ip for ip in found if not ip.startswith("127.")]
+    rows = [line.split() for line in out.splitlines() if " inet " in line]
+    return [
+        r[3].split("/")[0]
+        for r in rows
+        if not r[3].startswith("127.") and not r[1].startswith(("br-", "agk"))
+    ]
 
 
 def _tool_result_text(request: Any) -> str:
