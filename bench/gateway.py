@@ -1,13 +1,14 @@
 """Gateway benchmark: one run, the same requests direct and through the gateway.
 
-    .venv/bin/python bench/gateway.py [--n 300] [--agents 20]
+    .venv/bin/python bench/gateway.py [--n 300] [--agents 20] [--runtime docker|swarm]
 
 Needs dockerd and the gateway image's inputs (``AGENTKIT_BASE_IMAGE``; the image
 ``AGENTKIT_GATEWAY_IMAGE`` is built on first use). The upstream is agentkit's scripted Anthropic
 server on this machine; the gateway is the real container. Requests are sent from an agent-like
 container (python3 + aiohttp from the gateway image): "direct" from one on Docker's bridge to the
 upstream (an agent without the gateway), "through the gateway" from one on the gateway's internal
-network (an agent behind it).
+network (an agent behind it). With ``--runtime swarm`` the gateway is the swarm service on its
+internal overlay (the engine must be a swarm manager) and the clients join that overlay.
 
 Measures, side by side in this run:
 
@@ -49,6 +50,7 @@ from agentkit.testing import ScriptedAnthropicServer, reply
 from bench._sampling import pct
 from tests.containers_support import bridge_gateway, remove_containers_of_root
 from tests.gateway_support import local_gateway
+from tests.runtimes_support import remove_labelled
 
 BODY = {
     "model": "claude-sonnet-5-5",
@@ -156,7 +158,18 @@ def line(name: str, samples: list[float]) -> str:
     return f"  {name:<34} p50 {pct(samples, 0.5):7.2f} ms   p99 {pct(samples, 0.99):7.2f} ms"
 
 
-async def main(n: int, agents: int) -> None:
+async def gateway_host(executor: Any, settings: Settings, docker: Any, runtime: str) -> Any:
+    """The gateway as ``runtime`` places it: a container, or a swarm service."""
+    if runtime == "swarm":
+        from agentkit.gateway.swarm_host import SwarmGatewayHost
+        from agentkit.runtimes.swarm import SwarmRuntime
+
+        swarm = await SwarmRuntime.open(docker)
+        return SwarmGatewayHost(executor, settings, docker, node_id=swarm.node_id)
+    return GatewayHost(executor, settings, docker)
+
+
+async def main(n: int, agents: int, runtime: str = "docker") -> None:
     host_ip = await bridge_gateway()
     quick = reply.text("ok " * 20, usage=reply.usage(input_tokens=100, output_tokens=20))
     async with ScriptedAnthropicServer(default=quick, host="0.0.0.0") as server:
@@ -174,11 +187,11 @@ async def main(n: int, agents: int) -> None:
         upstream = server.url_for(host_ip)
         async with LocalExecutor() as executor:
             docker = await open_docker(executor, settings)
-            gateway = GatewayHost(executor, settings, docker)
+            gateway = await gateway_host(executor, settings, docker, runtime)
             try:
                 t0 = time.perf_counter()
                 client = await gateway.ensure()
-                print(f"gateway ensured in {time.perf_counter() - t0:.1f} s")
+                print(f"gateway ({runtime}) ensured in {time.perf_counter() - t0:.1f} s")
                 image = settings.gateway_image
                 tokens = [f"bench-token-{i}" for i in range(max(agents, 1))]
                 for i, token in enumerate(tokens):
@@ -249,8 +262,11 @@ async def main(n: int, agents: int) -> None:
             finally:
                 await gateway.aclose()
                 await docker.close()
-                await remove_containers_of_root(root)
-                await docker_network_rm(gateway.network)
+                if runtime == "swarm":  # the service, its secret, clients, the overlay
+                    await remove_labelled({"agentkit.root": root})
+                else:
+                    await remove_containers_of_root(root)
+                    await docker_network_rm(gateway.network)
 
 
 async def docker_network_rm(name: str) -> None:
@@ -265,5 +281,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="sequential requests per series")
     parser.add_argument("--agents", type=int, default=20, help="concurrent streams")
+    parser.add_argument("--runtime", choices=("docker", "swarm"), default="docker")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.agents))
+    asyncio.run(main(args.n, args.agents, args.runtime))

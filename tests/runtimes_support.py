@@ -24,7 +24,7 @@ import pytest_asyncio
 from agentkit.runtimes.base import ExitReason, Runtime
 from agentkit.runtimes.memory import MemoryExit, MemoryRun, MemoryRuntime
 from tests.containers_support import BASE_IMAGE, DOCKER_SOCKET, docker_ok, image_ok
-from tests.support import require
+from tests.support import require, wait_until
 
 #: scenario -> the shell script the real engines run
 SCENARIOS = {
@@ -119,11 +119,13 @@ class RuntimeUnderTest:
 
 
 async def remove_labelled(labels: dict[str, str]) -> None:
-    """Remove what a test left on the engine (services, then containers), by its labels."""
+    """Remove what a test left on the engine by its labels: services, containers, then (the
+    gateway's) secrets and networks - a network once the removed tasks have left it."""
     filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
     async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
         info = await docker.system.info()
-        if (info.get("Swarm") or {}).get("ControlAvailable"):
+        manager = bool((info.get("Swarm") or {}).get("ControlAvailable"))
+        if manager:
             for service in await docker._query_json("services", params={"filters": filters}):
                 try:
                     await docker._query_json(f"services/{service['ID']}", method="DELETE")
@@ -136,6 +138,33 @@ async def remove_labelled(labels: dict[str, str]) -> None:
             except aiodocker.exceptions.DockerError as exc:
                 if exc.status not in (404, 409):
                     raise
+        if manager:
+            for secret in await docker._query_json("secrets", params={"filters": filters}):
+                await wait_until(
+                    lambda s=secret: delete_if_free(docker, f"secrets/{s['ID']}"),
+                    f"secret {secret['Spec']['Name']} removed",
+                    interval=0.2,
+                )
+        for network in await docker._query_json("networks", params={"filters": filters}):
+            await wait_until(
+                lambda n=network: delete_if_free(docker, f"networks/{n['Id']}"),
+                f"network {network['Name']} removed",
+                interval=0.2,
+            )
+
+
+async def delete_if_free(docker: aiodocker.Docker, path: str) -> bool:
+    """DELETE ``path``: True once it is gone, False while the engine says it is still in use
+    (a secret or network of a task that is still stopping)."""
+    try:
+        await docker._query_json(path, method="DELETE")
+    except aiodocker.exceptions.DockerError as exc:
+        if exc.status == 404 or "not found" in str(exc.message):  # swarm may say 500
+            return True
+        if exc.status in (400, 403, 409):
+            return False
+        raise
+    return True
 
 
 async def swarm_manager() -> bool:

@@ -1,16 +1,23 @@
 """The gateway for real: its container on the agent host, agents on its internal network, the
 real Claude Code CLI in the agent image, the scripted Anthropic server on the host as upstream.
 
+Tests taking the ``runtime`` fixture run twice: on the Docker runtime (the gateway a container,
+agents on an internal bridge) and on the Swarm runtime (the gateway a service, its config a
+swarm secret, agents services on an internal overlay), on the single-node swarm of this engine.
+
 Needs dockerd, the agent image (AGENTKIT_IMAGE) and the gateway image (AGENTKIT_GATEWAY_IMAGE,
-built from AGENTKIT_BASE_IMAGE on first use).
+built from AGENTKIT_BASE_IMAGE on first use); the swarm cases a swarm manager engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,13 +43,15 @@ from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
 from tests.containers_support import DOCKER_SOCKET, bridge_gateway, docker_ok
+from tests.runtimes_support import remove_labelled, swarm_manager
+from tests.support import require
 
 pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.slow]
 
 GATEWAY_IMAGE = os.environ.get("AGENTKIT_GATEWAY_IMAGE", "agentkit-gateway:latest")
 
 
-def _settings(root: Path, agent_image: str, **kw: Any) -> Settings:
+def _settings(root: Path, agent_image: str, runtime: str = "docker", **kw: Any) -> Settings:
     ca = os.environ.get("AGENTKIT_EXTRA_CA_DIR")
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -53,8 +62,17 @@ def _settings(root: Path, agent_image: str, **kw: Any) -> Settings:
         base_image=os.environ.get("AGENTKIT_BASE_IMAGE"),
         extra_ca_dir=Path(ca) if ca else None,
         container_memory="2g",
+        runtime=runtime,
         **kw,
     )
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["docker", "swarm"])
+async def runtime(request: pytest.FixtureRequest) -> str:
+    """The runtime agents (and the gateway) run on."""
+    if request.param == "swarm":
+        require(await swarm_manager(), "a swarm manager engine (.ci/swarm-init.sh)")
+    return str(request.param)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -67,31 +85,41 @@ async def gateway_image(agent_image: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def gateway_cleanup(tmp_path: Path) -> AsyncIterator[None]:
-    """Remove the test root's containers (agents and gateway) and its internal network."""
+    """Remove what the test root left: agents and gateway (containers or services), the
+    gateway's config secrets and its internal network - only this root's."""
     yield
-    if not await docker_ok():
-        return
-    root = str(tmp_path / "root")
-    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
-        filters = json.dumps({"label": ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]})
-        for container in await docker.containers.list(all=True, filters=filters):
-            await container.delete(force=True)
-        _, network, _ = gateway_names(root)
-        owned = await docker._query_json(
-            "networks", params={"filters": json.dumps({"label": [f"agentkit.root={root}"]})}
+    if await docker_ok():
+        await remove_labelled(
+            {"agentkit.managed-by": "agentkit", "agentkit.root": str(tmp_path / "root")}
         )
-        for name in {network, *(str(n["Name"]) for n in owned)}:
-            try:
-                await docker._query_json(f"networks/{name}", method="DELETE")
-            except aiodocker.exceptions.DockerError as exc:
-                if exc.status != 404:
-                    raise
 
 
-async def _exec(container: str, argv: list[str], *, user: str = "0") -> str:
-    """Run ``argv`` in a container through the Engine API; its stdout."""
+async def _container(name: str) -> str:
+    """The container of a run or the gateway: the container ``name``, or the running task
+    container of the swarm service ``name``."""
+    label = f"com.docker.swarm.service.name={name}"
+    filters = json.dumps({"label": [label], "status": ["running"]})
     async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
-        ctr = await docker.containers.get(container)
+        found = await docker._query_json("containers/json", params={"filters": filters})
+    return str(found[0]["Id"]) if found else name
+
+
+async def _engine_view(name: str) -> str:
+    """Everything the engine shows about ``name``: ``docker inspect`` of its container and, on
+    swarm, ``docker service inspect`` and its tasks, as one JSON text."""
+    seen: list[Any] = [await _inspect(await _container(name))]
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        with contextlib.suppress(aiodocker.exceptions.DockerError):
+            seen.append(await docker._query_json(f"services/{name}"))
+            filters = json.dumps({"service": [name]})
+            seen.append(await docker._query_json("tasks", params={"filters": filters}))
+    return json.dumps(seen)
+
+
+async def _exec(name: str, argv: list[str], *, user: str = "0") -> str:
+    """Run ``argv`` in the container of ``name`` through the Engine API; its stdout."""
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        ctr = await docker.containers.get(await _container(name))
         exe = await ctr.exec(argv, user=user, stdout=True, stderr=True)
         out = bytearray()
         async with exe.start(detach=False) as stream:
@@ -154,6 +182,14 @@ async def _cli(settings: Settings, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()
 
 
+async def _gateway_secret(service: str) -> dict[str, Any]:
+    """``docker secret inspect`` of the config secret the gateway service mounts."""
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        spec = (await docker._query_json(f"services/{service}"))["Spec"]
+        (mounted,) = spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
+        return dict(await docker._query_json(f"secrets/{mounted['SecretID']}"))
+
+
 async def _inspect(container: str) -> dict[str, Any]:
     async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
         return dict(await docker._query_json(f"containers/{container}/json"))
@@ -179,7 +215,7 @@ def _served_usage(script: ClaudeCodeScript, replies: list[Any]) -> TokenCounts:
 
 @pytest.mark.usefixtures("gateway_cleanup")
 async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
-    agent_image: str, gateway_image: str, tmp_path: Path
+    agent_image: str, gateway_image: str, tmp_path: Path, runtime: str
 ) -> None:
     key = "sk-ant-gateway-e2e-" + secrets.token_hex(16)
     usage1 = reply.usage(
@@ -206,6 +242,7 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
         settings = _settings(
             tmp_path / "root",
             agent_image,
+            runtime,
             anthropic_api_key=key,
             anthropic_base_url=server.url_for(upstream_host),
         )
@@ -235,14 +272,34 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             assert "ANTHROPIC_API_KEY=agentkit-run-" in scan  # the per-run token instead
             token = scan.split("ANTHROPIC_API_KEY=", 1)[1].split("\0", 1)[0]
             assert key not in scan
-            # docker inspect of the agent and of the gateway
-            agent_raw = await _inspect(agent_id)
+            # docker inspect (and on swarm service inspect) of the agent and of the gateway
             gw_name, network, _ = gateway_names(settings.root)
-            gateway_raw = await _inspect(gw_name)
-            assert key not in json.dumps(agent_raw)
-            assert key not in json.dumps(gateway_raw)
-            # its own network, which only it and the gateway join
-            assert list(agent_raw["NetworkSettings"]["Networks"]) == [f"{network}-{agent_id}"]
+            agent_view, gateway_view = await _engine_view(agent_id), await _engine_view(gw_name)
+            assert token in agent_view  # what the engine shows was really read
+            assert key not in agent_view
+            assert key not in gateway_view
+            agent_raw = await _inspect(await _container(agent_id))
+            gateway_raw = await _inspect(await _container(gw_name))
+            gateway = await agents.gateway()
+            assert gateway is not None
+            # its own network on Docker, the shared internal overlay on Swarm
+            assert list(agent_raw["NetworkSettings"]["Networks"]) == [
+                gateway.host.run_network(agent_id)
+            ]
+            # the only credential in the agent's spec is its token (on swarm: the service's env)
+            env = dict(e.split("=", 1) for e in agent_raw["Config"]["Env"])
+            secretish = {k for k in env if re.search("KEY|TOKEN|SECRET|PASSW|AUTH|CREDENTIAL", k)}
+            assert secretish == {"ANTHROPIC_API_KEY"}, secretish
+            assert env["ANTHROPIC_API_KEY"] == token
+            if runtime == "swarm":  # the key reached the gateway as a secret: named, never shown
+                secret = await _gateway_secret(gw_name)
+                assert secret["Spec"]["Name"].startswith(gw_name)
+                assert key not in json.dumps(secret)
+                assert "Data" not in secret["Spec"]
+                config = await _exec(
+                    gw_name, ["stat", "-c", "%U %a", "/etc/agentkit-gateway/config.json"]
+                )
+                assert config.split() == ["root", "400"]
             # live cost while it runs
             running = await toolset.call("get_claude_status", {"container_id": agent_id})
             results.append(running)
@@ -326,7 +383,7 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
             agent_image,
             "bridge",
             settings.root,
-            f'curl -sS -m 20 --noproxy "*" http://{gw_ip}:8080/api/hello; echo " rc=$?"',
+            f'curl -sS -m 20 --noproxy "*" http://{gw_ip}:8080/api/hello 2>&1; echo " rc=$?"',
         )
         assert out.endswith(" rc=7"), out  # curl: couldn't connect (the old gateway said 200)
         with pytest.raises(aiohttp.ClientConnectorError):
@@ -392,6 +449,20 @@ async def test_budget_exceeded_ends_the_run_and_nothing_goes_upstream_after(
     ]
 
 
+def _host_addresses() -> list[str]:
+    """The host's own IPv4 addresses (``ip -4 -o addr``) but loopback and those of user-defined
+    Docker bridges (``br-*``: other tests' networks, possibly hundreds on a shared engine)."""
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True, timeout=5
+    ).stdout
+    rows = [line.split() for line in out.splitlines() if " inet " in line]
+    return [
+        r[3].split("/")[0]
+        for r in rows
+        if not r[3].startswith("127.") and not r[1].startswith(("br-", "agk"))
+    ]
+
+
 def _tool_result_text(request: Any) -> str:
     out = []
     for result in request.tool_results():
@@ -405,7 +476,7 @@ def _tool_result_text(request: Any) -> str:
 
 @pytest.mark.usefixtures("gateway_cleanup")
 async def test_egress_allowed_refused_and_direct(
-    agent_image: str, gateway_image: str, tmp_path: Path
+    agent_image: str, gateway_image: str, tmp_path: Path, runtime: str
 ) -> None:
     hits: list[str] = []
 
@@ -430,7 +501,12 @@ async def test_egress_allowed_refused_and_direct(
         # an allowed host, but listed without this port: only 80 (and 443 for TLS) are open
         f"curl -sS -m 20 -o /dev/null -w 'http=%{{http_code}}' http://other.test:{port}/port;"
         f' echo " rc5=$?"; '
-        f'curl -sS -m 20 https://other.test:{port}/port-tunnel 2>&1; echo " rc6=$?"'
+        f'curl -sS -m 20 https://other.test:{port}/port-tunnel 2>&1; echo " rc6=$?"; '
+        # every address of the host (its bridges, its own network): the server listens on all
+        + "".join(
+            f"curl -sS -m 5 --noproxy '*' http://{ip}:{port}/host 2>&1; echo \" host={ip}:$?\"; "
+            for ip in _host_addresses()
+        )
     )
     script = ClaudeCodeScript(
         [
@@ -445,6 +521,7 @@ async def test_egress_allowed_refused_and_direct(
             settings = _settings(
                 tmp_path / "root",
                 agent_image,
+                runtime,
                 anthropic_api_key="sk-ant-x",
                 anthropic_base_url=server.url_for(host_ip),
                 egress_allow=f"allowed.test:{port},other.test",
@@ -468,6 +545,9 @@ async def test_egress_allowed_refused_and_direct(
     assert "rc4=0" not in seen  # no route off the internal network without the proxy
     assert "http=403 rc5=0" in seen, seen  # allowed host, port not listed
     assert "rc6=0" not in seen  # no CONNECT to a port other than 443
+    for ip in _host_addresses():  # nothing on the host is reachable, on any of its addresses
+        assert f" host={ip}:" in seen, seen
+        assert f" host={ip}:0" not in seen, seen
     assert hits == ["/allowed"]
     # refused connections are recorded for the run and shown with its output
     assert "[egress] refused" in output.text
@@ -477,7 +557,7 @@ async def test_egress_allowed_refused_and_direct(
 
 @pytest.mark.usefixtures("gateway_cleanup")
 async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
-    agent_image: str, gateway_image: str, tmp_path: Path
+    agent_image: str, gateway_image: str, tmp_path: Path, runtime: str
 ) -> None:
     replies = [
         reply.tool_use(
@@ -493,6 +573,7 @@ async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
         settings = _settings(
             tmp_path / "root",
             agent_image,
+            runtime,
             anthropic_api_key="sk-ant-x",
             anthropic_base_url=server.url_for(host_ip),
         )
@@ -518,9 +599,9 @@ async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
             assert running.cost_usd == pytest.approx(first_cost)
             (listed,) = [a for a in await agents.list() if a.id == spawned.id]
             assert listed.cost_usd == pytest.approx(first_cost)
-            before = await _inspect(gateway.host.name)
+            before = await _inspect(await _container(gateway.host.name))
             await gateway.host.restart()
-            after = await _inspect(gateway.host.name)
+            after = await _inspect(await _container(gateway.host.name))
             assert after["State"]["StartedAt"] != before["State"]["StartedAt"]
             await client.health(wait=30)
             assert await recorded() >= 1  # kept across the restart
@@ -745,3 +826,71 @@ async def test_a_non_streamed_answer_through_the_gateway_container_is_whole_and_
     assert summary["cost_usd"] == pytest.approx(
         PriceTable().cost("claude-sonnet-5-5", TokenCounts.from_mapping(usage))
     )
+
+
+async def _owned(kind: str, root: str) -> list[dict[str, Any]]:
+    """The secrets / networks / services the engine lists with ``root``'s agentkit labels."""
+    labels = ["agentkit.managed-by=agentkit", f"agentkit.root={root}"]
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        found = await docker._query_json(kind, params={"filters": json.dumps({"label": labels})})
+    return list(found)
+
+
+@pytest.mark.usefixtures("gateway_cleanup")
+async def test_swarm_gateway_gets_the_key_as_a_secret_replaced_when_the_config_changes(
+    agent_image: str, gateway_image: str, tmp_path: Path
+) -> None:
+    require(await swarm_manager(), "a swarm manager engine (.ci/swarm-init.sh)")
+    root = tmp_path / "root"
+    gw_name, network, _ = gateway_names(str(root))
+    keys = ["sk-ant-first-" + secrets.token_hex(16), "sk-ant-second-" + secrets.token_hex(16)]
+    seen_secrets: list[str] = []
+    service_ids: set[str] = set()
+    async with LocalExecutor() as executor:
+        for key in keys:
+            settings = _settings(root, agent_image, "swarm", anthropic_api_key=key)
+            async with AgentService(executor, settings) as agents:
+                gateway = await agents.gateway()
+                assert gateway is not None
+                health = await (await gateway.client()).health()
+                assert health["squid"] == "running"
+                node = (await agents.runtime()).node_id  # type: ignore[attr-defined]
+            (secret,) = await _owned("secrets", str(root))  # one: the old one was removed
+            seen_secrets.append(secret["Spec"]["Name"])
+            service = (await _engine_view(gw_name)) + json.dumps(secret)
+            assert not any(k in service for k in keys)  # names it, never shows it
+            (svc,) = await _owned("services", str(root))
+            service_ids.add(svc["ID"])
+            spec = svc["Spec"]
+            task = spec["TaskTemplate"]
+            assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+            assert task["RestartPolicy"]["Condition"] == "any"
+            assert task["Placement"]["Constraints"] == [f"node.id=={node}"]
+            assert not task["ContainerSpec"].get("Env")
+            (mount,) = task["ContainerSpec"]["Secrets"]
+            assert mount["SecretName"] == secret["Spec"]["Name"]
+            assert mount["File"] == {
+                "Name": "/etc/agentkit-gateway/config.json",
+                "UID": "0",
+                "GID": "0",
+                "Mode": 0o400,
+            }
+            # what the gateway reads is the current config, readable by root only
+            config = json.loads(await _exec(gw_name, ["cat", "/etc/agentkit-gateway/config.json"]))
+            assert config["api_key"] == key
+            (net,) = await _owned("networks", str(root))
+            # squid serves the overlay's subnet only
+            assert config["agent_subnets"] == [c["Subnet"] for c in net["IPAM"]["Config"]]
+            assert config["agent_subnets"]
+            denied = await _exec(
+                gw_name,
+                ["sh", "-c", "cat /etc/agentkit-gateway/config.json 2>&1; echo rc=$?"],
+                user="65534",
+            )
+            assert key not in denied
+            assert "rc=0" not in denied
+    assert len(set(seen_secrets)) == 2  # a new secret for the new config
+    assert len(service_ids) == 1  # the same service, updated
+    assert net["Name"] == network
+    assert net["Driver"] == "overlay"
+    assert net["Internal"] is True

@@ -28,7 +28,7 @@ async def show_costs(conn: Connection, since: str | None, by: str, as_json: bool
     if gateway is None:
         raise ConfigError(
             "the cost ledger lives in the agent gateway, which is off here "
-            "(AGENTKIT_GATEWAY=false or a non-Docker runtime)"
+            "(AGENTKIT_GATEWAY=false or the in-memory runtime)"
         )
     try:
         rows = await (await gateway.host.attach()).usage(since=start)

@@ -186,7 +186,8 @@ async def gateway_checks(executor: Executor, settings: Settings, docker: Any) ->
             optional=True,
         )
     ]
-    host = GatewayHost(executor, settings, docker)
+    host = GatewayHost(executor, settings, docker)  # only its admin socket is used here
+    logs = "docker service logs" if settings.runtime == "swarm" else "docker logs"
     try:
         health = await (await host.attach()).health()
         detail = f"{host.name}: up, squid {health.get('squid')}, {health.get('runs')} active runs"
@@ -195,7 +196,7 @@ async def gateway_checks(executor: Executor, settings: Settings, docker: Any) ->
                 "gateway",
                 health.get("squid") == "running",
                 detail,
-                f"`docker logs {host.name}` shows why squid is not running",
+                f"`{logs} {host.name}` shows why squid is not running",
             )
         )
     except AgentkitError:

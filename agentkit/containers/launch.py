@@ -194,7 +194,7 @@ def check_budget(max_cost_usd: float | None, settings: Settings, gateway: bool) 
     if not gateway:
         raise ToolError(
             "max_cost_usd needs the agent gateway, which meters the model requests: it is "
-            "off here (AGENTKIT_GATEWAY=false or a non-Docker runtime); spawn without it"
+            "off here (AGENTKIT_GATEWAY=false or the in-memory runtime); spawn without it"
         )
     return float(max_cost_usd)
 

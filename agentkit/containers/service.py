@@ -228,15 +228,11 @@ class AgentService(SessionMethods):
         return self._runtime
 
     async def gateway(self) -> AgentGateway | None:
-        """The agent gateway (``AGENTKIT_GATEWAY``, Docker runtime only), or ``None``."""
+        """The agent gateway (``AGENTKIT_GATEWAY``; Docker and Swarm runtimes), or ``None``."""
         if self._gateway is None and self.settings.gateway:
-            from agentkit.runtimes.docker import DockerRuntime
+            from agentkit.gateway.agents import gateway_for
 
-            runtime = await self.runtime()
-            if isinstance(runtime, DockerRuntime):
-                from agentkit.gateway.agents import AgentGateway
-
-                self._gateway = AgentGateway(self.executor, self.settings, runtime.docker)
+            self._gateway = gateway_for(self.executor, self.settings, await self.runtime())
         return self._gateway
 
     async def _gateway_end(self, run_id: str, meta: Mapping[str, Any]) -> Mapping[str, Any] | None:

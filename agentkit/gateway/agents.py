@@ -27,16 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from agentkit.errors import AgentkitError
 from agentkit.gateway.budgets import token_sha256
-from agentkit.gateway.host import GatewayHost
 
 if TYPE_CHECKING:
-    import aiodocker
-
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
     from agentkit.gateway.client import GatewayClient
+    from agentkit.gateway.host import GatewayHostBase
+    from agentkit.runtimes.base import Runtime
 
-__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions", "RunPlan"]
+__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions", "RunPlan", "gateway_for"]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -72,11 +71,13 @@ class RunPlan:
 
 
 class AgentGateway:
-    """The gateway as the agent service uses it (one per service)."""
+    """The gateway as the agent service uses it (one per service), wherever ``host`` puts it:
+    a container (:class:`~agentkit.gateway.host.GatewayHost`, the Docker runtime) or a swarm
+    service (:class:`~agentkit.gateway.swarm_host.SwarmGatewayHost`)."""
 
-    def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
+    def __init__(self, host: GatewayHostBase, settings: Settings) -> None:
         self.settings = settings
-        self.host = GatewayHost(executor, settings, docker)
+        self.host = host
 
     async def client(self) -> GatewayClient:
         return await self.host.ensure()
@@ -116,7 +117,7 @@ class AgentGateway:
                 expires=deadline + TOKEN_GRACE_S,
             )
 
-        network = self.host.run_networks.name(run_id)
+        network = self.host.run_network(run_id)
         additions = GatewayAdditions(env=env, network=network, meta=meta)
         return RunPlan(additions, register)
 
@@ -125,11 +126,11 @@ class AgentGateway:
         (removed again if that fails); call before the run's container is created."""
         client = await self.client()
         try:
-            network = await self.host.run_networks.create(run_id)
+            network = await self.host.open_run_network(run_id)
             await client.listen()  # the model API answers on the new network too
         except BaseException:
             with contextlib.suppress(AgentkitError):
-                await self.host.run_networks.remove(run_id)
+                await self.host.close_run_network(run_id)
             raise
         return network
 
@@ -140,7 +141,7 @@ class AgentGateway:
             return await (await self.host.attach()).end(run_id)
         finally:
             try:
-                await self.host.run_networks.remove(run_id)
+                await self.host.close_run_network(run_id)
                 await (await self.host.attach()).listen()
             except AgentkitError as exc:  # swept later
                 logger.warning("could not remove the network of %s: %s", run_id, exc)
@@ -155,3 +156,23 @@ class AgentGateway:
 
     async def aclose(self) -> None:
         await self.host.aclose()
+
+
+def gateway_for(executor: Executor, settings: Settings, runtime: Runtime) -> AgentGateway | None:
+    """The gateway for ``runtime``: a container on Docker, a service on Swarm, else ``None``."""
+    from agentkit.runtimes.docker import DockerRuntime
+    from agentkit.runtimes.swarm import SwarmRuntime
+
+    if isinstance(runtime, SwarmRuntime):
+        from agentkit.gateway.swarm_host import SwarmGatewayHost
+
+        host: GatewayHostBase = SwarmGatewayHost(
+            executor, settings, runtime.docker, node_id=runtime.node_id
+        )
+    elif isinstance(runtime, DockerRuntime):
+        from agentkit.gateway.host import GatewayHost
+
+        host = GatewayHost(executor, settings, runtime.docker)
+    else:
+        return None
+    return AgentGateway(host, settings)

@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from agentkit.config import Settings
     from agentkit.executors.base import Executor
 
-__all__ = ["API_PORT", "LABEL_ROLE", "PROXY_PORT", "GatewayHost", "gateway_names"]
+__all__ = [
+    "API_PORT",
+    "LABEL_ROLE",
+    "PROXY_PORT",
+    "GatewayHost",
+    "GatewayHostBase",
+    "gateway_names",
+    "network_subnets",
+]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -67,7 +75,7 @@ def gateway_names(root: str) -> tuple[str, str, str]:
     return f"agentkit-gateway-{h}", f"agentkit-agents-{h}", f"agk-{h}"
 
 
-def _subnets(network: dict[str, Any]) -> list[str]:
+def network_subnets(network: dict[str, Any]) -> list[str]:
     """The subnets of a network's inspect data (IPAM.Config[].Subnet)."""
     configs = (network.get("IPAM") or {}).get("Config") or []
     return [str(c["Subnet"]) for c in configs if isinstance(c, dict) and c.get("Subnet")]
@@ -84,22 +92,22 @@ def config_tar(config: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-class GatewayHost:
-    """Ensures the gateway of one agentkit root and hands out its admin client."""
+class GatewayHostBase:
+    """What every placement of the gateway shares: names, config, state folder, admin client.
+
+    :class:`GatewayHost` (a container, the Docker runtime) and
+    :class:`~agentkit.gateway.swarm_host.SwarmGatewayHost` (a service, the Swarm runtime)
+    differ in how they ensure the gateway, restart it and give a run its network.
+    """
+
+    #: what ``ensure_or_explain`` suggests when the gateway does not come up
+    logs_command = "docker logs"
 
     def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
         self.executor = executor
         self.settings = settings
         self.docker = docker
         self.name, self.network, self.bridge = gateway_names(settings.root)
-        self.run_networks = RunNetworks(
-            docker,
-            root=settings.root,
-            gateway=self.name,
-            prefix=self.network,
-            pool=settings.agent_subnet_pool,
-            socket=settings.docker_socket,
-        )
         self.state_dir = f"{settings.root.rstrip('/')}/gateway"
         self.client: GatewayClient | None = None
         self._lock = asyncio.Lock()
@@ -148,6 +156,101 @@ class GatewayHost:
 
     async def ensure(self) -> GatewayClient:
         """The gateway is up with the current config; returns its admin client."""
+        raise NotImplementedError
+
+    async def restart(self) -> None:
+        """Restart the gateway (the ledger and tokens survive)."""
+        raise NotImplementedError
+
+    def run_network(self, run_id: str) -> str:
+        """The network the run ``run_id`` joins."""
+        raise NotImplementedError
+
+    async def open_run_network(self, run_id: str) -> str:
+        """Make the run's network ready, the gateway on it (before the run is created)."""
+        raise NotImplementedError
+
+    async def close_run_network(self, run_id: str) -> None:
+        """The run ended: its network is no longer needed."""
+        raise NotImplementedError
+
+    async def attach(self) -> GatewayClient:
+        """A client for the gateway's admin socket, without ensuring anything."""
+        if self.client is None:
+            local = await self.executor.forward_unix_socket(f"{self.state_dir}/admin.sock")
+            self.client = GatewayClient(local, where=self.executor.description)
+        return self.client
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def _make_state_dir(self) -> None:
+        made = await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.state_dir])
+        if not made.ok:
+            raise ConfigError(
+                f"cannot create the gateway state folder {self.state_dir}: "
+                f"{made.stderr_text().strip()[-300:]}"
+            )
+
+    def _outward(self) -> str:
+        """The network the gateway reaches the model API on (``AGENTKIT_CONTAINER_NETWORK``)."""
+        outward = self.settings.container_network or "bridge"
+        if outward.strip().lower() in ("host", "none") or outward.startswith("container:"):
+            raise ConfigError(
+                f"AGENTKIT_CONTAINER_NETWORK={outward!r}: the gateway needs a bridge or "
+                "user-defined network to reach the model API"
+            )
+        return outward
+
+    def _labels(self, role: str = "gateway") -> dict[str, str]:
+        return {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_ROOT: self.settings.root,
+            LABEL_ROLE: role,
+        }
+
+    async def _post(self, path: str, *, body: Any = None, params: Any = None) -> Any:
+        resp = await self.docker._do_query(
+            path,
+            "POST",
+            params=params or {},
+            data=json.dumps(body) if body is not None else None,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            raw = await resp.read()
+        finally:
+            resp.release()
+        return json.loads(raw) if raw.strip() else None
+
+
+class GatewayHost(GatewayHostBase):
+    """Ensures the gateway container of one agentkit root (the Docker runtime), and one
+    internal network per run (:mod:`.run_networks`)."""
+
+    def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
+        super().__init__(executor, settings, docker)
+        self.run_networks = RunNetworks(
+            docker,
+            root=settings.root,
+            gateway=self.name,
+            prefix=self.network,
+            pool=settings.agent_subnet_pool,
+            socket=settings.docker_socket,
+        )
+
+    def run_network(self, run_id: str) -> str:
+        return self.run_networks.name(run_id)
+
+    async def open_run_network(self, run_id: str) -> str:
+        return await self.run_networks.create(run_id)
+
+    async def close_run_network(self, run_id: str) -> None:
+        await self.run_networks.remove(run_id)
+
+    async def ensure(self) -> GatewayClient:
+        """The gateway is up with the current config; returns its admin client."""
         async with self._lock:
             if self._ready and self.client is not None:
                 return self.client
@@ -157,12 +260,7 @@ class GatewayHost:
             # the model API and squid serve the agents' networks only (squid checks every login
             # besides): the gateway's own internal network and the per-run networks' pool
             config["agent_subnets"] = [*own, str(parse_pool(self.settings.agent_subnet_pool))]
-            made = await self.executor.run(["mkdir", "-p", "-m", "700", "--", self.state_dir])
-            if not made.ok:
-                raise ConfigError(
-                    f"cannot create the gateway state folder {self.state_dir}: "
-                    f"{made.stderr_text().strip()[-300:]}"
-                )
+            await self._make_state_dir()
             info = await self._inspect()
             fresh = info is None or info.get("Image") != image.id
             if info is not None and fresh:
@@ -183,44 +281,11 @@ class GatewayHost:
             self._ready = True
             return client
 
-    async def attach(self) -> GatewayClient:
-        """A client for the gateway's admin socket, without ensuring anything."""
-        if self.client is None:
-            local = await self.executor.forward_unix_socket(f"{self.state_dir}/admin.sock")
-            self.client = GatewayClient(local, where=self.executor.description)
-        return self.client
-
-    async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
     async def restart(self) -> None:
-        """Restart the gateway container (the ledger and tokens survive)."""
         with docker_errors(f"restart {self.name}", self.settings.docker_socket):
             await self._post(f"containers/{self.name}/restart", params={"t": "2"})
 
     # --- engine calls -------------------------------------------------------------------------
-
-    def _labels(self) -> dict[str, str]:
-        return {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_ROOT: self.settings.root,
-            LABEL_ROLE: "gateway",
-        }
-
-    async def _post(self, path: str, *, body: Any = None, params: Any = None) -> Any:
-        resp = await self.docker._do_query(
-            path,
-            "POST",
-            params=params or {},
-            data=json.dumps(body) if body is not None else None,
-            headers={"content-type": "application/json"},
-        )
-        try:
-            raw = await resp.read()
-        finally:
-            resp.release()
-        return json.loads(raw) if raw.strip() else None
 
     async def _inspect(self) -> dict[str, Any] | None:
         try:
@@ -255,7 +320,7 @@ class GatewayHost:
                     f"network {self.network} exists but is not internal with no host address: "
                     f"remove it (docker network rm {self.network}) so agentkit recreates it"
                 )
-            return _subnets(data)
+            return network_subnets(data)
         body = {
             "Name": self.network,
             "Driver": "bridge",
@@ -276,16 +341,11 @@ class GatewayHost:
         except ConflictError:  # created concurrently by another controller: fine
             pass
         with docker_errors(f"inspect network {self.network}", self.settings.docker_socket):
-            return _subnets(await self.docker._query_json(f"networks/{self.network}"))
+            return network_subnets(await self.docker._query_json(f"networks/{self.network}"))
 
     async def _create(self, image_id: str) -> None:
         s = self.settings
-        outward = s.container_network or "bridge"
-        if outward.strip().lower() in ("host", "none") or outward.startswith("container:"):
-            raise ConfigError(
-                f"AGENTKIT_CONTAINER_NETWORK={outward!r}: the gateway needs a bridge or "
-                "user-defined network to reach the model API"
-            )
+        outward = self._outward()
         host: dict[str, Any] = {
             "Init": True,
             "NetworkMode": outward,
@@ -335,12 +395,12 @@ class GatewayHost:
                 resp.release()
 
 
-async def ensure_or_explain(host: GatewayHost) -> GatewayClient:
+async def ensure_or_explain(host: GatewayHostBase) -> GatewayClient:
     """:meth:`GatewayHost.ensure`, with the way out named when the gateway cannot start."""
     try:
         return await host.ensure()
     except RuntimeUnavailable as exc:
         raise RuntimeUnavailable(
-            f"{exc} (the gateway container {host.name} did not come up: "
-            f"`docker logs {host.name}` shows why)"
+            f"{exc} (the gateway {host.name} did not come up: "
+            f"`{host.logs_command} {host.name}` shows why)"
         ) from exc
