@@ -422,7 +422,7 @@ def post(i, unit):
               + b"x-api-key: " + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
     s.sendall(body)
     answers[i] = s.recv(200).split(b"\r\n", 1)[0].decode()
-units = [b"[]", b"{}", b"0.0", b'"ab"'] * 2
+units = [[b"[]", b"{}"], [b"0.0", b'"ab"']][int(sys.argv[1]) % 2]  # 2 per run: its 64 MiB share
 threads = [threading.Thread(target=post, args=(i, u)) for i, u in enumerate(units)]
 [t.start() for t in threads]
 [t.join() for t in threads]
@@ -437,8 +437,9 @@ print("ANSWERS", json.dumps(sorted(answers.values())))
 async def test_eight_concurrent_value_bombs_leave_the_gateway_container_up(
     agent_image: str, gateway_image: str, tmp_path: Path
 ) -> None:
-    """In the real container (its memory limit): 8 bodies of 32 MiB at once, the most the
-    gateway reads at a time, each a value bomb. Before, one of them OOM-killed it."""
+    """In the real container (its memory limit): 8 bodies of 32 MiB at once from 4 agents (2 each,
+    a run's share of body bytes), the pool the gateway reads at a time, each a value bomb.
+    Before, one of them OOM-killed it."""
     from agentkit.containers.service import AgentService
     from agentkit.executors.local import LocalExecutor
     from agentkit.gateway.host import gateway_names
@@ -447,11 +448,19 @@ async def test_eight_concurrent_value_bombs_leave_the_gateway_container_up(
     settings = _settings(tmp_path / "root", agent_image, anthropic_api_key="sk-ant-unused")
     gw_name, _, _ = gateway_names(settings.root)
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
-        agent = await agents.spawn("bombs", "bombs", 300_000, entrypoint=["sleep", "300"])
+        spawned = [
+            await agents.spawn("bombs", f"bombs{i}", 300_000, entrypoint=["sleep", "300"])
+            for i in range(4)
+        ]
         started = (await _inspect(gw_name))["State"]["StartedAt"]
-        out = await _exec(agent.id, ["python3", "-c", BOMBS], user="1001")
-        answers = json.loads(out.split("ANSWERS", 1)[1])
-        assert answers == ["HTTP/1.1 400 Bad Request"] * 8, out
+        outs = await asyncio.gather(
+            *(
+                _exec(agent.id, ["python3", "-c", BOMBS, str(i)], user="1001")
+                for i, agent in enumerate(spawned)
+            )
+        )
+        answers = [a for out in outs for a in json.loads(out.split("ANSWERS", 1)[1])]
+        assert answers == ["HTTP/1.1 400 Bad Request"] * 8, outs
         peak = await _exec(  # cgroup v2, else v1: printed as a measurement
             gw_name,
             [
