@@ -277,6 +277,13 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_AGENT_SUBNET_POOL"),
         description="IPv4 range the per-run internal networks (one /29 each) are taken from.",
     )
+    agent_network_spares: int = Field(
+        default=16,
+        ge=0,
+        le=1024,
+        validation_alias=_env("AGENTKIT_AGENT_NETWORK_SPARES"),
+        description="Per-run networks each controller keeps made ahead, the gateway on them.",
+    )
 
     # --- adapters -------------------------------------------------------------------------
     discord_webhook_url: SecretStr | None = Field(

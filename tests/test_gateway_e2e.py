@@ -34,7 +34,7 @@ from agentkit.config import Settings
 from agentkit.containers.service import AgentService, AgentState
 from agentkit.executors.local import LocalExecutor
 from agentkit.gateway.agents import AgentGateway
-from agentkit.gateway.host import gateway_names
+from agentkit.gateway.host import GatewayHost, gateway_names
 from agentkit.gateway.image import GatewayImageBuilder
 from agentkit.gateway.pricing import PriceTable, TokenCounts
 from agentkit.testing import ScriptedAnthropicServer, reply
@@ -802,12 +802,16 @@ async def test_a_non_streamed_answer_through_the_gateway_container_is_whole_and_
             aiohttp.ClientSession() as http,
         ):
             direct = await (await http.post(f"{server.url}/v1/messages", data=body)).read()
-            gateway = AgentGateway(executor, settings, docker)
+            gateway = AgentGateway(GatewayHost(executor, settings, docker), settings)
             try:
-                plan = gateway.plan_run(
-                    "big-answer", workspace="/ws/big", deadline=time.time() + 600, max_cost_usd=None
-                )
                 network = await gateway.open_network("big-answer")
+                plan = gateway.plan_run(
+                    "big-answer",
+                    workspace="/ws/big",
+                    deadline=time.time() + 600,
+                    max_cost_usd=None,
+                    network=network,
+                )
                 await plan.register()
                 token = plan.additions.env["ANTHROPIC_API_KEY"]
                 env = {"GW": gateway.host.name, "TOKEN": token, "BODY": body}

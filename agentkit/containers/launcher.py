@@ -184,34 +184,34 @@ class Launcher:
             )
         created = time.time()
         plan = None
-        if gateway is not None:
-            plan = gateway.plan_run(
-                run_id,
-                workspace=workspace,
-                deadline=created + timeout_ms / 1000,
-                max_cost_usd=budget,
-            )
-        spec, meta = plan_launch(
-            self.settings,
-            self.redactor,
-            run_id=run_id,
-            task=task,
-            workspace=workspace,
-            image=image,
-            timeout_ms=timeout_ms,
-            created=created,
-            runtime_name=runtime.name,
-            node=self.settings.swarm_node,
-            command=command,
-            entrypoint=entrypoint,
-            extra_env=extra_env,
-            gateway=plan.additions if plan is not None else None,
-            session=session,
-        )
         try:
             if gateway is not None:
                 with phases.span("gateway_network"):
-                    await gateway.open_network(run_id)
+                    network = await gateway.open_network(run_id)
+                plan = gateway.plan_run(
+                    run_id,
+                    workspace=workspace,
+                    deadline=created + timeout_ms / 1000,
+                    max_cost_usd=budget,
+                    network=network,
+                )
+            spec, meta = plan_launch(
+                self.settings,
+                self.redactor,
+                run_id=run_id,
+                task=task,
+                workspace=workspace,
+                image=image,
+                timeout_ms=timeout_ms,
+                created=created,
+                runtime_name=runtime.name,
+                node=self.settings.swarm_node,
+                command=command,
+                entrypoint=entrypoint,
+                extra_env=extra_env,
+                gateway=plan.additions if plan is not None else None,
+                session=session,
+            )
             waited = await self.start(
                 runtime,
                 spec,

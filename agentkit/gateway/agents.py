@@ -8,9 +8,9 @@
   replaces the real key and base URL (``ANTHROPIC_API_KEY`` = a random per-run token,
   ``ANTHROPIC_BASE_URL`` = the gateway, ``HTTP(S)_PROXY`` = its squid, logged in as
   ``<run id>:<token>``: squid checks the login with the gateway and records refused connections
-  under that run) and the run's own internal network to join;
-* :meth:`AgentGateway.open_network` creates that network with the gateway on it, before the
-  run's container is created;
+  under that run) and the network it joins;
+* :meth:`AgentGateway.open_network` gives the run its own internal network with the gateway on
+  it (a spare made ahead when one is ready), before :meth:`AgentGateway.plan_run`;
 * :meth:`AgentGateway.ended` kills the token, removes the run's network and returns the run's
   metered summary;
 * :meth:`AgentGateway.live` / :meth:`AgentGateway.egress` feed status, list and output.
@@ -89,9 +89,11 @@ class AgentGateway:
         workspace: str,
         deadline: float,
         max_cost_usd: float | None,
+        network: str,
     ) -> RunPlan:
         """A new run's token and what its spec gets, without I/O: the caller registers it
-        (:meth:`RunPlan.register`) side by side with creating the run, before starting it."""
+        (:meth:`RunPlan.register`) side by side with creating the run, before starting it.
+        ``network`` is the one :meth:`open_network` gave the run."""
         token = "agentkit-run-" + secrets.token_urlsafe(32)
         proxy = self.host.proxy_url_for(run_id, token)
         no_proxy = f"{self.host.name},gateway,localhost,127.0.0.1"
@@ -117,17 +119,15 @@ class AgentGateway:
                 expires=deadline + TOKEN_GRACE_S,
             )
 
-        network = self.host.run_network(run_id)
         additions = GatewayAdditions(env=env, network=network, meta=meta)
         return RunPlan(additions, register)
 
     async def open_network(self, run_id: str) -> str:
-        """The run's own network, with the gateway on it and its model API listening there
+        """The run's network, with the gateway on it and its model API listening there
         (removed again if that fails); call before the run's container is created."""
-        client = await self.client()
+        await self.client()
         try:
             network = await self.host.open_run_network(run_id)
-            await client.listen()  # the model API answers on the new network too
         except BaseException:
             with contextlib.suppress(AgentkitError):
                 await self.host.close_run_network(run_id)

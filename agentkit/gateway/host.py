@@ -163,11 +163,12 @@ class GatewayHostBase:
         raise NotImplementedError
 
     def run_network(self, run_id: str) -> str:
-        """The network the run ``run_id`` joins."""
+        """The network the run ``run_id`` joined (given by :meth:`open_run_network`)."""
         raise NotImplementedError
 
     async def open_run_network(self, run_id: str) -> str:
-        """Make the run's network ready, the gateway on it (before the run is created)."""
+        """Make the run's network ready, the gateway on it and its model API listening there
+        (before the run is created); returns its name."""
         raise NotImplementedError
 
     async def close_run_network(self, run_id: str) -> None:
@@ -238,13 +239,25 @@ class GatewayHost(GatewayHostBase):
             prefix=self.network,
             pool=settings.agent_subnet_pool,
             socket=settings.docker_socket,
+            spares=settings.agent_network_spares,
+            listen=self._listen,
         )
 
+    async def _listen(self) -> None:
+        await (await self.attach()).listen()
+
     def run_network(self, run_id: str) -> str:
-        return self.run_networks.name(run_id)
+        return self.run_networks.network(run_id)
 
     async def open_run_network(self, run_id: str) -> str:
-        return await self.run_networks.create(run_id)
+        name = await self.run_networks.create(run_id)
+        if self.run_networks.needs_listen(run_id):
+            await self._listen()  # the model API answers on the new network too
+        return name
+
+    async def aclose(self) -> None:
+        await self.run_networks.aclose()  # spares no run took
+        await super().aclose()
 
     async def close_run_network(self, run_id: str) -> None:
         await self.run_networks.remove(run_id)
@@ -278,6 +291,7 @@ class GatewayHost(GatewayHostBase):
             if running:
                 await client.reload()
             await self.run_networks.sweep()  # left by a controller that stopped mid-run
+            self.run_networks.start_spares()
             self._ready = True
             return client
 

@@ -7,18 +7,28 @@ gets its own network: ``Internal`` (no route off the host), no host address on i
 pools hold about 30 networks; 200 runs need an explicit range), and the gateway connected to it
 under its own name and the alias ``gateway``. The run's container is its only other member; when
 the run ends both leave and the network is removed (:meth:`RunNetworks.remove`); networks left by
-a controller that died are swept (:meth:`RunNetworks.sweep`). Measured costs and limits:
-docs/security.md.
+a controller that died are swept (:meth:`RunNetworks.sweep`).
+
+Creating a network and connecting the running gateway to it costs ~0.2 s of engine work that
+the engine does one at a time for one container: in a burst of 20 spawns it was the longest
+step (3.1 s at the median). So each controller keeps **spares** (``AGENTKIT_AGENT_NETWORK_SPARES``):
+networks made ahead, in the background, with the gateway already on them and its model API
+listening there. A spawn takes one (never shared: a spare belongs to the controller that made
+it, ``agentkit.pool`` label, and is handed to one run only) and the pool refills behind it; with
+none left a network is made for the run on the spot. A spare is never reused after its run.
+Measured costs and limits: docs/security.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
@@ -28,7 +38,7 @@ from agentkit.runtimes.docker_engine import docker_errors
 if TYPE_CHECKING:
     import aiodocker
 
-__all__ = ["LABEL_RUN", "RUN_PREFIX", "RunNetworks", "free_subnet", "parse_pool"]
+__all__ = ["LABEL_POOL", "LABEL_RUN", "RUN_PREFIX", "RunNetworks", "free_subnet", "parse_pool"]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -36,12 +46,20 @@ LABEL_RUN = "agentkit.run"
 LABEL_NET_ROLE = "agentkit.role"
 NET_ROLE = "run-network"
 LABEL_CREATED = "agentkit.created"
+#: on a spare: the controller (one :class:`RunNetworks`) that made it and alone may hand it out
+LABEL_POOL = "agentkit.pool"
 #: prefix length of one run's network: network, Docker's reserved first address, the gateway,
 #: the agent and the broadcast address fit in 8
 RUN_PREFIX = 29
 #: an empty run network younger than this is a spawn in progress: not swept
 SWEEP_AFTER_S = 120.0
 _ATTEMPTS = 8
+#: a controller hands out its spares younger than this, replacing older ones ...
+SPARE_MAX_AGE_S = 1800.0
+#: ... so another controller's spare older than this (and empty) was left by a controller gone
+SPARE_ORPHAN_S = 3600.0
+#: how often the pool looks for spares to replace when no spawn woke it
+REFRESH_S = 300.0
 
 
 def parse_pool(pool: str) -> ipaddress.IPv4Network:
@@ -92,6 +110,8 @@ class RunNetworks:
         prefix: str,
         pool: str,
         socket: str,
+        spares: int = 0,
+        listen: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.docker = docker
         self.root = root
@@ -99,11 +119,20 @@ class RunNetworks:
         self.prefix = prefix
         self.pool_text = pool
         self.socket = socket
-        self._lock = asyncio.Lock()  # one allocation at a time in this controller
+        self.spares_wanted = spares
+        self._listen = listen  # makes the model API answer on newly joined networks
+        self._lock = asyncio.Lock()  # subnet choice (in memory only: creates overlap)
         #: subnets in use by any network, listed once (listing every network at each spawn
         #: grows with the networks present); refreshed when the engine reports an overlap
         self._used: set[str] | None = None
         self._mine: dict[str, str] = {}  # network name -> the subnet this controller gave it
+        self.pool_id = secrets.token_hex(6)
+        self._spares: list[tuple[str, float]] = []  # (name, created) ready to hand out
+        self._taken: dict[str, str] = {}  # run id -> the network it was given
+        self._wake = asyncio.Event()
+        self._filler: asyncio.Task[None] | None = None
+        self.filled = asyncio.Event()  # set whenever the pool holds all the spares wanted
+        self._removals: set[asyncio.Task[None]] = set()
 
     def name(self, run_id: str) -> str:
         return f"{self.prefix}-{run_id}"
@@ -134,58 +163,161 @@ class RunNetworks:
         return [n for n in found if isinstance(n, dict)]
 
     async def create(self, run_id: str) -> str:
-        """The run's network, created with the gateway on it; returns its name."""
-        pool = self.pool
+        """The run's network with the gateway on it (a spare if one is ready); returns its name.
+        A network made on the spot still needs the model API to listen on it
+        (:meth:`needs_listen`)."""
+        now = time.time()
+        while self._spares:
+            name, made = self._spares.pop(0)
+            if now - made < SPARE_MAX_AGE_S:
+                self._taken[run_id] = name
+                self._wake_filler()
+                return name
+            self._background_remove(name)
+        self._wake_filler()
         name = self.name(run_id)
+        await self._make(name, {LABEL_RUN: run_id})
+        await self.join(name)
+        self._taken[run_id] = name
+        return name
+
+    def network(self, run_id: str) -> str:
+        """The network given to ``run_id`` (its own name if this controller gave it none)."""
+        return self._taken.get(run_id) or self.name(run_id)
+
+    def needs_listen(self, run_id: str) -> bool:
+        """Whether the run's network was made for it (a spare is listened on already)."""
+        return self._taken.get(run_id) == self.name(run_id)
+
+    async def _make(self, name: str, labels: dict[str, str]) -> None:
+        """Create one internal run network of a free subnet of the pool."""
+        pool = self.pool
         skip: list[str] = []
-        async with self._lock:
-            fresh = False
-            for _ in range(_ATTEMPTS):
+        for _ in range(_ATTEMPTS):
+            async with self._lock:  # the choice is in memory; creates run side by side
+                fresh = False
                 if self._used is None:
                     fresh = True
                     self._used = {s for n in await self._list(ours=False) for s in _subnets_of(n)}
                 subnet = free_subnet(pool, self._used, skip)
                 if subnet is None and not fresh:  # the remembered list may be stale: look again
-                    self._used, fresh = None, True
-                    continue
+                    self._used = {s for n in await self._list(ours=False) for s in _subnets_of(n)}
+                    subnet = free_subnet(pool, self._used, skip)
                 if subnet is None:
                     raise ConfigError(
                         f"AGENTKIT_AGENT_SUBNET_POOL={self.pool_text} has no free /{RUN_PREFIX} "
                         "left for another agent network: stop agents or give a larger range"
                     )
-                body = {
-                    "Name": name,
-                    "Driver": "bridge",
-                    "Internal": True,
-                    "CheckDuplicate": True,
-                    "Labels": {
-                        LABEL_MANAGED_BY: MANAGED_BY,
-                        LABEL_ROOT: self.root,
-                        LABEL_NET_ROLE: NET_ROLE,
-                        LABEL_RUN: run_id,
-                        LABEL_CREATED: f"{time.time():.3f}",
-                    },
-                    "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet)}]},
-                    # no address for the host on the bridge: nothing the host serves is reachable
-                    "Options": {"com.docker.network.bridge.inhibit_ipv4": "true"},
-                }
+                self._used.add(str(subnet))
+            body = {
+                "Name": name,
+                "Driver": "bridge",
+                "Internal": True,
+                "CheckDuplicate": True,
+                "Labels": {
+                    LABEL_MANAGED_BY: MANAGED_BY,
+                    LABEL_ROOT: self.root,
+                    LABEL_NET_ROLE: NET_ROLE,
+                    LABEL_CREATED: f"{time.time():.3f}",
+                    **labels,
+                },
+                "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet)}]},
+                # no address for the host on the bridge: nothing the host serves is reachable
+                "Options": {"com.docker.network.bridge.inhibit_ipv4": "true"},
+            }
+            try:
+                with docker_errors(f"create network {name}", self.socket):
+                    await self.docker._query_json("networks/create", method="POST", data=body)
+                self._mine[name] = str(subnet)
+                return
+            except ConflictError:  # the name exists (a retried spawn): reuse it
+                self._release_subnet(str(subnet))
+                return
+            except AgentkitError as exc:
+                self._release_subnet(str(subnet))
+                if "overlap" not in str(exc).lower():
+                    raise
+                skip.append(str(subnet))  # taken by someone else meanwhile: look again
+                self._used = None
+        raise ConfigError(f"could not find a free subnet for {name}")
+
+    def _release_subnet(self, subnet: str) -> None:
+        if self._used is not None:
+            self._used.discard(subnet)
+
+    # --- spares -------------------------------------------------------------------------------
+
+    def start_spares(self) -> None:
+        """Keep :attr:`spares_wanted` spares ready from now on (in a background task)."""
+        if self.spares_wanted <= 0:
+            self.filled.set()
+            return
+        if self._filler is None or self._filler.done():
+            self._filler = asyncio.create_task(self._fill(), name="agentkit-run-network-spares")
+        self._wake_filler()
+
+    def _wake_filler(self) -> None:
+        if len(self._spares) < self.spares_wanted:
+            self.filled.clear()
+        self._wake.set()
+
+    async def _fill(self) -> None:
+        while True:
+            self._wake.clear()
+            now = time.time()
+            for name, made in [sp for sp in self._spares if now - sp[1] >= SPARE_MAX_AGE_S]:
+                self._spares.remove((name, made))
+                self._background_remove(name)
+            added = 0
+            while len(self._spares) < self.spares_wanted:
+                name = f"{self.prefix}-s{secrets.token_hex(5)}"
                 try:
-                    with docker_errors(f"create network {name}", self.socket):
-                        await self.docker._query_json("networks/create", method="POST", data=body)
-                    self._used.add(str(subnet))
-                    self._mine[name] = str(subnet)
-                    break
-                except ConflictError:  # the name exists (a retried spawn): reuse it
-                    break
+                    await self._make(name, {LABEL_POOL: self.pool_id})
+                    await self.join(name)
+                except asyncio.CancelledError:  # closing: the half-made spare goes too
+                    await asyncio.shield(self._drop(name))
+                    raise
                 except AgentkitError as exc:
-                    if "overlap" not in str(exc).lower():
-                        raise
-                    skip.append(str(subnet))  # taken by someone else meanwhile: look again
-                    self._used = None
-            else:
-                raise ConfigError(f"could not find a free subnet for {name}")
-        await self.join(name)
-        return name
+                    logger.warning("could not make a spare agent network: %s", exc)
+                    with contextlib.suppress(AgentkitError):
+                        await self._delete(name)
+                    break  # try again at the next spawn or refresh
+                self._spares.append((name, time.time()))
+                added += 1
+            if added and self._listen is not None:
+                try:
+                    await self._listen()
+                except AgentkitError as exc:  # a spawn's own listen call covers it
+                    logger.warning("the gateway did not listen on new spares: %s", exc)
+            if len(self._spares) >= self.spares_wanted:
+                self.filled.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH_S):
+                    await self._wake.wait()
+
+    def _background_remove(self, name: str) -> None:
+        task = asyncio.create_task(self._drop(name), name="agentkit-run-network-remove")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _drop(self, name: str) -> None:
+        try:
+            await self._leave_and_delete(name, ())
+        except AgentkitError as exc:
+            logger.warning("could not remove the agent network %s: %s", name, exc)
+
+    async def aclose(self) -> None:
+        """Stop refilling and remove the spares no run took (they belong to no one else)."""
+        if self._filler is not None:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+            self._filler = None
+        spares, self._spares = self._spares, []
+        for name, _ in spares:
+            self._background_remove(name)
+        if self._removals:
+            await asyncio.gather(*list(self._removals), return_exceptions=True)
 
     async def join(self, name: str) -> None:
         """Connect the gateway to ``name`` (already connected: fine)."""
@@ -217,8 +349,25 @@ class RunNetworks:
 
     async def remove(self, run_id: str) -> bool:
         """The run ended: it and the gateway leave its network, which is removed."""
-        name = self.name(run_id)
-        for member in (run_id, self.gateway):
+        name = self._taken.pop(run_id, None) or await self._network_of(run_id)
+        return await self._leave_and_delete(name, (run_id,))
+
+    async def _network_of(self, run_id: str) -> str:
+        """The run network ``run_id``'s container is on (a run this controller did not start,
+        e.g. before a restart); its own name if the container says nothing."""
+        try:
+            with docker_errors(f"inspect {run_id}", self.socket):
+                data = await self.docker._query_json(f"containers/{run_id}/json")
+        except AgentkitError:
+            return self.name(run_id)
+        nets = ((data.get("NetworkSettings") or {}).get("Networks")) or {}
+        for net in nets:
+            if str(net).startswith(f"{self.prefix}-"):
+                return str(net)
+        return self.name(run_id)
+
+    async def _leave_and_delete(self, name: str, members: Iterable[str]) -> bool:
+        for member in (*members, self.gateway):
             try:
                 with docker_errors(f"disconnect {member} from {name}", self.socket):
                     await self._post(
@@ -228,6 +377,9 @@ class RunNetworks:
                 continue  # the member or the network is gone already
             except AgentkitError as exc:
                 logger.debug("disconnect %s from %s: %s", member, name, exc)
+        return await self._delete(name)
+
+    async def _delete(self, name: str) -> bool:
         try:
             with docker_errors(f"remove network {name}", self.socket):
                 resp = await self.docker._do_query(f"networks/{name}", "DELETE")
@@ -236,8 +388,8 @@ class RunNetworks:
         except NotFoundError:
             removed = False
         subnet = self._mine.pop(name, None)
-        if subnet is not None and self._used is not None:
-            self._used.discard(subnet)
+        if subnet is not None:
+            self._release_subnet(subnet)
         return removed
 
     async def sweep(self, live: Iterable[str] = ()) -> int:
@@ -245,17 +397,23 @@ class RunNetworks:
         keep = set(live)
         removed = 0
         now = time.time()
+        taken = set(self._taken.values())
         for net in await self._list(ours=True):
             labels = net.get("Labels") or {}
+            name = str(net.get("Name") or "")
             run_id = str(labels.get(LABEL_RUN) or "")
-            if not run_id or run_id in keep:
-                continue
+            pool = str(labels.get(LABEL_POOL) or "")
             try:
                 created = float(labels.get(LABEL_CREATED) or 0)
             except ValueError:
                 created = 0.0
-            if now - created < SWEEP_AFTER_S:
-                continue
+            if run_id:
+                if run_id in keep or now - created < SWEEP_AFTER_S:
+                    continue
+            elif not pool or pool == self.pool_id or name in taken:
+                continue  # our own spare, or one handed to a run of ours
+            elif now - created < SPARE_ORPHAN_S:
+                continue  # another controller's spare it may still hand out
             try:
                 members = _member_names(net, await self._inspect(net))
             except NotFoundError:
@@ -263,10 +421,10 @@ class RunNetworks:
             if members - {self.gateway}:
                 continue  # its agent is still there
             try:
-                if await self.remove(run_id):
+                if await self._leave_and_delete(name, ()):
                     removed += 1
             except AgentkitError as exc:
-                logger.warning("could not remove the network of ended run %s: %s", run_id, exc)
+                logger.warning("could not remove the agent network %s: %s", name, exc)
         return removed
 
 
