@@ -222,7 +222,9 @@ async def test_deadline_holds_across_controller_restarts(agent_image: str, tmp_p
         async with LocalExecutor() as executor:
             first = AgentService(executor, settings)
             a = await first.spawn("think slowly", "slow-a", 3000)
-            b = await first.spawn("think slowly too", "slow-b", 7000)
+            # B's deadline leaves room for A's exit and a new controller's start on a busy
+            # machine: it must still be running when the second controller looks
+            b = await first.spawn("think slowly too", "slow-b", 25_000)
             await first.aclose()  # the controller goes away; the agents keep running
             # A ends by itself (the in-container `timeout`) while no controller runs: wait for
             # the engine to report its exit before a new controller looks at it.
@@ -235,7 +237,7 @@ async def test_deadline_holds_across_controller_restarts(agent_image: str, tmp_p
                 sa = await second.status(a.id)
                 assert sa.state == AgentState.TIMED_OUT, sa
                 assert sa.exit_code == 124  # enforced inside the container
-                waited = await second.wait(b.id, 30_000)
+                waited = await second.wait(b.id, 90_000)
                 assert waited.timed_out is False
                 assert waited.status.state == AgentState.TIMED_OUT
                 assert waited.status.finished_at is not None

@@ -8,6 +8,7 @@ forwards it through the one persistent connection, like the Docker socket. Failu
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -57,7 +58,16 @@ class GatewayClient:
                 async with self._http().request(
                     method, f"http://gateway{path}", json=json, params=params
                 ) as resp:
-                    data = await resp.json(content_type=None)
+                    raw = await resp.read()
+                    try:
+                        data = json_module.loads(raw) if raw.strip() else None
+                    except ValueError:  # not the admin API's JSON: aiohttp's own error page
+                        text = raw[:300].decode("utf-8", "replace").strip()
+                        raise ToolError(
+                            f"the agentkit gateway answered {method} {path} with HTTP "
+                            f"{resp.status} and no JSON ({text!r}); its log says why: "
+                            "`docker logs` of the gateway container"
+                        ) from None
                     if resp.status == 404:
                         return None
                     if resp.status >= 400:

@@ -170,19 +170,30 @@ async def serve(
         return {"reloaded": True, "squid": squid.state()}
 
     listeners: dict[str, asyncio.Server] = {}
+    listening = asyncio.Lock()  # a burst of spawns asks at once: one bind per address
 
     async def listen() -> dict[str, Any]:
-        """Listen on each agents'-network address this gateway has now; drop vanished ones."""
-        wanted = [host] if host is not None else addresses_in(config.agent_subnets)
-        loop = asyncio.get_running_loop()
-        for address in wanted:
-            if address not in listeners:
-                listeners[address] = await loop.create_server(
-                    limits, address, config.api_port, reuse_address=True
-                )
-        for address in set(listeners) - set(wanted):
-            listeners.pop(address).close()
-        return {"api": sorted(listeners)}
+        """Listen on each agents'-network address this gateway has now; drop vanished ones.
+
+        An address that cannot be bound (its network left between the look and the bind) is
+        reported, not fatal: the others still listen."""
+        async with listening:
+            wanted = [host] if host is not None else addresses_in(config.agent_subnets)
+            loop = asyncio.get_running_loop()
+            failed: dict[str, str] = {}
+            for address in wanted:
+                if address in listeners:
+                    continue
+                try:
+                    listeners[address] = await loop.create_server(
+                        limits, address, config.api_port, reuse_address=True
+                    )
+                except OSError as exc:
+                    failed[address] = f"{type(exc).__name__}: {exc}"
+                    logger.warning("cannot listen on %s:%s: %s", address, config.api_port, exc)
+            for address in set(listeners) - set(wanted):
+                listeners.pop(address).close()
+            return {"api": sorted(listeners), "failed": failed}
 
     admin = admin_app(gateway, reload, squid.state, listen)
     limits = PeerLimit(head_timeout=config.head_timeout)
@@ -199,7 +210,9 @@ async def serve(
     # and a deadline for each request's head
     assert api_runner.server is not None
     limits.factory = api_runner.server
-    await listen()
+    started = await listen()
+    if started["failed"]:
+        raise RuntimeError(f"the model API cannot listen: {started['failed']}")
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
