@@ -20,7 +20,8 @@ Needs dockerd, /usr/sbin/sshd (a private one is started on loopback) and the bas
   once per controller, is done before and reported apart). ``--spawn-rounds`` bursts of each
   kind, interleaved: the bare floor (no mount, limits or network: the target's ratio), the
   engine creating exactly the spec a spawn asks for (mount, limits, init, the gateway's
-  network), and ours. Load noise swamps a few percent of wall time on a shared machine, so
+  network), the bare container on the agents' internal network (what that network alone costs
+  the engine), and ours. Load noise swamps a few percent of wall time on a shared machine, so
   agentkit's own share of the critical path is reported too: how long the engine sits idle at
   the start of a burst (until the first create), the tail after the last start, the
   controller's CPU per burst, and each spawn phase (``Launcher.phases``). Before each round
@@ -321,6 +322,11 @@ class Bench:
         bare = [
             RunSpec(name="", image=BASE_IMAGE, labels=labels, env={}, command=("sleep", "3"))
         ] * n
+        # the bare container on the internal network agents sit on: what that network alone
+        # costs the engine (user-defined networks set up more at each start than the bridge)
+        bare_internal = (
+            [replace(bare[0], network=gateway.host.network)] * n if gateway is not None else []
+        )
         # the same containers a spawn asks for: mount, limits, init, user, network (the
         # gateway's internal one when it is on), labels and env
         same = []
@@ -360,6 +366,8 @@ class Bench:
             return took
 
         rounds: dict[str, list[float]] = {"engine_bare": [], "engine_same_spec": [], "ours": []}
+        if bare_internal:
+            rounds["engine_bare_internal"] = []
         # our own time on the critical path, which load noise hides in the wall-clock ratio:
         # the engine idle at the start of a burst (until the first create), and the tail after
         # the last start (until the last spawn returned)
@@ -378,14 +386,16 @@ class Bench:
                     await spares.filled.wait()
 
         for r in range(self.args.spawn_rounds):
-            order = ["engine_bare", "engine_same_spec", "ours"]
-            order = order[r % 3 :] + order[: r % 3]
+            order = list(rounds)
+            order = order[r % len(order) :] + order[: r % len(order)]
             for what in order:
                 await settled()
                 if what == "engine_bare":
                     rounds[what].append(await engine(bare, what))
                 elif what == "engine_same_spec":
                     rounds[what].append(await engine(same, what))
+                elif what == "engine_bare_internal":
+                    rounds[what].append(await engine(bare_internal, what))
                 else:
                     agents.launcher.phases.clear()
                     cpu0 = time.process_time()
@@ -422,6 +432,11 @@ class Bench:
             "median_s": {k: round(v, 3) for k, v in med.items()},
             "ratio": ratio(med["ours"], med["engine_bare"]),
             "ratio_same_spec": ratio(med["ours"], med["engine_same_spec"]),
+            "internal_network_cost": (
+                ratio(med["engine_bare_internal"], med["engine_bare"])
+                if "engine_bare_internal" in med
+                else None
+            ),
             "ratio_range": [
                 ratio(min(rounds["ours"]), max(rounds["engine_bare"])),
                 ratio(max(rounds["ours"]), min(rounds["engine_bare"])),
@@ -684,6 +699,12 @@ def summary(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"{s['ratio_same_spec']}x the engine creating the same spec (mount, limits, "
                 f"network); {s['failed']} failures, {s['paced_spawns']} paced"
             )
+            if s.get("internal_network_cost"):
+                lines.append(
+                    "  the engine alone starts the bare containers "
+                    f"{s['internal_network_cost']}x slower on the agents' internal network "
+                    "than on the default bridge"
+                )
             steps = ", ".join(f"{name} {p['p50_ms']:.0f}" for name, p in s["phases"].items())
             lines.append(f"  phases, p50 ms each: {steps}")
             idle, tail = s["engine_idle_before_first_create_ms"], s["after_last_start_ms"]

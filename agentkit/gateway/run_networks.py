@@ -14,7 +14,8 @@ the engine does one at a time for one container: in a burst of 20 spawns it was 
 step (3.1 s at the median). So each controller keeps **spares** (``AGENTKIT_AGENT_NETWORK_SPARES``):
 networks made ahead, in the background, with the gateway already on them and its model API
 listening there. A spawn takes one (never shared: a spare belongs to the controller that made
-it, ``agentkit.pool`` label, and is handed to one run only) and the pool refills behind it; with
+it, ``agentkit.pool`` label, and is handed to one run only) and the pool refills behind it once
+spawns pause for a second (a refill amid a burst would slow the burst's own starts); with
 none left a network is made for the run on the spot. A spare is never reused after its run.
 Measured costs and limits: docs/security.md.
 """
@@ -60,6 +61,8 @@ SPARE_MAX_AGE_S = 1800.0
 SPARE_ORPHAN_S = 3600.0
 #: how often the pool looks for spares to replace when no spawn woke it
 REFRESH_S = 300.0
+#: the pool refills once spawns paused this long: a burst's own creates and starts go first
+REFILL_QUIET_S = 1.0
 
 
 def parse_pool(pool: str) -> ipaddress.IPv4Network:
@@ -133,6 +136,8 @@ class RunNetworks:
         self._filler: asyncio.Task[None] | None = None
         self.filled = asyncio.Event()  # set whenever the pool holds all the spares wanted
         self._removals: set[asyncio.Task[None]] = set()
+        self._last_take = 0.0  # monotonic time of the last spawn that asked for a network
+        self._took = asyncio.Event()  # set by each such spawn
 
     def name(self, run_id: str) -> str:
         return f"{self.prefix}-{run_id}"
@@ -167,6 +172,8 @@ class RunNetworks:
         A network made on the spot still needs the model API to listen on it
         (:meth:`needs_listen`)."""
         now = time.time()
+        self._last_take = time.monotonic()
+        self._took.set()
         while self._spares:
             name, made = self._spares.pop(0)
             if now - made < SPARE_MAX_AGE_S:
@@ -268,32 +275,39 @@ class RunNetworks:
             for name, made in [sp for sp in self._spares if now - sp[1] >= SPARE_MAX_AGE_S]:
                 self._spares.remove((name, made))
                 self._background_remove(name)
-            added = 0
             while len(self._spares) < self.spares_wanted:
+                await self._quiet()
                 name = f"{self.prefix}-s{secrets.token_hex(5)}"
                 try:
                     await self._make(name, {LABEL_POOL: self.pool_id})
                     await self.join(name)
+                    if self._listen is not None:  # offered only once the model API answers
+                        await self._listen()
                 except asyncio.CancelledError:  # closing: the half-made spare goes too
                     await asyncio.shield(self._drop(name))
                     raise
                 except AgentkitError as exc:
                     logger.warning("could not make a spare agent network: %s", exc)
-                    with contextlib.suppress(AgentkitError):
-                        await self._delete(name)
+                    await self._drop(name)
                     break  # try again at the next spawn or refresh
                 self._spares.append((name, time.time()))
-                added += 1
-            if added and self._listen is not None:
-                try:
-                    await self._listen()
-                except AgentkitError as exc:  # a spawn's own listen call covers it
-                    logger.warning("the gateway did not listen on new spares: %s", exc)
             if len(self._spares) >= self.spares_wanted:
                 self.filled.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REFRESH_S):
                     await self._wake.wait()
+
+    async def _quiet(self) -> None:
+        """Wait until no spawn asked for a network for :data:`REFILL_QUIET_S` (a refill made
+        during a burst competes with the burst's own engine work)."""
+        while True:
+            self._took.clear()
+            quiet_at = self._last_take + REFILL_QUIET_S
+            try:
+                async with asyncio.timeout(max(quiet_at - time.monotonic(), 0.0)):
+                    await self._took.wait()  # another spawn: the quiet starts again
+            except TimeoutError:
+                return
 
     def _background_remove(self, name: str) -> None:
         task = asyncio.create_task(self._drop(name), name="agentkit-run-network-remove")
