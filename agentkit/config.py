@@ -272,6 +272,15 @@ class Settings(BaseSettings):
         validation_alias=_env("AGENTKIT_EGRESS_ALLOW"),
         description="Hosts agents may reach through the gateway's proxy (comma separated).",
     )
+    agent_transport: Literal["socket", "network"] = Field(
+        default="socket",
+        validation_alias=_env("AGENTKIT_AGENT_TRANSPORT"),
+        description=(
+            "How agents reach the gateway on the Docker runtime: socket (no network at all; "
+            "the run's model API and proxy are unix sockets mounted into it) or network (one "
+            "internal network per run). The Swarm runtime always uses its overlay."
+        ),
+    )
     agent_subnet_pool: str = Field(
         default="10.213.0.0/16",
         validation_alias=_env("AGENTKIT_AGENT_SUBNET_POOL"),

@@ -63,14 +63,13 @@ from agentkit.containers.launch import plan_launch
 from agentkit.containers.service import AgentService, AgentState, new_agent_id
 from agentkit.executors import SSHExecutor
 from agentkit.executors.base import UnixConnection
-from agentkit.gateway.agents import GatewayAdditions
 from agentkit.runtimes.base import RunSpec
 from agentkit.runtimes.memory import MemoryRun, MemoryRuntime
 from agentkit.tools.base import ToolContext
 from agentkit.tools.containers import container_tools
 from agentkit.tools.toolset import Toolset
 from bench._sampling import interleaved, pct, throughput
-from tests.containers_support import BASE_IMAGE, remove_containers_of_root
+from tests.containers_support import AGENT_IMAGE, remove_containers_of_root
 from tests.sshd import SSHServer, sshd_available, start_sshd
 
 SOCKET = "/var/run/docker.sock"
@@ -151,7 +150,7 @@ class Bench:
     def settings(self, name: str, **extra: Any) -> Any:
         root = str(self.tmp / name)
         self.roots.append(root)
-        values = {"image": BASE_IMAGE, "anthropic_api_key": "sk-ant-bench-0123456789", **extra}
+        values = {"image": AGENT_IMAGE, "anthropic_api_key": "sk-ant-bench-0123456789", **extra}
         return self.server.settings(root=root, **values)
 
     async def service(self, name: str, **extra: Any) -> tuple[SSHExecutor, AgentService]:
@@ -173,10 +172,10 @@ class Bench:
                 context=ToolContext(settings=agents.settings, executor=executor, agents=agents),
             )
             for i in range(5):
-                st = await agents.spawn(f"finished {i}", f"ws{i}", 60_000, command=["true"])
+                st = await agents.spawn(f"finished {i}", f"ws{i}", 60_000, entrypoint=["true"])
                 await agents.wait(st.id, 30_000)
             running = [
-                await agents.spawn(f"run {i}", f"r{i}", 600_000, command=["sleep", "600"])
+                await agents.spawn(f"run {i}", f"r{i}", 600_000, entrypoint=["sleep", "600"])
                 for i in range(3)
             ]
             await agents.settle()
@@ -316,38 +315,54 @@ class Bench:
             await gateway.client()
         gateway_start_s = time.perf_counter() - started
         # one spawn first (image checked, executor warm), as a controller that already runs
-        warm = await agents.spawn("warm", "warm", 60_000, command=["true"])
+        warm = await agents.spawn("warm", "warm", 60_000, entrypoint=["true"])
         await agents.wait(warm.id, 30_000)
         labels = {k: v for k, v in agents.labels.items() if v is not None}
         bare = [
-            RunSpec(name="", image=BASE_IMAGE, labels=labels, env={}, command=("sleep", "3"))
+            RunSpec(name="", image=AGENT_IMAGE, labels=labels, env={}, entrypoint=("sleep", "3"))
         ] * n
-        # the bare container on the internal network agents sit on: what that network alone
-        # costs the engine (user-defined networks set up more at each start than the bridge)
-        bare_internal = (
-            [replace(bare[0], network=gateway.host.network)] * n if gateway is not None else []
-        )
-        # the same containers a spawn asks for: mount, limits, init, user, network (the
-        # gateway's internal one when it is on), labels and env
+        socket = gateway is not None and gateway.host.transport == "socket"
+        # on the network transport, the bare container on the internal network agents sit on:
+        # what that network alone costs the engine (user-defined networks set up more at each
+        # start than the bridge); on the socket transport, the bare container with no network
+        bare_agent_net = []
+        if gateway is not None:
+            bare_agent_net = [
+                replace(bare[0], network="none" if socket else gateway.host.network)
+            ] * n
+        # the same containers a spawn asks for: mount, limits, init, user, network, labels and
+        # env, and on the socket transport the run's sockets (made by the gateway) and the
+        # forwarder before the entrypoint
         same = []
+        floor_runs = []
         for i in range(n):
             ws = await agents.prepare_workspace(f"e{i}")
+            additions = None
+            if gateway is not None:
+                floor_run = f"floor-{i}-{new_agent_id()}"
+                floor_runs.append(floor_run)
+                network = await gateway.open_network(floor_run)
+                plan = gateway.plan_run(
+                    floor_run,
+                    workspace=ws,
+                    deadline=time.time() + 600,
+                    max_cost_usd=None,
+                    network=network,
+                    image_start=await gateway.image_start(AGENT_IMAGE),
+                )
+                additions = plan.additions
             spec, _ = plan_launch(
                 agents.settings,
                 agents.redactor,
                 run_id="",
                 task="burst",
                 workspace=ws,
-                image=BASE_IMAGE,
+                image=AGENT_IMAGE,
                 timeout_ms=120_000,
                 created=time.time(),
                 runtime_name=runtime.name,
-                command=["sleep", "3"],
-                gateway=(
-                    GatewayAdditions(env={}, network=gateway.host.network)
-                    if gateway is not None
-                    else None
-                ),
+                entrypoint=["sleep", "3"],
+                gateway=additions,
             )
             same.append(spec)
 
@@ -366,8 +381,8 @@ class Bench:
             return took
 
         rounds: dict[str, list[float]] = {"engine_bare": [], "engine_same_spec": [], "ours": []}
-        if bare_internal:
-            rounds["engine_bare_internal"] = []
+        if bare_agent_net:
+            rounds["engine_bare_agent_network"] = []
         # our own time on the critical path, which load noise hides in the wall-clock ratio:
         # the engine idle at the start of a burst (until the first create), and the tail after
         # the last start (until the last spawn returned)
@@ -376,7 +391,7 @@ class Bench:
         failures: list[str] = []
         paced, max_wait = 0, 0.0
         phases: list[dict[str, tuple[float, float]]] = []
-        spares = getattr(getattr(gateway, "host", None), "run_networks", None)
+        spares = None if socket else getattr(getattr(gateway, "host", None), "run_networks", None)
 
         async def settled() -> None:
             """A controller between bursts: its spare networks made again (the refill is
@@ -394,15 +409,15 @@ class Bench:
                     rounds[what].append(await engine(bare, what))
                 elif what == "engine_same_spec":
                     rounds[what].append(await engine(same, what))
-                elif what == "engine_bare_internal":
-                    rounds[what].append(await engine(bare_internal, what))
+                elif what == "engine_bare_agent_network":
+                    rounds[what].append(await engine(bare_agent_net, what))
                 else:
                     agents.launcher.phases.clear()
                     cpu0 = time.process_time()
                     start = time.perf_counter()
                     outcomes = await asyncio.gather(
                         *(
-                            agents.spawn(f"burst {i}", f"b{i}", 120_000, command=["sleep", "3"])
+                            agents.spawn(f"burst {i}", f"b{i}", 120_000, entrypoint=["sleep", "3"])
                             for i in range(n)
                         ),
                         return_exceptions=True,
@@ -425,6 +440,9 @@ class Bench:
                     max_wait = max([max_wait, *waited])
                     await asyncio.gather(*(agents.wait(o.id, 60_000) for o in ok))
                     await agents.settle()
+        if gateway is not None:
+            for floor_run in floor_runs:  # the floor's sockets (or networks) go
+                await gateway.ended(floor_run)
         med = {k: statistics.median(v) for k, v in rounds.items()}
         return {
             "rounds": self.args.spawn_rounds,
@@ -432,9 +450,12 @@ class Bench:
             "median_s": {k: round(v, 3) for k, v in med.items()},
             "ratio": ratio(med["ours"], med["engine_bare"]),
             "ratio_same_spec": ratio(med["ours"], med["engine_same_spec"]),
-            "internal_network_cost": (
-                ratio(med["engine_bare_internal"], med["engine_bare"])
-                if "engine_bare_internal" in med
+            "transport": gateway.host.transport if gateway is not None else None,
+            # the bare container on the agents' network (none on the socket transport, an
+            # internal network on the network transport) vs on the default bridge
+            "agent_network_cost": (
+                ratio(med["engine_bare_agent_network"], med["engine_bare"])
+                if "engine_bare_agent_network" in med
                 else None
             ),
             "ratio_range": [
@@ -443,7 +464,9 @@ class Bench:
             ],
             "gateway": gateway is not None,
             "gateway_first_start_s": round(gateway_start_s, 3),
-            "spare_networks": agents.settings.agent_network_spares if gateway is not None else 0,
+            "spare_networks": (
+                agents.settings.agent_network_spares if gateway is not None and not socket else 0
+            ),
             "failures": failures[:3],
             "failed": len(failures),
             "paced_spawns": paced,
@@ -528,7 +551,11 @@ class Bench:
             spawned = await asyncio.gather(
                 *(
                     agents.spawn(
-                        f"chatty {i}", f"r{i}", 600_000, command=["sh", "-c", CHATTY], extra_env=env
+                        f"chatty {i}",
+                        f"r{i}",
+                        600_000,
+                        entrypoint=["sh", "-c", CHATTY],
+                        extra_env=env,
                     )
                     for i in range(n)
                 )
@@ -567,11 +594,11 @@ class Bench:
             (Path(agents.settings.workspaces_root) / "empty").mkdir(parents=True)
             os.chown(Path(agents.settings.workspaces_root) / "empty", 1001, 1001)
             times: dict[str, list[float]] = {"big": [], "empty": []}
-            await agents.spawn("warm", "empty", 60_000, command=["true"])
+            await agents.spawn("warm", "empty", 60_000, entrypoint=["true"])
             for _ in range(self.args.workspace_rounds):
                 for name in ("empty", "big"):
                     start = time.perf_counter()
-                    st = await agents.spawn("x", name, 60_000, command=["true"])
+                    st = await agents.spawn("x", name, 60_000, entrypoint=["true"])
                     times[name].append((time.perf_counter() - start) * 1000)
                     await agents.wait(st.id, 30_000)
             start = time.perf_counter()
@@ -693,17 +720,23 @@ def summary(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
             gw = "gateway off"
             if s["gateway"]:
                 gw = f"gateway on, {s['spare_networks']} spare networks"
+                if s["transport"] == "socket":
+                    gw = "gateway on, socket transport"
             lines.append(
                 f"{n} concurrent spawns ({gw}) {s['ratio']}x the engine alone{target}, "
                 f"range {s['ratio_range'][0]}-{s['ratio_range'][1]} over {s['rounds']} rounds; "
                 f"{s['ratio_same_spec']}x the engine creating the same spec (mount, limits, "
                 f"network); {s['failed']} failures, {s['paced_spawns']} paced"
             )
-            if s.get("internal_network_cost"):
+            if s.get("agent_network_cost"):
+                where = (
+                    "with no network (the socket transport)"
+                    if s["transport"] == "socket"
+                    else "on the agents' internal network"
+                )
                 lines.append(
-                    "  the engine alone starts the bare containers "
-                    f"{s['internal_network_cost']}x slower on the agents' internal network "
-                    "than on the default bridge"
+                    f"  the engine alone starts the bare containers {where} in "
+                    f"{s['agent_network_cost']}x the time it takes on the default bridge"
                 )
             steps = ", ".join(f"{name} {p['p50_ms']:.0f}" for name, p in s["phases"].items())
             lines.append(f"  phases, p50 ms each: {steps}")

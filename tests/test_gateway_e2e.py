@@ -268,7 +268,10 @@ async def test_key_nowhere_usage_metered_to_the_token_and_token_dies(
                 ["sh", "-c", "for p in /proc/[0-9]*; do cat $p/environ $p/cmdline; echo; done"],
             )
             assert "claude" in scan
-            assert "ANTHROPIC_BASE_URL=http://agentkit-gateway-" in scan
+            # on Docker the socket transport: the gateway's sockets served on the agent's own
+            # loopback; on Swarm the gateway by name on the overlay
+            base = "127.0.0.1:8080" if runtime == "docker" else "agentkit-gateway-"
+            assert f"ANTHROPIC_BASE_URL=http://{base}" in scan
             assert "ANTHROPIC_API_KEY=agentkit-run-" in scan  # the per-run token instead
             token = scan.split("ANTHROPIC_API_KEY=", 1)[1].split("\0", 1)[0]
             assert key not in scan
@@ -795,6 +798,7 @@ async def test_a_non_streamed_answer_through_the_gateway_container_is_whole_and_
             agent_image,
             anthropic_api_key="sk-ant-x",
             anthropic_base_url=server.url_for(upstream_host),
+            agent_transport="network",  # a helper container on the run's network calls it
         )
         async with (
             LocalExecutor() as executor,

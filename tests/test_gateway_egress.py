@@ -290,6 +290,7 @@ async def test_proxy_logins_per_run_and_agents_cannot_reach_each_other(
         anthropic_base_url=f"http://{host_ip}:9",
         egress_allow=f"allowed.test:{port}",
         gateway_extra_hosts=[f"allowed.test:{host_ip}", f"denied.test:{host_ip}"],
+        agent_transport="network",  # the socket transport: tests/test_gateway_sockets.py
     )
     gw_name, _, _ = gateway_names(settings.root)
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:

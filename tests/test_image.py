@@ -72,6 +72,7 @@ def _sources(tmp_path: Path, dockerfile: str, *, settings_json: str = "{}") -> B
     docker_dir.mkdir(parents=True, exist_ok=True)
     (docker_dir / DOCKERFILE).write_text(dockerfile)
     (docker_dir / "agent-entrypoint.sh").write_text("#!/bin/sh\nexec true\n")
+    (docker_dir / "agentkit-forward.sh").write_text('#!/bin/sh\nexec "$@"\n')
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(settings_json)
     return BuildSources(docker_dir, settings_file)

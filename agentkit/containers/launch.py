@@ -271,8 +271,9 @@ def plan_launch(
     spec runs the agent user with ``init``, the configured limits and network, on ``node``
     (the workspace's node on a cluster; ``None``: wherever the runtime puts its workspaces).
     With ``gateway`` (:meth:`agentkit.gateway.agents.AgentGateway.plan_run`) the real
-    credentials are replaced by the run's token and the gateway's URLs, and the agent joins the
-    gateway's internal network.
+    credentials are replaced by the run's token and the gateway's URLs, and the agent joins its
+    network (``none`` on the socket transport: it gets the run's sockets folder, read-only, and
+    the forwarder before its entrypoint).
     """
     network = check_network(settings)
     deadline = created + timeout_ms / 1000
@@ -286,9 +287,13 @@ def plan_launch(
         "agentkit.timeout-ms": str(timeout_ms),
     }
     env = container_env(settings, redactor, task, deadline)
+    mounts = [Mount(workspace, WORKSPACE_TARGET)]
     if gateway is not None:
         env = gateway.apply(env)
         network = gateway.network
+        mounts += [Mount(src, dst, read_only=True) for src, dst in gateway.mounts]
+        command = gateway.command(command, entrypoint)
+        entrypoint = gateway.entrypoint(entrypoint)
     session = session or SessionOptions()
     labels["agentkit.session"] = "1"
     env["AGENTKIT_SESSION"] = "1"
@@ -305,7 +310,7 @@ def plan_launch(
         image=image,
         labels=labels,
         env=env,
-        mounts=(Mount(workspace, WORKSPACE_TARGET),),
+        mounts=tuple(mounts),
         command=tuple(command) if command is not None else None,
         entrypoint=tuple(entrypoint) if entrypoint is not None else None,
         workdir=WORKSPACE_TARGET,

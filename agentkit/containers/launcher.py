@@ -174,9 +174,11 @@ class Launcher:
         image = image or self.settings.image
         with phases.span("image"):
             await self.ensure_image(runtime, image)
+        image_start = None
         if gateway is not None:
             with phases.span("gateway_ready"):
                 await gateway.client()  # its network must exist before the run is created
+                image_start = await gateway.image_start(image)
         run_id = new_agent_id()
         with phases.span("workspace"):
             workspace = await self.prepare_workspace(
@@ -194,6 +196,7 @@ class Launcher:
                     deadline=created + timeout_ms / 1000,
                     max_cost_usd=budget,
                     network=network,
+                    image_start=image_start,
                 )
             spec, meta = plan_launch(
                 self.settings,

@@ -15,6 +15,9 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 ``GET /usage?since=..``     ledger rows since a unix time
 ``POST /reload``            re-read the config file (upstream, budgets, prices, allowlist)
 ``POST /listen``            the model API listens on the addresses of newly joined run networks
+``POST /runs/{id}/sockets`` the socket transport: the run's ``api.sock`` and ``proxy.sock``
+                            listen in ``runs/<id>/`` of the state folder (:mod:`.run_sockets`)
+``DELETE /runs/{id}/sockets``  they stop and their folder goes
 ==========================  =====================================================================
 """
 
@@ -31,6 +34,7 @@ from .budgets import RunEntry
 from .ledger import Ledger, RunTotals, UsageRow, summary
 from .pricing import TokenCounts
 from .proxy import Gateway
+from .run_sockets import RunSockets, check_run_id
 
 __all__ = ["admin_app"]
 
@@ -74,6 +78,7 @@ def admin_app(
     reload: Callable[[], Awaitable[dict[str, Any]]],
     squid_state: Callable[[], str] | None = None,
     listen: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    sockets: RunSockets | None = None,
 ) -> web.Application:
     """The admin routes over ``gateway``; ``reload`` re-reads the config file."""
     routes = web.RouteTableDef()
@@ -204,6 +209,32 @@ def admin_app(
         if listen is None:
             return web.json_response({"error": "not supported"}, status=404)
         return web.json_response(await listen())
+
+    @routes.post("/runs/{run_id}/sockets")
+    async def open_sockets(request: web.Request) -> web.Response:
+        if sockets is None:
+            return web.json_response({"error": "not supported"}, status=404)
+        try:
+            run_id = check_run_id(request.match_info["run_id"])
+        except ValueError as exc:
+            return _bad(str(exc))
+        try:
+            where = await sockets.open(run_id)
+        except OSError as exc:
+            return web.json_response(
+                {"error": f"cannot listen for {run_id}: {type(exc).__name__}: {exc}"}, status=500
+            )
+        return web.json_response({"run_id": run_id, "folder": where})
+
+    @routes.delete("/runs/{run_id}/sockets")
+    async def close_sockets(request: web.Request) -> web.Response:
+        if sockets is None:
+            return web.json_response({"error": "not supported"}, status=404)
+        try:
+            run_id = check_run_id(request.match_info["run_id"])
+        except ValueError as exc:
+            return _bad(str(exc))
+        return web.json_response({"run_id": run_id, "closed": await sockets.close(run_id)})
 
     app = web.Application(client_max_size=1 << 20)
     app.add_routes(routes)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from agentkit.gateway.host import GatewayHostBase
     from agentkit.runtimes.base import Runtime
 
-__all__ = ["CREDENTIAL_VARS", "AgentGateway", "GatewayAdditions", "RunPlan", "gateway_for"]
+__all__ = [
+    "CREDENTIAL_VARS",
+    "AgentGateway",
+    "GatewayAdditions",
+    "ImageStart",
+    "RunPlan",
+    "gateway_for",
+]
 
 logger = logging.getLogger("agentkit.gateway")
 
@@ -43,6 +50,21 @@ logger = logging.getLogger("agentkit.gateway")
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 #: token lifetime after the run's deadline (the controller normally ends it sooner)
 TOKEN_GRACE_S = 120.0
+
+
+#: the image's own entrypoint (``docker/agent-entrypoint.sh``)
+AGENT_ENTRYPOINT = "/usr/local/bin/agent-entrypoint"
+#: the socket transport inside the agent (``docker/agentkit-forward.sh``): serves the run's
+#: sockets on the container's loopback, then runs the entrypoint
+FORWARD = "/usr/local/bin/agentkit-forward"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStart:
+    """How an image starts: its ``Entrypoint`` and ``Cmd``."""
+
+    entrypoint: tuple[str, ...]
+    command: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,31 @@ class GatewayAdditions:
     network: str
     remove: tuple[str, ...] = (*CREDENTIAL_VARS, "ANTHROPIC_BASE_URL")
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: host folder -> container folder, read-only (the socket transport's sockets)
+    mounts: tuple[tuple[str, str], ...] = ()
+    #: run before the entrypoint, which it then runs (the socket transport's forwarder)
+    entrypoint_prefix: tuple[str, ...] = ()
+    #: the run image's own entrypoint and command (what the prefix runs when the spawn gives
+    #: none: an entrypoint set in the create request drops the image's command)
+    image_start: ImageStart | None = None
+
+    def entrypoint(self, given: Sequence[str] | None) -> tuple[str, ...] | None:
+        """The container's entrypoint: ``given`` (``None``: the image's), behind the prefix."""
+        if not self.entrypoint_prefix:
+            return tuple(given) if given is not None else None
+        image = self.image_start or ImageStart((AGENT_ENTRYPOINT,), None)
+        return (*self.entrypoint_prefix, *(given if given is not None else image.entrypoint))
+
+    def command(
+        self, given: Sequence[str] | None, entrypoint: Sequence[str] | None
+    ) -> tuple[str, ...] | None:
+        """The container's command: ``given``, else (behind the prefix, with the image's own
+        entrypoint) the image's command."""
+        if given is not None:
+            return tuple(given)
+        if self.entrypoint_prefix and entrypoint is None and self.image_start is not None:
+            return self.image_start.command
+        return None
 
     def apply(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` without any real credential, plus the gateway's variables."""
@@ -90,24 +137,19 @@ class AgentGateway:
         deadline: float,
         max_cost_usd: float | None,
         network: str,
+        image_start: ImageStart | None = None,
     ) -> RunPlan:
         """A new run's token and what its spec gets, without I/O: the caller registers it
         (:meth:`RunPlan.register`) side by side with creating the run, before starting it.
         ``network`` is the one :meth:`open_network` gave the run."""
         token = "agentkit-run-" + secrets.token_urlsafe(32)
-        proxy = self.host.proxy_url_for(run_id, token)
-        no_proxy = f"{self.host.name},gateway,localhost,127.0.0.1"
-        env = {
-            "ANTHROPIC_API_KEY": token,
-            "ANTHROPIC_BASE_URL": self.host.api_url,
-            "HTTP_PROXY": proxy,
-            "HTTPS_PROXY": proxy,
-            "http_proxy": proxy,
-            "https_proxy": proxy,
-            "NO_PROXY": no_proxy,
-            "no_proxy": no_proxy,
+        access = self.host.run_access(run_id, token)
+        env = {"ANTHROPIC_API_KEY": token, **access.env}
+        meta = {
+            "gateway": self.host.name,
+            "gateway_transport": self.host.transport,
+            "max_cost_usd": max_cost_usd,
         }
-        meta = {"gateway": self.host.name, "max_cost_usd": max_cost_usd}
 
         async def register() -> None:
             client = await self.client()
@@ -119,8 +161,20 @@ class AgentGateway:
                 expires=deadline + TOKEN_GRACE_S,
             )
 
-        additions = GatewayAdditions(env=env, network=network, meta=meta)
+        additions = GatewayAdditions(
+            env=env,
+            network=network,
+            meta=meta,
+            mounts=access.mounts,
+            entrypoint_prefix=access.entrypoint_prefix,
+            image_start=image_start,
+        )
         return RunPlan(additions, register)
+
+    async def image_start(self, image: str) -> ImageStart | None:
+        """How ``image`` starts, when the transport wraps its entrypoint (refused if the image
+        cannot serve it); ``None`` otherwise."""
+        return await self.host.image_start(image)
 
     async def open_network(self, run_id: str) -> str:
         """The run's network, with the gateway on it and its model API listening there
@@ -135,14 +189,13 @@ class AgentGateway:
         return network
 
     async def ended(self, run_id: str) -> dict[str, Any] | None:
-        """Kill the run's token and remove its network; its metered summary (``None`` if the
-        gateway never knew it)."""
+        """Kill the run's token and remove its network (or sockets); its metered summary
+        (``None`` if the gateway never knew it)."""
         try:
             return await (await self.host.attach()).end(run_id)
         finally:
             try:
                 await self.host.close_run_network(run_id)
-                await (await self.host.attach()).listen()
             except AgentkitError as exc:  # swept later
                 logger.warning("could not remove the network of %s: %s", run_id, exc)
 

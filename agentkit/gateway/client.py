@@ -140,5 +140,22 @@ class GatewayClient:
         """The model API listens on the gateway's addresses on every run network it joined."""
         return dict(await self.call("POST", "/listen") or {})
 
+    async def open_sockets(self, run_id: str) -> str:
+        """The socket transport: the run's ``api.sock`` and ``proxy.sock`` listen; returns
+        their folder inside the gateway."""
+        data = await self.call("POST", f"/runs/{run_id}/sockets", retry_for=10.0)
+        if not isinstance(data, Mapping) or not data.get("folder"):
+            raise ToolError(
+                "the agentkit gateway does not serve the socket transport (an older gateway "
+                "image?): `agentkit image build` rebuilds it, or set "
+                "AGENTKIT_AGENT_TRANSPORT=network"
+            )
+        return str(data["folder"])
+
+    async def close_sockets(self, run_id: str) -> bool:
+        """The run's sockets stop and their folder goes."""
+        data = await self.call("DELETE", f"/runs/{run_id}/sockets", retry_for=10.0)
+        return bool((data or {}).get("closed"))
+
     async def reload(self) -> dict[str, Any]:
         return dict(await self.call("POST", "/reload", retry_for=10.0) or {})

@@ -26,11 +26,19 @@ import json
 import logging
 import os
 import tarfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
-from agentkit.errors import ConfigError, ConflictError, NotFoundError, RuntimeUnavailable
+from agentkit.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RuntimeUnavailable,
+    ToolError,
+)
+from agentkit.gateway.agents import FORWARD, ImageStart
 from agentkit.gateway.client import GatewayClient
 from agentkit.gateway.egress import expand_allowlist
 from agentkit.gateway.image import ensure_gateway_image
@@ -92,6 +100,34 @@ def config_tar(config: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+#: the agent image's label saying it has ``agentkit-forward`` and socat
+FORWARD_LABEL = "agentkit.gateway-forward"
+#: where the socket transport's folder (``api.sock``, ``proxy.sock``) is mounted in an agent
+SOCKETS_TARGET = "/run/agentkit-gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class RunAccess:
+    """How one run reaches the gateway: its environment (base URL, proxy with the run's login)
+    and, on the socket transport, the mount of its sockets and the forwarder before its
+    entrypoint."""
+
+    env: dict[str, str]
+    mounts: tuple[tuple[str, str], ...] = ()
+    entrypoint_prefix: tuple[str, ...] = ()
+
+
+def proxy_env(proxy: str, no_proxy: str) -> dict[str, str]:
+    return {
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        "http_proxy": proxy,
+        "https_proxy": proxy,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
+
+
 class GatewayHostBase:
     """What every placement of the gateway shares: names, config, state folder, admin client.
 
@@ -102,6 +138,8 @@ class GatewayHostBase:
 
     #: what ``ensure_or_explain`` suggests when the gateway does not come up
     logs_command = "docker logs"
+    #: how agents reach it: ``network`` (a network of their own / the overlay) or ``socket``
+    transport = "network"
 
     def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
         self.executor = executor
@@ -124,6 +162,17 @@ class GatewayHostBase:
     def proxy_url_for(self, run_id: str, token: str) -> str:
         """The proxy URL of one run: its id and token as the login squid checks."""
         return f"http://{quote(run_id, safe='')}:{quote(token, safe='')}@{self.name}:{PROXY_PORT}"
+
+    async def image_start(self, image: str) -> ImageStart | None:
+        """How ``image`` starts, when this transport wraps its entrypoint; ``None`` when not."""
+        return None
+
+    def run_access(self, run_id: str, token: str) -> RunAccess:
+        """What the run ``run_id`` (logged in with ``token``) is given to reach the gateway."""
+        no_proxy = f"{self.name},gateway,localhost,127.0.0.1"
+        proxy = proxy_env(self.proxy_url_for(run_id, token), no_proxy)
+        env = {"ANTHROPIC_BASE_URL": self.api_url, **proxy}
+        return RunAccess(env)
 
     def config(self) -> dict[str, Any]:
         """The gateway's config file (holds the real key: only ever uploaded, never logged)."""
@@ -227,11 +276,15 @@ class GatewayHostBase:
 
 
 class GatewayHost(GatewayHostBase):
-    """Ensures the gateway container of one agentkit root (the Docker runtime), and one
-    internal network per run (:mod:`.run_networks`)."""
+    """Ensures the gateway container of one agentkit root (the Docker runtime), and how each
+    run reaches it (``AGENTKIT_AGENT_TRANSPORT``): two unix sockets of its own mounted into an
+    agent with no network (``socket``, :mod:`.run_sockets`), or one internal network per run
+    (``network``, :mod:`.run_networks`)."""
 
     def __init__(self, executor: Executor, settings: Settings, docker: aiodocker.Docker) -> None:
         super().__init__(executor, settings, docker)
+        self.transport = settings.agent_transport
+        self._image_starts: dict[str, ImageStart] = {}
         self.run_networks = RunNetworks(
             docker,
             root=settings.root,
@@ -247,9 +300,61 @@ class GatewayHost(GatewayHostBase):
         await (await self.attach()).listen()
 
     def run_network(self, run_id: str) -> str:
+        if self.transport == "socket":
+            return "none"
         return self.run_networks.network(run_id)
 
+    async def image_start(self, image: str) -> ImageStart | None:
+        """The socket transport runs ``agentkit-forward`` before the image's entrypoint: the
+        image must have it (label ``agentkit.gateway-forward``); its entrypoint and command."""
+        if self.transport != "socket":
+            return None
+        known = self._image_starts.get(image)
+        if known is not None:
+            return known
+        with docker_errors(f"inspect image {image}", self.settings.docker_socket):
+            data = await self.docker._query_json(f"images/{image}/json")
+        config = data.get("Config") or {}
+        if (config.get("Labels") or {}).get(FORWARD_LABEL) != "1":
+            raise ToolError(
+                f"image {image} cannot run behind the gateway's socket transport: it lacks "
+                f"{FORWARD} and socat (label {FORWARD_LABEL}); build it FROM the agentkit agent "
+                "image (`agentkit image build`), or set AGENTKIT_AGENT_TRANSPORT=network"
+            )
+        cmd = config.get("Cmd")
+        start = ImageStart(
+            tuple(str(a) for a in config.get("Entrypoint") or ()),
+            tuple(str(a) for a in cmd) if cmd else None,
+        )
+        self._image_starts[image] = start
+        return start
+
+    def sockets_folder(self, run_id: str) -> str:
+        """The socket transport's folder of one run on the agent host."""
+        return f"{self.state_dir}/runs/{run_id}"
+
+    def run_access(self, run_id: str, token: str) -> RunAccess:
+        if self.transport != "socket":
+            return super().run_access(run_id, token)
+        # the agent's own loopback, where agentkit-forward serves the run's two sockets
+        login = f"{quote(run_id, safe='')}:{quote(token, safe='')}"
+        env = {
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{API_PORT}",
+            **proxy_env(f"http://{login}@127.0.0.1:{PROXY_PORT}", "localhost,127.0.0.1"),
+            "AGENTKIT_GATEWAY_SOCKETS": SOCKETS_TARGET,
+            "AGENTKIT_GATEWAY_API_PORT": str(API_PORT),
+            "AGENTKIT_GATEWAY_PROXY_PORT": str(PROXY_PORT),
+        }
+        return RunAccess(
+            env,
+            mounts=((self.sockets_folder(run_id), SOCKETS_TARGET),),
+            entrypoint_prefix=(FORWARD,),
+        )
+
     async def open_run_network(self, run_id: str) -> str:
+        if self.transport == "socket":  # no network: the run's sockets, made by the gateway
+            await (await self.attach()).open_sockets(run_id)
+            return "none"
         name = await self.run_networks.create(run_id)
         if self.run_networks.needs_listen(run_id):
             await self._listen()  # the model API answers on the new network too
@@ -260,7 +365,11 @@ class GatewayHost(GatewayHostBase):
         await super().aclose()
 
     async def close_run_network(self, run_id: str) -> None:
+        if self.transport == "socket":
+            await (await self.attach()).close_sockets(run_id)
+            return
         await self.run_networks.remove(run_id)
+        await self._listen()  # addresses of the network gone are dropped
 
     async def ensure(self) -> GatewayClient:
         """The gateway is up with the current config; returns its admin client."""
@@ -291,7 +400,8 @@ class GatewayHost(GatewayHostBase):
             if running:
                 await client.reload()
             await self.run_networks.sweep()  # left by a controller that stopped mid-run
-            self.run_networks.start_spares()
+            if self.transport == "network":
+                self.run_networks.start_spares()
             self._ready = True
             return client
 

@@ -58,6 +58,7 @@ IN_CONTAINER_MODULES = (
     "proxy.py",
     "proxy_auth.py",
     "request_body.py",
+    "run_sockets.py",
     "server.py",
     "squid.py",
 )

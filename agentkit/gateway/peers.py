@@ -65,6 +65,11 @@ class PeerLimit:
     def __call__(self) -> asyncio.Protocol:
         return _Counted(self)
 
+    def keyed(self, key: str) -> Callable[[], asyncio.Protocol]:
+        """A factory whose connections all count against ``key`` (a unix socket's connections
+        have no address: each run's socket is its own key)."""
+        return lambda: _Counted(self, key)
+
     def acquire(self, peer: str) -> bool:
         if self.open.get(peer, 0) >= self.limit:
             self.refused += 1
@@ -101,8 +106,9 @@ class _Counted(asyncio.Protocol):
     """Counts its connection against its address, keeps its head deadline, and hands
     everything else to the real protocol."""
 
-    def __init__(self, limits: PeerLimit) -> None:
+    def __init__(self, limits: PeerLimit, key: str | None = None) -> None:
         self.limits = limits
+        self.key = key
         self.peer: str | None = None
         self.inner: Any = None
         self.transport: asyncio.BaseTransport | None = None
@@ -113,6 +119,8 @@ class _Counted(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peername = transport.get_extra_info("peername")
         peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if self.key is not None:
+            peer = f"run:{self.key}"
         if self.limits.factory is None or not self.limits.acquire(peer):
             transport.close()
             return

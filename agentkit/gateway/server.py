@@ -7,7 +7,8 @@ Layout inside the gateway container (see ``Dockerfile.gateway``):
   environment. Holds the upstream URL and key, the fleet budget, price overrides and the
   expanded egress allowlist. ``POST /reload`` on the admin socket re-reads it.
 * ``/var/lib/agentkit-gateway/`` (bind mount of ``<AGENTKIT_ROOT>/gateway`` on the agent host):
-  ``ledger.sqlite`` and ``admin.sock``.
+  ``ledger.sqlite``, ``admin.sock`` and ``runs/<run id>/`` (the socket transport's ``api.sock``
+  and ``proxy.sock`` of each run: :mod:`.run_sockets`).
 
 ``python3 -m agentkit_gateway`` (the package as copied into the image) runs :func:`main`.
 """
@@ -44,6 +45,7 @@ from .proxy import (
     Gateway,
     Upstream,
 )
+from .run_sockets import RunSockets
 from .squid import Squid
 
 __all__ = ["GatewayConfig", "main", "serve"]
@@ -153,7 +155,8 @@ async def serve(
             port=cfg.proxy_port,
             log_port=squid.log_port,
             own_names=cfg.own_names,
-            clients=cfg.agent_subnets,
+            # the socket transport's proxy connections come from the gateway's own loopback
+            clients=[*cfg.agent_subnets, "127.0.0.1/32"],
             auth_helper=squid.auth_helper,
         )
 
@@ -195,8 +198,9 @@ async def serve(
                 listeners.pop(address).close()
             return {"api": sorted(listeners), "failed": failed}
 
-    admin = admin_app(gateway, reload, squid.state, listen)
     limits = PeerLimit(head_timeout=config.head_timeout)
+    sockets = RunSockets(os.path.join(state_dir, "runs"), limits.keyed, config.proxy_port)
+    admin = admin_app(gateway, reload, squid.state, listen, sockets)
     api_runner = web.AppRunner(
         gateway.app(middlewares=[limits.middleware]), access_log=None, handle_signals=False
     )
@@ -213,6 +217,7 @@ async def serve(
     started = await listen()
     if started["failed"]:
         raise RuntimeError(f"the model API cannot listen: {started['failed']}")
+    await _reopen_sockets(gateway, sockets)
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
@@ -234,6 +239,7 @@ async def serve(
             await pruning
         await squid.close()
         await admin_runner.cleanup()
+        sockets.close_all()
         for server in listeners.values():
             server.close()
         await api_runner.cleanup()
@@ -276,6 +282,20 @@ async def _load_runs(gateway: Gateway) -> None:
         )
         gateway.runs.add(row.token_sha256, entry)
     gateway.runs.set_day(start, day)
+
+
+async def _reopen_sockets(gateway: Gateway, sockets: RunSockets) -> None:
+    """After a restart: the sockets of runs still going listen again (their agents' mounts hold
+    the folders); the folders of runs that ended meanwhile go."""
+    live = {e.run_id for e in gateway.runs.by_id.values() if not e.ended}
+    for run_id in await sockets.sweep(live):
+        logger.info("removed the sockets folder of ended run %s", run_id)
+    for run_id in sorted(live):
+        if await asyncio.to_thread(os.path.isdir, sockets.path(run_id)):  # socket transport
+            try:
+                await sockets.open(run_id)
+            except (OSError, ValueError) as exc:
+                logger.warning("cannot reopen the sockets of %s: %s", run_id, exc)
 
 
 def main() -> None:

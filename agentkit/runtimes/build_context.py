@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 #: name of the Dockerfile inside the build context
 DOCKERFILE = "Dockerfile.claude-code"
 ENTRYPOINT = "agent-entrypoint.sh"
+#: the gateway's socket transport inside the agent (``/usr/local/bin/agentkit-forward``)
+FORWARD = "agentkit-forward.sh"
 SETTINGS = "claude-settings.json"
 CERTS_DIR = "certs"
 
@@ -51,6 +53,10 @@ class BuildSources:
     def entrypoint(self) -> Path:
         return self.docker_dir / ENTRYPOINT
 
+    @property
+    def forward(self) -> Path:
+        return self.docker_dir / FORWARD
+
 
 def find_build_sources() -> BuildSources:
     """Locate the Dockerfile, entrypoint and settings: package data first, then the repo.
@@ -68,6 +74,7 @@ def find_build_sources() -> BuildSources:
         if (
             sources.dockerfile.is_file()
             and sources.entrypoint.is_file()
+            and sources.forward.is_file()
             and sources.settings_file.is_file()
         ):
             return sources
@@ -123,6 +130,7 @@ def collect_context(
         # Fixed modes: the hash must not depend on how a checkout or wheel set the bits.
         DOCKERFILE: (src.dockerfile.read_bytes(), 0o644),
         ENTRYPOINT: (src.entrypoint.read_bytes(), 0o755),
+        FORWARD: (src.forward.read_bytes(), 0o755),
         SETTINGS: (src.settings_file.read_bytes(), 0o644),
         # Always present, so `COPY certs/` works with no certificates at all.
         f"{CERTS_DIR}/.keep": (b"", 0o644),
