@@ -341,14 +341,15 @@ class Bench:
             if gateway is not None:
                 floor_run = f"floor-{i}-{new_agent_id()}"
                 floor_runs.append(floor_run)
-                network = await gateway.open_network(floor_run)
+                image_start = await gateway.image_start(AGENT_IMAGE)
+                network = await gateway.open_network(floor_run, image_start)
                 plan = gateway.plan_run(
                     floor_run,
                     workspace=ws,
                     deadline=time.time() + 600,
                     max_cost_usd=None,
                     network=network,
-                    image_start=await gateway.image_start(AGENT_IMAGE),
+                    image_start=image_start,
                 )
                 additions = plan.additions
             spec, _ = plan_launch(

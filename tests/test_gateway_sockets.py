@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 from pathlib import Path
 
@@ -18,7 +20,6 @@ import pytest
 from aiohttp import web
 
 from agentkit.containers.service import AgentService
-from agentkit.errors import ToolError
 from agentkit.executors.local import LocalExecutor
 from agentkit.gateway.agents import GatewayAdditions, ImageStart
 from agentkit.gateway.host import SOCKETS_TARGET
@@ -44,11 +45,13 @@ class _Hello(asyncio.Protocol):
         transport.close()
 
 
-async def _echo_server() -> tuple[asyncio.Server, int, list[bytes]]:
-    """squid's stand-in: echoes what it gets, upper-cased."""
+async def _echo_server() -> tuple[asyncio.Server, int, list[bytes], list[str]]:
+    """squid's stand-in: echoes what it gets, upper-cased; notes each client's address."""
     got: list[bytes] = []
+    peers: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
         while data := await reader.read(65536):
             got.append(data)
             writer.write(data.upper())
@@ -56,13 +59,13 @@ async def _echo_server() -> tuple[asyncio.Server, int, list[bytes]]:
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], got
+    return server, server.sockets[0].getsockname()[1], got, peers
 
 
 async def test_run_sockets_splice_to_the_proxy_cap_each_run_and_go_with_it(
     tmp_path: Path,
 ) -> None:
-    server, port, got = await _echo_server()
+    server, port, got, peers = await _echo_server()
     limits = PeerLimit(_Hello)
     sockets = RunSockets(str(tmp_path / "runs"), limits.keyed, port, limit=3)
     try:
@@ -91,6 +94,10 @@ async def test_run_sockets_splice_to_the_proxy_cap_each_run_and_go_with_it(
         w5.write(b"from b\n")
         assert await r5.readline() == b"FROM B\n"
         w5.close()
+        # each run reaches squid from a loopback address of its own (squid caps per address)
+        assert len(set(peers[:3])) == 1
+        assert peers[3] != peers[0]
+        assert all(ipaddress.ip_address(p) in ipaddress.ip_network("127.64.0.0/10") for p in peers)
         # a half-close reaches squid's side and its answer still comes back
         r0, w0 = held[0]
         w0.write_eof()
@@ -106,8 +113,12 @@ async def test_run_sockets_splice_to_the_proxy_cap_each_run_and_go_with_it(
         r6, w6 = await asyncio.open_unix_connection(os.path.join(folder, PROXY_SOCKET))
         w6.write(b"after restart\n")
         assert await r6.readline() == b"AFTER RESTART\n"
-        w6.close()
+        # the run ends: its open tunnel is cut, not left to outlive it
         assert await again.close("run-a")
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionResetError):  # cut: end of file or a reset
+                assert await r6.read() == b""
+        w6.close()
         assert not os.path.exists(folder)
         assert not os.path.exists(other)
         assert b"hello 0\n" in got
@@ -164,10 +175,22 @@ async def test_socket_transport_agent_has_no_network_and_reaches_only_its_own_so
     )
     assert settings.agent_transport == "socket"  # the default on the Docker runtime
     async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
-        # an image without the forwarder is refused with what to do, before anything is made
-        with pytest.raises(ToolError, match="AGENTKIT_AGENT_TRANSPORT=network"):
-            await agents.spawn("bare", "sock-bare", 60_000, image=BASE_IMAGE, command=["true"])
-        assert not os.path.exists(f"{settings.root}/gateway/runs")
+        # an image without the forwarder cannot serve the sockets: its run gets a network of
+        # its own instead (the network transport), and no sockets
+        bare = await agents.spawn(
+            "bare", "sock-bare", 60_000, image=BASE_IMAGE, command=["sleep", "300"]
+        )
+        bare_raw = await _inspect(bare.id)
+        gateway = await agents.gateway()
+        assert gateway is not None
+        assert bare_raw["HostConfig"]["NetworkMode"] == gateway.host.run_network(bare.id)
+        assert bare_raw["HostConfig"]["NetworkMode"].startswith("agentkit-agents-")
+        assert not os.path.exists(f"{settings.root}/gateway/runs/{bare.id}")
+        bare_meta = await agents.store.read_meta(bare.id)
+        assert bare_meta is not None
+        assert bare_meta["gateway_transport"] == "network"
+        await agents.stop(bare.id)
+        await agents.wait(bare.id, 60_000)
         a = await agents.spawn("idle", "sock-a", 300_000, entrypoint=["sleep", "300"])
         b = await agents.spawn("idle", "sock-b", 300_000, entrypoint=["sleep", "300"])
         raw = await _inspect(a.id)
@@ -179,12 +202,13 @@ async def test_socket_transport_agent_has_no_network_and_reaches_only_its_own_so
         assert mounts[SOCKETS_TARGET]["RW"] is False
         # the forwarder runs before the spawn's own entrypoint
         assert raw["Config"]["Entrypoint"][0] == "/usr/local/bin/agentkit-forward"
+        a_meta = await agents.store.read_meta(a.id)
+        assert a_meta is not None
+        assert a_meta["gateway_transport"] == "socket"
 
         # no interface but loopback, no route: nothing to reach, not even the gateway's address
         interfaces = await _exec(a.id, _sh("ls /sys/class/net"), user="1001")
         assert interfaces.split() == ["lo"]
-        gateway = await agents.gateway()
-        assert gateway is not None
         gw_raw = await _inspect(gateway.host.name)
         gw_ips = [n["IPAddress"] for n in gw_raw["NetworkSettings"]["Networks"].values()]
         gw_ips = [ip for ip in gw_ips if ip]

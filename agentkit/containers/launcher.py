@@ -189,7 +189,7 @@ class Launcher:
         try:
             if gateway is not None:
                 with phases.span("gateway_network"):
-                    network = await gateway.open_network(run_id)
+                    network = await gateway.open_network(run_id, image_start)
                 plan = gateway.plan_run(
                     run_id,
                     workspace=workspace,

@@ -8,7 +8,8 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 ``GET /health``             alive; squid state; active runs
 ``POST /runs``              register a run: ``run_id``, ``token_sha256``, ``workspace``,
                             ``max_cost_usd``, ``expires`` (the token itself never travels)
-``POST /runs/{id}/end``     the run ended: its token dies; answers the run's summary
+``POST /runs/{id}/end``     the run ended: its token dies (and its sockets with their
+                            connections); answers the run's summary
 ``GET /runs?id=..``         summaries (cost, tokens, requests, budget state) of runs
 ``GET /runs/{id}/egress``   refused outbound connections of a run
 ``POST /usage``             record the outer agent's own usage (priced here if no cost given)
@@ -24,6 +25,7 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -119,6 +121,9 @@ def admin_app(
     async def end(request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
         gateway.runs.end(run_id)
+        if sockets is not None:  # its sockets (if any) stop and its connections are cut
+            with contextlib.suppress(ValueError):
+                await sockets.close(check_run_id(run_id))
         # its answers still in flight (those drained after a hang-up among them) are metered
         # first; past the wait the summary says it is provisional
         settled = True

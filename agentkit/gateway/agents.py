@@ -65,6 +65,8 @@ class ImageStart:
 
     entrypoint: tuple[str, ...]
     command: tuple[str, ...] | None
+    #: it has ``agentkit-forward`` and socat: its runs can use the socket transport
+    forward: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ class AgentGateway:
         env = {"ANTHROPIC_API_KEY": token, **access.env}
         meta = {
             "gateway": self.host.name,
-            "gateway_transport": self.host.transport,
+            "gateway_transport": access.transport,
             "max_cost_usd": max_cost_usd,
         }
 
@@ -172,16 +174,19 @@ class AgentGateway:
         return RunPlan(additions, register)
 
     async def image_start(self, image: str) -> ImageStart | None:
-        """How ``image`` starts, when the transport wraps its entrypoint (refused if the image
-        cannot serve it); ``None`` otherwise."""
+        """How ``image`` starts and whether it can serve the socket transport, when that
+        transport is on; ``None`` otherwise."""
         return await self.host.image_start(image)
 
-    async def open_network(self, run_id: str) -> str:
-        """The run's network, with the gateway on it and its model API listening there
-        (removed again if that fails); call before the run's container is created."""
+    async def open_network(self, run_id: str, image_start: ImageStart | None = None) -> str:
+        """The run's way to the gateway: its two sockets when the socket transport is on and
+        ``image_start`` (:meth:`image_start`) says its image can serve them, else its network
+        with the gateway on it and its model API listening there (removed again if that
+        fails); call before the run's container is created."""
         await self.client()
+        sockets = image_start is not None and image_start.forward
         try:
-            network = await self.host.open_run_network(run_id)
+            network = await self.host.open_run_network(run_id, sockets=sockets)
         except BaseException:
             with contextlib.suppress(AgentkitError):
                 await self.host.close_run_network(run_id)

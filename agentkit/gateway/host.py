@@ -31,13 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from agentkit.containers.models import LABEL_MANAGED_BY, LABEL_ROOT, MANAGED_BY
-from agentkit.errors import (
-    ConfigError,
-    ConflictError,
-    NotFoundError,
-    RuntimeUnavailable,
-    ToolError,
-)
+from agentkit.errors import ConfigError, ConflictError, NotFoundError, RuntimeUnavailable
 from agentkit.gateway.agents import FORWARD, ImageStart
 from agentkit.gateway.client import GatewayClient
 from agentkit.gateway.egress import expand_allowlist
@@ -115,6 +109,7 @@ class RunAccess:
     env: dict[str, str]
     mounts: tuple[tuple[str, str], ...] = ()
     entrypoint_prefix: tuple[str, ...] = ()
+    transport: str = "network"
 
 
 def proxy_env(proxy: str, no_proxy: str) -> dict[str, str]:
@@ -215,9 +210,10 @@ class GatewayHostBase:
         """The network the run ``run_id`` joined (given by :meth:`open_run_network`)."""
         raise NotImplementedError
 
-    async def open_run_network(self, run_id: str) -> str:
+    async def open_run_network(self, run_id: str, *, sockets: bool = False) -> str:
         """Make the run's network ready, the gateway on it and its model API listening there
-        (before the run is created); returns its name."""
+        (before the run is created); returns its name. ``sockets``: the run's image can serve
+        the socket transport (:meth:`image_start`), used when that transport is on."""
         raise NotImplementedError
 
     async def close_run_network(self, run_id: str) -> None:
@@ -285,6 +281,7 @@ class GatewayHost(GatewayHostBase):
         super().__init__(executor, settings, docker)
         self.transport = settings.agent_transport
         self._image_starts: dict[str, ImageStart] = {}
+        self._socket_runs: set[str] = set()
         self.run_networks = RunNetworks(
             docker,
             root=settings.root,
@@ -300,13 +297,14 @@ class GatewayHost(GatewayHostBase):
         await (await self.attach()).listen()
 
     def run_network(self, run_id: str) -> str:
-        if self.transport == "socket":
+        if run_id in self._socket_runs:
             return "none"
         return self.run_networks.network(run_id)
 
     async def image_start(self, image: str) -> ImageStart | None:
-        """The socket transport runs ``agentkit-forward`` before the image's entrypoint: the
-        image must have it (label ``agentkit.gateway-forward``); its entrypoint and command."""
+        """How ``image`` starts, and whether it can serve the socket transport: it has
+        ``agentkit-forward`` and socat (label ``agentkit.gateway-forward``); ``None`` on the
+        network transport."""
         if self.transport != "socket":
             return None
         known = self._image_starts.get(image)
@@ -315,16 +313,21 @@ class GatewayHost(GatewayHostBase):
         with docker_errors(f"inspect image {image}", self.settings.docker_socket):
             data = await self.docker._query_json(f"images/{image}/json")
         config = data.get("Config") or {}
-        if (config.get("Labels") or {}).get(FORWARD_LABEL) != "1":
-            raise ToolError(
-                f"image {image} cannot run behind the gateway's socket transport: it lacks "
-                f"{FORWARD} and socat (label {FORWARD_LABEL}); build it FROM the agentkit agent "
-                "image (`agentkit image build`), or set AGENTKIT_AGENT_TRANSPORT=network"
+        forward = (config.get("Labels") or {}).get(FORWARD_LABEL) == "1"
+        if not forward:
+            logger.warning(
+                "image %s has no %s (label %s): its runs get a network of their own instead "
+                "of the socket transport (build it FROM the agentkit agent image to change "
+                "that)",
+                image,
+                FORWARD,
+                FORWARD_LABEL,
             )
         cmd = config.get("Cmd")
         start = ImageStart(
             tuple(str(a) for a in config.get("Entrypoint") or ()),
             tuple(str(a) for a in cmd) if cmd else None,
+            forward=forward,
         )
         self._image_starts[image] = start
         return start
@@ -334,7 +337,7 @@ class GatewayHost(GatewayHostBase):
         return f"{self.state_dir}/runs/{run_id}"
 
     def run_access(self, run_id: str, token: str) -> RunAccess:
-        if self.transport != "socket":
+        if run_id not in self._socket_runs:
             return super().run_access(run_id, token)
         # the agent's own loopback, where agentkit-forward serves the run's two sockets
         login = f"{quote(run_id, safe='')}:{quote(token, safe='')}"
@@ -349,10 +352,12 @@ class GatewayHost(GatewayHostBase):
             env,
             mounts=((self.sockets_folder(run_id), SOCKETS_TARGET),),
             entrypoint_prefix=(FORWARD,),
+            transport="socket",
         )
 
-    async def open_run_network(self, run_id: str) -> str:
-        if self.transport == "socket":  # no network: the run's sockets, made by the gateway
+    async def open_run_network(self, run_id: str, *, sockets: bool = False) -> str:
+        if sockets and self.transport == "socket":  # no network: the run's two sockets
+            self._socket_runs.add(run_id)
             await (await self.attach()).open_sockets(run_id)
             return "none"
         name = await self.run_networks.create(run_id)
@@ -360,16 +365,19 @@ class GatewayHost(GatewayHostBase):
             await self._listen()  # the model API answers on the new network too
         return name
 
+    async def close_run_network(self, run_id: str) -> None:
+        if run_id in self._socket_runs:
+            self._socket_runs.discard(run_id)
+            await (await self.attach()).close_sockets(run_id)
+            return
+        # a network run, or one this controller did not open (the gateway's end of the run
+        # already closed its sockets if it had any)
+        if await self.run_networks.remove(run_id):
+            await self._listen()  # addresses of the network gone are dropped
+
     async def aclose(self) -> None:
         await self.run_networks.aclose()  # spares no run took
         await super().aclose()
-
-    async def close_run_network(self, run_id: str) -> None:
-        if self.transport == "socket":
-            await (await self.attach()).close_sockets(run_id)
-            return
-        await self.run_networks.remove(run_id)
-        await self._listen()  # addresses of the network gone are dropped
 
     async def ensure(self) -> GatewayClient:
         """The gateway is up with the current config; returns its admin client."""

@@ -84,6 +84,16 @@ class PeerLimit:
         else:
             self.open.pop(peer, None)
 
+    def cut(self, peer: str) -> int:
+        """Close every connection of ``peer`` now (a run that ended); how many there were."""
+        conns = [t for t, c in self._conns.items() if c.peer == peer]
+        for transport in conns:
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+            else:
+                transport.close()
+        return len(conns)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Stops the connection's head clock while its request is handled; restarts it after."""

@@ -6,15 +6,20 @@ makes, for each run, the folder ``<state>/runs/<run id>/`` with
 * ``api.sock``: the model API (the same aiohttp server as on the agents' networks, its
   connections counted and timed per run by :class:`~.peers.PeerLimit`);
 * ``proxy.sock``: a splice to squid on the gateway's loopback (squid still checks the run's
-  login and the allowlist), at most :data:`~.peers.MAX_CONNECTIONS_PER_PEER` at once per run.
+  login and the allowlist), at most :data:`~.peers.MAX_CONNECTIONS_PER_PEER` at once per run
+  and :data:`MAX_SPLICES` in all. Each run's connections come to squid from a loopback address
+  of its own (``127.64.0.0/10``), so squid's per-client cap holds per run, as on a network.
+  A splice ends as soon as squid's side ends (or :data:`HALF_CLOSE_GRACE` after the agent's
+  side did), and buffers at most a few tens of kilobytes each way.
 
 The controller mounts only that folder, read-only, into the run's container, where
 ``agentkit-forward`` serves both sockets on the container's own loopback. An agent therefore
 reaches the gateway and nothing else, with no address, no route and no neighbour: nothing to
 scan, and nothing of another run in its mount namespace.
 
-The folder outlives a gateway restart (the agent's bind mount holds the folder, so it is never
-removed while its run is alive); :meth:`RunSockets.open` binds the sockets in it again.
+When the run ends its sockets stop, its open connections are cut and its folder goes. The folder
+outlives a gateway restart (the agent's bind mount holds the folder, so it is never removed
+while its run is alive); :meth:`RunSockets.open` binds the sockets in it again.
 Standard library and aiohttp only: it runs inside the gateway container.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -36,8 +42,16 @@ logger = logging.getLogger("agentkit.gateway.sockets")
 
 API_SOCKET = "api.sock"
 PROXY_SOCKET = "proxy.sock"
-#: bytes read at once from either side of a proxy connection
-_CHUNK = 65536
+#: bytes read at once from either side of a proxy connection (and the most a splice buffers
+#: each way before it stops reading)
+_CHUNK = 16384
+#: proxy connections at once, all runs together (two descriptors each)
+MAX_SPLICES = 8192
+#: seconds a splice waits for squid's answer after the agent closed its sending side
+HALF_CLOSE_GRACE = 30.0
+#: each run's proxy connections come from their own address in this loopback range
+SOURCE_BASE = ipaddress.IPv4Address("127.64.0.0")
+SOURCE_SPAN = 1 << 22
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -59,16 +73,36 @@ class RunSockets:
         *,
         proxy_host: str = "127.0.0.1",
         limit: int = MAX_CONNECTIONS_PER_PEER,
+        total: int = MAX_SPLICES,
+        cut_api: Callable[[str], int] | None = None,
     ) -> None:
         self.folder = folder
         self.api_factory = api_factory
         self.proxy_host = proxy_host
         self.proxy_port = proxy_port
         self.limit = limit
+        self.total = total
+        #: cuts the model API connections of a run (its key), when it ends
+        self.cut_api = cut_api
         self._servers: dict[str, list[asyncio.Server]] = {}
-        self._proxied: dict[str, int] = {}
+        self._splices: dict[str, set[asyncio.StreamWriter]] = {}
+        self._sources: dict[str, str] = {}
+        self._next_source = 1
         self._lock = asyncio.Lock()
         self.refused = 0
+
+    def source(self, run_id: str) -> str:
+        """The loopback address the run's proxy connections come to squid from."""
+        known = self._sources.get(run_id)
+        if known is not None:
+            return known
+        used = set(self._sources.values())
+        while True:
+            address = str(SOURCE_BASE + self._next_source)
+            self._next_source = self._next_source % (SOURCE_SPAN - 2) + 1
+            if address not in used:
+                self._sources[run_id] = address
+                return address
 
     def path(self, run_id: str) -> str:
         return os.path.join(self.folder, check_run_id(run_id))
@@ -114,6 +148,11 @@ class RunSockets:
             servers = self._servers.pop(run_id, [])
             for server in servers:
                 server.close()
+            for writer in self._splices.pop(run_id, set()):
+                writer.transport.abort()  # its tunnels end with it
+            if self.cut_api is not None:
+                self.cut_api(f"run:{run_id}")
+            self._sources.pop(run_id, None)
             await asyncio.to_thread(shutil.rmtree, where, True)
         return bool(servers)
 
@@ -144,30 +183,50 @@ class RunSockets:
         self, run_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """One proxy connection of ``run_id``: bytes both ways between it and squid."""
-        if self._proxied.get(run_id, 0) >= self.limit:
+        mine = self._splices.setdefault(run_id, set())
+        if len(mine) >= self.limit or sum(map(len, self._splices.values())) >= self.total:
             self.refused += 1
-            writer.close()
+            writer.transport.abort()
             return
-        self._proxied[run_id] = self._proxied.get(run_id, 0) + 1
+        mine.add(writer)
+        _bound(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
             try:
                 up_reader, upstream = await asyncio.open_connection(
-                    self.proxy_host, self.proxy_port, limit=_CHUNK
+                    self.proxy_host,
+                    self.proxy_port,
+                    limit=_CHUNK,
+                    local_addr=(self.source(run_id), 0),
                 )
             except OSError as exc:
                 logger.warning("proxy connection of %s: squid unreachable: %s", run_id, exc)
                 return
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            _bound(upstream)
+            sending = asyncio.create_task(_pipe(reader, upstream))
+            answering = asyncio.create_task(_pipe(up_reader, writer))
+            try:
+                done, _ = await asyncio.wait(
+                    (sending, answering), return_when=asyncio.FIRST_COMPLETED
+                )
+                if answering not in done:  # the agent is done sending: squid may still answer
+                    await asyncio.wait((answering,), timeout=HALF_CLOSE_GRACE)
+            finally:
+                for task in (sending, answering):
+                    task.cancel()
+                await asyncio.gather(sending, answering, return_exceptions=True)
         finally:
-            left = self._proxied.get(run_id, 1) - 1
-            if left > 0:
-                self._proxied[run_id] = left
-            else:
-                self._proxied.pop(run_id, None)
+            mine.discard(writer)
+            if not mine and self._splices.get(run_id) is mine:
+                del self._splices[run_id]
             for w in (writer, upstream):
                 if w is not None:
                     w.close()
+
+
+def _bound(writer: asyncio.StreamWriter) -> None:
+    """At most :data:`_CHUNK` bytes wait in a writer before the copy pauses for it."""
+    writer.transport.set_write_buffer_limits(high=_CHUNK)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

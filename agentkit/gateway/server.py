@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -155,8 +156,9 @@ async def serve(
             port=cfg.proxy_port,
             log_port=squid.log_port,
             own_names=cfg.own_names,
-            # the socket transport's proxy connections come from the gateway's own loopback
-            clients=[*cfg.agent_subnets, "127.0.0.1/32"],
+            # the socket transport's proxy connections come from the gateway's own loopback,
+            # from one address per run (run_sockets.SOURCE_BASE)
+            clients=[*cfg.agent_subnets, "127.0.0.0/8"],
             auth_helper=squid.auth_helper,
         )
 
@@ -199,7 +201,9 @@ async def serve(
             return {"api": sorted(listeners), "failed": failed}
 
     limits = PeerLimit(head_timeout=config.head_timeout)
-    sockets = RunSockets(os.path.join(state_dir, "runs"), limits.keyed, config.proxy_port)
+    sockets = RunSockets(
+        os.path.join(state_dir, "runs"), limits.keyed, config.proxy_port, cut_api=limits.cut
+    )
     admin = admin_app(gateway, reload, squid.state, listen, sockets)
     api_runner = web.AppRunner(
         gateway.app(middlewares=[limits.middleware]), access_log=None, handle_signals=False
@@ -298,8 +302,20 @@ async def _reopen_sockets(gateway: Gateway, sockets: RunSockets) -> None:
                 logger.warning("cannot reopen the sockets of %s: %s", run_id, exc)
 
 
+def raise_open_files() -> int:
+    """The soft open-file limit raised to the hard one (no capability needed): the model API
+    and the run sockets' splices hold descriptors for every agent's connections (the engine's
+    default soft limit is often 1024). Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return int(soft)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logger.info("open files: %d", raise_open_files())
 
     async def run() -> None:
         stop = asyncio.Event()

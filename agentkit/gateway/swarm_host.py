@@ -131,7 +131,7 @@ class SwarmGatewayHost(GatewayHostBase):
         gateway at every spawn): agents on Swarm can reach each other, not anything else."""
         return self.network
 
-    async def open_run_network(self, run_id: str) -> str:
+    async def open_run_network(self, run_id: str, *, sockets: bool = False) -> str:
         return self.network  # made by ensure, the gateway already on it
 
     async def close_run_network(self, run_id: str) -> None:
