@@ -125,9 +125,15 @@ async def test_agent_writes_a_file_end_to_end(
             assert hc["PidsLimit"] == settings.container_pids
             assert hc["Memory"] == 2 << 30
             assert hc["NanoCpus"] == int(settings.container_cpus * 1e9)
-            assert [(m["Source"], m["Destination"]) for m in raw["Mounts"]] == [
-                (workspace, "/workspace")
-            ]
+            # the workspace, and read-only the run's two gateway sockets (no network at all)
+            mounts = sorted((m["Source"], m["Destination"], m["RW"]) for m in raw["Mounts"])
+            assert mounts == sorted(
+                [
+                    (f"{settings.root}/gateway/runs/{agent_id}", "/run/agentkit-gateway", False),
+                    (workspace, "/workspace", True),
+                ]
+            )
+            assert hc["NetworkMode"] == "none"
             assert not hc.get("Binds")
             # behind the gateway the real key is nowhere in the container: a per-run token is
             env = raw["Config"]["Env"]

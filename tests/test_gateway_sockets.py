@@ -108,7 +108,9 @@ async def test_run_sockets_splice_to_the_proxy_cap_each_run_and_go_with_it(
         # a gateway restart: the same folder, the sockets bound again
         sockets.close_all()
         again = RunSockets(str(tmp_path / "runs"), limits.keyed, port)
-        assert await again.sweep(["run-a"]) == ["run-b"]  # run-b ended meanwhile
+        assert await again.sweep(["run-a"], older_than=3600) == []  # run-b just ended:
+        assert os.listdir(other) == []  # its sockets go, its folder stays a while
+        assert await again.sweep(["run-a"]) == ["run-b"]
         assert await again.open("run-a") == folder
         r6, w6 = await asyncio.open_unix_connection(os.path.join(folder, PROXY_SOCKET))
         w6.write(b"after restart\n")
@@ -119,6 +121,12 @@ async def test_run_sockets_splice_to_the_proxy_cap_each_run_and_go_with_it(
             with contextlib.suppress(ConnectionResetError):  # cut: end of file or a reset
                 assert await r6.read() == b""
         w6.close()
+        # its sockets go at once; the empty folder stays for the engine (a finished
+        # container's archive needs its bind sources) until a sweep finds it old enough
+        assert os.listdir(folder) == []
+        assert await again.sweep([], older_than=3600) == []
+        assert os.path.isdir(folder)
+        assert await again.sweep([]) == ["run-a"]
         assert not os.path.exists(folder)
         assert not os.path.exists(other)
         assert b"hello 0\n" in got
@@ -260,13 +268,13 @@ async def test_socket_transport_agent_has_no_network_and_reaches_only_its_own_so
 
         await _wait_until(refused, "A's refusal to be recorded under A")
 
-        # A ends: its sockets stop and its folder goes; B's stay
+        # A ends: its sockets go (the empty folder stays a while for the engine); B's stay
         await agents.stop(a.id)
         await agents.wait(a.id, 60_000)
         await agents.settle()
-        assert not os.path.exists(folder)
+        assert os.listdir(folder) == []
         assert os.path.exists(f"{settings.root}/gateway/runs/{b.id}/{API_SOCKET}")
         await agents.stop(b.id)
         await agents.wait(b.id, 60_000)
         await agents.settle()
-    assert not os.path.exists(f"{settings.root}/gateway/runs/{b.id}")
+    assert os.listdir(f"{settings.root}/gateway/runs/{b.id}") == []

@@ -18,7 +18,7 @@ path itself locally, a forwarded socket over SSH. Routes (JSON in and out):
 ``POST /listen``            the model API listens on the addresses of newly joined run networks
 ``POST /runs/{id}/sockets`` the socket transport: the run's ``api.sock`` and ``proxy.sock``
                             listen in ``runs/<id>/`` of the state folder (:mod:`.run_sockets`)
-``DELETE /runs/{id}/sockets``  they stop and their folder goes
+``DELETE /runs/{id}/sockets``  they stop and go (the empty folder a day later)
 ==========================  =====================================================================
 """
 

@@ -17,9 +17,11 @@ The controller mounts only that folder, read-only, into the run's container, whe
 reaches the gateway and nothing else, with no address, no route and no neighbour: nothing to
 scan, and nothing of another run in its mount namespace.
 
-When the run ends its sockets stop, its open connections are cut and its folder goes. The folder
-outlives a gateway restart (the agent's bind mount holds the folder, so it is never removed
-while its run is alive); :meth:`RunSockets.open` binds the sockets in it again.
+When the run ends its sockets stop and go and its open connections are cut; the empty folder is
+removed a day later (:data:`FOLDER_GRACE`: the engine copies nothing out of a finished
+container, e.g. its session transcript, while a bind source is missing). The folder outlives a
+gateway restart (the agent's bind mount holds the folder, so it is never removed while its run
+is alive); :meth:`RunSockets.open` binds the sockets in it again.
 Standard library and aiohttp only: it runs inside the gateway container.
 """
 
@@ -32,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable
 
 from .peers import MAX_CONNECTIONS_PER_PEER
@@ -49,6 +52,9 @@ _CHUNK = 16384
 MAX_SPLICES = 8192
 #: seconds a splice waits for squid's answer after the agent closed its sending side
 HALF_CLOSE_GRACE = 30.0
+#: seconds an ended run's empty folder is kept (its finished container still names it as a
+#: bind source until the controller has copied the session out and removed it)
+FOLDER_GRACE = 86400.0
 #: each run's proxy connections come from their own address in this loopback range
 SOURCE_BASE = ipaddress.IPv4Address("127.64.0.0")
 SOURCE_SPAN = 1 << 22
@@ -142,7 +148,10 @@ class RunSockets:
             return where
 
     async def close(self, run_id: str) -> bool:
-        """The run ended: its sockets stop listening and its folder goes."""
+        """The run ended: its sockets stop listening, their files go and its open connections
+        are cut. The (empty) folder stays until :meth:`sweep` finds it older than
+        :data:`FOLDER_GRACE`: the engine cannot copy anything out of a finished container
+        (its session transcript) while one of its bind mounts' sources is missing."""
         where = self.path(run_id)
         async with self._lock:
             servers = self._servers.pop(run_id, [])
@@ -153,11 +162,13 @@ class RunSockets:
             if self.cut_api is not None:
                 self.cut_api(f"run:{run_id}")
             self._sources.pop(run_id, None)
-            await asyncio.to_thread(shutil.rmtree, where, True)
+            await asyncio.to_thread(_unlink_sockets, where)
         return bool(servers)
 
-    async def sweep(self, keep: Iterable[str]) -> list[str]:
-        """Remove the folders of runs not in ``keep`` (their runs ended while no gateway ran)."""
+    async def sweep(self, keep: Iterable[str], *, older_than: float = 0.0) -> list[str]:
+        """Remove the folders of runs not in ``keep`` last changed more than ``older_than``
+        seconds ago (their runs ended, while this gateway or none ran); the sockets of younger
+        ones."""
         keep = set(keep)
         names = await asyncio.to_thread(_listdir, self.folder)
         gone = []
@@ -168,7 +179,11 @@ class RunSockets:
                 check_run_id(name)
             except ValueError:
                 continue
-            await asyncio.to_thread(shutil.rmtree, os.path.join(self.folder, name), True)
+            where = os.path.join(self.folder, name)
+            if await asyncio.to_thread(_age, where) < older_than:
+                await asyncio.to_thread(_unlink_sockets, where)
+                continue
+            await asyncio.to_thread(shutil.rmtree, where, True)
             gone.append(name)
         return gone
 
@@ -245,6 +260,20 @@ def _make_folder(folder: str, where: str) -> None:
     os.makedirs(folder, mode=0o755, exist_ok=True)
     os.makedirs(where, mode=0o755, exist_ok=True)
     os.chmod(where, 0o755)  # noqa: S103 - whatever the umask: the agent user traverses it
+
+
+def _unlink_sockets(where: str) -> None:
+    for name in (API_SOCKET, PROXY_SOCKET):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(os.path.join(where, name))
+
+
+def _age(path: str) -> float:
+    """Seconds since ``path`` last changed (its entries: the sockets going count)."""
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _listdir(folder: str) -> list[str]:

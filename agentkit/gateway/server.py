@@ -46,7 +46,7 @@ from .proxy import (
     Gateway,
     Upstream,
 )
-from .run_sockets import RunSockets
+from .run_sockets import FOLDER_GRACE, RunSockets
 from .squid import Squid
 
 __all__ = ["GatewayConfig", "main", "serve"]
@@ -56,7 +56,7 @@ logger = logging.getLogger("agentkit.gateway")
 CONFIG_PATH = "/etc/agentkit-gateway/config.json"
 STATE_DIR = "/var/lib/agentkit-gateway"
 SQUID_CONF = "/run/agentkit-squid/squid.conf"
-#: seconds between two prunings of the ledger
+#: seconds between two prunings of the ledger (and sweeps of ended runs' socket folders)
 PRUNE_EVERY = 3600.0
 
 
@@ -222,6 +222,7 @@ async def serve(
     if started["failed"]:
         raise RuntimeError(f"the model API cannot listen: {started['failed']}")
     await _reopen_sockets(gateway, sockets)
+    sweeping = asyncio.create_task(_sweep_sockets_forever(gateway, sockets))
     await squid.start(squid_text(config))
     # the admin socket last: once it answers, the proxy and squid are up
     await web.UnixSite(admin_runner, sock_path).start()
@@ -238,9 +239,10 @@ async def serve(
     try:
         await (stop or asyncio.Event()).wait()
     finally:
-        pruning.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruning
+        for task in (pruning, sweeping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await squid.close()
         await admin_runner.cleanup()
         sockets.close_all()
@@ -288,12 +290,27 @@ async def _load_runs(gateway: Gateway) -> None:
     gateway.runs.set_day(start, day)
 
 
+async def _sweep_sockets(gateway: Gateway, sockets: RunSockets) -> None:
+    """The folders of runs that ended a while ago go (their sockets at once)."""
+    live = {e.run_id for e in gateway.runs.by_id.values() if not e.ended}
+    for run_id in await sockets.sweep(live, older_than=FOLDER_GRACE):
+        logger.info("removed the sockets folder of ended run %s", run_id)
+
+
+async def _sweep_sockets_forever(gateway: Gateway, sockets: RunSockets) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY)
+        try:
+            await _sweep_sockets(gateway, sockets)
+        except OSError:
+            logger.exception("sweeping the run sockets' folders failed")
+
+
 async def _reopen_sockets(gateway: Gateway, sockets: RunSockets) -> None:
     """After a restart: the sockets of runs still going listen again (their agents' mounts hold
     the folders); the folders of runs that ended meanwhile go."""
     live = {e.run_id for e in gateway.runs.by_id.values() if not e.ended}
-    for run_id in await sockets.sweep(live):
-        logger.info("removed the sockets folder of ended run %s", run_id)
+    await _sweep_sockets(gateway, sockets)
     for run_id in sorted(live):
         if await asyncio.to_thread(os.path.isdir, sockets.path(run_id)):  # socket transport
             try:
