@@ -215,16 +215,23 @@ def admin_app(
             return web.json_response({"error": "not supported"}, status=404)
         return web.json_response(await listen())
 
-    @routes.post("/runs/{run_id}/sockets")
-    async def open_sockets(request: web.Request) -> web.Response:
+    def run_sockets(request: web.Request) -> tuple[RunSockets, str] | web.Response:
+        """The gateway's run sockets and the route's run id, or the answer saying why not."""
         if sockets is None:
             return web.json_response({"error": "not supported"}, status=404)
         try:
-            run_id = check_run_id(request.match_info["run_id"])
+            return sockets, check_run_id(request.match_info["run_id"])
         except ValueError as exc:
             return _bad(str(exc))
+
+    @routes.post("/runs/{run_id}/sockets")
+    async def open_sockets(request: web.Request) -> web.Response:
+        found = run_sockets(request)
+        if isinstance(found, web.Response):
+            return found
+        served, run_id = found
         try:
-            where = await sockets.open(run_id)
+            where = await served.open(run_id)
         except OSError as exc:
             return web.json_response(
                 {"error": f"cannot listen for {run_id}: {type(exc).__name__}: {exc}"}, status=500
@@ -233,13 +240,11 @@ def admin_app(
 
     @routes.delete("/runs/{run_id}/sockets")
     async def close_sockets(request: web.Request) -> web.Response:
-        if sockets is None:
-            return web.json_response({"error": "not supported"}, status=404)
-        try:
-            run_id = check_run_id(request.match_info["run_id"])
-        except ValueError as exc:
-            return _bad(str(exc))
-        return web.json_response({"run_id": run_id, "closed": await sockets.close(run_id)})
+        found = run_sockets(request)
+        if isinstance(found, web.Response):
+            return found
+        served, run_id = found
+        return web.json_response({"run_id": run_id, "closed": await served.close(run_id)})
 
     app = web.Application(client_max_size=1 << 20)
     app.add_routes(routes)
