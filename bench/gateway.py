@@ -43,12 +43,13 @@ import aiohttp
 
 from agentkit.config import Settings
 from agentkit.executors.local import LocalExecutor
+from agentkit.gateway.agents import FORWARD
 from agentkit.gateway.budgets import token_sha256
-from agentkit.gateway.host import GatewayHost
+from agentkit.gateway.host import API_PORT, SOCKETS_TARGET, GatewayHost
 from agentkit.runtimes.docker_engine import open_docker
 from agentkit.testing import ScriptedAnthropicServer, reply
 from bench._sampling import pct
-from tests.containers_support import bridge_gateway, remove_containers_of_root
+from tests.containers_support import AGENT_IMAGE, bridge_gateway, remove_containers_of_root
 from tests.gateway_support import local_gateway
 from tests.runtimes_support import remove_labelled
 
@@ -127,17 +128,53 @@ asyncio.run(main())
 """
 
 
+# Runs inside the agent image (python3, standard library only): sequential streamed requests
+# on one kept-alive connection, as Claude Code makes them, with no proxy in between.
+STDLIB_CLIENT = r"""
+import http.client, json, os, time, urllib.parse
+url = urllib.parse.urlsplit(os.environ["URL"])
+N, TOKEN = int(os.environ["N"]), os.environ["TOKEN"]
+BODY = json.dumps({"model": "claude-sonnet-5-5", "max_tokens": 100, "stream": True,
+                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+def one():
+    start = time.perf_counter()
+    conn.request("POST", "/v1/messages?beta=true", body=BODY,
+                 headers={"x-api-key": TOKEN, "content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    assert resp.status == 200, (resp.status, data[:200])
+    return (time.perf_counter() - start) * 1000
+for _ in range(10):
+    one()
+print(json.dumps({"total": [one() for _ in range(N)]}))
+"""
+
+
 async def in_container(
-    docker: Any, image: str, network: str, url: str, tokens: list[str], n: int, mode: str
+    docker: Any,
+    image: str,
+    network: str,
+    url: str,
+    tokens: list[str],
+    n: int,
+    mode: str,
+    *,
+    argv: list[str] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run :data:`CLIENT` in a fresh container on ``network``; its JSON answer."""
+    """Run :data:`CLIENT` (or ``argv``) in a fresh container on ``network``; its JSON answer."""
     name = f"agentkit-bench-client-{secrets.token_hex(4)}"
+    variables = {"URL": url, "N": str(n), "MODE": mode, "TOKENS": json.dumps(tokens)}
+    variables.update(env or {})
     body = {
         "Image": image,
-        "Entrypoint": ["python3", "-c", CLIENT],
-        "Env": [f"URL={url}", f"N={n}", f"MODE={mode}", f"TOKENS={json.dumps(tokens)}"],
+        "Entrypoint": argv or ["python3", "-c", CLIENT],
+        "Cmd": [],
+        "Env": [f"{k}={v}" for k, v in variables.items()],
         "Labels": {"agentkit.bench": "gateway"},
-        "HostConfig": {"NetworkMode": network},
+        "HostConfig": {"NetworkMode": network, "Mounts": mounts or []},
     }
     await docker._query_json("containers/create", method="POST", params={"name": name}, data=body)
     try:
@@ -226,6 +263,9 @@ async def main(n: int, agents: int, runtime: str = "docker") -> None:
                 h50 = pct(hop["total"], 0.5)
                 print(f"  added p50 beyond that extra hop {v50 - d50 - h50:.2f} ms")
 
+                if runtime == "docker":
+                    await transports(docker, gateway, client, upstream, tokens[0], n)
+
                 connector = aiohttp.TCPConnector(limit=0)
                 async with aiohttp.ClientSession(connector=connector) as http:
                     host_direct, _ = await series(http, server.url, "x", n)
@@ -267,6 +307,61 @@ async def main(n: int, agents: int, runtime: str = "docker") -> None:
                 else:
                     await remove_containers_of_root(root)
                     await docker_network_rm(gateway.network)
+
+
+async def transports(
+    docker: Any, gateway: GatewayHost, client: Any, upstream: str, token: str, n: int
+) -> None:
+    """The same requests from the agent image over each way an agent reaches the gateway:
+    its internal network, and the socket transport (agentkit-forward's socat on the agent's
+    loopback, then the run's unix socket), against the upstream straight from the bridge."""
+    run_id = "bench-run-0"  # registered with ``token``
+    await client.open_sockets(run_id)
+    argv = ["python3", "-c", STDLIB_CLIENT]
+    try:
+        direct = await in_container(
+            docker, AGENT_IMAGE, "bridge", upstream, [], n, "", argv=argv, env={"TOKEN": token}
+        )
+        network = await in_container(
+            docker,
+            AGENT_IMAGE,
+            gateway.network,
+            gateway.api_url,
+            [],
+            n,
+            "",
+            argv=argv,
+            env={"TOKEN": token},
+        )
+        mount = {
+            "Type": "bind",
+            "Source": gateway.sockets_folder(run_id),
+            "Target": SOCKETS_TARGET,
+            "ReadOnly": True,
+        }
+        socket = await in_container(
+            docker,
+            AGENT_IMAGE,
+            "none",
+            f"http://127.0.0.1:{API_PORT}",
+            [],
+            n,
+            "",
+            argv=[FORWARD, *argv],
+            mounts=[mount],
+            env={"TOKEN": token, "AGENTKIT_GATEWAY_SOCKETS": SOCKETS_TARGET},
+        )
+    finally:
+        await client.close_sockets(run_id)
+    print(f"streamed request, {n} sequential on one kept-alive connection, from the agent image:")
+    print(line("direct (bridge -> upstream)", direct["total"]))
+    print(line("network transport", network["total"]))
+    print(line("socket transport (socat, unix socket)", socket["total"]))
+    d50, n50, s50 = (pct(x["total"], 0.5) for x in (direct, network, socket))
+    print(
+        f"  added p50: network {n50 - d50:.2f} ms, socket {s50 - d50:.2f} ms; "
+        f"socket vs network transport {s50 / n50:.2f}x"
+    )
 
 
 async def docker_network_rm(name: str) -> None:

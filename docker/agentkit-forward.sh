@@ -6,7 +6,9 @@
 # sockets in a folder mounted read-only at $AGENTKIT_GATEWAY_SOCKETS:
 #   api.sock     the gateway's model API (ANTHROPIC_BASE_URL=http://127.0.0.1:$AGENTKIT_GATEWAY_API_PORT)
 #   proxy.sock   squid, the egress allowlist proxy (HTTP(S)_PROXY=http://<run>:<token>@127.0.0.1:$AGENTKIT_GATEWAY_PROXY_PORT)
-# This script serves each on the container's loopback with socat (one process per connection),
+# This script serves each on the container's loopback with socat (one process per connection;
+# nodelay: without it Nagle's algorithm holds a streamed answer's later chunks for the client's
+# delayed ACK, ~40 ms each),
 # waits until both listen, then runs "$@" (the image's entrypoint or the spawn's own) in its
 # place. Without AGENTKIT_GATEWAY_SOCKETS it only runs "$@".
 #
@@ -25,6 +27,14 @@ dir="${AGENTKIT_GATEWAY_SOCKETS:-}"
 command -v socat >/dev/null 2>&1 || die "socat is missing: this image predates the socket transport (rebuild it: agentkit image build)"
 api_port="${AGENTKIT_GATEWAY_API_PORT:-8080}"
 proxy_port="${AGENTKIT_GATEWAY_PROXY_PORT:-3128}"
+# socat reads options after a comma or colon in an address: the folder is a plain path
+case "$dir" in
+    /*) ;;
+    *) die "AGENTKIT_GATEWAY_SOCKETS must be an absolute path" ;;
+esac
+case "$dir" in
+    *[!A-Za-z0-9/_.-]*) die "AGENTKIT_GATEWAY_SOCKETS may hold letters, digits, /, _, . and - only" ;;
+esac
 for port in "$api_port" "$proxy_port"; do
     case "$port" in
         "" | *[!0-9]*) die "ports must be digits only" ;;
@@ -34,7 +44,7 @@ done
 for pair in "$api_port api.sock" "$proxy_port proxy.sock"; do
     port="${pair% *}"
     sock="${pair#* }"
-    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$dir/$sock" </dev/null &
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,nodelay" "UNIX-CONNECT:$dir/$sock" </dev/null &
 done
 
 # both listen before the agent runs (a listening socket shows as state 0A in /proc/net/tcp)

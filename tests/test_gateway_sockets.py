@@ -16,6 +16,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+import aiodocker
 import pytest
 from aiohttp import web
 
@@ -27,7 +28,7 @@ from agentkit.gateway.peers import PeerLimit
 from agentkit.gateway.run_sockets import API_SOCKET, PROXY_SOCKET, RunSockets, check_run_id
 from tests import test_gateway_e2e as e2e
 from tests import test_gateway_egress as egress
-from tests.containers_support import BASE_IMAGE, bridge_gateway
+from tests.containers_support import BASE_IMAGE, DOCKER_SOCKET, bridge_gateway
 from tests.test_gateway_e2e import _exec, _inspect, _settings
 from tests.test_gateway_egress import _sh, _wait_until
 
@@ -278,3 +279,37 @@ async def test_socket_transport_agent_has_no_network_and_reaches_only_its_own_so
         await agents.wait(b.id, 60_000)
         await agents.settle()
     assert os.listdir(f"{settings.root}/gateway/runs/{b.id}") == []
+
+
+@pytest.mark.docker
+@pytest.mark.image
+@pytest.mark.parametrize(
+    ("folder", "port", "said"),
+    [
+        ("/run/x,fork", "8080", "letters, digits"),  # socat would read ",fork" as an option
+        ("run/x", "8080", "absolute path"),
+        ("/run/x", "80:80", "digits only"),
+    ],
+)
+async def test_the_forwarder_refuses_a_folder_or_port_socat_would_read_as_options(
+    agent_image: str, folder: str, port: str, said: str
+) -> None:
+    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
+        ctr = await docker.containers.create(
+            {
+                "Image": agent_image,
+                "Entrypoint": ["/usr/local/bin/agentkit-forward", "echo", "RAN"],
+                "Cmd": [],
+                "Env": [f"AGENTKIT_GATEWAY_SOCKETS={folder}", f"AGENTKIT_GATEWAY_API_PORT={port}"],
+                "HostConfig": {"NetworkMode": "none"},
+            }
+        )
+        try:
+            await ctr.start()
+            status = await ctr.wait(timeout=60)
+            out = "".join(await ctr.log(stdout=True, stderr=True))
+        finally:
+            await ctr.delete(force=True)
+    assert status["StatusCode"] == 2, out
+    assert said in out
+    assert "RAN" not in out
