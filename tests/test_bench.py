@@ -80,6 +80,7 @@ async def test_gateway_bench_runs_side_by_side() -> None:
     require(await docker_ok(), "a running Docker engine")
     out = _bench("gateway.py", "--n", "5", "--agents", "3", timeout=400)
     assert "added p50" in out
+    assert "socket vs network transport" in out  # the agent image over both transports
     assert "3 of 3 metered" in out
 
 
