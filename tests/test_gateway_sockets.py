@@ -16,7 +16,6 @@ import ipaddress
 import os
 from pathlib import Path
 
-import aiodocker
 import pytest
 from aiohttp import web
 
@@ -28,8 +27,8 @@ from agentkit.gateway.peers import PeerLimit
 from agentkit.gateway.run_sockets import API_SOCKET, PROXY_SOCKET, RunSockets, check_run_id
 from tests import test_gateway_e2e as e2e
 from tests import test_gateway_egress as egress
-from tests.containers_support import BASE_IMAGE, DOCKER_SOCKET, bridge_gateway
-from tests.test_gateway_e2e import _exec, _inspect, _settings
+from tests.containers_support import BASE_IMAGE, bridge_gateway
+from tests.test_gateway_e2e import _exec, _helper, _inspect, _settings
 from tests.test_gateway_egress import _sh, _wait_until
 
 gateway_image = e2e.gateway_image
@@ -294,22 +293,13 @@ async def test_socket_transport_agent_has_no_network_and_reaches_only_its_own_so
 async def test_the_forwarder_refuses_a_folder_or_port_socat_would_read_as_options(
     agent_image: str, folder: str, port: str, said: str
 ) -> None:
-    async with aiodocker.Docker(url=f"unix://{DOCKER_SOCKET}") as docker:
-        ctr = await docker.containers.create(
-            {
-                "Image": agent_image,
-                "Entrypoint": ["/usr/local/bin/agentkit-forward", "echo", "RAN"],
-                "Cmd": [],
-                "Env": [f"AGENTKIT_GATEWAY_SOCKETS={folder}", f"AGENTKIT_GATEWAY_API_PORT={port}"],
-                "HostConfig": {"NetworkMode": "none"},
-            }
-        )
-        try:
-            await ctr.start()
-            status = await ctr.wait(timeout=60)
-            out = "".join(await ctr.log(stdout=True, stderr=True))
-        finally:
-            await ctr.delete(force=True)
-    assert status["StatusCode"] == 2, out
+    status, out = await _helper(
+        agent_image,
+        "none",
+        "/tmp/agentkit-test-forwarder",
+        "exec /usr/local/bin/agentkit-forward echo RAN",
+        env={"AGENTKIT_GATEWAY_SOCKETS": folder, "AGENTKIT_GATEWAY_API_PORT": port},
+    )
+    assert status == 2, out
     assert said in out
     assert "RAN" not in out
