@@ -581,7 +581,8 @@ async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
             anthropic_base_url=server.url_for(host_ip),
         )
         async with LocalExecutor() as executor, AgentService(executor, settings) as agents:
-            spawned = await agents.spawn("survive a restart", "restart", 120_000)
+            # room for a swarm service restart on a busy machine (50-85 s alone here)
+            spawned = await agents.spawn("survive a restart", "restart", 300_000)
             gateway = await agents.gateway()
             assert gateway is not None
             await _wait_for(lambda: len(script.main_requests) == 1, "the first turn")
@@ -608,7 +609,7 @@ async def test_gateway_restart_mid_run_keeps_ledger_and_next_request_succeeds(
             assert after["State"]["StartedAt"] != before["State"]["StartedAt"]
             await client.health(wait=30)
             assert await recorded() >= 1  # kept across the restart
-            waited = await agents.wait(spawned.id, 120_000)
+            waited = await agents.wait(spawned.id, 300_000)
             assert waited.status.state == AgentState.SUCCEEDED, waited.status
             assert waited.status.result_text == "after the restart"
             await agents.settle()
